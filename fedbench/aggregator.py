@@ -1,0 +1,102 @@
+"""Aggregator: owns the global learners and the per-round exchange with clients.
+
+The round loop itself lives in :mod:`fedbench.runner`; an aggregator fills in
+the paired steps ``configure_fit``/``aggregate_fit`` and
+``configure_evaluate``. The arithmetic is in pure functions.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+
+from fedbench.client import Client, ClientUpdate, EvalResult
+from fedbench.config import TrainConfig
+from fedbench.seeding import STREAM_SAMPLE, generator
+
+
+def weighted_average(tensors: Sequence[torch.Tensor], weights: Sequence[float]) -> torch.Tensor:
+    """sum_i w_i * t_i / sum_i w_i."""
+    if len(tensors) != len(weights) or not tensors:
+        raise ValueError(f"need as many weights as tensors (>0), got {len(weights)} and {len(tensors)}")
+    w = torch.as_tensor(list(weights), dtype=tensors[0].dtype, device=tensors[0].device)
+    if float(w.sum()) <= 0:
+        raise ValueError(f"weights must sum to a positive number, got {list(weights)}")
+    stacked = torch.stack(list(tensors))
+    return torch.tensordot(w / w.sum(), stacked, dims=1)
+
+
+def sample_clients(n_clients: int, participation: float, gen: torch.Generator) -> list[int]:
+    """Sorted ids of round(participation * n) clients (at least one), drawn without replacement."""
+    if participation >= 1.0:
+        return list(range(n_clients))
+    k = max(1, round(participation * n_clients))
+    return sorted(torch.randperm(n_clients, generator=gen)[:k].tolist())
+
+
+class Aggregator:
+    """Base aggregator: samples clients, sends parameters, collects updates.
+
+    Subclasses implement :meth:`configure_fit`, :meth:`aggregate_fit` and
+    :meth:`configure_evaluate`; extra constructor keywords are the
+    aggregator's own parameters.
+    """
+
+    def __init__(
+        self,
+        clients: Sequence[Client],
+        init_params: list[torch.Tensor],
+        train: TrainConfig,
+        *,
+        seed: int,
+    ) -> None:
+        self.clients = list(clients)
+        self.global_params = [p.clone() for p in init_params]
+        self.train = train
+        self.seed = seed
+
+    # ---- the round ---------------------------------------------------------
+    def fit_round(self, round_: int) -> float:
+        """One round: sample, train the sampled clients, aggregate. Returns the mean train loss."""
+        chosen = sample_clients(len(self.clients), self.train.participation, generator(self.seed, STREAM_SAMPLE, round_))
+        lr = self.train.learning_rate(round_)
+        updates = [self.clients[i].step(self.configure_fit(round_, self.clients[i]), round_, lr) for i in chosen]
+        self.aggregate_fit(round_, updates)
+        return float(weighted_average(
+            [torch.tensor(u.train_loss, dtype=torch.float64) for u in updates], [u.weight for u in updates]
+        ))
+
+    def evaluate(self) -> list[EvalResult]:
+        """Every client's scores of its own predictor."""
+        return [c.evaluate(self.configure_evaluate(c)) for c in self.clients]
+
+    # ---- what subclasses fill in -------------------------------------------
+    def configure_fit(self, round_: int, client: Client) -> list[torch.Tensor]:
+        """The parameters (one flat tensor per learner) ``client`` trains from this round."""
+        raise NotImplementedError
+
+    def aggregate_fit(self, round_: int, updates: list[ClientUpdate]) -> None:
+        """Fold the round's client updates into the aggregator's state."""
+        raise NotImplementedError
+
+    def configure_evaluate(self, client: Client) -> list[torch.Tensor]:
+        """The parameters ``client``'s predictor is evaluated with."""
+        raise NotImplementedError
+
+
+class CentralizedAggregator(Aggregator):
+    """Server averaging: each learner's global parameters become the average of the
+    sampled clients' parameters weighted by their train sizes (FedAvg when M = 1)."""
+
+    def configure_fit(self, round_: int, client: Client) -> list[torch.Tensor]:
+        return self.global_params
+
+    def aggregate_fit(self, round_: int, updates: list[ClientUpdate]) -> None:
+        weights = [u.weight for u in updates]
+        self.global_params = [
+            weighted_average([u.params[m] for u in updates], weights) for m in range(len(self.global_params))
+        ]
+
+    def configure_evaluate(self, client: Client) -> list[torch.Tensor]:
+        return self.global_params

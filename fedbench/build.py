@@ -1,0 +1,150 @@
+"""From names to objects: resolve a run's configuration and build its simulation.
+
+Everything is looked up in the registry; nothing here imports a plugin.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from fedbench.aggregator import Aggregator
+from fedbench.config import TRAIN_KEYS, RunConfig, TrainConfig, merge_params
+from fedbench.data import FederatedData
+from fedbench.errors import ConfigError, FedbenchError, PluginError
+from fedbench.learner import Learner, LearnersEnsemble
+from fedbench.registry import Registry
+from fedbench.seeding import STREAM_INIT, derive_seed
+from fedbench.tasks import make_task
+
+GROUPS = ("dataset", "model", "client", "aggregator")
+
+
+def default_data_root() -> Path:
+    """``$FEDBENCH_DATA_ROOT`` or ``~/.cache/fedbench``."""
+    return Path(os.environ.get("FEDBENCH_DATA_ROOT") or Path.home() / ".cache" / "fedbench")
+
+
+def resolve_run(
+    registry: Registry,
+    *,
+    dataset: str,
+    method: str,
+    seed: int,
+    overrides: dict[str, Any] | None = None,
+    device: str = "cpu",
+) -> RunConfig:
+    """A fully resolved :class:`RunConfig` from names and ``--set``-style overrides.
+
+    Override keys: a training key (``lr``, ``rounds``, ...), ``model``,
+    ``n_learners``, or ``GROUP.KEY`` for GROUP in dataset/model/client/aggregator.
+    """
+    ds = registry.get("dataset", dataset)
+    me = registry.get("method", method)
+    overrides = dict(overrides or {})
+    model = overrides.pop("model", ds.default_model)
+    n_learners = overrides.pop("n_learners", me.n_learners)
+    if not isinstance(n_learners, int) or isinstance(n_learners, bool) or n_learners < 1:
+        raise ConfigError(f"n_learners must be a positive integer, got {n_learners!r}")
+    grouped: dict[str, dict[str, Any]] = {g: {} for g in GROUPS}
+    train_over: dict[str, Any] = {}
+    for key, value in overrides.items():
+        group, dot, rest = key.partition(".")
+        if dot and group in grouped:
+            grouped[group][rest] = value
+        elif key in TRAIN_KEYS:
+            train_over[key] = value
+        else:
+            raise ConfigError(
+                f"unknown setting {key!r}; use a training key ({', '.join(TRAIN_KEYS)}), model, n_learners, "
+                f"or GROUP.KEY with GROUP in {', '.join(GROUPS)}"
+            )
+    base = dataclasses.asdict(TrainConfig())
+    train = merge_params("training", merge_params(f"method {method!r}", base, me.params), train_over)
+    model_spec = registry.get("model", model)
+    client_spec = registry.get("client", me.client)
+    agg_spec = registry.get("aggregator", me.aggregator)
+    client_defaults = merge_params(f"client {me.client!r}", client_spec.params, me.client_params)
+    agg_defaults = merge_params(f"aggregator {me.aggregator!r}", agg_spec.params, me.aggregator_params)
+    return RunConfig(
+        dataset=dataset,
+        method=method,
+        model=model,
+        client=me.client,
+        aggregator=me.aggregator,
+        n_learners=n_learners,
+        seed=seed,
+        train=TrainConfig(**train),
+        dataset_params=_items(merge_params(f"dataset {dataset!r}", ds.params, grouped["dataset"])),
+        model_params=_items(merge_params(f"model {model!r}", model_spec.params, grouped["model"])),
+        client_params=_items(merge_params(f"client {me.client!r}", client_defaults, grouped["client"])),
+        aggregator_params=_items(merge_params(f"aggregator {me.aggregator!r}", agg_defaults, grouped["aggregator"])),
+        device=device,
+    )
+
+
+def _items(params: dict[str, Any]) -> tuple[tuple[str, Any], ...]:
+    return tuple(sorted(params.items()))
+
+
+@functools.lru_cache(maxsize=1)
+def _load_cached(registry: Registry, name: str, params: tuple, data_root: str) -> FederatedData:
+    entry = registry.entry("dataset", name)
+    try:
+        data = entry.spec.load(data_root=Path(data_root), **dict(params))
+    except FedbenchError:
+        raise
+    except Exception as e:
+        raise PluginError(f"dataset {name!r} (plugin {entry.plugin!r}) failed to load: {type(e).__name__}: {e}") from e
+    if not isinstance(data, FederatedData):
+        raise PluginError(f"dataset {name!r} (plugin {entry.plugin!r}) returned {type(data).__name__}, not FederatedData")
+    return data
+
+
+def load_data(registry: Registry, cfg: RunConfig, data_root: Path | None = None) -> FederatedData:
+    """The run's data set on the CPU (the last one loaded is cached for the next run)."""
+    return _load_cached(registry, cfg.dataset, cfg.dataset_params, str(data_root or default_data_root()))
+
+
+@dataclass
+class Simulation:
+    """A built run: its data (on the run's device) and its aggregator with clients."""
+
+    config: RunConfig
+    data: FederatedData
+    aggregator: Aggregator
+    n_params: int
+
+
+def build_simulation(registry: Registry, cfg: RunConfig, data_root: Path | None = None) -> Simulation:
+    """Build data, learners, clients and aggregator for ``cfg``."""
+    device = torch.device(cfg.device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"device {cfg.device!r} asked for but CUDA is not available here; use --device cpu")
+    data = load_data(registry, cfg, data_root).to(device)
+    task = make_task(data.task)
+    model_entry = registry.entry("model", cfg.model)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(derive_seed(cfg.seed, STREAM_INIT))
+        try:
+            models = [
+                model_entry.spec.build(data.input_shape, data.n_outputs, **dict(cfg.model_params))
+                for _ in range(cfg.n_learners)
+            ]
+        except Exception as e:
+            raise PluginError(f"model {cfg.model!r} (plugin {model_entry.plugin!r}) failed to build: {e}") from e
+    ensemble = LearnersEnsemble([Learner(m.to(device), task) for m in models])
+    client_cls = registry.get("client", cfg.client).cls
+    clients = [
+        client_cls(i, data.client(i), ensemble, cfg.train, seed=cfg.seed, **dict(cfg.client_params))
+        for i in range(data.n_clients)
+    ]
+    agg_cls = registry.get("aggregator", cfg.aggregator).cls
+    aggregator = agg_cls(clients, ensemble.get_params(), cfg.train, seed=cfg.seed, **dict(cfg.aggregator_params))
+    return Simulation(cfg, data, aggregator, ensemble.learners[0].n_params)

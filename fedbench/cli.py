@@ -1,0 +1,151 @@
+"""The ``fedbench`` command line: list, run, report.
+
+A :class:`~fedbench.errors.FedbenchError` is printed as one line
+(``fedbench: error: ...``) with exit code 2; a run that fails or diverges
+gives exit code 1.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from fedbench import __version__
+from fedbench.build import resolve_run
+from fedbench.config import parse_assignments
+from fedbench.errors import FedbenchError
+from fedbench.registry import KIND_HOOKS, Registry, get_registry
+from fedbench.report import comparison_table, runs_table, to_markdown
+from fedbench.runner import RunOutcome, execute_run
+from fedbench.store import DEFAULT_PATH, ResultStore
+from fedbench.suite import load_suite
+
+
+def _warn_failures(registry: Registry) -> None:
+    for name, why in sorted(registry.failures.items()):
+        print(f"fedbench: warning: plugin {name!r} not loaded: {why}", file=sys.stderr)
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    registry = get_registry()
+    _warn_failures(registry)
+    kinds = [args.kind] if args.kind else list(KIND_HOOKS)
+    for kind in kinds:
+        entries = registry.entries(kind)
+        print(f"{kind}s:")
+        if not entries:
+            print("  (none)")
+        for e in entries:
+            print(f"  {e.name:<22} {e.package:<18} {e.spec.doc}")
+            params = dict(e.spec.params)
+            if kind == "method":
+                s = e.spec
+                print(f"  {'':<22} client={s.client} aggregator={s.aggregator} n_learners={s.n_learners}")
+                params.update({f"client.{k}": v for k, v in s.client_params.items()})
+                params.update({f"aggregator.{k}": v for k, v in s.aggregator_params.items()})
+            if params:
+                print(f"  {'':<22} " + " ".join(f"{k}={v}" for k, v in sorted(params.items())))
+    return 0
+
+
+def _print_outcomes(outcomes: list[RunOutcome]) -> None:
+    for o in outcomes:
+        print(o.summary())
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    registry = get_registry()
+    _warn_failures(registry)
+    overrides = parse_assignments(args.set or [])
+    if args.rounds is not None:
+        overrides["rounds"] = args.rounds
+    if args.eval_every is not None:
+        overrides["eval_every"] = args.eval_every
+    if args.model is not None:
+        overrides["model"] = args.model
+    if args.suite:
+        if args.dataset or args.method:
+            raise FedbenchError("--suite runs the suite's own data sets and methods; drop --dataset/--method")
+        seeds = [args.seed] if args.seed is not None else None
+        suite = load_suite(registry, args.suite, extra=overrides, seeds=seeds, device=args.device)
+        configs = list(suite.runs)
+        print(f"suite {suite.name}: {len(configs)} runs ({suite.description})", file=sys.stderr)
+    else:
+        if not args.dataset or not args.method:
+            raise FedbenchError("fedbench run needs --dataset and --method (or --suite NAME)")
+        seed = args.seed if args.seed is not None else 0
+        configs = [
+            resolve_run(registry, dataset=args.dataset, method=args.method, seed=seed, overrides=overrides, device=args.device)
+        ]
+    store = ResultStore(args.results)
+    outcomes = []
+    for cfg in configs:
+        outcome = execute_run(
+            registry, cfg, store, data_root=args.data_root, force=args.force, progress=not args.no_progress
+        )
+        outcomes.append(outcome)
+        print(outcome.summary(), file=sys.stderr if args.suite else sys.stdout)
+    if args.suite:
+        table = runs_table(store, [c.run_id for c in configs])
+        comp = comparison_table(table)
+        print(f"\nweighted test accuracy (%), last round, mean ± std over seeds [{args.results}]")
+        print(to_markdown(comp, index=True) if not comp.empty else "(no finished runs)")
+    return 0 if all(o.ok for o in outcomes) else 1
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    path = Path(args.results)
+    if not path.exists():
+        raise FedbenchError(f"no results file at {str(path)!r}; run `fedbench run ...` first or pass --results PATH")
+    store = ResultStore(path)
+    table = runs_table(store).drop(columns=["run_id"])
+    if args.format == "csv":
+        print(table.to_csv(index=False), end="")
+    else:
+        print(to_markdown(table))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="fedbench", description="Federated-learning benchmark suite.")
+    p.add_argument("--version", action="version", version=f"fedbench {__version__}")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    ls = sub.add_parser("list", help="list the registered plugins' components")
+    ls.add_argument("kind", nargs="?", choices=list(KIND_HOOKS), help="only this kind")
+    ls.set_defaults(func=cmd_list)
+
+    run = sub.add_parser("run", help="run one method on one data set, or a whole suite")
+    run.add_argument("--dataset", help="data set name (see `fedbench list dataset`)")
+    run.add_argument("--method", help="method name (see `fedbench list method`)")
+    run.add_argument("--suite", help="suite name (see `fedbench list suite`) or path to a suite TOML file")
+    run.add_argument("--model", help="model name; default: the data set's own")
+    run.add_argument("--rounds", type=int, help="number of training rounds")
+    run.add_argument("--eval-every", type=int, help="evaluate every N rounds (and at the last round)")
+    run.add_argument("--seed", type=int, help="training seed (default 0; with --suite, replaces the suite's seeds)")
+    run.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda (default cpu)")
+    run.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a setting, e.g. lr=0.05 or dataset.n_clients=50")
+    run.add_argument("--results", default=str(DEFAULT_PATH), help=f"SQLite results file (default {DEFAULT_PATH})")
+    run.add_argument("--data-root", type=Path, help="where data sets live on disk (default $FEDBENCH_DATA_ROOT or ~/.cache/fedbench)")
+    run.add_argument("--force", action="store_true", help="recompute runs already finished in the results file")
+    run.add_argument("--no-progress", action="store_true", help="no progress bars")
+    run.set_defaults(func=cmd_run)
+
+    rep = sub.add_parser("report", help="print one row per stored run")
+    rep.add_argument("--results", default=str(DEFAULT_PATH), help=f"SQLite results file (default {DEFAULT_PATH})")
+    rep.add_argument("--format", choices=["md", "csv"], default="md")
+    rep.set_defaults(func=cmd_report)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except FedbenchError as e:
+        print(f"fedbench: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("fedbench: interrupted; finished runs are kept in the results file", file=sys.stderr)
+        return 130

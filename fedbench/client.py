@@ -1,0 +1,129 @@
+"""Client: owns its data and personal state; trains the learners it is sent.
+
+A client does not own model copies. The run has one set of workspace learners
+(a :class:`LearnersEnsemble`) that each client loads the parameters it is sent
+into, trains, and reads back; what the client keeps between rounds is only
+what its method needs (mixture weights, momentum buffers).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from fedbench.config import TrainConfig
+from fedbench.data import ClientData
+from fedbench.learner import FitResult, LearnersEnsemble, SGDConfig
+from fedbench.seeding import STREAM_TRAIN, generator
+
+
+@dataclass(frozen=True)
+class ClientUpdate:
+    """What a client sends back after local training."""
+
+    client_id: int
+    params: list[torch.Tensor]
+    #: aggregation weight: the number of local training samples
+    weight: float
+    #: mean training batch loss over the local fit (for divergence checks)
+    train_loss: float
+
+
+@dataclass(frozen=True)
+class EvalResult:
+    """One client's scores of its own (personalised) predictor."""
+
+    client_id: int
+    n_train: int
+    n_test: int
+    train_loss: float
+    train_acc: float
+    test_loss: float
+    test_acc: float
+
+
+class Client:
+    """The plain client: uniform sample weights, pi = 1/M.
+
+    Subclasses change what happens before training by overriding
+    :meth:`update_sample_weights` and :meth:`update_learners_weights`, as in
+    the FedEM design.
+    """
+
+    def __init__(
+        self,
+        client_id: int,
+        data: ClientData,
+        ensemble: LearnersEnsemble,
+        train: TrainConfig,
+        *,
+        seed: int,
+    ) -> None:
+        self.client_id = client_id
+        self.data = data
+        self.ensemble = ensemble
+        self.train = train
+        self.seed = seed
+        m = len(ensemble)
+        self.learners_weights = torch.full((m,), 1.0 / m, device=data.train_y.device)
+        self.samples_weights = torch.full((m, data.n_train), 1.0 / m, device=data.train_y.device)
+        self.momentum: list[torch.Tensor | None] = [None] * m
+
+    @property
+    def n_train(self) -> int:
+        return self.data.n_train
+
+    def update_sample_weights(self) -> None:
+        """Set ``samples_weights`` (M x n) before training; the plain client keeps them uniform."""
+
+    def update_learners_weights(self) -> None:
+        """Set ``learners_weights`` (M) before training; the plain client keeps them uniform."""
+
+    def penalties(self, params: list[torch.Tensor]) -> list | None:
+        """Extra loss terms per learner for this round (e.g. a proximal term); None for none."""
+        return None
+
+    def step(self, params: list[torch.Tensor], round_: int, lr: float) -> ClientUpdate:
+        """Load ``params`` into the learners, update the weights, train, return the result."""
+        self.ensemble.set_params(params)
+        self.update_sample_weights()
+        self.update_learners_weights()
+        sgd = SGDConfig(
+            lr=lr,
+            momentum=self.train.momentum,
+            weight_decay=self.train.weight_decay,
+            batch_size=self.train.batch_size,
+            epochs=self.train.local_epochs,
+        )
+        fits: list[FitResult] = self.ensemble.fit_epochs(
+            self.data.train_x,
+            self.data.train_y,
+            self.samples_weights,
+            sgd,
+            generator(self.seed, STREAM_TRAIN, round_, self.client_id),
+            momentum=self.momentum if self.train.keep_optimizer_state else None,
+            penalties=self.penalties(params),
+        )
+        if self.train.keep_optimizer_state:
+            self.momentum = [fit.momentum for fit in fits]
+        loss = sum(fit.loss for fit in fits) / len(fits)
+        return ClientUpdate(self.client_id, self.ensemble.get_params(), float(self.n_train), loss)
+
+    @torch.no_grad()
+    def evaluate(self, params: list[torch.Tensor]) -> EvalResult:
+        """Score this client's predictor sum_m pi_m p_m on its own train and test sets."""
+        self.ensemble.set_params(params)
+        task = self.ensemble.task
+        d = self.data
+        tr_loss, tr_correct = task.score(self.ensemble.predict_proba(d.train_x, self.learners_weights), d.train_y)
+        te_loss, te_correct = task.score(self.ensemble.predict_proba(d.test_x, self.learners_weights), d.test_y)
+        return EvalResult(
+            self.client_id,
+            d.n_train,
+            d.n_test,
+            float(tr_loss.mean()),
+            float(tr_correct.mean()),
+            float(te_loss.mean()),
+            float(te_correct.mean()),
+        )

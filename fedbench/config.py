@@ -1,0 +1,169 @@
+"""Run configuration: typed, frozen, validated, hashable.
+
+A :class:`RunConfig` is fully resolved (every default filled in from the
+method preset and the plugins' specs), so its hash identifies the run.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import tomllib
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field, fields
+from typing import Any
+
+from fedbench.errors import ConfigError
+
+LR_SCHEDULES = ("multistep", "constant")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Hyper-parameters of the federated training loop shared by every method.
+
+    ``lr_schedule="multistep"`` divides the learning rate by 10 at rounds
+    ``rounds // 2`` and ``3 * (rounds // 4)`` (the FedEM authors' schedule).
+    ``keep_optimizer_state`` keeps each client's SGD momentum buffers between
+    the rounds it takes part in, as the authors' clients (which own their
+    optimizers) do.
+    """
+
+    rounds: int = 200
+    batch_size: int = 128
+    local_epochs: int = 1
+    lr: float = 0.1
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    lr_schedule: str = "multistep"
+    participation: float = 1.0
+    eval_every: int = 10
+    keep_optimizer_state: bool = True
+
+    def __post_init__(self) -> None:
+        checks = [
+            (self.rounds >= 1, "rounds must be >= 1"),
+            (self.batch_size >= 1, "batch_size must be >= 1"),
+            (self.local_epochs >= 1, "local_epochs must be >= 1"),
+            (self.lr > 0, "lr must be > 0"),
+            (0 <= self.momentum < 1, "momentum must be in [0, 1)"),
+            (self.weight_decay >= 0, "weight_decay must be >= 0"),
+            (self.lr_schedule in LR_SCHEDULES, f"lr_schedule must be one of {', '.join(LR_SCHEDULES)}"),
+            (0 < self.participation <= 1, "participation must be in (0, 1]"),
+            (self.eval_every >= 1, "eval_every must be >= 1"),
+        ]
+        for ok, rule in checks:
+            if not ok:
+                raise ConfigError(f"{rule}, got {self}")
+
+    def learning_rate(self, round_: int) -> float:
+        """The learning rate used in (0-based) round ``round_``."""
+        if self.lr_schedule == "constant":
+            return self.lr
+        milestones = (self.rounds // 2, 3 * (self.rounds // 4))
+        return self.lr * 0.1 ** sum(round_ >= m for m in milestones)
+
+    def is_eval_round(self, round_: int) -> bool:
+        """Evaluate after (0-based) round ``round_``: every ``eval_every`` rounds and the last."""
+        return (round_ + 1) % self.eval_every == 0 or round_ + 1 == self.rounds
+
+
+Params = tuple[tuple[str, Any], ...]
+
+
+def _freeze(mapping: Mapping[str, Any]) -> Params:
+    return tuple(sorted((k, tuple(v) if isinstance(v, list) else v) for k, v in mapping.items()))
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """Everything that determines a run's numbers, fully resolved."""
+
+    dataset: str
+    method: str
+    model: str
+    client: str
+    aggregator: str
+    n_learners: int
+    seed: int
+    train: TrainConfig
+    dataset_params: Params = ()
+    model_params: Params = ()
+    client_params: Params = ()
+    aggregator_params: Params = ()
+    #: where to run; not part of the run id
+    device: str = field(default="cpu", compare=False)
+
+    def to_dict(self) -> dict[str, Any]:
+        out = dataclasses.asdict(self)
+        for key in ("dataset_params", "model_params", "client_params", "aggregator_params"):
+            out[key] = dict(getattr(self, key))
+        return out
+
+    @property
+    def run_id(self) -> str:
+        """Hash of the resolved configuration (without device) and the package version."""
+        from fedbench import __version__
+
+        body = self.to_dict()
+        body.pop("device")
+        blob = json.dumps({"config": body, "version": __version__}, sort_keys=True, default=str)
+        return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def parse_value(text: str) -> Any:
+    """A TOML scalar/array if ``text`` parses as one, else the plain string."""
+    try:
+        return tomllib.loads(f"v = {text}")["v"]
+    except tomllib.TOMLDecodeError:
+        return text
+
+
+def parse_assignments(items: Iterable[str]) -> dict[str, Any]:
+    """``["lr=0.1", "dataset.n_clients=10"]`` -> ``{"lr": 0.1, "dataset.n_clients": 10}``."""
+    out: dict[str, Any] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip() or not value.strip():
+            raise ConfigError(f"--set expects key=value (e.g. --set lr=0.05), got {item!r}")
+        out[key.strip()] = parse_value(value.strip())
+    return out
+
+
+def coerce(owner: str, key: str, value: Any, default: Any) -> Any:
+    """``value`` converted to the type of ``default``, or a ConfigError naming both."""
+    if default is None:
+        return value
+    kind = type(default)
+    if kind is bool:
+        if isinstance(value, bool):
+            return value
+    elif kind is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+    elif kind is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+    elif kind in (list, tuple):
+        if isinstance(value, (list, tuple)):
+            return tuple(value)
+    elif isinstance(value, kind):
+        return value
+    raise ConfigError(
+        f"{owner}: {key} expects {kind.__name__} (default {default!r}), got {type(value).__name__} {value!r}"
+    )
+
+
+def merge_params(owner: str, defaults: Mapping[str, Any], overrides: Mapping[str, Any]) -> dict[str, Any]:
+    """Defaults updated by overrides; an unknown key fails naming the known ones."""
+    out = dict(defaults)
+    for key, value in overrides.items():
+        if key not in defaults:
+            known = ", ".join(sorted(defaults)) or "none"
+            raise ConfigError(f"{owner} has no parameter {key!r}; its parameters are: {known}")
+        out[key] = coerce(owner, key, value, defaults[key])
+    return out
+
+
+TRAIN_KEYS = tuple(f.name for f in fields(TrainConfig))

@@ -1,0 +1,138 @@
+"""Federated data containers: every client's samples as slices of pooled tensors.
+
+Train and test samples of all clients are stored once, contiguously, client
+after client; a client's data are views (index ranges), never copies. This is
+what lets an engine move a whole data set to a device in one copy and batch by
+index.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+
+from fedbench.errors import DataError
+
+TASKS = ("binary", "multiclass")
+
+
+@dataclass(frozen=True)
+class ClientData:
+    """One client's train and test tensors (views into the pooled tensors)."""
+
+    train_x: torch.Tensor
+    train_y: torch.Tensor
+    test_x: torch.Tensor
+    test_y: torch.Tensor
+
+    @property
+    def n_train(self) -> int:
+        return int(self.train_y.shape[0])
+
+    @property
+    def n_test(self) -> int:
+        return int(self.test_y.shape[0])
+
+
+def _offsets(sizes: Sequence[int]) -> torch.Tensor:
+    out = torch.zeros(len(sizes) + 1, dtype=torch.long)
+    out[1:] = torch.cumsum(torch.as_tensor(list(sizes), dtype=torch.long), 0)
+    return out
+
+
+@dataclass(frozen=True)
+class FederatedData:
+    """A federated data set: pooled tensors plus per-client offsets.
+
+    ``task`` is ``"binary"`` (labels 0/1, one logit) or ``"multiclass"``
+    (integer labels in ``[0, num_classes)``). Client ``i``'s train samples are
+    ``train_x[train_offsets[i]:train_offsets[i+1]]``; likewise for test.
+    """
+
+    train_x: torch.Tensor
+    train_y: torch.Tensor
+    train_offsets: torch.Tensor
+    test_x: torch.Tensor
+    test_y: torch.Tensor
+    test_offsets: torch.Tensor
+    task: str
+    num_classes: int
+
+    def __post_init__(self) -> None:
+        if self.task not in TASKS:
+            raise DataError(f"task must be one of {TASKS}, got {self.task!r}")
+        for split in ("train", "test"):
+            x, y, off = (getattr(self, f"{split}_{k}") for k in ("x", "y", "offsets"))
+            if x.shape[0] != y.shape[0] or int(off[-1]) != y.shape[0] or int(off[0]) != 0:
+                raise DataError(
+                    f"{split} tensors disagree: {x.shape[0]} inputs, {y.shape[0]} labels, "
+                    f"offsets end at {int(off[-1])}; build FederatedData with from_clients()"
+                )
+            if bool((off[1:] < off[:-1]).any()):
+                raise DataError(f"{split} offsets must be non-decreasing")
+        if self.train_offsets.shape != self.test_offsets.shape:
+            raise DataError("train and test must cover the same number of clients")
+
+    @classmethod
+    def from_clients(
+        cls,
+        train: Sequence[tuple[torch.Tensor, torch.Tensor]],
+        test: Sequence[tuple[torch.Tensor, torch.Tensor]],
+        task: str,
+        num_classes: int,
+    ) -> FederatedData:
+        """Pool per-client ``(x, y)`` pairs into one container."""
+        if len(train) != len(test) or not train:
+            raise DataError(f"need the same non-zero number of train and test clients, got {len(train)} and {len(test)}")
+        return cls(
+            train_x=torch.cat([x for x, _ in train]),
+            train_y=torch.cat([y for _, y in train]),
+            train_offsets=_offsets([len(y) for _, y in train]),
+            test_x=torch.cat([x for x, _ in test]),
+            test_y=torch.cat([y for _, y in test]),
+            test_offsets=_offsets([len(y) for _, y in test]),
+            task=task,
+            num_classes=num_classes,
+        )
+
+    @property
+    def n_clients(self) -> int:
+        return int(self.train_offsets.shape[0] - 1)
+
+    @property
+    def input_shape(self) -> tuple[int, ...]:
+        return tuple(self.train_x.shape[1:])
+
+    @property
+    def n_outputs(self) -> int:
+        """Logits a model must produce: one for a binary task, else one per class."""
+        return 1 if self.task == "binary" else self.num_classes
+
+    def train_sizes(self) -> torch.Tensor:
+        return self.train_offsets[1:] - self.train_offsets[:-1]
+
+    def test_sizes(self) -> torch.Tensor:
+        return self.test_offsets[1:] - self.test_offsets[:-1]
+
+    def client(self, i: int) -> ClientData:
+        """Client ``i``'s data, as views."""
+        if not 0 <= i < self.n_clients:
+            raise IndexError(f"client index {i} out of range for {self.n_clients} clients")
+        a, b = int(self.train_offsets[i]), int(self.train_offsets[i + 1])
+        c, d = int(self.test_offsets[i]), int(self.test_offsets[i + 1])
+        return ClientData(self.train_x[a:b], self.train_y[a:b], self.test_x[c:d], self.test_y[c:d])
+
+    def to(self, device: torch.device | str) -> FederatedData:
+        """The same data on ``device`` (one copy per pooled tensor)."""
+        return FederatedData(
+            self.train_x.to(device),
+            self.train_y.to(device),
+            self.train_offsets,
+            self.test_x.to(device),
+            self.test_y.to(device),
+            self.test_offsets,
+            self.task,
+            self.num_classes,
+        )

@@ -1,0 +1,80 @@
+"""The whole plugin contract of fedbench.
+
+A plugin is a module (or object) registered under the entry-point group
+``fedbench``. It implements any of the hooks below with ``@fedbench.hookimpl``.
+Every hook is a *registration* hook: it is called once, when the registry is
+first built (lazily, on the first lookup; never at import time), takes no
+arguments and returns a list of specs of its kind. Returning ``None`` or an
+empty list means "this plugin adds nothing of this kind". Names must be unique
+per kind across all plugins; a clash is reported naming both providers.
+
+Built-in plugins (``plugins/`` in the source tree) use exactly these hooks.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import pluggy
+
+if TYPE_CHECKING:
+    from fedbench.specs import AggregatorSpec, ClientSpec, DatasetSpec, MethodSpec, ModelSpec, SuiteSpec
+
+hookspec = pluggy.HookspecMarker("fedbench")
+
+
+@hookspec
+def fedbench_datasets() -> list[DatasetSpec] | None:
+    """Return the data sets this plugin provides.
+
+    Each :class:`~fedbench.specs.DatasetSpec` carries ``load(data_root=...,
+    **params)`` returning a :class:`~fedbench.data.FederatedData` on the CPU,
+    and the name of the model plugin to use by default.
+    """
+
+
+@hookspec
+def fedbench_models() -> list[ModelSpec] | None:
+    """Return the model factories this plugin provides.
+
+    ``build(input_shape, n_outputs, **params)`` must return a fresh
+    ``torch.nn.Module`` mapping a batch of inputs to ``n_outputs`` logits. It
+    is called once per learner, under a seeded torch RNG.
+    """
+
+
+@hookspec
+def fedbench_clients() -> list[ClientSpec] | None:
+    """Return the client types this plugin provides.
+
+    ``cls`` subclasses :class:`~fedbench.client.Client`; its extra keyword
+    arguments are the spec's ``params``.
+    """
+
+
+@hookspec
+def fedbench_aggregators() -> list[AggregatorSpec] | None:
+    """Return the aggregators this plugin provides.
+
+    ``cls`` subclasses :class:`~fedbench.aggregator.Aggregator`; its extra
+    keyword arguments are the spec's ``params``.
+    """
+
+
+@hookspec
+def fedbench_methods() -> list[MethodSpec] | None:
+    """Return the method presets this plugin provides.
+
+    A :class:`~fedbench.specs.MethodSpec` binds a client type, an aggregator
+    and a number of learners (all looked up by name in the registry) with
+    default hyper-parameters. Users and suites choose methods by this name.
+    """
+
+
+@hookspec
+def fedbench_suites() -> list[SuiteSpec] | None:
+    """Return the named suite files this plugin ships.
+
+    ``path`` is a TOML suite file (see the README's "Suites" section); the
+    name is what ``fedbench run --suite NAME`` accepts.
+    """

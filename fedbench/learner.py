@@ -1,0 +1,175 @@
+"""Learner (one model, its loss and its training loop) and LearnersEnsemble (M of them).
+
+This is the only training loop in fedbench: methods change what is trained
+(sample weights, parameters sent in, extra penalties) through arguments, not by
+writing their own loop. Parameters travel as one flat tensor per learner.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+from torch.nn.utils import parameters_to_vector, vector_to_parameters
+
+from fedbench.tasks import Task
+
+#: chunk size for no-grad passes over a whole data set
+EVAL_CHUNK = 8192
+
+
+@dataclass(frozen=True)
+class SGDConfig:
+    """Hyper-parameters of one local SGD call (torch.optim.SGD semantics)."""
+
+    lr: float
+    momentum: float = 0.0
+    weight_decay: float = 0.0
+    batch_size: int = 128
+    epochs: int = 1
+
+
+@dataclass(frozen=True)
+class FitResult:
+    """What a fit returns: mean training loss over its batches and the momentum buffer."""
+
+    loss: float
+    momentum: torch.Tensor | None
+
+
+#: an extra differentiable term added to a batch loss, given the model (e.g. a proximal term)
+Penalty = Callable[[nn.Module], torch.Tensor]
+
+
+class Learner:
+    """One model with its task loss; fits with optional per-sample weights."""
+
+    def __init__(self, model: nn.Module, task: Task) -> None:
+        self.model = model
+        self.task = task
+        self._params = [p for p in model.parameters() if p.requires_grad]
+        self.n_params = int(sum(p.numel() for p in self._params))
+
+    def get_params(self) -> torch.Tensor:
+        """A detached copy of the trainable parameters as one flat tensor."""
+        return parameters_to_vector(self._params).detach().clone()
+
+    def set_params(self, flat: torch.Tensor) -> None:
+        with torch.no_grad():
+            vector_to_parameters(flat, self._params)
+
+    @torch.no_grad()
+    def logits(self, x: torch.Tensor) -> torch.Tensor:
+        self.model.eval()
+        return torch.cat([self.model(chunk) for chunk in x.split(EVAL_CHUNK)]) if len(x) else self.model(x)
+
+    @torch.no_grad()
+    def per_sample_losses(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        return self.task.loss(self.logits(x), y)
+
+    @torch.no_grad()
+    def predict_proba(self, x: torch.Tensor) -> torch.Tensor:
+        return self.task.proba(self.logits(x))
+
+    def fit_epochs(
+        self,
+        x: torch.Tensor,
+        y: torch.Tensor,
+        weights: torch.Tensor | None,
+        sgd: SGDConfig,
+        generator: torch.Generator,
+        momentum: torch.Tensor | None = None,
+        penalty: Penalty | None = None,
+    ) -> FitResult:
+        """Run ``sgd.epochs`` epochs of mini-batch SGD over shuffled index slices.
+
+        The batch loss is ``sum_i w_i * loss_i / batch_size`` (``w = 1`` when
+        ``weights`` is None), plus ``penalty(model)`` when given. ``momentum``
+        is the buffer left by an earlier fit (flat), or None to start afresh.
+        """
+        n = int(y.shape[0])
+        opt = torch.optim.SGD(self._params, lr=sgd.lr, momentum=sgd.momentum, weight_decay=sgd.weight_decay)
+        if momentum is not None and sgd.momentum > 0:
+            for p, buf in zip(self._params, _split_like(momentum, self._params)):
+                opt.state[p]["momentum_buffer"] = buf.clone()
+        self.model.train()
+        total, batches = 0.0, 0
+        for _ in range(sgd.epochs):
+            perm = torch.randperm(n, generator=generator).to(y.device)
+            for idx in perm.split(sgd.batch_size):
+                opt.zero_grad(set_to_none=True)
+                losses = self.task.loss(self.model(x[idx]), y[idx])
+                if weights is not None:
+                    losses = losses * weights[idx]
+                loss = losses.sum() / idx.numel()
+                if penalty is not None:
+                    loss = loss + penalty(self.model)
+                loss.backward()
+                opt.step()
+                total += float(loss.detach())
+                batches += 1
+        buf = None
+        if sgd.momentum > 0 and batches:
+            buf = torch.cat([opt.state[p]["momentum_buffer"].reshape(-1) for p in self._params]).detach()
+        return FitResult(total / max(batches, 1), buf)
+
+
+def _split_like(flat: torch.Tensor, params: Sequence[torch.Tensor]) -> list[torch.Tensor]:
+    return [chunk.view_as(p) for chunk, p in zip(flat.split([p.numel() for p in params]), params)]
+
+
+class LearnersEnsemble:
+    """M learners whose prediction is sum_m pi_m * p_m(y|x)."""
+
+    def __init__(self, learners: Sequence[Learner]) -> None:
+        if not learners:
+            raise ValueError("an ensemble needs at least one learner")
+        self.learners = list(learners)
+        self.task = self.learners[0].task
+
+    def __len__(self) -> int:
+        return len(self.learners)
+
+    def get_params(self) -> list[torch.Tensor]:
+        return [learner.get_params() for learner in self.learners]
+
+    def set_params(self, params: Sequence[torch.Tensor]) -> None:
+        if len(params) != len(self.learners):
+            raise ValueError(f"expected {len(self.learners)} parameter vectors, got {len(params)}")
+        for learner, flat in zip(self.learners, params):
+            learner.set_params(flat)
+
+    def per_sample_losses(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """Losses of every learner on every sample, shape (M, n)."""
+        return torch.stack([learner.per_sample_losses(x, y) for learner in self.learners])
+
+    def predict_proba(self, x: torch.Tensor, pi: torch.Tensor) -> torch.Tensor:
+        """The mixture's probabilities sum_m pi_m * p_m(.|x)."""
+        out = pi[0] * self.learners[0].predict_proba(x)
+        for weight, learner in zip(pi[1:], self.learners[1:]):
+            out = out + weight * learner.predict_proba(x)
+        return out
+
+    def fit_epochs(
+        self,
+        x: torch.Tensor,
+        y: torch.Tensor,
+        weights: torch.Tensor,
+        sgd: SGDConfig,
+        generator: torch.Generator,
+        momentum: Sequence[torch.Tensor | None] | None = None,
+        penalties: Sequence[Penalty | None] | None = None,
+    ) -> list[FitResult]:
+        """Fit learner m with row m of ``weights`` (shape (M, n)), one after another.
+
+        All learners draw their batch orders from the same ``generator``, in
+        learner order, so a run is reproducible for a seed.
+        """
+        momentum = momentum or [None] * len(self)
+        penalties = penalties or [None] * len(self)
+        return [
+            learner.fit_epochs(x, y, weights[m], sgd, generator, momentum[m], penalties[m])
+            for m, learner in enumerate(self.learners)
+        ]

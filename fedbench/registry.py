@@ -1,0 +1,185 @@
+"""One pluggy PluginManager, loaded from the ``fedbench`` entry-point group.
+
+Built-in and third-party plugins load the same way. A plugin that fails to
+import, or whose hook raises, is recorded by name in :attr:`Registry.failures`
+and the others still load. Lookups of an unknown name raise
+:class:`~fedbench.errors.UnknownPluginError` listing the known names and the
+closest match.
+
+Environment:
+``FEDBENCH_DISABLE_PLUGINS``  comma-separated entry-point names not to load.
+``FEDBENCH_TRACE_HOOKS``      when set, print every hook call to stderr.
+"""
+
+from __future__ import annotations
+
+import difflib
+import functools
+import os
+import sys
+from dataclasses import dataclass
+from importlib.metadata import entry_points
+from typing import Any
+
+import pluggy
+
+from fedbench import hookspecs
+from fedbench.errors import PluginError, UnknownPluginError
+from fedbench.specs import Spec
+
+GROUP = "fedbench"
+
+#: kind name -> the registration hook that provides it
+KIND_HOOKS: dict[str, str] = {
+    "dataset": "fedbench_datasets",
+    "model": "fedbench_models",
+    "client": "fedbench_clients",
+    "aggregator": "fedbench_aggregators",
+    "method": "fedbench_methods",
+    "suite": "fedbench_suites",
+}
+
+
+@dataclass(frozen=True)
+class Entry:
+    """A spec as registered: the spec, its kind and who provides it."""
+
+    kind: str
+    spec: Any
+    plugin: str
+    package: str
+
+    @property
+    def name(self) -> str:
+        return self.spec.name
+
+
+class Registry:
+    """Specs by kind and name, built from a loaded plugin manager."""
+
+    def __init__(
+        self,
+        pm: pluggy.PluginManager,
+        failures: dict[str, str] | None = None,
+        packages: dict[str, str] | None = None,
+    ) -> None:
+        self.pm = pm
+        self.failures: dict[str, str] = dict(failures or {})
+        self._packages: dict[str, str] = dict(packages or {})
+        self._entries: dict[str, dict[str, Entry]] = {kind: {} for kind in KIND_HOOKS}
+        for kind, hook_name in KIND_HOOKS.items():
+            self._collect(kind, hook_name)
+
+    def _collect(self, kind: str, hook_name: str) -> None:
+        hook = getattr(self.pm.hook, hook_name)
+        trace = bool(os.environ.get("FEDBENCH_TRACE_HOOKS"))
+        # Call each implementation alone so that we know who provided what, and
+        # so that one plugin raising does not hide the others' components.
+        for impl in hook.get_hookimpls():
+            plugin = impl.plugin_name
+            if trace:
+                print(f"fedbench: hook {hook_name} -> plugin {plugin}", file=sys.stderr)
+            try:
+                specs = impl.function() or []
+            except Exception as e:  # a broken plugin must not take the others down
+                self.failures[plugin] = f"hook {hook_name} raised {type(e).__name__}: {e}"
+                continue
+            for spec in specs:
+                if not isinstance(spec, Spec):
+                    self.failures[plugin] = (
+                        f"hook {hook_name} returned {type(spec).__name__}, expected a fedbench spec"
+                    )
+                    continue
+                known = self._entries[kind].get(spec.name)
+                if known is not None:
+                    self.failures[plugin] = (
+                        f"{kind} {spec.name!r} is already provided by plugin {known.plugin!r}; "
+                        "rename one of them"
+                    )
+                    continue
+                self._entries[kind][spec.name] = Entry(kind, spec, plugin, self._packages.get(plugin, "?"))
+
+    def names(self, kind: str) -> list[str]:
+        """Sorted names registered for ``kind``."""
+        return sorted(self._kind(kind))
+
+    def entries(self, kind: str) -> list[Entry]:
+        """Entries registered for ``kind``, sorted by name."""
+        entries = self._kind(kind)
+        return [entries[name] for name in sorted(entries)]
+
+    def entry(self, kind: str, name: str) -> Entry:
+        """The entry for (kind, name); an unknown name lists the known ones."""
+        entries = self._kind(kind)
+        if name in entries:
+            return entries[name]
+        known = sorted(entries)
+        close = difflib.get_close_matches(name, known, n=1)
+        hint = f"; did you mean {close[0]!r}?" if close else ""
+        broken = f" (plugins that failed to load: {', '.join(sorted(self.failures))})" if self.failures else ""
+        raise UnknownPluginError(
+            f"unknown {kind} {name!r}{hint} known {kind}s: {', '.join(known) or 'none'}{broken}; "
+            f"see `fedbench list {kind}`"
+        )
+
+    def get(self, kind: str, name: str) -> Any:
+        """The spec for (kind, name)."""
+        return self.entry(kind, name).spec
+
+    def _kind(self, kind: str) -> dict[str, Entry]:
+        if kind not in self._entries:
+            raise UnknownPluginError(f"unknown plugin kind {kind!r}; kinds are: {', '.join(KIND_HOOKS)}")
+        return self._entries[kind]
+
+
+def new_plugin_manager() -> pluggy.PluginManager:
+    """A manager that knows fedbench's hookspecs and nothing else."""
+    pm = pluggy.PluginManager(GROUP)
+    pm.add_hookspecs(hookspecs)
+    return pm
+
+
+def load_entry_points(pm: pluggy.PluginManager) -> tuple[dict[str, str], dict[str, str]]:
+    """Register every plugin of the entry-point group.
+
+    Returns ``(failures, packages)``: why each broken plugin was skipped, and
+    the distribution that provides each loaded one. Unlike
+    ``pm.load_setuptools_entrypoints``, one broken plugin is recorded instead
+    of aborting the load of all the others.
+    """
+    disabled = {n.strip() for n in os.environ.get("FEDBENCH_DISABLE_PLUGINS", "").split(",") if n.strip()}
+    known_hooks = set(KIND_HOOKS.values())
+    failures: dict[str, str] = {}
+    packages: dict[str, str] = {}
+    for ep in entry_points(group=GROUP):
+        if ep.name in disabled or pm.get_plugin(ep.name) is not None:
+            continue
+        try:
+            plugin = ep.load()
+            unknown = sorted(
+                a for a in dir(plugin)
+                if hasattr(getattr(plugin, a), f"{GROUP}_impl") and a not in known_hooks
+            )
+            if unknown:
+                raise PluginError(
+                    f"defines unknown hook(s) {', '.join(unknown)}; known hooks: {', '.join(sorted(known_hooks))}"
+                )
+            pm.register(plugin, name=ep.name)
+        except Exception as e:  # report by name; the rest still load
+            failures[ep.name] = f"loading {ep.value} failed: {type(e).__name__}: {e}"
+            continue
+        packages[ep.name] = ep.dist.name if ep.dist is not None else "?"
+    return failures, packages
+
+
+@functools.lru_cache(maxsize=1)
+def get_registry() -> Registry:
+    """The process-wide registry, loaded from entry points on first use."""
+    pm = new_plugin_manager()
+    failures, packages = load_entry_points(pm)
+    return Registry(pm, failures, packages)
+
+
+def hookimpl(function: Any = None, **kwargs: Any) -> Any:
+    """Mark a function as an implementation of a fedbench hook."""
+    return pluggy.HookimplMarker(GROUP)(function, **kwargs)

@@ -1,0 +1,107 @@
+"""Execute runs: the round loop, divergence checks, progress, and storing results.
+
+A finished run (status ``done``) is never recomputed unless ``force``. A run
+that raises is stored as ``failed`` with its error; one whose loss becomes
+NaN/inf is stopped and stored as ``diverged``. Metrics already stored stay.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from tqdm.auto import tqdm
+
+from fedbench.build import build_simulation
+from fedbench.config import RunConfig
+from fedbench.errors import DivergedError, FedbenchError
+from fedbench.metrics import summarise
+from fedbench.registry import Registry
+from fedbench.store import ResultStore
+
+
+@dataclass
+class RunOutcome:
+    """How a run ended, and its last evaluation's metrics."""
+
+    config: RunConfig
+    status: str  # done | failed | diverged | skipped
+    metrics: dict[str, float] = field(default_factory=dict)
+    error: str | None = None
+    seconds: float = 0.0
+
+    @property
+    def ok(self) -> bool:
+        return self.status in ("done", "skipped")
+
+    def summary(self) -> str:
+        c = self.config
+        head = f"{c.dataset} / {c.method} / seed {c.seed} [{c.run_id}]: {self.status}"
+        if self.status == "skipped":
+            return head + " (already in the results store; --force recomputes)"
+        if self.error:
+            return f"{head}: {self.error}"
+        m = self.metrics
+        return (
+            f"{head} after {c.train.rounds} rounds in {self.seconds:.1f}s: test_acc {m['test_acc']:.2f}% "
+            f"(mean {m['test_acc_mean']:.2f}%, p10 {m['test_acc_p10']:.2f}%), train_loss {m['train_loss']:.4f}"
+        )
+
+
+def execute_run(
+    registry: Registry,
+    cfg: RunConfig,
+    store: ResultStore,
+    *,
+    data_root: Path | None = None,
+    force: bool = False,
+    progress: bool = True,
+    reraise: bool = False,
+) -> RunOutcome:
+    """Run ``cfg`` to completion, streaming each evaluation into ``store``.
+
+    With ``reraise`` a non-fedbench exception propagates after being stored
+    (for debugging); otherwise it is stored and returned as ``failed``.
+    """
+    run_id = cfg.run_id
+    if not force and store.status(run_id) == "done":
+        return RunOutcome(cfg, "skipped")
+    start = time.perf_counter()
+    store.start_run(cfg)
+    metrics: dict[str, float] = {}
+    try:
+        sim = build_simulation(registry, cfg, data_root)
+        bar = tqdm(
+            range(cfg.train.rounds),
+            desc=f"{cfg.dataset}/{cfg.method}/s{cfg.seed}",
+            unit="round",
+            disable=not progress,
+            leave=False,
+        )
+        for r in bar:
+            loss = sim.aggregator.fit_round(r)
+            if not math.isfinite(loss):
+                raise DivergedError(r + 1, loss)
+            if cfg.train.is_eval_round(r):
+                metrics = summarise(sim.aggregator.evaluate())
+                store.log_metrics(run_id, r + 1, metrics)
+                if not math.isfinite(metrics["train_loss"]):
+                    raise DivergedError(r + 1, metrics["train_loss"])
+                bar.set_postfix(test_acc=f"{metrics['test_acc']:.2f}")
+        bar.close()
+    except DivergedError as e:
+        store.finish_run(run_id, "diverged", str(e))
+        return RunOutcome(cfg, "diverged", metrics, str(e), time.perf_counter() - start)
+    except KeyboardInterrupt:
+        store.finish_run(run_id, "failed", "interrupted")
+        raise
+    except Exception as e:
+        message = str(e) if isinstance(e, FedbenchError) else f"{type(e).__name__}: {e}"
+        store.finish_run(run_id, "failed", message)
+        if reraise and not isinstance(e, FedbenchError):
+            raise
+        return RunOutcome(cfg, "failed", metrics, message, time.perf_counter() - start)
+    store.finish_run(run_id, "done")
+    return RunOutcome(cfg, "done", metrics, None, time.perf_counter() - start)

@@ -1,0 +1,95 @@
+"""What a plugin hands the registry: one small frozen record per component.
+
+Each record names the component, documents it in one line, lists its tunable
+parameters with their defaults (the only keys a user may override), and holds
+the callable that builds it. The registry attaches the providing plugin.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Any
+
+
+def _frozen(mapping: Mapping[str, Any] | None) -> Mapping[str, Any]:
+    return MappingProxyType(dict(mapping or {}))
+
+
+@dataclass(frozen=True, kw_only=True)
+class Spec:
+    """Fields shared by every component: its name, one-line doc and parameters."""
+
+    name: str
+    doc: str = ""
+    params: Mapping[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "params", _frozen(self.params))
+
+
+@dataclass(frozen=True, kw_only=True)
+class DatasetSpec(Spec):
+    """A federated data set.
+
+    ``load(data_root=..., **params)`` returns a
+    :class:`fedbench.data.FederatedData` on the CPU; a data set's own random
+    seed, if it has one, is one of its ``params`` (so the data stay fixed
+    across training seeds, as in the paper). ``default_model`` names the
+    model plugin used when a run does not choose one.
+    """
+
+    load: Callable[..., Any]
+    default_model: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class ModelSpec(Spec):
+    """A model factory: ``build(input_shape, n_outputs, **params) -> nn.Module``."""
+
+    build: Callable[..., Any]
+
+
+@dataclass(frozen=True, kw_only=True)
+class ClientSpec(Spec):
+    """A client type: a subclass of :class:`fedbench.client.Client`."""
+
+    cls: type
+
+
+@dataclass(frozen=True, kw_only=True)
+class AggregatorSpec(Spec):
+    """An aggregator: a subclass of :class:`fedbench.aggregator.Aggregator`."""
+
+    cls: type
+
+
+@dataclass(frozen=True, kw_only=True)
+class MethodSpec(Spec):
+    """A method preset: a client type and an aggregator bound with defaults.
+
+    ``params`` holds the training hyper-parameters this method changes from
+    :class:`fedbench.config.TrainConfig`'s defaults; ``client_params`` and
+    ``aggregator_params`` override those components' own defaults.
+    """
+
+    client: str
+    aggregator: str
+    n_learners: int = 1
+    client_params: Mapping[str, Any] = field(default_factory=dict)
+    aggregator_params: Mapping[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        object.__setattr__(self, "client_params", _frozen(self.client_params))
+        object.__setattr__(self, "aggregator_params", _frozen(self.aggregator_params))
+        if self.n_learners < 1:
+            raise ValueError(f"method {self.name!r}: n_learners must be >= 1, got {self.n_learners}")
+
+
+@dataclass(frozen=True, kw_only=True)
+class SuiteSpec(Spec):
+    """A named suite file (TOML) that ``fedbench run --suite NAME`` can expand."""
+
+    path: str

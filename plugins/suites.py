@@ -1,0 +1,17 @@
+"""The built-in suite files (shipped inside the package so they work from any folder)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from fedbench import SuiteSpec, hookimpl
+
+HERE = Path(__file__).parent / "suites"
+
+
+@hookimpl
+def fedbench_suites() -> list[SuiteSpec]:
+    return [
+        SuiteSpec(name="quick", doc="FedEM vs FedAvg vs Local on a small synthetic federation (minutes on a laptop)", path=str(HERE / "quick.toml")),
+        SuiteSpec(name="synthetic-paper", doc="FedEM vs FedAvg vs Local on the paper's synthetic setting, 3 seeds", path=str(HERE / "synthetic-paper.toml")),
+    ]

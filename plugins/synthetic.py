@@ -1,0 +1,125 @@
+"""The synthetic mixture benchmark of FedEM (Marfoq et al., NeurIPS 2021, Sec. 5).
+
+Every client's data come from a mixture of M logistic-regression tasks with
+client-specific mixture weights. ``synthetic`` reproduces the authors'
+generator draw for draw (numpy's legacy global RandomState, seeded once), so
+that our data equal theirs for the same seed, including a quirk of their code:
+when labelling, the start index is never advanced, so component k overwrites
+labels ``y[0:c_k]`` and the labels after ``max_k c_k`` stay 0.
+``synthetic-corrected`` labels each sample by its own component instead.
+
+Draw order (all from the global state, seeded once with ``seed``):
+  1. n_t = min(floor(LogNormal(4, 2)) + 50, 1000) for all T clients at once;
+  2. pi_t ~ Dirichlet(alpha * 1_M), one call per client t = 0..T-1;
+  3. theta ~ Uniform(-1, 1), shape (M, d);
+  4. per client: the train set (n_t samples), then the test set (n_test
+     samples): counts ~ Multinomial(n, pi_t); X ~ U(-1, 1)^(n x d); for each
+     component k: eps ~ N(0, noise) of size c_k and labels; then one
+     permutation of (X, y) (what ``sklearn.utils.shuffle`` draws).
+
+Data are generated in memory, converted to float32 client by client, and
+nothing is written to disk.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from fedbench import DatasetSpec, FederatedData, hookimpl
+from fedbench.errors import DataError
+
+PAPER = {"n_clients": 300, "n_components": 3, "dim": 150, "noise": 0.1, "n_test": 5000, "alpha": 0.4, "seed": 12345}
+
+
+def _sigmoid(z: np.ndarray) -> np.ndarray:
+    return 1.0 / (1.0 + np.exp(-z))
+
+
+def _client_samples(
+    n: int, pi: np.ndarray, theta: np.ndarray, noise: float, corrected: bool
+) -> tuple[np.ndarray, np.ndarray]:
+    """One client's (X, y) drawn from the global numpy state, in the authors' order."""
+    m, d = theta.shape
+    counts = np.random.multinomial(n, pi)
+    x = np.random.uniform(-1.0, 1.0, size=(n, d))
+    y = np.zeros(n)
+    start = 0
+    for k in range(m):
+        eps = np.random.normal(loc=0.0, scale=noise, size=counts[k])
+        stop = start + counts[k]
+        y[start:stop] = np.round(_sigmoid(x[start:stop] @ theta[k] + eps))
+        if corrected:
+            start = stop
+    perm = np.random.permutation(n)
+    return x[perm], y[perm]
+
+
+def generate(
+    n_clients: int = 300,
+    n_components: int = 3,
+    dim: int = 150,
+    noise: float = 0.1,
+    n_test: int = 5000,
+    alpha: float = 0.4,
+    seed: int = 12345,
+    corrected: bool = False,
+) -> tuple[list[tuple[np.ndarray, np.ndarray]], list[tuple[np.ndarray, np.ndarray]]]:
+    """The per-client (X, y) train and test arrays (float64, as the authors draw them)."""
+    clients_train, clients_test = [], []
+    for x, y, split in iter_clients(n_clients, n_components, dim, noise, n_test, alpha, seed, corrected):
+        (clients_train if split == "train" else clients_test).append((x, y))
+    return clients_train, clients_test
+
+
+def iter_clients(n_clients, n_components, dim, noise, n_test, alpha, seed, corrected):  # noqa: ANN001, ANN201
+    """Yield (X, y, split) client by client, train before test, in draw order."""
+    _check(n_clients, n_components, dim, noise, n_test, alpha)
+    np.random.seed(seed)
+    n_train = np.minimum(np.floor(np.random.lognormal(4, 2, n_clients)).astype(np.int64) + 50, 1000)
+    pis = [np.random.dirichlet(alpha * np.ones(n_components)) for _ in range(n_clients)]
+    theta = np.random.uniform(-1.0, 1.0, size=(n_components, dim))
+    for t in range(n_clients):
+        x, y = _client_samples(int(n_train[t]), pis[t], theta, noise, corrected)
+        yield x, y, "train"
+        x, y = _client_samples(n_test, pis[t], theta, noise, corrected)
+        yield x, y, "test"
+
+
+def _check(n_clients: int, n_components: int, dim: int, noise: float, n_test: int, alpha: float) -> None:
+    for name, value in (("n_clients", n_clients), ("n_components", n_components), ("dim", dim), ("n_test", n_test)):
+        if value < 1:
+            raise DataError(f"synthetic: {name} must be >= 1, got {value}")
+    if alpha <= 0 or noise < 0:
+        raise DataError(f"synthetic: need alpha > 0 and noise >= 0, got alpha={alpha}, noise={noise}")
+
+
+def load(data_root: Path | None = None, *, corrected: bool = False, **params: object) -> FederatedData:
+    """Generate the federation in memory as float32 tensors."""
+    train, test = [], []
+    for x, y, split in iter_clients(corrected=corrected, **params):  # type: ignore[arg-type]
+        pair = (torch.from_numpy(x.astype(np.float32)), torch.from_numpy(y.astype(np.float32)))
+        (train if split == "train" else test).append(pair)
+    return FederatedData.from_clients(train, test, task="binary", num_classes=2)
+
+
+@hookimpl
+def fedbench_datasets() -> list[DatasetSpec]:
+    return [
+        DatasetSpec(
+            name="synthetic",
+            doc="FedEM paper's synthetic mixture of logistic regressions (authors' generator, label quirk kept)",
+            params=PAPER,
+            load=load,
+            default_model="linear",
+        ),
+        DatasetSpec(
+            name="synthetic-corrected",
+            doc="the same generator, each sample labelled by its own mixture component",
+            params=PAPER,
+            load=lambda data_root=None, **p: load(data_root, corrected=True, **p),
+            default_model="linear",
+        ),
+    ]
