@@ -42,8 +42,9 @@ def cmd_list(args: argparse.Namespace) -> int:
             if kind == "method":
                 s = e.spec
                 print(f"  {'':<22} client={s.client} aggregator={s.aggregator} n_learners={s.n_learners}")
-                params.update({f"client.{k}": v for k, v in s.client_params.items()})
-                params.update({f"aggregator.{k}": v for k, v in s.aggregator_params.items()})
+                for group, name, own in (("client", s.client, s.client_params), ("aggregator", s.aggregator, s.aggregator_params)):
+                    defaults = dict(registry.get(group, name).params) if name in registry.names(group) else {}
+                    params.update({f"{group}.{k}": v for k, v in {**defaults, **own}.items()})
             if params:
                 print(f"  {'':<22} " + " ".join(f"{k}={v}" for k, v in sorted(params.items())))
     return 0

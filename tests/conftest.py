@@ -1,0 +1,26 @@
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from fedbench.registry import get_registry
+
+#: a tiny synthetic federation that trains in well under a second
+TINY = {"dataset.n_clients": 8, "dataset.n_test": 60, "dataset.dim": 10, "rounds": 4, "eval_every": 2}
+
+
+@pytest.fixture(scope="session")
+def registry():
+    return get_registry()
+
+
+def run_cli(*args: str, env: dict[str, str] | None = None, cwd: Path | None = None) -> subprocess.CompletedProcess:
+    """Run the real CLI in a fresh interpreter (plugins load from entry points there)."""
+    full_env = {**os.environ, **(env or {})}
+    return subprocess.run(
+        [sys.executable, "-m", "fedbench", *args], capture_output=True, text=True, env=full_env, cwd=cwd, timeout=600
+    )

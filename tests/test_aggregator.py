@@ -1,0 +1,59 @@
+"""Aggregation and client sampling against closed forms."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from fedbench.aggregator import sample_clients, weighted_average
+from fedbench.build import build_simulation, resolve_run
+from fedbench.seeding import generator
+from tests.conftest import TINY
+
+
+class TestWeightedAverageSuccess:
+    def test_closed_form(self):
+        a, b, c = torch.tensor([1.0, 2.0]), torch.tensor([3.0, 6.0]), torch.tensor([0.0, -4.0])
+        out = weighted_average([a, b, c], [1, 3, 4])
+        # (1*[1,2] + 3*[3,6] + 4*[0,-4]) / 8 = ([10, 4]) / 8
+        torch.testing.assert_close(out, torch.tensor([1.25, 0.5]))
+
+    def test_single_tensor_is_identity(self):
+        t = torch.randn(5)
+        torch.testing.assert_close(weighted_average([t], [7.0]), t)
+
+
+class TestWeightedAverageFailure:
+    @pytest.mark.parametrize("tensors, weights", [([], []), ([torch.zeros(2)], [1, 2]), ([torch.zeros(2)], [0.0])])
+    def test_bad_input(self, tensors, weights):
+        with pytest.raises(ValueError):
+            weighted_average(tensors, weights)
+
+
+class TestSampling:
+    def test_full_participation_takes_everyone(self):
+        assert sample_clients(5, 1.0, generator(0)) == [0, 1, 2, 3, 4]
+
+    def test_fraction_is_deterministic_and_sized(self):
+        a = sample_clients(100, 0.1, generator(3, 1))
+        assert a == sample_clients(100, 0.1, generator(3, 1))
+        assert len(a) == 10 and len(set(a)) == 10 and a == sorted(a)
+        assert a != sample_clients(100, 0.1, generator(3, 2))
+
+    def test_at_least_one(self):
+        assert len(sample_clients(10, 0.01, generator(0))) == 1
+
+
+class TestCentralizedAggregator:
+    def test_round_average_weighted_by_train_size(self, registry):
+        cfg = resolve_run(registry, dataset="synthetic", method="fedem", seed=0, overrides=TINY)
+        agg = build_simulation(registry, cfg).aggregator
+        # train every client by hand from the same global params, then compare with the aggregator
+        params = [p.clone() for p in agg.global_params]
+        updates = [c.step(params, 0, cfg.train.learning_rate(0)) for c in agg.clients]
+        agg2 = build_simulation(registry, cfg).aggregator
+        agg2.fit_round(0)
+        sizes = [c.n_train for c in agg.clients]
+        for m in range(3):
+            expected = sum(s * u.params[m] for s, u in zip(sizes, updates)) / sum(sizes)
+            torch.testing.assert_close(agg2.global_params[m], expected)

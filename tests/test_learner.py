@@ -1,0 +1,85 @@
+"""The single training loop: weighted SGD steps against hand-computed updates."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+from fedbench.learner import Learner, LearnersEnsemble, SGDConfig
+from fedbench.seeding import generator
+from fedbench.tasks import BinaryTask, MulticlassTask
+
+
+def _linear(w, b):
+    model = nn.Linear(len(w), 1)
+    with torch.no_grad():
+        model.weight.copy_(torch.tensor([w]))
+        model.bias.fill_(b)
+    return model
+
+
+def _sigmoid(z):
+    return 1 / (1 + math.exp(-z))
+
+
+class TestFit:
+    def test_one_weighted_step(self):
+        learner = Learner(_linear([1.0, -1.0], 0.0), BinaryTask())
+        x, y = torch.tensor([[1.0, 2.0]]), torch.tensor([1.0])
+        learner.fit_epochs(x, y, torch.tensor([0.5]), SGDConfig(lr=0.1, batch_size=8), generator(0))
+        g = 0.5 * (_sigmoid(-1.0) - 1.0)  # d(0.5 * bce)/d logit at logit -1, label 1
+        expected = torch.tensor([1.0 - 0.1 * g * 1.0, -1.0 - 0.1 * g * 2.0, 0.0 - 0.1 * g])
+        torch.testing.assert_close(learner.get_params(), expected)
+
+    def test_zero_weights_leave_only_weight_decay(self):
+        learner = Learner(_linear([2.0], 1.0), BinaryTask())
+        learner.fit_epochs(torch.ones(3, 1), torch.ones(3), torch.zeros(3), SGDConfig(lr=0.5, weight_decay=0.1), generator(0))
+        torch.testing.assert_close(learner.get_params(), torch.tensor([2.0 * (1 - 0.05), 1.0 * (1 - 0.05)]))
+
+    def test_momentum_buffer_carries_over_between_fits(self):
+        x, y, w = torch.tensor([[1.0]]), torch.tensor([0.0]), torch.ones(1)
+        sgd = SGDConfig(lr=1.0, momentum=0.5)
+        learner = Learner(_linear([0.0], 0.0), BinaryTask())
+        first = learner.fit_epochs(x, y, w, sgd, generator(0))
+        # logit 0, label 0: grad = sigmoid(0) = 0.5 for weight (x=1) and bias
+        torch.testing.assert_close(first.momentum, torch.tensor([0.5, 0.5]))
+        torch.testing.assert_close(learner.get_params(), torch.tensor([-0.5, -0.5]))
+        second = learner.fit_epochs(x, y, w, sgd, generator(0), momentum=first.momentum)
+        g = _sigmoid(-1.0)  # logit is now -0.5*1 - 0.5 = -1
+        torch.testing.assert_close(second.momentum, torch.tensor([0.25 + g, 0.25 + g]))
+        torch.testing.assert_close(learner.get_params(), torch.tensor([-0.5 - 0.25 - g, -0.5 - 0.25 - g]))
+
+    def test_batches_cover_every_sample_once_per_epoch(self):
+        # only the bias trains; with x = 0 and y = 0 each batch's mean-loss gradient is sigmoid(b),
+        # so 10 samples in batches of 4, 4, 2 give exactly three steps b <- b - sigmoid(b)
+        model = _linear([0.0], 0.0)
+        model.weight.requires_grad_(False)
+        learner = Learner(model, BinaryTask())
+        x, y = torch.zeros(10, 1), torch.zeros(10)
+        learner.fit_epochs(x, y, None, SGDConfig(lr=1.0, batch_size=4), generator(0))
+        b = 0.0
+        for _ in range(3):
+            b -= _sigmoid(b)
+        torch.testing.assert_close(learner.get_params(), torch.tensor([b]))
+
+
+class TestEnsemble:
+    def test_mixture_prediction(self):
+        learners = [Learner(_linear([0.0], z), BinaryTask()) for z in (0.0, 2.0)]
+        ens = LearnersEnsemble(learners)
+        p = ens.predict_proba(torch.zeros(1, 1), torch.tensor([0.25, 0.75]))
+        torch.testing.assert_close(p, torch.tensor([0.25 * 0.5 + 0.75 * _sigmoid(2.0)]))
+
+    def test_per_sample_losses_shape_and_value(self):
+        ens = LearnersEnsemble([Learner(_linear([1.0], 0.0), BinaryTask()) for _ in range(3)])
+        losses = ens.per_sample_losses(torch.tensor([[0.0], [1.0]]), torch.tensor([1.0, 0.0]))
+        assert losses.shape == (3, 2)
+        torch.testing.assert_close(losses[0], torch.tensor([math.log(2), -math.log(1 - _sigmoid(1.0))]))
+
+    def test_multiclass_score(self):
+        proba = torch.tensor([[0.7, 0.2, 0.1], [0.1, 0.3, 0.6]])
+        loss, correct = MulticlassTask().score(proba, torch.tensor([0, 1]))
+        torch.testing.assert_close(loss, torch.tensor([-math.log(0.7), -math.log(0.3)]))
+        torch.testing.assert_close(correct, torch.tensor([1.0, 0.0]))

@@ -1,0 +1,191 @@
+"""Plugin loading through real entry points, lookups, and isolation of broken plugins."""
+
+from __future__ import annotations
+
+import inspect
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from fedbench import hookspecs
+from fedbench.errors import UnknownPluginError
+from fedbench.registry import KIND_HOOKS, Registry, new_plugin_manager
+from tests.conftest import run_cli
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def make_dist(root: Path, module: str, source: str, entry_name: str | None = None) -> None:
+    """A minimal installed distribution (module + .dist-info with an entry point) under ``root``."""
+    (root / f"{module}.py").write_text(textwrap.dedent(source))
+    info = root / f"{module}-0.1.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {module}\nVersion: 0.1\n")
+    (info / "entry_points.txt").write_text(f"[fedbench]\n{entry_name or module} = {module}\n")
+
+
+class TestBuiltins:
+    def test_builtins_come_from_entry_points(self, registry):
+        for kind, names in {
+            "dataset": {"synthetic", "synthetic-corrected"},
+            "model": {"linear"},
+            "client": {"plain", "mixture"},
+            "aggregator": {"centralized", "no_communication"},
+            "method": {"fedem", "fedavg", "local"},
+            "suite": {"quick"},
+        }.items():
+            assert names <= set(registry.names(kind)), kind
+        entry = registry.entry("method", "fedem")
+        assert entry.plugin == "fedem" and entry.package == "fedbench-suite"
+        assert registry.get("method", "fedem").n_learners == 3
+        assert registry.failures == {}
+
+
+class TestLookupFailure:
+    def test_unknown_name_lists_known_and_closest(self, registry):
+        with pytest.raises(UnknownPluginError) as err:
+            registry.get("method", "fedemm")
+        msg = str(err.value)
+        assert "did you mean 'fedem'" in msg and "fedavg, fedem, local" in msg
+
+    def test_unknown_kind(self, registry):
+        with pytest.raises(UnknownPluginError, match="kinds are"):
+            registry.names("optimizer")
+
+
+class TestBrokenPlugins:
+    def test_import_error_is_reported_by_name_and_others_load(self, tmp_path):
+        make_dist(tmp_path, "broken_import", "raise ImportError('no module named nothing')\n")
+        make_dist(
+            tmp_path,
+            "broken_hook",
+            """
+            from fedbench import hookimpl
+            @hookimpl
+            def fedbench_methods():
+                raise RuntimeError("boom")
+            """,
+        )
+        proc = run_cli("list", "method", env={"PYTHONPATH": str(tmp_path)})
+        assert proc.returncode == 0, proc.stderr
+        assert "plugin 'broken_import' not loaded" in proc.stderr and "no module named nothing" in proc.stderr
+        assert "plugin 'broken_hook' not loaded" in proc.stderr and "boom" in proc.stderr
+        assert "fedem" in proc.stdout and "fedavg" in proc.stdout
+
+    def test_unknown_hook_and_name_clash_are_reported(self, tmp_path):
+        make_dist(
+            tmp_path,
+            "typo_hook",
+            """
+            from fedbench import hookimpl
+            @hookimpl
+            def fedbench_method():
+                return []
+            """,
+        )
+        make_dist(
+            tmp_path,
+            "clash",
+            """
+            from fedbench import MethodSpec, hookimpl
+            @hookimpl
+            def fedbench_methods():
+                return [MethodSpec(name="fedavg", client="plain", aggregator="centralized")]
+            """,
+        )
+        proc = run_cli("list", "method", env={"PYTHONPATH": str(tmp_path)})
+        assert "plugin 'typo_hook' not loaded" in proc.stderr and "fedbench_method" in proc.stderr
+        assert "'fedavg' is already provided by plugin 'fedavg'" in proc.stderr
+
+    def test_disable_plugins_env(self):
+        proc = run_cli("list", "method", env={"FEDBENCH_DISABLE_PLUGINS": "fedem,local"})
+        assert "fedavg" in proc.stdout and "fedem" not in proc.stdout and "local " not in proc.stdout
+
+
+class TestHookContract:
+    """Every hook is documented in docs/plugins.md and has a test_hook_<name> below."""
+
+    HOOKS = sorted(n for n, f in inspect.getmembers(hookspecs, inspect.isfunction) if n.startswith("fedbench_"))
+
+    def test_every_kind_has_a_hook_and_back(self):
+        assert sorted(KIND_HOOKS.values()) == self.HOOKS
+
+    @pytest.mark.parametrize("hook", HOOKS)
+    def test_documented_and_tested(self, hook):
+        assert f"`{hook}`" in (ROOT / "docs" / "plugins.md").read_text(), f"{hook} missing from docs/plugins.md"
+        assert hasattr(TestHookImplementations, f"test_hook_{hook}"), f"no test_hook_{hook}"
+
+
+class _Plugin:
+    """An in-process plugin implementing every hook once, to check what each hook feeds."""
+
+    from fedbench import (
+        AggregatorSpec, CentralizedAggregator, Client, ClientSpec, DatasetSpec, MethodSpec, ModelSpec, SuiteSpec, hookimpl,
+    )
+
+    @hookimpl
+    def fedbench_datasets(self):
+        return [self.DatasetSpec(name="d", load=lambda **_: None, default_model="m", params={"k": 1})]
+
+    @hookimpl
+    def fedbench_models(self):
+        return [self.ModelSpec(name="m", build=lambda *a: None)]
+
+    @hookimpl
+    def fedbench_clients(self):
+        return [self.ClientSpec(name="c", cls=self.Client)]
+
+    @hookimpl
+    def fedbench_aggregators(self):
+        return [self.AggregatorSpec(name="a", cls=self.CentralizedAggregator)]
+
+    @hookimpl
+    def fedbench_methods(self):
+        return [self.MethodSpec(name="x", client="c", aggregator="a", n_learners=2)]
+
+    @hookimpl
+    def fedbench_suites(self):
+        return [self.SuiteSpec(name="s", path="s.toml")]
+
+
+@pytest.fixture()
+def one_plugin_registry():
+    pm = new_plugin_manager()
+    pm.register(_Plugin(), name="p")
+    return Registry(pm, packages={"p": "pkg"})
+
+
+class TestHookImplementations:
+    def test_hook_fedbench_datasets(self, one_plugin_registry):
+        entry = one_plugin_registry.entry("dataset", "d")
+        assert entry.plugin == "p" and entry.package == "pkg" and entry.spec.params["k"] == 1
+
+    def test_hook_fedbench_models(self, one_plugin_registry):
+        assert one_plugin_registry.names("model") == ["m"]
+
+    def test_hook_fedbench_clients(self, one_plugin_registry):
+        assert one_plugin_registry.get("client", "c").cls.__name__ == "Client"
+
+    def test_hook_fedbench_aggregators(self, one_plugin_registry):
+        assert one_plugin_registry.get("aggregator", "a").cls.__name__ == "CentralizedAggregator"
+
+    def test_hook_fedbench_methods(self, one_plugin_registry):
+        spec = one_plugin_registry.get("method", "x")
+        assert (spec.client, spec.aggregator, spec.n_learners) == ("c", "a", 2)
+
+    def test_hook_fedbench_suites(self, one_plugin_registry):
+        assert one_plugin_registry.get("suite", "s").path == "s.toml"
+
+    def test_non_spec_return_is_a_failure_not_a_crash(self):
+        from fedbench import hookimpl
+
+        class Bad:
+            @hookimpl
+            def fedbench_models(self):
+                return ["not a spec"]
+
+        pm = new_plugin_manager()
+        pm.register(Bad(), name="bad")
+        reg = Registry(pm)
+        assert "expected a fedbench spec" in reg.failures["bad"] and reg.names("model") == []
