@@ -100,11 +100,18 @@ def cmd_report(args: argparse.Namespace) -> int:
     if not path.exists():
         raise FedbenchError(f"no results file at {str(path)!r}; run `fedbench run ...` first or pass --results PATH")
     store = ResultStore(path)
-    table = runs_table(store).drop(columns=["run_id"])
+    run_ids = None
+    if args.suite:
+        run_ids = [c.run_id for c in load_suite(get_registry(), args.suite).runs]
+    table = runs_table(store, run_ids).drop(columns=["run_id"])
     if args.format == "csv":
         print(table.to_csv(index=False), end="")
     else:
         print(to_markdown(table))
+        if args.suite:
+            comp = comparison_table(table)
+            print("\nweighted test accuracy (%), last round, mean ± std over seeds\n")
+            print(to_markdown(comp, index=True) if not comp.empty else "(no finished runs)")
     return 0
 
 
@@ -136,6 +143,7 @@ def build_parser() -> argparse.ArgumentParser:
     rep = sub.add_parser("report", help="print one row per stored run")
     rep.add_argument("--results", default=str(DEFAULT_PATH), help=f"SQLite results file (default {DEFAULT_PATH})")
     rep.add_argument("--format", choices=["md", "csv"], default="md")
+    rep.add_argument("--suite", help="only the runs of this suite (name or TOML path), plus its comparison table")
     rep.set_defaults(func=cmd_report)
     return p
 
