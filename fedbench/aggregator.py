@@ -55,13 +55,20 @@ class Aggregator:
         self.global_params = [p.clone() for p in init_params]
         self.train = train
         self.seed = seed
+        #: a batched engine (e.g. :class:`fedbench.engine.VectorizedEngine`) or None for one at a time
+        self.engine = None
 
     # ---- the round ---------------------------------------------------------
     def fit_round(self, round_: int) -> float:
         """One round: sample, train the sampled clients, aggregate. Returns the mean train loss."""
         chosen = sample_clients(len(self.clients), self.train.participation, generator(self.seed, STREAM_SAMPLE, round_))
         lr = self.train.learning_rate(round_)
-        updates = [self.clients[i].step(self.configure_fit(round_, self.clients[i]), round_, lr) for i in chosen]
+        clients = [self.clients[i] for i in chosen]
+        params = [self.configure_fit(round_, c) for c in clients]
+        if self.engine is not None:
+            updates = self.engine.step_clients(clients, params, round_, lr)
+        else:
+            updates = [c.step(p, round_, lr) for c, p in zip(clients, params)]
         self.aggregate_fit(round_, updates)
         return float(weighted_average(
             [torch.tensor(u.train_loss, dtype=torch.float64) for u in updates], [u.weight for u in updates]
@@ -69,7 +76,10 @@ class Aggregator:
 
     def evaluate(self) -> list[EvalResult]:
         """Every client's scores of its own predictor."""
-        return [c.evaluate(self.configure_evaluate(c)) for c in self.clients]
+        params = [self.configure_evaluate(c) for c in self.clients]
+        if self.engine is not None:
+            return self.engine.evaluate_clients(self.clients, params)
+        return [c.evaluate(p) for c, p in zip(self.clients, params)]
 
     # ---- what subclasses fill in -------------------------------------------
     def configure_fit(self, round_: int, client: Client) -> list[torch.Tensor]:

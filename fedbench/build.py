@@ -17,6 +17,7 @@ import torch
 from fedbench.aggregator import Aggregator
 from fedbench.config import TRAIN_KEYS, RunConfig, TrainConfig, merge_params
 from fedbench.data import FederatedData
+from fedbench.engine import VectorizedEngine, vectorisable
 from fedbench.errors import ConfigError, FedbenchError, PluginError
 from fedbench.learner import Learner, LearnersEnsemble
 from fedbench.registry import Registry
@@ -39,6 +40,7 @@ def resolve_run(
     seed: int,
     overrides: dict[str, Any] | None = None,
     device: str = "cpu",
+    engine: str = "auto",
 ) -> RunConfig:
     """A fully resolved :class:`RunConfig` from names and ``--set``-style overrides.
 
@@ -86,6 +88,7 @@ def resolve_run(
         client_params=_items(merge_params(f"client {me.client!r}", client_defaults, grouped["client"])),
         aggregator_params=_items(merge_params(f"aggregator {me.aggregator!r}", agg_defaults, grouped["aggregator"])),
         device=device,
+        engine=engine,
     )
 
 
@@ -120,6 +123,8 @@ class Simulation:
     data: FederatedData
     aggregator: Aggregator
     n_params: int
+    #: which engine runs the rounds, and why
+    engine: str
 
 
 def build_simulation(registry: Registry, cfg: RunConfig, data_root: Path | None = None) -> Simulation:
@@ -147,4 +152,14 @@ def build_simulation(registry: Registry, cfg: RunConfig, data_root: Path | None 
     ]
     agg_cls = registry.get("aggregator", cfg.aggregator).cls
     aggregator = agg_cls(clients, ensemble.get_params(), cfg.train, seed=cfg.seed, **dict(cfg.aggregator_params))
-    return Simulation(cfg, data, aggregator, ensemble.learners[0].n_params)
+    reason = vectorisable(models[0], clients)
+    if cfg.engine == "sequential":
+        note = "sequential"
+    elif reason is None:
+        aggregator.engine = VectorizedEngine(models[0], task, data, cfg.seed)
+        note = "vectorized"
+    elif cfg.engine == "vectorized":
+        raise ConfigError(f"the vectorized engine cannot run this: {reason}; use --engine auto or sequential")
+    else:
+        note = f"sequential (vectorized engine not applicable: {reason})"
+    return Simulation(cfg, data, aggregator, ensemble.learners[0].n_params, note)

@@ -69,7 +69,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         if args.dataset or args.method:
             raise FedbenchError("--suite runs the suite's own data sets and methods; drop --dataset/--method")
         seeds = [args.seed] if args.seed is not None else None
-        suite = load_suite(registry, args.suite, extra=overrides, seeds=seeds, device=args.device)
+        suite = load_suite(registry, args.suite, extra=overrides, seeds=seeds, device=args.device, engine=args.engine)
         configs = list(suite.runs)
         print(f"suite {suite.name}: {len(configs)} runs ({suite.description})", file=sys.stderr)
     else:
@@ -77,7 +77,10 @@ def cmd_run(args: argparse.Namespace) -> int:
             raise FedbenchError("fedbench run needs --dataset and --method (or --suite NAME)")
         seed = args.seed if args.seed is not None else 0
         configs = [
-            resolve_run(registry, dataset=args.dataset, method=args.method, seed=seed, overrides=overrides, device=args.device)
+            resolve_run(
+                registry, dataset=args.dataset, method=args.method, seed=seed, overrides=overrides,
+                device=args.device, engine=args.engine,
+            )
         ]
     store = ResultStore(args.results)
     outcomes = []
@@ -133,6 +136,10 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--eval-every", type=int, help="evaluate every N rounds (and at the last round)")
     run.add_argument("--seed", type=int, help="training seed (default 0; with --suite, replaces the suite's seeds)")
     run.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda (default cpu)")
+    run.add_argument(
+        "--engine", choices=["auto", "vectorized", "sequential"], default="auto",
+        help="auto (default): vectorised when the model and method allow it, else one client at a time",
+    )
     run.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a setting, e.g. lr=0.05 or dataset.n_clients=50")
     run.add_argument("--results", default=str(DEFAULT_PATH), help=f"SQLite results file (default {DEFAULT_PATH})")
     run.add_argument("--data-root", type=Path, help="where data sets live on disk (default $FEDBENCH_DATA_ROOT or ~/.cache/fedbench)")

@@ -74,8 +74,15 @@ class Client:
     def n_train(self) -> int:
         return self.data.n_train
 
-    def update_sample_weights(self) -> None:
-        """Set ``samples_weights`` (M x n) before training; the plain client keeps them uniform."""
+    #: whether :meth:`update_sample_weights` needs the per-sample losses of the received learners
+    needs_losses: bool = False
+
+    def update_sample_weights(self, losses: torch.Tensor | None) -> None:
+        """Set ``samples_weights`` (M x n) before training; the plain client keeps them uniform.
+
+        ``losses`` (M x n) are the received learners' losses on the client's
+        train samples when :attr:`needs_losses` is set, else None.
+        """
 
     def update_learners_weights(self) -> None:
         """Set ``learners_weights`` (M) before training; the plain client keeps them uniform."""
@@ -87,15 +94,10 @@ class Client:
     def step(self, params: list[torch.Tensor], round_: int, lr: float) -> ClientUpdate:
         """Load ``params`` into the learners, update the weights, train, return the result."""
         self.ensemble.set_params(params)
-        self.update_sample_weights()
+        losses = self.ensemble.per_sample_losses(self.data.train_x, self.data.train_y) if self.needs_losses else None
+        self.update_sample_weights(losses)
         self.update_learners_weights()
-        sgd = SGDConfig(
-            lr=lr,
-            momentum=self.train.momentum,
-            weight_decay=self.train.weight_decay,
-            batch_size=self.train.batch_size,
-            epochs=self.train.local_epochs,
-        )
+        sgd = self.sgd_config(lr)
         fits: list[FitResult] = self.ensemble.fit_epochs(
             self.data.train_x,
             self.data.train_y,
@@ -109,6 +111,16 @@ class Client:
             self.momentum = [fit.momentum for fit in fits]
         loss = sum(fit.loss for fit in fits) / len(fits)
         return ClientUpdate(self.client_id, self.ensemble.get_params(), float(self.n_train), loss)
+
+    def sgd_config(self, lr: float) -> SGDConfig:
+        """The local optimiser settings for a round with learning rate ``lr``."""
+        return SGDConfig(
+            lr=lr,
+            momentum=self.train.momentum,
+            weight_decay=self.train.weight_decay,
+            batch_size=self.train.batch_size,
+            epochs=self.train.local_epochs,
+        )
 
     @torch.no_grad()
     def evaluate(self, params: list[torch.Tensor]) -> EvalResult:

@@ -17,6 +17,7 @@ from typing import Any
 from fedbench.errors import ConfigError
 
 LR_SCHEDULES = ("multistep", "constant")
+ENGINES = ("auto", "vectorized", "sequential")
 
 
 @dataclass(frozen=True)
@@ -94,6 +95,12 @@ class RunConfig:
     aggregator_params: Params = ()
     #: where to run; not part of the run id
     device: str = field(default="cpu", compare=False)
+    #: auto | vectorized | sequential; not part of the run id (both engines compute the same numbers)
+    engine: str = field(default="auto", compare=False)
+
+    def __post_init__(self) -> None:
+        if self.engine not in ENGINES:
+            raise ConfigError(f"engine must be one of {', '.join(ENGINES)}, got {self.engine!r}")
 
     def to_dict(self) -> dict[str, Any]:
         out = dataclasses.asdict(self)
@@ -108,6 +115,7 @@ class RunConfig:
 
         body = self.to_dict()
         body.pop("device")
+        body.pop("engine")
         blob = json.dumps({"config": body, "version": __version__}, sort_keys=True, default=str)
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
 

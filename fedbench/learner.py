@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import torch
 from torch import nn
-from torch.nn.utils import parameters_to_vector, vector_to_parameters
+from torch.nn.utils import parameters_to_vector
 
 from fedbench.tasks import Task
 
@@ -43,6 +43,18 @@ class FitResult:
 Penalty = Callable[[nn.Module], torch.Tensor]
 
 
+def epoch_orders(gen: torch.Generator, count: int, n: int) -> torch.Tensor:
+    """``count`` random orders of ``range(n)`` (one per row), drawn in one call.
+
+    Both engines draw a client's batch orders with this function from the
+    client's round generator, learner-major then epoch, so they see the same
+    batches.
+    """
+    if n == 0:
+        return torch.zeros(count, 0, dtype=torch.long)
+    return torch.rand(count, n, generator=gen, dtype=torch.float64).argsort(dim=1, stable=True)
+
+
 class Learner:
     """One model with its task loss; fits with optional per-sample weights."""
 
@@ -57,8 +69,10 @@ class Learner:
         return parameters_to_vector(self._params).detach().clone()
 
     def set_params(self, flat: torch.Tensor) -> None:
+        """Copy ``flat`` into the parameters (never aliases it: training must not mutate the caller's tensor)."""
         with torch.no_grad():
-            vector_to_parameters(flat, self._params)
+            for p, chunk in zip(self._params, _split_like(flat, self._params)):
+                p.copy_(chunk)
 
     @torch.no_grad()
     def logits(self, x: torch.Tensor) -> torch.Tensor:
@@ -79,25 +93,23 @@ class Learner:
         y: torch.Tensor,
         weights: torch.Tensor | None,
         sgd: SGDConfig,
-        generator: torch.Generator,
+        orders: torch.Tensor,
         momentum: torch.Tensor | None = None,
         penalty: Penalty | None = None,
     ) -> FitResult:
-        """Run ``sgd.epochs`` epochs of mini-batch SGD over shuffled index slices.
+        """Run one epoch of mini-batch SGD per row of ``orders`` (sample orders, shape (epochs, n)).
 
-        The batch loss is ``sum_i w_i * loss_i / batch_size`` (``w = 1`` when
+        Batches are consecutive slices of ``batch_size`` indices of each order. The batch loss is ``sum_i w_i * loss_i / batch_size`` (``w = 1`` when
         ``weights`` is None), plus ``penalty(model)`` when given. ``momentum``
         is the buffer left by an earlier fit (flat), or None to start afresh.
         """
-        n = int(y.shape[0])
         opt = torch.optim.SGD(self._params, lr=sgd.lr, momentum=sgd.momentum, weight_decay=sgd.weight_decay)
         if momentum is not None and sgd.momentum > 0:
             for p, buf in zip(self._params, _split_like(momentum, self._params)):
                 opt.state[p]["momentum_buffer"] = buf.clone()
         self.model.train()
         total, batches = 0.0, 0
-        for _ in range(sgd.epochs):
-            perm = torch.randperm(n, generator=generator).to(y.device)
+        for perm in orders.to(y.device):
             for idx in perm.split(sgd.batch_size):
                 opt.zero_grad(set_to_none=True)
                 losses = self.task.loss(self.model(x[idx]), y[idx])
@@ -164,12 +176,13 @@ class LearnersEnsemble:
     ) -> list[FitResult]:
         """Fit learner m with row m of ``weights`` (shape (M, n)), one after another.
 
-        All learners draw their batch orders from the same ``generator``, in
-        learner order, so a run is reproducible for a seed.
+        The batch orders of all learners and epochs are drawn at once from
+        ``generator`` (:func:`epoch_orders`), so a run is reproducible for a seed.
         """
         momentum = momentum or [None] * len(self)
         penalties = penalties or [None] * len(self)
+        orders = epoch_orders(generator, len(self) * sgd.epochs, int(y.shape[0])).view(len(self), sgd.epochs, -1)
         return [
-            learner.fit_epochs(x, y, weights[m], sgd, generator, momentum[m], penalties[m])
+            learner.fit_epochs(x, y, weights[m], sgd, orders[m], momentum[m], penalties[m])
             for m, learner in enumerate(self.learners)
         ]

@@ -31,6 +31,7 @@ class RunOutcome:
     metrics: dict[str, float] = field(default_factory=dict)
     error: str | None = None
     seconds: float = 0.0
+    engine: str = ""
 
     @property
     def ok(self) -> bool:
@@ -45,7 +46,7 @@ class RunOutcome:
             return f"{head}: {self.error}"
         m = self.metrics
         return (
-            f"{head} after {c.train.rounds} rounds in {self.seconds:.1f}s: test_acc {m['test_acc']:.2f}% "
+            f"{head} after {c.train.rounds} rounds in {self.seconds:.1f}s ({self.engine} engine): test_acc {m['test_acc']:.2f}% "
             f"(mean {m['test_acc_mean']:.2f}%, p10 {m['test_acc_p10']:.2f}%), train_loss {m['train_loss']:.4f}"
         )
 
@@ -71,8 +72,11 @@ def execute_run(
     start = time.perf_counter()
     store.start_run(cfg)
     metrics: dict[str, float] = {}
+    engine = ""
     try:
         sim = build_simulation(registry, cfg, data_root)
+        store.set_engine(run_id, sim.engine)
+        engine = sim.engine
         bar = tqdm(
             range(cfg.train.rounds),
             desc=f"{cfg.dataset}/{cfg.method}/s{cfg.seed}",
@@ -104,4 +108,4 @@ def execute_run(
             raise
         return RunOutcome(cfg, "failed", metrics, message, time.perf_counter() - start)
     store.finish_run(run_id, "done")
-    return RunOutcome(cfg, "done", metrics, None, time.perf_counter() - start)
+    return RunOutcome(cfg, "done", metrics, None, time.perf_counter() - start, engine)

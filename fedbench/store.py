@@ -26,6 +26,7 @@ CREATE TABLE IF NOT EXISTS runs (
     rounds INTEGER NOT NULL,
     status TEXT NOT NULL,          -- running | done | failed | diverged
     error TEXT,
+    engine TEXT,                   -- the engine that ran it, and why
     config TEXT NOT NULL,          -- the resolved RunConfig as JSON
     version TEXT NOT NULL,
     started REAL NOT NULL,
@@ -96,6 +97,9 @@ class ResultStore:
             "INSERT OR REPLACE INTO metrics (run_id, round, name, value) VALUES (?, ?, ?, ?)",
             [(run_id, round_, name, float(value)) for name, value in metrics.items()],
         )
+
+    def set_engine(self, run_id: str, engine: str) -> None:
+        self._write("UPDATE runs SET engine = ? WHERE run_id = ?", (engine, run_id))
 
     def finish_run(self, run_id: str, status: str, error: str | None = None) -> None:
         self._write(

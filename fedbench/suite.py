@@ -59,6 +59,7 @@ def load_suite(
     extra: dict[str, Any] | None = None,
     seeds: list[int] | None = None,
     device: str = "cpu",
+    engine: str = "auto",
 ) -> Suite:
     """Parse and validate a suite, resolving every run up front.
 
@@ -94,7 +95,10 @@ def load_suite(
                 overrides = {**common, **ds_over, **m_over, **(extra or {})}
                 try:
                     runs.append(
-                        resolve_run(registry, dataset=ds_name, method=method, seed=seed, overrides=overrides, device=device)
+                        resolve_run(
+                            registry, dataset=ds_name, method=method, seed=seed, overrides=overrides,
+                            device=device, engine=engine,
+                        )
                     )
                 except FedbenchError as e:
                     raise ConfigError(f"suite {path}: {e}") from e

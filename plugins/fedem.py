@@ -32,8 +32,10 @@ def m_step(q: torch.Tensor) -> torch.Tensor:
 class MixtureClient(Client):
     """A client that fits a mixture of the learners it is sent (FedEM)."""
 
-    def update_sample_weights(self) -> None:
-        losses = self.ensemble.per_sample_losses(self.data.train_x, self.data.train_y)
+    needs_losses = True
+
+    def update_sample_weights(self, losses: torch.Tensor | None) -> None:
+        assert losses is not None  # guaranteed by needs_losses
         self.samples_weights = e_step(torch.log(self.learners_weights), losses)
 
     def update_learners_weights(self) -> None:

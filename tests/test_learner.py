@@ -7,7 +7,7 @@ import math
 import torch
 from torch import nn
 
-from fedbench.learner import Learner, LearnersEnsemble, SGDConfig
+from fedbench.learner import Learner, LearnersEnsemble, SGDConfig, epoch_orders
 from fedbench.seeding import generator
 from fedbench.tasks import BinaryTask, MulticlassTask
 
@@ -20,6 +20,10 @@ def _linear(w, b):
     return model
 
 
+def _orders(n, epochs=1):
+    return epoch_orders(generator(0), epochs, n)
+
+
 def _sigmoid(z):
     return 1 / (1 + math.exp(-z))
 
@@ -28,25 +32,25 @@ class TestFit:
     def test_one_weighted_step(self):
         learner = Learner(_linear([1.0, -1.0], 0.0), BinaryTask())
         x, y = torch.tensor([[1.0, 2.0]]), torch.tensor([1.0])
-        learner.fit_epochs(x, y, torch.tensor([0.5]), SGDConfig(lr=0.1, batch_size=8), generator(0))
+        learner.fit_epochs(x, y, torch.tensor([0.5]), SGDConfig(lr=0.1, batch_size=8), _orders(len(y)))
         g = 0.5 * (_sigmoid(-1.0) - 1.0)  # d(0.5 * bce)/d logit at logit -1, label 1
         expected = torch.tensor([1.0 - 0.1 * g * 1.0, -1.0 - 0.1 * g * 2.0, 0.0 - 0.1 * g])
         torch.testing.assert_close(learner.get_params(), expected)
 
     def test_zero_weights_leave_only_weight_decay(self):
         learner = Learner(_linear([2.0], 1.0), BinaryTask())
-        learner.fit_epochs(torch.ones(3, 1), torch.ones(3), torch.zeros(3), SGDConfig(lr=0.5, weight_decay=0.1), generator(0))
+        learner.fit_epochs(torch.ones(3, 1), torch.ones(3), torch.zeros(3), SGDConfig(lr=0.5, weight_decay=0.1), _orders(3))
         torch.testing.assert_close(learner.get_params(), torch.tensor([2.0 * (1 - 0.05), 1.0 * (1 - 0.05)]))
 
     def test_momentum_buffer_carries_over_between_fits(self):
         x, y, w = torch.tensor([[1.0]]), torch.tensor([0.0]), torch.ones(1)
         sgd = SGDConfig(lr=1.0, momentum=0.5)
         learner = Learner(_linear([0.0], 0.0), BinaryTask())
-        first = learner.fit_epochs(x, y, w, sgd, generator(0))
+        first = learner.fit_epochs(x, y, w, sgd, _orders(len(y)))
         # logit 0, label 0: grad = sigmoid(0) = 0.5 for weight (x=1) and bias
         torch.testing.assert_close(first.momentum, torch.tensor([0.5, 0.5]))
         torch.testing.assert_close(learner.get_params(), torch.tensor([-0.5, -0.5]))
-        second = learner.fit_epochs(x, y, w, sgd, generator(0), momentum=first.momentum)
+        second = learner.fit_epochs(x, y, w, sgd, _orders(1), momentum=first.momentum)
         g = _sigmoid(-1.0)  # logit is now -0.5*1 - 0.5 = -1
         torch.testing.assert_close(second.momentum, torch.tensor([0.25 + g, 0.25 + g]))
         torch.testing.assert_close(learner.get_params(), torch.tensor([-0.5 - 0.25 - g, -0.5 - 0.25 - g]))
@@ -58,7 +62,7 @@ class TestFit:
         model.weight.requires_grad_(False)
         learner = Learner(model, BinaryTask())
         x, y = torch.zeros(10, 1), torch.zeros(10)
-        learner.fit_epochs(x, y, None, SGDConfig(lr=1.0, batch_size=4), generator(0))
+        learner.fit_epochs(x, y, None, SGDConfig(lr=1.0, batch_size=4), _orders(len(y)))
         b = 0.0
         for _ in range(3):
             b -= _sigmoid(b)
@@ -83,3 +87,14 @@ class TestEnsemble:
         loss, correct = MulticlassTask().score(proba, torch.tensor([0, 1]))
         torch.testing.assert_close(loss, torch.tensor([-math.log(0.7), -math.log(0.3)]))
         torch.testing.assert_close(correct, torch.tensor([1.0, 0.0]))
+
+
+class TestParams:
+    def test_training_never_mutates_the_vector_it_was_loaded_from(self):
+        # regression: loading by aliasing made every client of a round start from the previous client's result
+        learner = Learner(_linear([0.5, -0.5], 0.1), BinaryTask())
+        sent = torch.tensor([1.0, 2.0, 3.0])
+        learner.set_params(sent)
+        learner.fit_epochs(torch.ones(4, 2), torch.zeros(4), None, SGDConfig(lr=0.5), _orders(4))
+        torch.testing.assert_close(sent, torch.tensor([1.0, 2.0, 3.0]))
+        assert not torch.equal(learner.get_params(), sent)

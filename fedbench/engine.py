@@ -1,0 +1,244 @@
+"""The vectorised engine: local training of every (client, learner) pair of a round at once.
+
+The one-at-a-time path (``Client.step`` / ``Client.evaluate``) is the
+reference; this engine computes the same thing as batched tensor work:
+
+* parameters of all K = clients x learners pairs are stacked as a (K, P) tensor
+  and trained with ``torch.func.functional_call`` + ``vmap(grad_and_value)``;
+* every pair uses the batch orders the reference would draw
+  (:func:`fedbench.learner.epoch_orders` on the client's round generator);
+  pairs with fewer batches simply drop out of later steps, and a short last
+  batch is padded with zero-weight samples while its loss is still divided by
+  the real batch size, so the arithmetic is the reference's;
+* SGD follows ``torch.optim.SGD`` (weight decay added to the gradient, momentum
+  buffer ``b <- mu * b + g``, step ``p <- p - lr * b``);
+* the E-step losses and the evaluation are computed once per distinct set of
+  parameters over the pooled samples of the clients that received it (all of
+  them under server averaging), and per client otherwise.
+
+It applies when the model has no buffers (e.g. no BatchNorm) and the client
+type keeps the reference's ``step``, ``penalties`` and ``evaluate``; otherwise
+:func:`choose_engine` falls back to the one-at-a-time path and says why.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+from torch.func import functional_call, grad_and_value, vmap
+
+from fedbench.client import Client, ClientUpdate, EvalResult
+from fedbench.data import FederatedData
+from fedbench.learner import epoch_orders
+from fedbench.seeding import STREAM_TRAIN, generator
+from fedbench.tasks import Task
+
+#: samples per chunk in no-grad passes over pooled data
+CHUNK = 65536
+
+
+def vectorisable(model: nn.Module, clients: Sequence[Client]) -> str | None:
+    """None if the vectorised engine can run this model and these clients, else the reason."""
+    if any(True for _ in model.buffers()):
+        return f"model {type(model).__name__} has buffers (e.g. BatchNorm statistics)"
+    for cls in {type(c) for c in clients}:
+        for name in ("step", "penalties", "evaluate", "sgd_config"):
+            if getattr(cls, name) is not getattr(Client, name):
+                return f"client type {cls.__name__} overrides {name}()"
+    return None
+
+
+class VectorizedEngine:
+    """Batched local training, E-step losses and evaluation for one run."""
+
+    def __init__(self, model: nn.Module, task: Task, data: FederatedData, seed: int) -> None:
+        self.model = model
+        self.task = task
+        self.data = data
+        self.seed = seed
+        self.names = [n for n, p in model.named_parameters() if p.requires_grad]
+        self.shapes = [p.shape for n, p in model.named_parameters() if p.requires_grad]
+        self.sizes = [math.prod(s) for s in self.shapes]
+        self.train_sizes = data.train_sizes().tolist()
+        self.test_sizes = data.test_sizes().tolist()
+
+    # ---- parameters ---------------------------------------------------------
+    def _unflatten(self, flat: torch.Tensor) -> dict[str, torch.Tensor]:
+        """(..., P) -> {name: (..., *shape)} views."""
+        lead = flat.shape[:-1]
+        return {n: c.reshape(*lead, *s) for n, c, s in zip(self.names, flat.split(self.sizes, dim=-1), self.shapes)}
+
+    def _logits(self, flat: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        return functional_call(self.model, self._unflatten(flat), (x,))
+
+    # ---- one round of training ------------------------------------------------
+    def step_clients(
+        self, clients: Sequence[Client], params: Sequence[list[torch.Tensor]], round_: int, lr: float
+    ) -> list[ClientUpdate]:
+        """What ``[c.step(p, round_, lr) for c, p in zip(clients, params)]`` returns, batched."""
+        if not clients:
+            return []
+        needing = [i for i, c in enumerate(clients) if c.needs_losses]
+        losses = dict(zip(needing, self._train_losses([clients[i] for i in needing], [params[i] for i in needing])))
+        for i, c in enumerate(clients):
+            c.update_sample_weights(losses.get(i))
+            c.update_learners_weights()
+        sgd = clients[0].sgd_config(lr)
+        keep = clients[0].train.keep_optimizer_state
+        m = len(params[0])
+        flat = torch.stack([p for ps in params for p in ps])  # (K, P), row = client-major, learner-minor
+        buf = torch.stack(
+            [
+                b if (keep and b is not None) else torch.zeros_like(flat[0])
+                for c in clients
+                for b in (c.momentum if keep else [None] * m)
+            ]
+        )
+        weights = [c.samples_weights[j] for c in clients for j in range(m)]
+        schedule, offsets = self._schedule(clients, m, sgd.epochs, sgd.batch_size, round_)
+        new_flat, new_buf, loss_sum, n_steps = self._sgd(flat, buf, weights, schedule, offsets, sgd, lr)
+        updates = []
+        for ci, c in enumerate(clients):
+            rows = slice(ci * m, (ci + 1) * m)
+            if keep:
+                c.momentum = list(new_buf[rows]) if sgd.momentum > 0 else [None] * m
+            mean_loss = (loss_sum[rows] / n_steps[rows].clamp_min(1)).mean()
+            updates.append(ClientUpdate(c.client_id, list(new_flat[rows]), float(c.n_train), float(mean_loss)))
+        return updates
+
+    def _schedule(
+        self, clients: Sequence[Client], m: int, epochs: int, batch: int, round_: int
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Per row, the local sample index of every batch slot: (K, steps, batch), -1 = padding."""
+        steps = [epochs * math.ceil(c.n_train / batch) for c in clients]
+        s_max = max(steps) if steps else 0
+        sched = torch.full((len(clients) * m, max(s_max, 1), batch), -1, dtype=torch.long)
+        for ci, c in enumerate(clients):
+            n = c.n_train
+            if n == 0:
+                continue
+            nb = math.ceil(n / batch)
+            orders = epoch_orders(generator(self.seed, STREAM_TRAIN, round_, c.client_id), m * epochs, n)
+            padded = torch.full((m * epochs, nb * batch), -1, dtype=torch.long)
+            padded[:, :n] = orders
+            sched[ci * m : (ci + 1) * m, : epochs * nb] = padded.view(m, epochs * nb, batch)
+        offsets = torch.tensor([int(self.data.train_offsets[c.client_id]) for c in clients for _ in range(m)])
+        return sched, offsets
+
+    def _sgd(self, flat, buf, weights, schedule, offsets, sgd, lr):  # noqa: ANN001, ANN202
+        """Run every row's scheduled batches; returns new params, buffers, loss sums and step counts."""
+        device = flat.device
+        k = flat.shape[0]
+        # per-row sample weights, indexed by local sample index (rows padded with zeros)
+        w_pool = torch.nn.utils.rnn.pad_sequence(list(weights), batch_first=True).to(device)
+        schedule = schedule.to(device)
+        offsets = offsets.to(device)
+        x_all, y_all = self.data.train_x, self.data.train_y
+        task, model_call = self.task, self._logits
+
+        def loss_fn(theta, x, y, w, denom):  # noqa: ANN001, ANN202
+            losses = task.loss(model_call(theta, x), y)
+            return (losses * w).sum() / denom
+
+        grad_fn = vmap(grad_and_value(loss_fn))
+        loss_sum = torch.zeros(k, device=device)
+        n_steps = torch.zeros(k, device=device)
+        for s in range(schedule.shape[1]):
+            idx = schedule[:, s, :]  # (K, B)
+            valid = idx >= 0
+            count = valid.sum(dim=1)
+            active = (count > 0).nonzero().squeeze(1)
+            if active.numel() == 0:
+                break
+            idx_a, valid_a, count_a = idx[active], valid[active], count[active]
+            local = idx_a.clamp_min(0)
+            gidx = local + offsets[active].unsqueeze(1)
+            x = x_all[gidx]
+            y = y_all[gidx]
+            w = torch.gather(w_pool[active], 1, local) * valid_a
+            theta = flat[active]
+            g, loss = grad_fn(theta, x, y, w, count_a.to(flat.dtype))
+            if sgd.weight_decay:
+                g = g + sgd.weight_decay * theta
+            if sgd.momentum > 0:
+                b = sgd.momentum * buf[active] + g
+                buf = buf.index_copy(0, active, b)
+                g = b
+            flat = flat.index_copy(0, active, theta - lr * g)
+            loss_sum = loss_sum.index_add(0, active, loss.detach())
+            n_steps = n_steps.index_add(0, active, torch.ones_like(loss))
+        return flat, buf, loss_sum, n_steps
+
+    # ---- no-grad passes -------------------------------------------------------
+    def _groups(self, clients: Sequence[Client], params: Sequence[list[torch.Tensor]]) -> list[list[int]]:
+        """Indices of clients grouped by the identity of the parameter list they received."""
+        groups: dict[int, list[int]] = {}
+        for i, ps in enumerate(params):
+            groups.setdefault(id(ps), []).append(i)
+        return list(groups.values())
+
+    @torch.no_grad()
+    def _learner_outputs(self, params: list[torch.Tensor], x: torch.Tensor, fn) -> torch.Tensor:  # noqa: ANN001
+        """fn(logits) of every learner on x, chunked: (M, n, ...)."""
+        self.model.eval()
+        out = []
+        for flat in params:
+            parts = [fn(self._logits(flat, chunk)) for chunk in x.split(CHUNK)] if len(x) else [fn(self._logits(flat, x))]
+            out.append(torch.cat(parts))
+        return torch.stack(out)
+
+    def _pool(self, clients: Sequence[Client], split: str) -> tuple[torch.Tensor, torch.Tensor, list[int]]:
+        x_all, y_all = getattr(self.data, f"{split}_x"), getattr(self.data, f"{split}_y")
+        offs = getattr(self.data, f"{split}_offsets")
+        ids = [c.client_id for c in clients]
+        if ids == list(range(self.data.n_clients)):
+            return x_all, y_all, [int(offs[i + 1] - offs[i]) for i in ids]
+        idx = torch.cat([torch.arange(int(offs[i]), int(offs[i + 1])) for i in ids]).to(x_all.device)
+        return x_all[idx], y_all[idx], [int(offs[i + 1] - offs[i]) for i in ids]
+
+    def _train_losses(self, clients: Sequence[Client], params: Sequence[list[torch.Tensor]]) -> list[torch.Tensor]:
+        out: list[torch.Tensor | None] = [None] * len(clients)
+        task = self.task
+        for group in self._groups(clients, params):
+            members = [clients[i] for i in group]
+            x, y, sizes = self._pool(members, "train")
+            logits = self._learner_outputs(params[group[0]], x, lambda z: z)
+            losses = torch.stack([task.loss(logits[j], y) for j in range(logits.shape[0])])
+            for i, part in zip(group, losses.split(sizes, dim=1)):
+                out[i] = part
+        return out  # type: ignore[return-value]
+
+    @torch.no_grad()
+    def evaluate_clients(self, clients: Sequence[Client], params: Sequence[list[torch.Tensor]]) -> list[EvalResult]:
+        """What ``[c.evaluate(p) for c, p in zip(clients, params)]`` returns, batched."""
+        results: list[EvalResult | None] = [None] * len(clients)
+        for group in self._groups(clients, params):
+            members = [clients[i] for i in group]
+            pi = torch.stack([c.learners_weights for c in members])  # (C, M)
+            scores = {}
+            for split in ("train", "test"):
+                x, y, sizes = self._pool(members, split)
+                proba = self._learner_outputs(params[group[0]], x, self.task.proba)  # (M, n, ...)
+                owner = torch.repeat_interleave(torch.arange(len(members), device=x.device), torch.tensor(sizes, device=x.device))
+                w = pi.to(x.device)[owner].T  # (M, n)
+                mix = (w.reshape(*w.shape, *([1] * (proba.dim() - 2))) * proba).sum(dim=0)
+                loss, correct = self.task.score(mix, y)
+                n = torch.tensor(sizes, dtype=torch.float64, device=x.device).clamp_min(1)
+                sums = torch.zeros(2, len(members), dtype=torch.float64, device=x.device)
+                sums[0].index_add_(0, owner, loss.double())
+                sums[1].index_add_(0, owner, correct.double())
+                scores[split] = (sums / n).cpu()
+            for k, (i, c) in enumerate(zip(group, members)):
+                results[i] = EvalResult(
+                    c.client_id,
+                    c.n_train,
+                    c.data.n_test,
+                    float(scores["train"][0, k]),
+                    float(scores["train"][1, k]),
+                    float(scores["test"][0, k]),
+                    float(scores["test"][1, k]),
+                )
+        return results  # type: ignore[return-value]
