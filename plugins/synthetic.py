@@ -68,24 +68,29 @@ def generate(
     corrected: bool = False,
 ) -> tuple[list[tuple[np.ndarray, np.ndarray]], list[tuple[np.ndarray, np.ndarray]]]:
     """The per-client (X, y) train and test arrays (float64, as the authors draw them)."""
-    clients_train, clients_test = [], []
-    for x, y, split in iter_clients(n_clients, n_components, dim, noise, n_test, alpha, seed, corrected):
-        (clients_train if split == "train" else clients_test).append((x, y))
-    return clients_train, clients_test
+    sizes, clients = iter_clients(n_clients, n_components, dim, noise, n_test, alpha, seed, corrected)
+    train, test = [], []
+    for x, y, split in clients:
+        (train if split == "train" else test).append((x, y))
+    return train, test
 
 
 def iter_clients(n_clients, n_components, dim, noise, n_test, alpha, seed, corrected):  # noqa: ANN001, ANN201
-    """Yield (X, y, split) client by client, train before test, in draw order."""
+    """Seed the global state, draw the sizes; return them and a generator of (X, y, split) in draw order."""
     _check(n_clients, n_components, dim, noise, n_test, alpha)
     np.random.seed(seed)
     n_train = np.minimum(np.floor(np.random.lognormal(4, 2, n_clients)).astype(np.int64) + 50, 1000)
     pis = [np.random.dirichlet(alpha * np.ones(n_components)) for _ in range(n_clients)]
     theta = np.random.uniform(-1.0, 1.0, size=(n_components, dim))
-    for t in range(n_clients):
-        x, y = _client_samples(int(n_train[t]), pis[t], theta, noise, corrected)
-        yield x, y, "train"
-        x, y = _client_samples(n_test, pis[t], theta, noise, corrected)
-        yield x, y, "test"
+
+    def clients():  # noqa: ANN202
+        for t in range(n_clients):
+            x, y = _client_samples(int(n_train[t]), pis[t], theta, noise, corrected)
+            yield x, y, "train"
+            x, y = _client_samples(n_test, pis[t], theta, noise, corrected)
+            yield x, y, "test"
+
+    return n_train, clients()
 
 
 def _check(n_clients: int, n_components: int, dim: int, noise: float, n_test: int, alpha: float) -> None:
@@ -97,12 +102,26 @@ def _check(n_clients: int, n_components: int, dim: int, noise: float, n_test: in
 
 
 def load(data_root: Path | None = None, *, corrected: bool = False, **params: object) -> FederatedData:
-    """Generate the federation in memory as float32 tensors."""
-    train, test = [], []
-    for x, y, split in iter_clients(corrected=corrected, **params):  # type: ignore[arg-type]
-        pair = (torch.from_numpy(x.astype(np.float32)), torch.from_numpy(y.astype(np.float32)))
-        (train if split == "train" else test).append(pair)
-    return FederatedData.from_clients(train, test, task="binary", num_classes=2)
+    """Generate the federation in memory, written client by client into preallocated float32 tensors."""
+    sizes, clients = iter_clients(corrected=corrected, **params)  # type: ignore[arg-type]
+    n_test, dim = int(params["n_test"]), int(params["dim"])  # type: ignore[arg-type]
+    train_off = torch.zeros(len(sizes) + 1, dtype=torch.long)
+    train_off[1:] = torch.cumsum(torch.as_tensor(sizes), 0)
+    test_off = torch.arange(len(sizes) + 1, dtype=torch.long) * n_test
+    out = {
+        "train": (torch.empty(int(train_off[-1]), dim), torch.empty(int(train_off[-1])), train_off),
+        "test": (torch.empty(int(test_off[-1]), dim), torch.empty(int(test_off[-1])), test_off),
+    }
+    counters = {"train": 0, "test": 0}
+    for x, y, split in clients:
+        xs, ys, off = out[split]
+        t = counters[split]
+        a, b = int(off[t]), int(off[t + 1])
+        xs[a:b] = torch.from_numpy(x)
+        ys[a:b] = torch.from_numpy(y)
+        counters[split] = t + 1
+    (trx, try_, tro), (tex, tey, teo) = out["train"], out["test"]
+    return FederatedData(trx, try_, tro, tex, tey, teo, task="binary", num_classes=2)
 
 
 @hookimpl

@@ -1,0 +1,109 @@
+"""The vectorised engine equals the one-at-a-time path."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from fedbench import Client
+from fedbench.build import build_simulation, resolve_run
+from fedbench.engine import vectorisable
+from fedbench.errors import ConfigError
+from fedbench.runner import execute_run
+from fedbench.store import ResultStore
+from tests.conftest import TINY
+
+CASES = [
+    ("fedem", {}),
+    ("fedem", {"local_epochs": 2, "batch_size": 16, "participation": 0.5}),
+    ("fedavg", {"batch_size": 7, "weight_decay": 0.01}),
+    ("fedavg", {"momentum": 0.0, "keep_optimizer_state": False}),
+    ("local", {"batch_size": 32}),
+]
+
+
+def _pair(registry, method, extra):
+    sims = []
+    for engine in ("sequential", "vectorized"):
+        cfg = resolve_run(registry, dataset="synthetic", method=method, seed=3, overrides={**TINY, **extra}, engine=engine)
+        sims.append(build_simulation(registry, cfg))
+    assert sims[0].engine == "sequential" and sims[1].engine == "vectorized"
+    return sims[0].aggregator, sims[1].aggregator
+
+
+def _state(agg):
+    personal = getattr(agg, "personal", None)
+    if personal is not None:
+        return [p for cid in sorted(personal) for p in personal[cid]]
+    return agg.global_params
+
+
+@pytest.mark.parametrize("method, extra", CASES)
+def test_parameters_equal_after_every_round(registry, method, extra):
+    seq, vec = _pair(registry, method, extra)
+    for r in range(3):
+        loss_s, loss_v = seq.fit_round(r), vec.fit_round(r)
+        assert loss_v == pytest.approx(loss_s, rel=1e-5)
+        for a, b in zip(_state(seq), _state(vec)):
+            torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+        for cs, cv in zip(seq.clients, vec.clients):
+            torch.testing.assert_close(cs.learners_weights, cv.learners_weights, rtol=1e-5, atol=1e-6)
+            for ms, mv in zip(cs.momentum, cv.momentum):
+                assert (ms is None) == (mv is None)
+                if ms is not None:
+                    torch.testing.assert_close(ms, mv, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("method", ["fedem", "local"])
+def test_evaluation_equal(registry, method):
+    seq, vec = _pair(registry, method, {})
+    seq.fit_round(0), vec.fit_round(0)
+    for a, b in zip(seq.evaluate(), vec.evaluate()):
+        assert (a.client_id, a.n_train, a.n_test) == (b.client_id, b.n_train, b.n_test)
+        for field in ("train_loss", "train_acc", "test_loss", "test_acc"):
+            assert getattr(b, field) == pytest.approx(getattr(a, field), rel=1e-5, abs=1e-6)
+
+
+def test_final_accuracy_equal_end_to_end(registry, tmp_path):
+    store = ResultStore(tmp_path / "r.sqlite")
+    outs = []
+    for engine in ("sequential", "vectorized"):
+        cfg = resolve_run(registry, dataset="synthetic", method="fedem", seed=1, overrides={**TINY, "rounds": 6}, engine=engine)
+        outs.append(execute_run(registry, cfg, store, progress=False, force=True))
+    assert outs[0].engine == "sequential" and outs[1].engine == "vectorized"
+    assert abs(outs[0].metrics["test_acc"] - outs[1].metrics["test_acc"]) < 0.1
+
+
+class TestFallback:
+    def test_model_with_buffers_is_not_vectorisable(self):
+        assert "buffers" in vectorisable(nn.Sequential(nn.Linear(2, 2), nn.BatchNorm1d(2)), [])
+
+    def test_client_overriding_the_loop_is_not_vectorisable(self):
+        class Proximal(Client):
+            def penalties(self, params):
+                return None
+
+        reason = vectorisable(nn.Linear(2, 1), [object.__new__(Proximal)])
+        assert "Proximal overrides penalties()" in reason
+
+    def test_plain_and_mixture_clients_are_vectorisable(self, registry):
+        seq, vec = _pair(registry, "fedem", {})
+        assert vectorisable(nn.Linear(2, 1), vec.clients) is None
+
+    def test_batchnorm_model_falls_back_and_forcing_vectorized_fails_clearly(self, registry):
+        bn = {**TINY, "model": "mlp", "model.batch_norm": True}
+        cfg = resolve_run(registry, dataset="synthetic", method="fedavg", seed=0, overrides=bn, engine="vectorized")
+        with pytest.raises(ConfigError, match="vectorized engine cannot run this: model Sequential has buffers"):
+            build_simulation(registry, cfg)
+        auto = build_simulation(registry, resolve_run(registry, dataset="synthetic", method="fedavg", seed=0, overrides=bn))
+        assert auto.engine.startswith("sequential (vectorized engine not applicable: model Sequential has buffers")
+        auto.aggregator.fit_round(0)  # and the fallback really trains
+
+    def test_mlp_without_batchnorm_is_vectorised_and_equal(self, registry):
+        extra = {"model": "mlp", "model.hidden": 8}
+        seq, vec = _pair(registry, "fedem", extra)
+        for r in range(2):
+            seq.fit_round(r), vec.fit_round(r)
+        for a, b in zip(seq.global_params, vec.global_params):
+            torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
