@@ -17,7 +17,7 @@ import torch
 from fedbench.aggregator import Aggregator
 from fedbench.config import TRAIN_KEYS, RunConfig, TrainConfig, merge_params
 from fedbench.data import FederatedData
-from fedbench.engine import VectorizedEngine, vectorisable
+from fedbench.engine import VectorizedEngine, prefers_sequential, vectorisable
 from fedbench.errors import ConfigError, FedbenchError, PluginError
 from fedbench.learner import Learner, LearnersEnsemble
 from fedbench.registry import Registry
@@ -153,13 +153,16 @@ def build_simulation(registry: Registry, cfg: RunConfig, data_root: Path | None 
     agg_cls = registry.get("aggregator", cfg.aggregator).cls
     aggregator = agg_cls(clients, ensemble.get_params(), cfg.train, seed=cfg.seed, **dict(cfg.aggregator_params))
     reason = vectorisable(models[0], clients)
+    slower = prefers_sequential(models[0], device)
     if cfg.engine == "sequential":
         note = "sequential"
-    elif reason is None:
+    elif reason is None and (slower is None or cfg.engine == "vectorized"):
         aggregator.engine = VectorizedEngine(models[0], task, data, cfg.seed)
         note = "vectorized"
     elif cfg.engine == "vectorized":
         raise ConfigError(f"the vectorized engine cannot run this: {reason}; use --engine auto or sequential")
-    else:
+    elif reason is not None:
         note = f"sequential (vectorized engine not applicable: {reason})"
+    else:
+        note = f"sequential (chosen for speed: {slower})"
     return Simulation(cfg, data, aggregator, ensemble.learners[0].n_params, note)

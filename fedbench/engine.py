@@ -28,16 +28,34 @@ from collections.abc import Sequence
 
 import torch
 from torch import nn
-from torch.func import functional_call, grad_and_value, vmap
+from torch.func import functional_call, vmap
 
 from fedbench.client import Client, ClientUpdate, EvalResult
 from fedbench.data import FederatedData
-from fedbench.learner import epoch_orders
+from fedbench.learner import order_keys
 from fedbench.seeding import STREAM_TRAIN, generator
 from fedbench.tasks import Task
 
-#: samples per chunk in no-grad passes over pooled data
-CHUNK = 65536
+#: input elements per chunk in no-grad passes (bounds activation memory for big inputs)
+EVAL_BUDGET = 1 << 21
+#: input elements gathered at most at once in a training step (bounds memory for big inputs)
+ROW_BUDGET = 1 << 22
+#: module types that run faster one client at a time on a CPU (measured by benchmarks/speed_synthetic.py)
+CPU_SEQUENTIAL_MODULES = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.RNNBase)
+
+
+def prefers_sequential(model: nn.Module, device: torch.device) -> str | None:
+    """Why the one-at-a-time path is expected to be faster for this model here, or None.
+
+    On a CPU, batching many small convolutions or recurrent layers through vmap
+    is slower than running them one client at a time (CIFAR10CNN: about 4x
+    slower per round in benchmarks/speed_synthetic.py); on a GPU it pays.
+    """
+    if device.type == "cpu":
+        slow = sorted({type(mod).__name__ for mod in model.modules() if isinstance(mod, CPU_SEQUENTIAL_MODULES)})
+        if slow:
+            return f"{', '.join(slow)} layers run faster one client at a time on a CPU"
+    return None
 
 
 def vectorisable(model: nn.Module, clients: Sequence[Client]) -> str | None:
@@ -49,6 +67,18 @@ def vectorisable(model: nn.Module, clients: Sequence[Client]) -> str | None:
             if getattr(cls, name) is not getattr(Client, name):
                 return f"client type {cls.__name__} overrides {name}()"
     return None
+
+
+def _buckets(count: torch.Tensor, batch: int, samples_per_chunk: int) -> list[torch.Tensor]:
+    """Row indices with a non-empty batch, grouped by batch size into (0, B/4], (B/4, B/2], (B/2, B],
+    each group cut into chunks of at most ``samples_per_chunk`` padded samples."""
+    bounds = [0, batch // 4, batch // 2, batch]
+    out = []
+    for lo, hi in zip(bounds, bounds[1:]):
+        rows = ((count > lo) & (count <= hi)).nonzero().squeeze(1)
+        if rows.numel():
+            out.extend(rows.split(max(1, samples_per_chunk // max(hi, 1))))
+    return out
 
 
 class VectorizedEngine:
@@ -112,20 +142,24 @@ class VectorizedEngine:
     def _schedule(
         self, clients: Sequence[Client], m: int, epochs: int, batch: int, round_: int
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Per row, the local sample index of every batch slot: (K, steps, batch), -1 = padding."""
-        steps = [epochs * math.ceil(c.n_train / batch) for c in clients]
-        s_max = max(steps) if steps else 0
-        sched = torch.full((len(clients) * m, max(s_max, 1), batch), -1, dtype=torch.long)
+        """Per row, the local sample index of every batch slot: (K, epochs * nb_max, batch), -1 = padding.
+
+        Each client's keys come from its own round generator exactly as in
+        :func:`fedbench.learner.epoch_orders`; padding keys are +inf, so one
+        stable arg-sort of all rows gives every row its reference order first.
+        Epoch e of every row occupies steps ``[e * nb_max, (e + 1) * nb_max)``;
+        a client with fewer batches idles in the remaining slots.
+        """
+        sizes = torch.tensor([c.n_train for c in clients])
+        n_max = int(sizes.max())
+        nb_max = max(math.ceil(n_max / batch), 1)
+        keys = torch.full((len(clients), m * epochs, nb_max * batch), math.inf, dtype=torch.float64)
         for ci, c in enumerate(clients):
-            n = c.n_train
-            if n == 0:
-                continue
-            nb = math.ceil(n / batch)
-            orders = epoch_orders(generator(self.seed, STREAM_TRAIN, round_, c.client_id), m * epochs, n)
-            padded = torch.full((m * epochs, nb * batch), -1, dtype=torch.long)
-            padded[:, :n] = orders
-            sched[ci * m : (ci + 1) * m, : epochs * nb] = padded.view(m, epochs * nb, batch)
-        offsets = torch.tensor([int(self.data.train_offsets[c.client_id]) for c in clients for _ in range(m)])
+            keys[ci, :, : c.n_train] = order_keys(generator(self.seed, STREAM_TRAIN, round_, c.client_id), m * epochs, c.n_train)
+        order = keys.argsort(dim=2, stable=True)
+        order[order >= sizes.view(-1, 1, 1)] = -1
+        sched = order.view(len(clients) * m, epochs * nb_max, batch)
+        offsets = self.data.train_offsets[[c.client_id for c in clients]].repeat_interleave(m)
         return sched, offsets
 
     def _sgd(self, flat, buf, weights, schedule, offsets, sgd, lr):  # noqa: ANN001, ANN202
@@ -139,37 +173,45 @@ class VectorizedEngine:
         x_all, y_all = self.data.train_x, self.data.train_y
         task, model_call = self.task, self._logits
 
-        def loss_fn(theta, x, y, w, denom):  # noqa: ANN001, ANN202
-            losses = task.loss(model_call(theta, x), y)
-            return (losses * w).sum() / denom
+        forward = vmap(model_call)
 
-        grad_fn = vmap(grad_and_value(loss_fn))
+        def grad_fn(theta, x, y, w, denom):  # noqa: ANN001, ANN202
+            # Rows are independent, so the gradient of the sum of the rows' batch losses
+            # with respect to the stacked parameters is every row's own gradient.
+            theta = theta.detach().requires_grad_(True)
+            with torch.enable_grad():
+                logits = forward(theta, x)
+                losses = task.loss(logits.reshape(-1, *logits.shape[2:]), y.reshape(-1)).view(y.shape)
+                per_row = (losses * w).sum(dim=1) / denom
+                (grad,) = torch.autograd.grad(per_row.sum(), theta)
+            return grad, per_row.detach()
         loss_sum = torch.zeros(k, device=device)
         n_steps = torch.zeros(k, device=device)
         for s in range(schedule.shape[1]):
-            idx = schedule[:, s, :]  # (K, B)
-            valid = idx >= 0
-            count = valid.sum(dim=1)
-            active = (count > 0).nonzero().squeeze(1)
-            if active.numel() == 0:
-                break
-            idx_a, valid_a, count_a = idx[active], valid[active], count[active]
-            local = idx_a.clamp_min(0)
-            gidx = local + offsets[active].unsqueeze(1)
-            x = x_all[gidx]
-            y = y_all[gidx]
-            w = torch.gather(w_pool[active], 1, local) * valid_a
-            theta = flat[active]
-            g, loss = grad_fn(theta, x, y, w, count_a.to(flat.dtype))
-            if sgd.weight_decay:
-                g = g + sgd.weight_decay * theta
-            if sgd.momentum > 0:
-                b = sgd.momentum * buf[active] + g
-                buf = buf.index_copy(0, active, b)
-                g = b
-            flat = flat.index_copy(0, active, theta - lr * g)
-            loss_sum = loss_sum.index_add(0, active, loss.detach())
-            n_steps = n_steps.index_add(0, active, torch.ones_like(loss))
+            idx = schedule[:, s, :]  # (K, B); a row's valid indices come first
+            count = (idx >= 0).sum(dim=1)
+            # rows with short batches are padded only to their bucket's width, not to B;
+            # big buckets are cut into chunks so that one gather stays under ROW_BUDGET inputs
+            for active in _buckets(count, idx.shape[1], ROW_BUDGET // max(1, x_all[0].numel())):
+                width = int(count[active].max())
+                local = idx[active, :width]
+                valid = local >= 0
+                local = local.clamp_min(0)
+                gidx = (local + offsets[active].unsqueeze(1)).view(-1)
+                x = x_all.index_select(0, gidx).view(*local.shape, *x_all.shape[1:])
+                y = y_all.index_select(0, gidx).view(local.shape)
+                w = torch.gather(w_pool[active], 1, local) * valid
+                theta = flat[active]
+                g, loss = grad_fn(theta, x, y, w, count[active].to(flat.dtype))
+                if sgd.weight_decay:
+                    g = g + sgd.weight_decay * theta
+                if sgd.momentum > 0:
+                    b = sgd.momentum * buf[active] + g
+                    buf = buf.index_copy(0, active, b)
+                    g = b
+                flat = flat.index_copy(0, active, theta - lr * g)
+                loss_sum = loss_sum.index_add(0, active, loss.detach())
+                n_steps = n_steps.index_add(0, active, torch.ones_like(loss))
         return flat, buf, loss_sum, n_steps
 
     # ---- no-grad passes -------------------------------------------------------
@@ -182,13 +224,13 @@ class VectorizedEngine:
 
     @torch.no_grad()
     def _learner_outputs(self, params: list[torch.Tensor], x: torch.Tensor, fn) -> torch.Tensor:  # noqa: ANN001
-        """fn(logits) of every learner on x, chunked: (M, n, ...)."""
+        """fn(logits) of every learner on x: (M, n, ...), all learners in one vmapped pass per chunk."""
         self.model.eval()
-        out = []
-        for flat in params:
-            parts = [fn(self._logits(flat, chunk)) for chunk in x.split(CHUNK)] if len(x) else [fn(self._logits(flat, x))]
-            out.append(torch.cat(parts))
-        return torch.stack(out)
+        stacked = torch.stack(list(params))
+        every = vmap(lambda flat, chunk: fn(self._logits(flat, chunk)), in_dims=(0, None))
+        size = max(1, EVAL_BUDGET // max(1, x[0].numel() if len(x) else 1))
+        parts = [every(stacked, chunk) for chunk in (x.split(size) if len(x) else [x])]
+        return torch.cat(parts, dim=1)
 
     def _pool(self, clients: Sequence[Client], split: str) -> tuple[torch.Tensor, torch.Tensor, list[int]]:
         x_all, y_all = getattr(self.data, f"{split}_x"), getattr(self.data, f"{split}_y")

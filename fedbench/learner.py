@@ -16,8 +16,8 @@ from torch.nn.utils import parameters_to_vector
 
 from fedbench.tasks import Task
 
-#: chunk size for no-grad passes over a whole data set
-EVAL_CHUNK = 8192
+#: input elements per chunk in no-grad passes over a whole data set (bounds activation memory)
+EVAL_BUDGET = 1 << 21
 
 
 @dataclass(frozen=True)
@@ -50,9 +50,12 @@ def epoch_orders(gen: torch.Generator, count: int, n: int) -> torch.Tensor:
     client's round generator, learner-major then epoch, so they see the same
     batches.
     """
-    if n == 0:
-        return torch.zeros(count, 0, dtype=torch.long)
-    return torch.rand(count, n, generator=gen, dtype=torch.float64).argsort(dim=1, stable=True)
+    return order_keys(gen, count, n).argsort(dim=1, stable=True)
+
+
+def order_keys(gen: torch.Generator, count: int, n: int) -> torch.Tensor:
+    """The random keys whose stable arg-sort is :func:`epoch_orders` (float64, shape (count, n))."""
+    return torch.rand(count, n, generator=gen, dtype=torch.float64)
 
 
 class Learner:
@@ -77,7 +80,9 @@ class Learner:
     @torch.no_grad()
     def logits(self, x: torch.Tensor) -> torch.Tensor:
         self.model.eval()
-        return torch.cat([self.model(chunk) for chunk in x.split(EVAL_CHUNK)]) if len(x) else self.model(x)
+        if not len(x):
+            return self.model(x)
+        return torch.cat([self.model(chunk) for chunk in x.split(max(1, EVAL_BUDGET // x[0].numel()))])
 
     @torch.no_grad()
     def per_sample_losses(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:

@@ -107,3 +107,51 @@ class TestFallback:
             seq.fit_round(r), vec.fit_round(r)
         for a, b in zip(seq.global_params, vec.global_params):
             torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
+
+
+def _image_registry():
+    """The installed plugins plus a test plugin with a tiny multiclass image data set."""
+    from fedbench import DatasetSpec, FederatedData, hookimpl
+    from fedbench.registry import Registry, load_entry_points, new_plugin_manager
+
+    def load(data_root=None, seed=0):
+        g = torch.Generator().manual_seed(seed)
+        tr = [(torch.randn(n, 3, 16, 16, generator=g), torch.randint(0, 4, (n,), generator=g)) for n in (5, 9, 3)]
+        te = [(torch.randn(4, 3, 16, 16, generator=g), torch.randint(0, 4, (4,), generator=g)) for _ in range(3)]
+        return FederatedData.from_clients(tr, te, task="multiclass", num_classes=4)
+
+    class Images:
+        @hookimpl
+        def fedbench_datasets(self):
+            return [DatasetSpec(name="tiny-images", load=load, params={"seed": 0}, default_model="cifar10cnn")]
+
+    pm = new_plugin_manager()
+    failures, packages = load_entry_points(pm)
+    pm.register(Images(), name="images")
+    return Registry(pm, failures, packages)
+
+
+class TestConvolutions:
+    def test_cpu_auto_choice_runs_convolutions_one_client_at_a_time(self):
+        reg = _image_registry()
+        cfg = resolve_run(reg, dataset="tiny-images", method="fedem", seed=0, overrides={"rounds": 1})
+        sim = build_simulation(reg, cfg)
+        assert sim.engine == "sequential (chosen for speed: Conv2d layers run faster one client at a time on a CPU)"
+
+    def test_forced_vectorized_cnn_equals_sequential(self):
+        reg = _image_registry()
+        sims = [
+            build_simulation(
+                reg,
+                resolve_run(reg, dataset="tiny-images", method="fedem", seed=0, overrides={"batch_size": 4, "lr": 0.01}, engine=e),
+            )
+            for e in ("sequential", "vectorized")
+        ]
+        assert sims[1].engine == "vectorized"
+        seq, vec = sims[0].aggregator, sims[1].aggregator
+        for r in range(2):
+            seq.fit_round(r), vec.fit_round(r)
+        for a, b in zip(seq.global_params, vec.global_params):
+            torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
+        for a, b in zip(seq.evaluate(), vec.evaluate()):
+            assert b.test_loss == pytest.approx(a.test_loss, rel=1e-4) and b.test_acc == a.test_acc
