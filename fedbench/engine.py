@@ -39,7 +39,7 @@ from fedbench.tasks import Task
 #: input elements per chunk in no-grad passes (bounds activation memory for big inputs)
 EVAL_BUDGET = 1 << 21
 #: input elements gathered at most at once in a training step (bounds memory for big inputs)
-ROW_BUDGET = 1 << 22
+ROW_BUDGET = 1 << 24
 #: module types that run faster one client at a time on a CPU (measured by benchmarks/speed_synthetic.py)
 CPU_SEQUENTIAL_MODULES = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.RNNBase)
 
@@ -72,7 +72,7 @@ def vectorisable(model: nn.Module, clients: Sequence[Client]) -> str | None:
 def _buckets(count: torch.Tensor, batch: int, samples_per_chunk: int) -> list[torch.Tensor]:
     """Row indices with a non-empty batch, grouped by batch size into (0, B/4], (B/4, B/2], (B/2, B],
     each group cut into chunks of at most ``samples_per_chunk`` padded samples."""
-    bounds = [0, batch // 4, batch // 2, batch]
+    bounds = [0, batch // 2, batch]
     out = []
     for lo, hi in zip(bounds, bounds[1:]):
         rows = ((count > lo) & (count <= hi)).nonzero().squeeze(1)
@@ -119,7 +119,10 @@ class VectorizedEngine:
         sgd = clients[0].sgd_config(lr)
         keep = clients[0].train.keep_optimizer_state
         m = len(params[0])
-        flat = torch.stack([p for ps in params for p in ps])  # (K, P), row = client-major, learner-minor
+        if all(ps is params[0] for ps in params):  # everyone got the same parameters (server averaging)
+            flat = torch.stack(params[0]).repeat(len(clients), 1)
+        else:
+            flat = torch.stack([p for ps in params for p in ps])  # (K, P), row = client-major, learner-minor
         buf = torch.stack(
             [
                 b if (keep and b is not None) else torch.zeros_like(flat[0])
@@ -130,13 +133,14 @@ class VectorizedEngine:
         weights = [c.samples_weights[j] for c in clients for j in range(m)]
         schedule, offsets = self._schedule(clients, m, sgd.epochs, sgd.batch_size, round_)
         new_flat, new_buf, loss_sum, n_steps = self._sgd(flat, buf, weights, schedule, offsets, sgd, lr)
+        per_client_flat = new_flat.view(len(clients), m, -1)
+        per_client_buf = new_buf.view(len(clients), m, -1)
+        mean_loss = (loss_sum / n_steps.clamp_min(1)).view(len(clients), m).mean(dim=1).tolist()
         updates = []
         for ci, c in enumerate(clients):
-            rows = slice(ci * m, (ci + 1) * m)
             if keep:
-                c.momentum = list(new_buf[rows]) if sgd.momentum > 0 else [None] * m
-            mean_loss = (loss_sum[rows] / n_steps[rows].clamp_min(1)).mean()
-            updates.append(ClientUpdate(c.client_id, list(new_flat[rows]), float(c.n_train), float(mean_loss)))
+                c.momentum = list(per_client_buf[ci]) if sgd.momentum > 0 else [None] * m
+            updates.append(ClientUpdate(c.client_id, list(per_client_flat[ci]), float(c.n_train), mean_loss[ci]))
         return updates
 
     def _schedule(
@@ -145,22 +149,31 @@ class VectorizedEngine:
         """Per row, the local sample index of every batch slot: (K, epochs * nb_max, batch), -1 = padding.
 
         Each client's keys come from its own round generator exactly as in
-        :func:`fedbench.learner.epoch_orders`; padding keys are +inf, so one
-        stable arg-sort of all rows gives every row its reference order first.
-        Epoch e of every row occupies steps ``[e * nb_max, (e + 1) * nb_max)``;
-        a client with fewer batches idles in the remaining slots.
+        :func:`fedbench.learner.epoch_orders`. Clients with the same number of
+        batches are sorted together, their keys padded with +inf to that many
+        full batches, so one stable arg-sort per group gives every row its
+        reference order first. Epoch e of every row occupies steps
+        ``[e * nb_max, (e + 1) * nb_max)``; a client with fewer batches idles
+        in the remaining slots.
         """
-        sizes = torch.tensor([c.n_train for c in clients])
-        n_max = int(sizes.max())
-        nb_max = max(math.ceil(n_max / batch), 1)
-        keys = torch.full((len(clients), m * epochs, nb_max * batch), math.inf, dtype=torch.float64)
-        for ci, c in enumerate(clients):
-            keys[ci, :, : c.n_train] = order_keys(generator(self.seed, STREAM_TRAIN, round_, c.client_id), m * epochs, c.n_train)
-        order = keys.argsort(dim=2, stable=True)
-        order[order >= sizes.view(-1, 1, 1)] = -1
-        sched = order.view(len(clients) * m, epochs * nb_max, batch)
+        sizes = [c.n_train for c in clients]
+        nbs = [math.ceil(n / batch) for n in sizes]
+        nb_max = max(max(nbs), 1)
+        sched = torch.full((len(clients), m, epochs, nb_max * batch), -1, dtype=torch.long)
+        groups: dict[int, list[int]] = {}
+        for ci, nb in enumerate(nbs):
+            if nb:
+                groups.setdefault(nb, []).append(ci)
+        for nb, members in groups.items():
+            keys = torch.full((len(members), m * epochs, nb * batch), math.inf, dtype=torch.float64)
+            for row, ci in enumerate(members):
+                gen = generator(self.seed, STREAM_TRAIN, round_, clients[ci].client_id)
+                keys[row, :, : sizes[ci]] = order_keys(gen, m * epochs, sizes[ci])
+            order = keys.argsort(dim=2, stable=True)
+            order[order >= torch.tensor([sizes[ci] for ci in members]).view(-1, 1, 1)] = -1
+            sched[members, :, :, : nb * batch] = order.view(len(members), m, epochs, nb * batch)
         offsets = self.data.train_offsets[[c.client_id for c in clients]].repeat_interleave(m)
-        return sched, offsets
+        return sched.view(len(clients) * m, epochs * nb_max, batch), offsets
 
     def _sgd(self, flat, buf, weights, schedule, offsets, sgd, lr):  # noqa: ANN001, ANN202
         """Run every row's scheduled batches; returns new params, buffers, loss sums and step counts."""
@@ -206,12 +219,11 @@ class VectorizedEngine:
                 if sgd.weight_decay:
                     g = g + sgd.weight_decay * theta
                 if sgd.momentum > 0:
-                    b = sgd.momentum * buf[active] + g
-                    buf = buf.index_copy(0, active, b)
-                    g = b
-                flat = flat.index_copy(0, active, theta - lr * g)
-                loss_sum = loss_sum.index_add(0, active, loss.detach())
-                n_steps = n_steps.index_add(0, active, torch.ones_like(loss))
+                    g = buf[active].mul_(sgd.momentum).add_(g)
+                    buf.index_copy_(0, active, g)
+                flat.index_copy_(0, active, theta.sub_(g, alpha=lr))
+                loss_sum.index_add_(0, active, loss)
+                n_steps.index_add_(0, active, torch.ones_like(loss))
         return flat, buf, loss_sum, n_steps
 
     # ---- no-grad passes -------------------------------------------------------

@@ -6,14 +6,26 @@ depend on execution order, on the executor, or on torch's global RNG.
 
 from __future__ import annotations
 
-import numpy as np
 import torch
 
 
+_MASK = (1 << 64) - 1
+
+
+def _splitmix64(x: int) -> int:
+    """One step of the SplitMix64 finaliser (Steele et al. 2014): a cheap, well-mixed 64-bit hash."""
+    x = (x + 0x9E3779B97F4A7C15) & _MASK
+    x = ((x ^ (x >> 30)) * 0xBF58476D1CE4E5B9) & _MASK
+    x = ((x ^ (x >> 27)) * 0x94D049BB133111EB) & _MASK
+    return x ^ (x >> 31)
+
+
 def derive_seed(*keys: int) -> int:
-    """A 63-bit seed that depends on every key (order matters)."""
-    state = np.random.SeedSequence([int(k) & 0xFFFFFFFF for k in keys] + [len(keys)]).generate_state(2, dtype=np.uint32)
-    return int(state[0]) << 31 ^ int(state[1])
+    """A 63-bit seed that depends on every key and on their order (hash-chained SplitMix64)."""
+    h = _splitmix64(len(keys))
+    for k in keys:
+        h = _splitmix64(h ^ (int(k) & _MASK))
+    return h >> 1
 
 
 def generator(*keys: int) -> torch.Generator:

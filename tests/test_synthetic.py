@@ -55,11 +55,11 @@ class TestLabelQuirk:
         theta = np.random.uniform(-1, 1, (3, 4))
         pi = np.array([0.2, 0.3, 0.5])
         state = np.random.get_state()
-        x, y = synthetic._client_samples(200, pi, theta, 0.1, corrected=False)
+        x, unshuffled, perm_got = synthetic._client_samples(200, pi, theta, 0.1, corrected=False)
         np.random.set_state(state)
         counts, x_raw, eps, perm = _reference_client(200, pi, theta, 0.1)
-        unshuffled = np.empty(200)
-        unshuffled[perm] = y
+        np.testing.assert_array_equal(perm_got, perm)
+        np.testing.assert_array_equal(x, x_raw)
         assert np.all(unshuffled[counts.max():] == 0)
         last = counts[-1]
         np.testing.assert_array_equal(unshuffled[:last], np.round(1 / (1 + np.exp(-(x_raw[:last] @ theta[2] + eps[2])))))
@@ -69,17 +69,24 @@ class TestLabelQuirk:
         theta = np.random.uniform(-1, 1, (2, 3))
         pi = np.array([0.5, 0.5])
         state = np.random.get_state()
-        _, y = synthetic._client_samples(100, pi, theta, 0.0, corrected=True)
+        _, unshuffled, _ = synthetic._client_samples(100, pi, theta, 0.0, corrected=True)
         np.random.set_state(state)
         counts, x_raw, eps, perm = _reference_client(100, pi, theta, 0.0)
-        unshuffled = np.empty(100)
-        unshuffled[perm] = y
         c0 = counts[0]
         np.testing.assert_array_equal(unshuffled[:c0], np.round(1 / (1 + np.exp(-(x_raw[:c0] @ theta[0])))))
         np.testing.assert_array_equal(unshuffled[c0:], np.round(1 / (1 + np.exp(-(x_raw[c0:] @ theta[1])))))
 
 
 class TestDataset:
+    def test_loaded_tensors_equal_the_generated_arrays(self):
+        kw = dict(n_clients=4, n_components=3, dim=6, noise=0.1, n_test=9, alpha=0.4, seed=3)
+        train, test = synthetic.generate(**kw)
+        data = synthetic.load(**kw)
+        for i, ((x, y), (xt, yt)) in enumerate(zip(train, test)):
+            c = data.client(i)
+            assert torch.equal(c.train_x, torch.from_numpy(x).float()) and torch.equal(c.train_y, torch.from_numpy(y).float())
+            assert torch.equal(c.test_x, torch.from_numpy(xt).float()) and torch.equal(c.test_y, torch.from_numpy(yt).float())
+
     def test_same_seed_same_tensors_other_seed_differs(self):
         kw = dict(n_clients=3, n_components=2, dim=4, noise=0.1, n_test=5, alpha=0.4)
         a, b, c = synthetic.load(seed=7, **kw), synthetic.load(seed=7, **kw), synthetic.load(seed=8, **kw)
