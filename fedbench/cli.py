@@ -16,8 +16,9 @@ from fedbench.build import resolve_run
 from fedbench.config import parse_assignments
 from fedbench.errors import FedbenchError
 from fedbench.registry import KIND_HOOKS, Registry, get_registry
-from fedbench.report import comparison_table, runs_table, to_markdown
-from fedbench.runner import RunOutcome, execute_run
+from fedbench.executor import assign_devices, run_local, run_ray
+from fedbench.report import comparison_table, reference_table, runs_table, to_latex, to_markdown
+from fedbench.runner import RunOutcome
 from fedbench.store import DEFAULT_PATH, ResultStore
 from fedbench.suite import load_suite
 
@@ -50,21 +51,14 @@ def cmd_list(args: argparse.Namespace) -> int:
     return 0
 
 
-def _print_outcomes(outcomes: list[RunOutcome]) -> None:
-    for o in outcomes:
-        print(o.summary())
-
-
 def cmd_run(args: argparse.Namespace) -> int:
     registry = get_registry()
     _warn_failures(registry)
     overrides = parse_assignments(args.set or [])
-    if args.rounds is not None:
-        overrides["rounds"] = args.rounds
-    if args.eval_every is not None:
-        overrides["eval_every"] = args.eval_every
-    if args.model is not None:
-        overrides["model"] = args.model
+    for key, value in (("rounds", args.rounds), ("eval_every", args.eval_every), ("model", args.model)):
+        if value is not None:
+            overrides[key] = value
+    suite = None
     if args.suite:
         if args.dataset or args.method:
             raise FedbenchError("--suite runs the suite's own data sets and methods; drop --dataset/--method")
@@ -82,20 +76,39 @@ def cmd_run(args: argparse.Namespace) -> int:
                 device=args.device, engine=args.engine,
             )
         ]
-    store = ResultStore(args.results)
-    outcomes = []
-    for cfg in configs:
-        outcome = execute_run(
-            registry, cfg, store, data_root=args.data_root, force=args.force, progress=not args.no_progress
+    if args.devices:
+        configs = assign_devices(configs, [d.strip() for d in args.devices.split(",") if d.strip()])
+    ResultStore(args.results).close()  # a bad results path fails here, before any run
+
+    def report(outcome: RunOutcome) -> None:
+        print(outcome.summary(), file=sys.stderr if suite else sys.stdout, flush=True)
+
+    if args.executor == "ray":
+        outcomes = run_ray(
+            configs, args.results, address=args.address, data_root=args.data_root, force=args.force, on_outcome=report
         )
-        outcomes.append(outcome)
-        print(outcome.summary(), file=sys.stderr if args.suite else sys.stdout)
-    if args.suite:
+    else:
+        outcomes = run_local(
+            configs, args.results, jobs=args.jobs, data_root=args.data_root, force=args.force,
+            progress=not args.no_progress, on_outcome=report,
+        )
+    if suite:
+        store = ResultStore(args.results)
         table = runs_table(store, [c.run_id for c in configs])
-        comp = comparison_table(table)
-        print(f"\nweighted test accuracy (%), last round, mean ± std over seeds [{args.results}]")
-        print(to_markdown(comp, index=True) if not comp.empty else "(no finished runs)")
+        _print_comparison(table, suite.references, "test_acc", "md")
     return 0 if all(o.ok for o in outcomes) else 1
+
+
+def _print_comparison(table, references, metric: str, fmt: str) -> None:  # noqa: ANN001
+    render = {"md": lambda df, **kw: to_markdown(df, **kw), "latex": to_latex}[fmt]
+    comp = comparison_table(table, metric)
+    print(f"\n{metric}, last evaluated round, mean ± std over seeds\n")
+    print(render(comp, index=True) if not comp.empty else "(no runs)")
+    if references is not None:
+        ref = reference_table(table, references, metric)
+        if not ref.empty:
+            print(f"\n{metric} beside the reference numbers\n")
+            print(render(ref))
 
 
 def cmd_report(args: argparse.Namespace) -> int:
@@ -103,18 +116,17 @@ def cmd_report(args: argparse.Namespace) -> int:
     if not path.exists():
         raise FedbenchError(f"no results file at {str(path)!r}; run `fedbench run ...` first or pass --results PATH")
     store = ResultStore(path)
-    run_ids = None
-    if args.suite:
-        run_ids = [c.run_id for c in load_suite(get_registry(), args.suite).runs]
-    table = runs_table(store, run_ids).drop(columns=["run_id"])
+    suite = load_suite(get_registry(), args.suite) if args.suite else None
+    table = runs_table(store, [c.run_id for c in suite.runs] if suite else None).drop(columns=["run_id"])
+    if args.metric not in table.columns and not table.empty:
+        known = [c for c in table.columns if c not in ("dataset", "method", "seed", "rounds", "status", "eval_round")]
+        raise FedbenchError(f"unknown metric {args.metric!r}; stored metrics are: {', '.join(known)}")
     if args.format == "csv":
         print(table.to_csv(index=False), end="")
-    else:
-        print(to_markdown(table))
-        if args.suite:
-            comp = comparison_table(table)
-            print("\nweighted test accuracy (%), last round, mean ± std over seeds\n")
-            print(to_markdown(comp, index=True) if not comp.empty else "(no finished runs)")
+        return 0
+    print(to_markdown(table) if args.format == "md" else to_latex(table))
+    if suite or args.compare:
+        _print_comparison(table, suite.references if suite else None, args.metric, args.format)
     return 0
 
 
@@ -144,13 +156,19 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--results", default=str(DEFAULT_PATH), help=f"SQLite results file (default {DEFAULT_PATH})")
     run.add_argument("--data-root", type=Path, help="where data sets live on disk (default $FEDBENCH_DATA_ROOT or ~/.cache/fedbench)")
     run.add_argument("--force", action="store_true", help="recompute runs already finished in the results file")
+    run.add_argument("--jobs", type=int, default=1, help="worker processes (each gets cores/jobs torch threads)")
+    run.add_argument("--devices", help="comma-separated devices assigned to runs round-robin, e.g. cpu or cuda:0,cuda:1")
+    run.add_argument("--executor", choices=["local", "ray"], default="local", help="local processes (default) or a Ray cluster")
+    run.add_argument("--address", help="Ray cluster address (with --executor ray; default: start a local Ray)")
     run.add_argument("--no-progress", action="store_true", help="no progress bars")
     run.set_defaults(func=cmd_run)
 
     rep = sub.add_parser("report", help="print one row per stored run")
     rep.add_argument("--results", default=str(DEFAULT_PATH), help=f"SQLite results file (default {DEFAULT_PATH})")
-    rep.add_argument("--format", choices=["md", "csv"], default="md")
-    rep.add_argument("--suite", help="only the runs of this suite (name or TOML path), plus its comparison table")
+    rep.add_argument("--format", choices=["md", "csv", "latex"], default="md")
+    rep.add_argument("--suite", help="only the runs of this suite (name or TOML path), with its comparison tables")
+    rep.add_argument("--metric", default="test_acc", help="metric of the comparison tables (default test_acc)")
+    rep.add_argument("--compare", action="store_true", help="also print the methods x data sets comparison")
     rep.set_defaults(func=cmd_report)
     return p
 

@@ -27,17 +27,63 @@ def runs_table(store: ResultStore, run_ids: list[str] | None = None) -> pd.DataF
 
 
 def comparison_table(runs: pd.DataFrame, metric: str = "test_acc") -> pd.DataFrame:
-    """Rows data sets, columns methods: ``mean ± std (n=seeds)`` of ``metric`` over finished runs."""
-    done = runs[runs.status == "done"]
-    if done.empty:
+    """Rows data sets, columns methods: ``mean ± std (n=seeds)`` of ``metric`` over finished runs.
+
+    Runs that failed or diverged are not averaged; the cell says how many there were.
+    """
+    if runs.empty:
         return pd.DataFrame()
-    stats = done.groupby(["dataset", "method"])[metric].agg(["mean", "std", "count"])
+    cells: dict[tuple[str, str], str] = {}
+    for (dataset, method), group in runs.groupby(["dataset", "method"]):
+        done = group[group.status == "done"][metric] if metric in group else pd.Series(dtype=float)
+        text = ""
+        if len(done):
+            std = f" ± {done.std():.2f}" if len(done) > 1 else ""
+            text = f"{done.mean():.2f}{std} (n={len(done)})"
+        bad = group[group.status != "done"].status.value_counts()
+        if len(bad):
+            text += " [" + ", ".join(f"{n} {status}" for status, n in sorted(bad.items())) + "]"
+        cells[(dataset, method)] = text.strip()
+    table = pd.Series(cells).unstack()
+    table.index.name, table.columns.name = "dataset", "method"
+    return table.fillna("")
 
-    def cell(row: pd.Series) -> str:
-        std = "" if row["count"] < 2 else f" ± {row['std']:.2f}"
-        return f"{row['mean']:.2f}{std} (n={int(row['count'])})"
 
-    return stats.apply(cell, axis=1).unstack("method").fillna("")
+def reference_table(runs: pd.DataFrame, references: pd.DataFrame, metric: str = "test_acc") -> pd.DataFrame:
+    """Ours (mean ± std over finished seeds) beside each reference number for ``metric``, with the delta."""
+    refs = references[references.metric == metric]
+    done = runs[runs.status == "done"]
+    rows = []
+    for ref in refs.itertuples(index=False):
+        ours = done[(done.dataset == ref.dataset) & (done.method == ref.method)][metric] if metric in done else []
+        mean = float(ours.mean()) if len(ours) else float("nan")
+        rows.append({
+            "dataset": ref.dataset,
+            "method": ref.method,
+            "ours": f"{mean:.2f} ± {ours.std():.2f}" if len(ours) > 1 else (f"{mean:.2f}" if len(ours) else "not run"),
+            "n": len(ours),
+            "reference": float(ref.value),
+            "delta": mean - float(ref.value) if len(ours) else float("nan"),
+            "source": ref.source,
+        })
+    return pd.DataFrame(rows)
+
+
+def to_latex(df: pd.DataFrame, floatfmt: str = "{:.2f}", index: bool = False) -> str:
+    """A booktabs LaTeX table (no extra dependency)."""
+    if index:
+        df = df.reset_index()
+
+    def esc(v: object) -> str:
+        text = ("" if pd.isna(v) else floatfmt.format(v)) if isinstance(v, float) else str(v)
+        for a, b in (("\\", r"\textbackslash{}"), ("&", r"\&"), ("%", r"\%"), ("_", r"\_"), ("#", r"\#"), ("±", r"$\pm$")):
+            text = text.replace(a, b)
+        return text
+
+    lines = [r"\begin{tabular}{" + "l" * len(df.columns) + "}", r"\toprule", " & ".join(esc(c) for c in df.columns) + r" \\", r"\midrule"]
+    lines += [" & ".join(esc(v) for v in row) + r" \\" for row in df.itertuples(index=False)]
+    lines += [r"\bottomrule", r"\end{tabular}"]
+    return "\n".join(lines)
 
 
 def to_markdown(df: pd.DataFrame, floatfmt: str = "{:.2f}", index: bool = False) -> str:

@@ -52,13 +52,26 @@ class ResultStore:
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self._db = sqlite3.connect(self.path, timeout=60)
-            self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.executescript(SCHEMA)
-            self._db.commit()
+            self._init_schema()
         except (OSError, sqlite3.Error) as e:
             raise ResultsError(
                 f"cannot open results file {str(self.path)!r}: {e}; pass --results with a writable path"
             ) from e
+
+    def _init_schema(self, attempts: int = 50) -> None:
+        # Switching to WAL and creating tables can hit SQLITE_BUSY without the busy
+        # handler being consulted when several workers open a new file at once: retry.
+        for attempt in range(attempts):
+            try:
+                if self._db.execute("PRAGMA journal_mode").fetchone()[0].lower() != "wal":
+                    self._db.execute("PRAGMA journal_mode=WAL")
+                self._db.executescript(SCHEMA)
+                self._db.commit()
+                return
+            except sqlite3.OperationalError as e:
+                if "locked" not in str(e) and "busy" not in str(e) or attempt == attempts - 1:
+                    raise
+                time.sleep(0.05 * (attempt + 1))
 
     def close(self) -> None:
         self._db.close()

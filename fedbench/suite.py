@@ -9,23 +9,32 @@ Format::
     rounds = 50
     [datasets.synthetic]                 # one table per data set: its parameters
     n_clients = 50
+    references = "reference.csv"         # optional: numbers to print beside ours
+
+A list value in ``set``, a method table or a data-set table is a grid:
+``lr = [0.01, 0.03]`` expands into one run per value (the product over all
+grids). The reference file (CSV, path relative to the suite file) has the
+columns ``dataset, method, metric, value, source``.
 
 Everything is validated before any run starts.
 """
 
 from __future__ import annotations
 
+import itertools
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+import pandas as pd
 
 from fedbench.build import resolve_run
 from fedbench.config import RunConfig
 from fedbench.errors import ConfigError, FedbenchError
 from fedbench.registry import Registry
 
-KEYS = {"description", "methods", "seeds", "set", "datasets"}
+KEYS = {"description", "methods", "seeds", "set", "datasets", "references"}
 
 
 @dataclass(frozen=True)
@@ -34,6 +43,29 @@ class Suite:
     path: Path
     description: str
     runs: tuple[RunConfig, ...]
+    #: reference numbers (dataset, method, metric, value, source) or None
+    references: pd.DataFrame | None = None
+
+
+def expand_grid(overrides: dict[str, Any]) -> list[dict[str, Any]]:
+    """Every combination of the list-valued entries (grids); other entries are shared."""
+    grids = {k: v for k, v in overrides.items() if isinstance(v, list)}
+    for key, values in grids.items():
+        if not values:
+            raise ConfigError(f"grid {key!r} is empty; give at least one value")
+    fixed = {k: v for k, v in overrides.items() if k not in grids}
+    return [{**fixed, **dict(zip(grids, combo))} for combo in itertools.product(*grids.values())]
+
+
+def load_references(path: Path) -> pd.DataFrame:
+    """A reference-numbers CSV with the columns dataset, method, metric, value, source."""
+    if not path.is_file():
+        raise ConfigError(f"reference file {str(path)!r} does not exist; fix the suite's references key")
+    df = pd.read_csv(path, comment="#")
+    missing = {"dataset", "method", "metric", "value", "source"} - set(df.columns)
+    if missing:
+        raise ConfigError(f"reference file {path}: missing column(s) {', '.join(sorted(missing))}")
+    return df
 
 
 def find_suite(registry: Registry, name_or_path: str) -> Path:
@@ -92,14 +124,17 @@ def load_suite(
         for method, m_over in methods.items():
             m_over = _table(f"suite {path}: methods.{method}", m_over)
             for seed in seed_list:
-                overrides = {**common, **ds_over, **m_over, **(extra or {})}
                 try:
-                    runs.append(
-                        resolve_run(
-                            registry, dataset=ds_name, method=method, seed=seed, overrides=overrides,
-                            device=device, engine=engine,
+                    for overrides in expand_grid({**common, **ds_over, **m_over, **(extra or {})}):
+                        runs.append(
+                            resolve_run(
+                                registry, dataset=ds_name, method=method, seed=seed, overrides=overrides,
+                                device=device, engine=engine,
+                            )
                         )
-                    )
                 except FedbenchError as e:
                     raise ConfigError(f"suite {path}: {e}") from e
-    return Suite(path.stem, path, str(doc.get("description", "")), tuple(runs))
+    refs = None
+    if "references" in doc:
+        refs = load_references(path.parent / str(doc["references"]))
+    return Suite(path.stem, path, str(doc.get("description", "")), tuple(runs), refs)

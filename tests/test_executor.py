@@ -1,0 +1,186 @@
+"""Sweeps: worker processes sharing one SQLite store, resume after SIGKILL, grids, Ray."""
+
+from __future__ import annotations
+
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+
+import pytest
+
+from fedbench.build import resolve_run
+from fedbench.errors import ConfigError
+from fedbench.executor import assign_devices, run_local, threads_per_worker
+from fedbench.report import runs_table
+from fedbench.store import ResultStore
+from fedbench.suite import expand_grid, load_suite
+from tests.conftest import TINY, run_cli
+
+
+def _configs(registry, methods=("fedem", "fedavg"), seeds=(1, 2), **extra):
+    return [
+        resolve_run(registry, dataset="synthetic", method=m, seed=s, overrides={**TINY, **extra})
+        for m in methods
+        for s in seeds
+    ]
+
+
+class TestLocalExecutor:
+    def test_two_workers_share_one_store_and_match_one_worker(self, registry, tmp_path):
+        configs = _configs(registry)
+        two = run_local(configs, tmp_path / "two.sqlite", jobs=2, progress=False)
+        one = run_local(configs, tmp_path / "one.sqlite", jobs=1, progress=False)
+        assert [o.status for o in two] == ["done"] * 4
+        # workers run with 1 torch thread, this process with all cores: float sums may differ in the last bits
+        for a, b in zip(two, one):
+            assert a.metrics == pytest.approx(b.metrics, rel=1e-6)
+        db = sqlite3.connect(tmp_path / "two.sqlite")
+        assert db.execute("SELECT count(*), count(DISTINCT run_id) FROM runs WHERE status = 'done'").fetchone() == (4, 4)
+        # two evaluations x six metrics per run, all written by the workers
+        assert db.execute("SELECT count(*) FROM metrics").fetchone()[0] == 4 * 2 * 6
+
+    def test_devices_round_robin_and_threads(self, registry):
+        configs = assign_devices(_configs(registry), ["cpu", "cuda:0"])
+        assert [c.device for c in configs] == ["cpu", "cuda:0", "cpu", "cuda:0"]
+        assert len({c.run_id for c in configs}) == 4  # the device does not change a run's id
+        assert threads_per_worker(os.cpu_count() or 1) == 1 and threads_per_worker(1) == (os.cpu_count() or 1)
+        with pytest.raises(ConfigError, match="--devices"):
+            assign_devices(configs, [])
+
+    def test_failing_and_diverging_runs_among_good_ones(self, registry, tmp_path):
+        good = _configs(registry, methods=("fedavg",), seeds=(1,))
+        diverging = _configs(registry, methods=("fedavg",), seeds=(1,), lr=1e38, momentum=0.0, lr_schedule="constant")
+        failing = _configs(registry, methods=("local",), seeds=(1,), **{"dataset.alpha": -1.0})
+        outcomes = run_local(good + diverging + failing, tmp_path / "r.sqlite", jobs=2, progress=False)
+        assert [o.status for o in outcomes] == ["done", "diverged", "failed"]
+        table = runs_table(ResultStore(tmp_path / "r.sqlite"))
+        assert sorted(table.status) == ["diverged", "done", "failed"]
+
+
+SUITE = """
+description = "kill test"
+methods = ["fedem", "fedavg", "local"]
+seeds = [1, 2]
+[set]
+rounds = 40
+eval_every = 5
+[datasets.synthetic]
+n_clients = 30
+n_test = 200
+dim = 20
+"""
+
+
+class TestResume:
+    def test_sigkill_mid_sweep_then_rerun_completes_each_run_once(self, tmp_path):
+        suite = tmp_path / "kill.toml"
+        suite.write_text(SUITE)
+        db = tmp_path / "r.sqlite"
+        args = [sys.executable, "-m", "fedbench", "run", "--suite", str(suite), "--results", str(db), "--no-progress"]
+        proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+        deadline = time.time() + 300
+        done_before = 0
+        while time.time() < deadline and proc.poll() is None:
+            time.sleep(0.2)
+            if db.exists():
+                try:
+                    done_before = sqlite3.connect(db).execute("SELECT count(*) FROM runs WHERE status='done'").fetchone()[0]
+                except sqlite3.OperationalError:
+                    continue
+                if done_before >= 2:
+                    break
+        assert proc.poll() is None, "the sweep finished before it could be killed; make the suite longer"
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+        statuses = dict(sqlite3.connect(db).execute("SELECT run_id, status FROM runs").fetchall())
+        assert 2 <= list(statuses.values()).count("done") < 6
+        rerun = run_cli("run", "--suite", str(suite), "--results", str(db), "--no-progress")
+        assert rerun.returncode == 0, rerun.stderr
+        assert rerun.stderr.count("already in the results store") == list(statuses.values()).count("done")
+        rows = sqlite3.connect(db).execute("SELECT status, count(*) FROM runs GROUP BY status").fetchall()
+        assert rows == [("done", 6)]
+        per_run = sqlite3.connect(db).execute("SELECT run_id, count(*) FROM metrics GROUP BY run_id").fetchall()
+        assert len(per_run) == 6 and {n for _, n in per_run} == {8 * 6}  # 8 evaluations x 6 metrics, no duplicates
+
+
+class TestGrids:
+    def test_expand_grid(self):
+        assert expand_grid({"lr": [0.1, 0.2], "rounds": 3, "momentum": [0.0, 0.9]}) == [
+            {"rounds": 3, "lr": 0.1, "momentum": 0.0},
+            {"rounds": 3, "lr": 0.1, "momentum": 0.9},
+            {"rounds": 3, "lr": 0.2, "momentum": 0.0},
+            {"rounds": 3, "lr": 0.2, "momentum": 0.9},
+        ]
+        with pytest.raises(ConfigError, match="grid 'lr' is empty"):
+            expand_grid({"lr": []})
+
+    def test_suite_grid_gives_distinct_stable_ids(self, registry, tmp_path):
+        suite = tmp_path / "grid.toml"
+        suite.write_text(
+            'methods = ["fedavg"]\nseeds = [1, 2]\n[set]\nrounds = 2\nlr = [0.01, 0.03]\n'
+            "[datasets.synthetic]\nn_clients = 4\nn_test = 10\ndim = [5, 6]\n"
+        )
+        a, b = load_suite(registry, str(suite)), load_suite(registry, str(suite))
+        assert len(a.runs) == 2 * 2 * 2
+        assert len({c.run_id for c in a.runs}) == 8
+        assert [c.run_id for c in a.runs] == [c.run_id for c in b.runs]
+        assert {c.train.lr for c in a.runs} == {0.01, 0.03} and {dict(c.dataset_params)["dim"] for c in a.runs} == {5, 6}
+
+
+class TestReferences:
+    def test_builtin_suite_carries_reference_numbers(self, registry):
+        suite = load_suite(registry, "synthetic-paper")
+        refs = suite.references.set_index("method")
+        assert refs.loc["fedem", "value"] == 76.0 and refs.loc["local", "metric"] == "test_acc"
+
+    def test_report_prints_ours_beside_reference(self, tmp_path):
+        suite = tmp_path / "s.toml"
+        (tmp_path / "ref.csv").write_text("dataset,method,metric,value,source\nsynthetic,fedavg,test_acc,50.0,made up for the test\n")
+        suite.write_text(
+            'methods = ["fedavg"]\nseeds = [1, 2]\nreferences = "ref.csv"\n[set]\nrounds = 2\n'
+            "[datasets.synthetic]\nn_clients = 4\nn_test = 10\ndim = 5\n"
+        )
+        db = tmp_path / "r.sqlite"
+        assert run_cli("run", "--suite", str(suite), "--results", str(db), "--no-progress").returncode == 0
+        out = run_cli("report", "--suite", str(suite), "--results", str(db)).stdout
+        assert "beside the reference numbers" in out and "| synthetic | fedavg |" in out and "made up for the test" in out
+        latex = run_cli("report", "--suite", str(suite), "--results", str(db), "--format", "latex").stdout
+        assert r"\begin{tabular}" in latex and r"$\pm$" in latex and r"\bottomrule" in latex
+
+
+class TestRay:
+    def test_ray_executor_matches_local(self, registry, tmp_path):
+        pytest.importorskip("ray")
+        from fedbench.executor import run_ray
+
+        configs = _configs(registry, methods=("fedem",), seeds=(1, 2))
+        ray_out = run_ray(configs, tmp_path / "ray.sqlite", num_cpus=2)
+        local_out = run_local(configs, tmp_path / "local.sqlite", jobs=1, progress=False)
+        assert [o.status for o in ray_out] == ["done", "done"]
+        for a, b in zip(ray_out, local_out):
+            assert a.metrics == pytest.approx(b.metrics, rel=1e-6)
+
+
+def _hammer(path: str, worker: int, n: int) -> None:
+    store = ResultStore(path)
+    for r in range(n):
+        store.log_metrics(f"run{worker}", r, {"a": float(r), "b": float(worker)})
+
+
+class TestStoreConcurrency:
+    def test_processes_opening_and_writing_one_new_file_at_once(self, tmp_path):
+        import multiprocessing as mp
+
+        path = str(tmp_path / "new.sqlite")
+        ctx = mp.get_context("spawn")
+        procs = [ctx.Process(target=_hammer, args=(path, w, 200)) for w in range(4)]
+        for p in procs:
+            p.start()
+        for p in procs:
+            p.join(120)
+        assert [p.exitcode for p in procs] == [0, 0, 0, 0]
+        rows = sqlite3.connect(path).execute("SELECT run_id, count(*) FROM metrics GROUP BY run_id").fetchall()
+        assert rows == [(f"run{w}", 400) for w in range(4)]
