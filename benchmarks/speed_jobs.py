@@ -39,11 +39,15 @@ def main() -> None:
     p.add_argument("--suite", default="quick")
     p.add_argument("--jobs-list", default="1,2")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
+    p.add_argument("--engine", default="auto", choices=["auto", "vectorized", "sequential"])
     args = p.parse_args()
-    extra = [x for kv in args.set for x in ("--set", kv)]
+    extra = [x for kv in args.set for x in ("--set", kv)] + ["--engine", args.engine]
     rows = [(int(j), run(args.suite, int(j), extra)) for j in args.jobs_list.split(",")]
     base = rows[0][1]
-    print(f"suite {args.suite} on {os.cpu_count()} cores (fresh results file each time, wall time incl. start-up)")
+    print(
+        f"suite {args.suite} ({' '.join(extra)}) on {os.cpu_count()} cores "
+        "(fresh results file each time, wall time incl. start-up)"
+    )
     print("| jobs | wall s | speed-up vs first |")
     print("|---|---|---|")
     for jobs, wall in rows:
