@@ -8,6 +8,7 @@ the paired steps ``configure_fit``/``aggregate_fit`` and
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import torch
 
@@ -35,6 +36,14 @@ def sample_clients(n_clients: int, participation: float, gen: torch.Generator) -
     return sorted(torch.randperm(n_clients, generator=gen)[:k].tolist())
 
 
+@dataclass(frozen=True)
+class RoundStats:
+    """What one round reports: the sampled clients' mean train loss and the bytes exchanged."""
+
+    train_loss: float
+    bytes_sent: int
+
+
 class Aggregator:
     """Base aggregator: samples clients, sends parameters, collects updates.
 
@@ -42,6 +51,9 @@ class Aggregator:
     :meth:`configure_evaluate`; extra constructor keywords are the
     aggregator's own parameters.
     """
+
+    #: whether parameters travel between clients and a server (False: every client trains alone)
+    communicates: bool = True
 
     def __init__(
         self,
@@ -59,8 +71,8 @@ class Aggregator:
         self.engine = None
 
     # ---- the round ---------------------------------------------------------
-    def fit_round(self, round_: int) -> float:
-        """One round: sample, train the sampled clients, aggregate. Returns the mean train loss."""
+    def fit_round(self, round_: int) -> RoundStats:
+        """One round: sample, train the sampled clients, aggregate."""
         chosen = sample_clients(len(self.clients), self.train.participation, generator(self.seed, STREAM_SAMPLE, round_))
         lr = self.train.learning_rate(round_)
         clients = [self.clients[i] for i in chosen]
@@ -70,9 +82,18 @@ class Aggregator:
         else:
             updates = [c.step(p, round_, lr) for c, p in zip(clients, params)]
         self.aggregate_fit(round_, updates)
-        return float(weighted_average(
+        loss = float(weighted_average(
             [torch.tensor(u.train_loss, dtype=torch.float64) for u in updates], [u.weight for u in updates]
         ))
+        return RoundStats(loss, self.round_bytes(params, updates))
+
+    def round_bytes(self, sent: list[list[torch.Tensor]], updates: list[ClientUpdate]) -> int:
+        """Bytes of parameters sent to the sampled clients plus those sent back (0 without communication)."""
+        if not self.communicates:
+            return 0
+        down = sum(p.numel() * p.element_size() for ps in sent for p in ps)
+        up = sum(p.numel() * p.element_size() for u in updates for p in u.params)
+        return int(down + up)
 
     def evaluate(self) -> list[EvalResult]:
         """Every client's scores of its own predictor."""

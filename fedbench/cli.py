@@ -130,6 +130,21 @@ def cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_plot(args: argparse.Namespace) -> int:
+    from fedbench.plot import curves, plot_curves
+
+    path = Path(args.results)
+    if not path.exists():
+        raise FedbenchError(f"no results file at {str(path)!r}; run `fedbench run ...` first or pass --results PATH")
+    suite = load_suite(get_registry(), args.suite) if args.suite else None
+    table = curves(ResultStore(path), [c.run_id for c in suite.runs] if suite else None, args.metric)
+    if table.empty:
+        raise FedbenchError(f"no finished runs in {str(path)!r} to plot")
+    for written in plot_curves(table, Path(args.out), args.metric):
+        print(written)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="fedbench", description="Federated-learning benchmark suite.")
     p.add_argument("--version", action="version", version=f"fedbench {__version__}")
@@ -170,6 +185,13 @@ def build_parser() -> argparse.ArgumentParser:
     rep.add_argument("--metric", default="test_acc", help="metric of the comparison tables (default test_acc)")
     rep.add_argument("--compare", action="store_true", help="also print the methods x data sets comparison")
     rep.set_defaults(func=cmd_report)
+
+    plot = sub.add_parser("plot", help="learning curves and accuracy vs communicated bytes as PNG")
+    plot.add_argument("--results", default=str(DEFAULT_PATH), help=f"SQLite results file (default {DEFAULT_PATH})")
+    plot.add_argument("--suite", help="only the runs of this suite (name or TOML path)")
+    plot.add_argument("--metric", default="test_acc")
+    plot.add_argument("--out", default="results/plots", help="folder for the PNG files (default results/plots)")
+    plot.set_defaults(func=cmd_plot)
     return p
 
 

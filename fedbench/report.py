@@ -6,11 +6,14 @@ import pandas as pd
 
 from fedbench.store import ResultStore
 
-METRICS = ("test_acc", "test_acc_mean", "test_acc_p10", "test_loss", "train_acc", "train_loss")
+METRICS = (
+    "test_acc", "best_test_acc", "test_acc_mean", "test_acc_p10", "test_loss", "train_acc", "train_loss", "bytes_sent",
+)
 
 
 def runs_table(store: ResultStore, run_ids: list[str] | None = None) -> pd.DataFrame:
-    """One row per run: its identity, status, and its last evaluation's metrics."""
+    """One row per run: its identity, status, its last evaluation's metrics, and the best
+    test accuracy over its evaluations (``best_test_acc``)."""
     runs = store.runs()
     if run_ids is not None:
         runs = runs[runs.run_id.isin(run_ids)]
@@ -19,6 +22,9 @@ def runs_table(store: ResultStore, run_ids: list[str] | None = None) -> pd.DataF
         last = metrics[metrics["round"] == metrics.groupby("run_id")["round"].transform("max")]
         wide = last.pivot(index="run_id", columns="name", values="value")
         wide["eval_round"] = last.groupby("run_id")["round"].max()
+        acc = metrics[metrics["name"] == "test_acc"]
+        if len(acc):
+            wide["best_test_acc"] = acc.groupby("run_id")["value"].max()
     else:
         wide = pd.DataFrame(columns=[*METRICS, "eval_round"])
     table = runs.set_index("run_id")[["dataset", "method", "seed", "rounds", "status"]].join(wide, how="left")

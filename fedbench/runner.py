@@ -84,12 +84,14 @@ def execute_run(
             disable=not progress,
             leave=False,
         )
+        sent = 0
         for r in bar:
-            loss = sim.aggregator.fit_round(r)
-            if not math.isfinite(loss):
-                raise DivergedError(r + 1, loss)
+            stats = sim.aggregator.fit_round(r)
+            sent += stats.bytes_sent
+            if not math.isfinite(stats.train_loss):
+                raise DivergedError(r + 1, stats.train_loss)
             if cfg.train.is_eval_round(r):
-                metrics = summarise(sim.aggregator.evaluate())
+                metrics = {**summarise(sim.aggregator.evaluate()), "bytes_sent": float(sent)}
                 store.log_metrics(run_id, r + 1, metrics)
                 if not math.isfinite(metrics["train_loss"]):
                     raise DivergedError(r + 1, metrics["train_loss"])

@@ -13,6 +13,8 @@ class NoCommunicationAggregator(Aggregator):
     Every client starts from the same initial parameters.
     """
 
+    communicates = False
+
     def __init__(self, clients, init_params, train, *, seed):  # noqa: ANN001 - same as Aggregator
         super().__init__(clients, init_params, train, seed=seed)
         self.personal: dict[int, list[torch.Tensor]] = {c.client_id: [p.clone() for p in init_params] for c in clients}

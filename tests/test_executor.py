@@ -40,7 +40,7 @@ class TestLocalExecutor:
         db = sqlite3.connect(tmp_path / "two.sqlite")
         assert db.execute("SELECT count(*), count(DISTINCT run_id) FROM runs WHERE status = 'done'").fetchone() == (4, 4)
         # two evaluations x six metrics per run, all written by the workers
-        assert db.execute("SELECT count(*) FROM metrics").fetchone()[0] == 4 * 2 * 6
+        assert db.execute("SELECT count(*) FROM metrics").fetchone()[0] == 4 * 2 * 7
 
     def test_devices_round_robin_and_threads(self, registry):
         configs = assign_devices(_configs(registry), ["cpu", "cuda:0"])
@@ -103,7 +103,7 @@ class TestResume:
         rows = sqlite3.connect(db).execute("SELECT status, count(*) FROM runs GROUP BY status").fetchall()
         assert rows == [("done", 6)]
         per_run = sqlite3.connect(db).execute("SELECT run_id, count(*) FROM metrics GROUP BY run_id").fetchall()
-        assert len(per_run) == 6 and {n for _, n in per_run} == {8 * 6}  # 8 evaluations x 6 metrics, no duplicates
+        assert len(per_run) == 6 and {n for _, n in per_run} == {8 * 7}  # 8 evaluations x 7 metrics, no duplicates
 
 
 class TestGrids:
@@ -184,3 +184,25 @@ class TestStoreConcurrency:
         assert [p.exitcode for p in procs] == [0, 0, 0, 0]
         rows = sqlite3.connect(path).execute("SELECT run_id, count(*) FROM metrics GROUP BY run_id").fetchall()
         assert rows == [(f"run{w}", 400) for w in range(4)]
+
+
+class TestPlot:
+    def test_curves_are_means_over_seeds_and_pngs_are_written(self, registry, tmp_path):
+        db = tmp_path / "r.sqlite"
+        outcomes = run_local(_configs(registry, methods=("fedavg", "local"), seeds=(1, 2)), db, progress=False)
+        from fedbench.plot import curves
+
+        table = curves(ResultStore(db))
+        assert set(table["round"]) == {2, 4} and set(table.n) == {2}
+        stored = ResultStore(db).metrics()
+        fedavg_ids = [o.config.run_id for o in outcomes if o.config.method == "fedavg"]
+        at4 = stored[(stored.run_id.isin(fedavg_ids)) & (stored["round"] == 4) & (stored.name == "test_acc")].value
+        row = table[(table.method == "fedavg") & (table["round"] == 4)].iloc[0]
+        assert row["mean"] == pytest.approx(at4.mean()) and row["std"] == pytest.approx(at4.std())
+        assert table[table.method == "local"].bytes_sent.max() == 0
+        pytest.importorskip("matplotlib")
+        proc = run_cli("plot", "--results", str(db), "--out", str(tmp_path / "plots"))
+        assert proc.returncode == 0, proc.stderr
+        for name in ("curves_synthetic.png", "bytes_synthetic.png"):
+            png = (tmp_path / "plots" / name).read_bytes()
+            assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 5000

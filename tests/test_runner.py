@@ -25,7 +25,7 @@ class TestDeterminism:
         assert a.metrics == b.metrics
         ma = ResultStore(tmp_path / "a.sqlite").metrics().drop(columns="run_id")
         mb = ResultStore(tmp_path / "b.sqlite").metrics().drop(columns="run_id")
-        assert ma.equals(mb) and len(ma) == 2 * 6  # eval at rounds 2 and 4, six metrics each
+        assert ma.equals(mb) and len(ma) == 2 * 7  # eval at rounds 2 and 4, seven metrics each
 
     def test_other_seed_gives_other_numbers(self, registry, tmp_path):
         store = ResultStore(tmp_path / "r.sqlite")
@@ -85,3 +85,15 @@ class TestRunId:
 
         with pytest.raises(ConfigError, match=message):
             resolve_run(registry, dataset="synthetic", method="fedem", seed=0, overrides=overrides)
+
+
+class TestCommunication:
+    def test_bytes_sent_closed_form(self, registry, tmp_path):
+        store = ResultStore(tmp_path / "r.sqlite")
+        fedem = _run(registry, store, method="fedem")
+        local = _run(registry, store, method="local")
+        # d = 10 inputs + 1 bias = 11 float32 parameters per learner; 8 clients, 4 rounds, down + up
+        assert fedem.metrics["bytes_sent"] == 4 * 8 * 2 * 3 * 11 * 4
+        assert local.metrics["bytes_sent"] == 0
+        partial = _run(registry, store, method="fedavg", participation=0.5)
+        assert partial.metrics["bytes_sent"] == 4 * 4 * 2 * 1 * 11 * 4
