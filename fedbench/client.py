@@ -87,9 +87,8 @@ class Client:
     def update_learners_weights(self) -> None:
         """Set ``learners_weights`` (M) before training; the plain client keeps them uniform."""
 
-    def penalties(self, params: list[torch.Tensor]) -> list | None:
-        """Extra loss terms per learner for this round (e.g. a proximal term); None for none."""
-        return None
+    #: mu of the proximal term mu/2 * ||theta - received||^2 in local training (FedProx); 0 for none
+    proximal_mu: float = 0.0
 
     def step(self, params: list[torch.Tensor], round_: int, lr: float) -> ClientUpdate:
         """Load ``params`` into the learners, update the weights, train, return the result."""
@@ -105,7 +104,7 @@ class Client:
             sgd,
             generator(self.seed, STREAM_TRAIN, round_, self.client_id),
             momentum=self.momentum if self.train.keep_optimizer_state else None,
-            penalties=self.penalties(params),
+            anchors=params if self.proximal_mu > 0 else None,
         )
         if self.train.keep_optimizer_state:
             self.momentum = [fit.momentum for fit in fits]
@@ -120,6 +119,7 @@ class Client:
             weight_decay=self.train.weight_decay,
             batch_size=self.train.batch_size,
             epochs=self.train.local_epochs,
+            prox_mu=self.proximal_mu,
         )
 
     @torch.no_grad()

@@ -17,7 +17,8 @@ reference; this engine computes the same thing as batched tensor work:
   them under server averaging), and per client otherwise.
 
 It applies when the model has no buffers (e.g. no BatchNorm) and the client
-type keeps the reference's ``step``, ``penalties`` and ``evaluate``; otherwise
+type keeps the reference's ``step``, ``evaluate`` and ``sgd_config`` (a
+proximal term, ``Client.proximal_mu``, is supported); otherwise
 :func:`choose_engine` falls back to the one-at-a-time path and says why.
 """
 
@@ -63,7 +64,7 @@ def vectorisable(model: nn.Module, clients: Sequence[Client]) -> str | None:
     if any(True for _ in model.buffers()):
         return f"model {type(model).__name__} has buffers (e.g. BatchNorm statistics)"
     for cls in {type(c) for c in clients}:
-        for name in ("step", "penalties", "evaluate", "sgd_config"):
+        for name in ("step", "evaluate", "sgd_config"):
             if getattr(cls, name) is not getattr(Client, name):
                 return f"client type {cls.__name__} overrides {name}()"
     return None
@@ -132,7 +133,8 @@ class VectorizedEngine:
         )
         weights = [c.samples_weights[j] for c in clients for j in range(m)]
         schedule, offsets = self._schedule(clients, m, sgd.epochs, sgd.batch_size, round_)
-        new_flat, new_buf, loss_sum, n_steps = self._sgd(flat, buf, weights, schedule, offsets, sgd, lr)
+        anchor = flat.clone() if sgd.prox_mu > 0 else None  # the received parameters
+        new_flat, new_buf, loss_sum, n_steps = self._sgd(flat, buf, weights, schedule, offsets, sgd, lr, anchor)
         per_client_flat = new_flat.view(len(clients), m, -1)
         per_client_buf = new_buf.view(len(clients), m, -1)
         mean_loss = (loss_sum / n_steps.clamp_min(1)).view(len(clients), m).mean(dim=1).tolist()
@@ -175,7 +177,7 @@ class VectorizedEngine:
         offsets = self.data.train_offsets[[c.client_id for c in clients]].repeat_interleave(m)
         return sched.view(len(clients) * m, epochs * nb_max, batch), offsets
 
-    def _sgd(self, flat, buf, weights, schedule, offsets, sgd, lr):  # noqa: ANN001, ANN202
+    def _sgd(self, flat, buf, weights, schedule, offsets, sgd, lr, anchor):  # noqa: ANN001, ANN202
         """Run every row's scheduled batches; returns new params, buffers, loss sums and step counts."""
         device = flat.device
         k = flat.shape[0]
@@ -216,6 +218,9 @@ class VectorizedEngine:
                 w = torch.gather(w_pool[active], 1, local) * valid
                 theta = flat[active]
                 g, loss = grad_fn(theta, x, y, w, count[active].to(flat.dtype))
+                if sgd.prox_mu > 0:  # gradient of mu/2 ||theta - received||^2, as in the reference loop
+                    g = g + sgd.prox_mu * (theta - anchor[active])
+                    loss = loss + sgd.prox_mu / 2 * (theta - anchor[active]).pow(2).sum(dim=1)
                 if sgd.weight_decay:
                     g = g + sgd.weight_decay * theta
                 if sgd.momentum > 0:

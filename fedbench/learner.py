@@ -1,13 +1,13 @@
 """Learner (one model, its loss and its training loop) and LearnersEnsemble (M of them).
 
 This is the only training loop in fedbench: methods change what is trained
-(sample weights, parameters sent in, extra penalties) through arguments, not by
+(sample weights, parameters sent in, a proximal term) through arguments, not by
 writing their own loop. Parameters travel as one flat tensor per learner.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
@@ -29,6 +29,8 @@ class SGDConfig:
     weight_decay: float = 0.0
     batch_size: int = 128
     epochs: int = 1
+    #: weight mu of the proximal term mu/2 * ||theta - anchor||^2 added to every batch loss
+    prox_mu: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -37,10 +39,6 @@ class FitResult:
 
     loss: float
     momentum: torch.Tensor | None
-
-
-#: an extra differentiable term added to a batch loss, given the model (e.g. a proximal term)
-Penalty = Callable[[nn.Module], torch.Tensor]
 
 
 def epoch_orders(gen: torch.Generator, count: int, n: int) -> torch.Tensor:
@@ -100,12 +98,13 @@ class Learner:
         sgd: SGDConfig,
         orders: torch.Tensor,
         momentum: torch.Tensor | None = None,
-        penalty: Penalty | None = None,
+        anchor: torch.Tensor | None = None,
     ) -> FitResult:
         """Run one epoch of mini-batch SGD per row of ``orders`` (sample orders, shape (epochs, n)).
 
         Batches are consecutive slices of ``batch_size`` indices of each order. The batch loss is ``sum_i w_i * loss_i / batch_size`` (``w = 1`` when
-        ``weights`` is None), plus ``penalty(model)`` when given. ``momentum``
+        ``weights`` is None), plus ``sgd.prox_mu / 2 * ||theta - anchor||^2`` when
+        ``sgd.prox_mu > 0`` (``anchor`` flat, e.g. the parameters received). ``momentum``
         is the buffer left by an earlier fit (flat), or None to start afresh.
         """
         opt = torch.optim.SGD(self._params, lr=sgd.lr, momentum=sgd.momentum, weight_decay=sgd.weight_decay)
@@ -121,8 +120,8 @@ class Learner:
                 if weights is not None:
                     losses = losses * weights[idx]
                 loss = losses.sum() / idx.numel()
-                if penalty is not None:
-                    loss = loss + penalty(self.model)
+                if sgd.prox_mu > 0:
+                    loss = loss + sgd.prox_mu / 2 * (parameters_to_vector(self._params) - anchor).pow(2).sum()
                 loss.backward()
                 opt.step()
                 total += float(loss.detach())
@@ -177,7 +176,7 @@ class LearnersEnsemble:
         sgd: SGDConfig,
         generator: torch.Generator,
         momentum: Sequence[torch.Tensor | None] | None = None,
-        penalties: Sequence[Penalty | None] | None = None,
+        anchors: Sequence[torch.Tensor] | None = None,
     ) -> list[FitResult]:
         """Fit learner m with row m of ``weights`` (shape (M, n)), one after another.
 
@@ -185,9 +184,9 @@ class LearnersEnsemble:
         ``generator`` (:func:`epoch_orders`), so a run is reproducible for a seed.
         """
         momentum = momentum or [None] * len(self)
-        penalties = penalties or [None] * len(self)
+        anchors = anchors or [None] * len(self)
         orders = epoch_orders(generator, len(self) * sgd.epochs, int(y.shape[0])).view(len(self), sgd.epochs, -1)
         return [
-            learner.fit_epochs(x, y, weights[m], sgd, orders[m], momentum[m], penalties[m])
+            learner.fit_epochs(x, y, weights[m], sgd, orders[m], momentum[m], anchors[m])
             for m, learner in enumerate(self.learners)
         ]

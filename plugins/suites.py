@@ -14,4 +14,5 @@ def fedbench_suites() -> list[SuiteSpec]:
     return [
         SuiteSpec(name="quick", doc="FedEM vs FedAvg vs Local on a small synthetic federation (minutes on a laptop)", path=str(HERE / "quick.toml")),
         SuiteSpec(name="synthetic-paper", doc="FedEM vs FedAvg vs Local on the paper's synthetic setting, 3 seeds", path=str(HERE / "synthetic-paper.toml")),
+        SuiteSpec(name="baselines-synthetic", doc="every baseline on the paper's synthetic setting, 3 seeds", path=str(HERE / "baselines-synthetic.toml")),
     ]

@@ -81,12 +81,12 @@ class TestFallback:
         assert "buffers" in vectorisable(nn.Sequential(nn.Linear(2, 2), nn.BatchNorm1d(2)), [])
 
     def test_client_overriding_the_loop_is_not_vectorisable(self):
-        class Proximal(Client):
-            def penalties(self, params):
-                return None
+        class Custom(Client):
+            def step(self, params, round_, lr):
+                return super().step(params, round_, lr)
 
-        reason = vectorisable(nn.Linear(2, 1), [object.__new__(Proximal)])
-        assert "Proximal overrides penalties()" in reason
+        reason = vectorisable(nn.Linear(2, 1), [object.__new__(Custom)])
+        assert "Custom overrides step()" in reason
 
     def test_plain_and_mixture_clients_are_vectorisable(self, registry):
         seq, vec = _pair(registry, "fedem", {})
@@ -110,10 +110,25 @@ class TestFallback:
             torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
 
 
-def _image_registry():
-    """The installed plugins plus a test plugin with a tiny multiclass image data set."""
-    from fedbench import DatasetSpec, FederatedData, hookimpl
+def _registry_with(name, load, default_model):
+    """The installed plugins plus a test plugin providing one data set (real pluggy registration)."""
+    from fedbench import DatasetSpec, hookimpl
     from fedbench.registry import Registry, load_entry_points, new_plugin_manager
+
+    class TestData:
+        @hookimpl
+        def fedbench_datasets(self):
+            return [DatasetSpec(name=name, load=load, params={"seed": 0}, default_model=default_model)]
+
+    pm = new_plugin_manager()
+    failures, packages = load_entry_points(pm)
+    pm.register(TestData(), name="testdata")
+    return Registry(pm, failures, packages)
+
+
+def _image_registry():
+    """The installed plugins plus a tiny multiclass image data set."""
+    from fedbench import FederatedData
 
     def load(data_root=None, seed=0):
         g = torch.Generator().manual_seed(seed)
@@ -121,15 +136,7 @@ def _image_registry():
         te = [(torch.randn(4, 3, 16, 16, generator=g), torch.randint(0, 4, (4,), generator=g)) for _ in range(3)]
         return FederatedData.from_clients(tr, te, task="multiclass", num_classes=4)
 
-    class Images:
-        @hookimpl
-        def fedbench_datasets(self):
-            return [DatasetSpec(name="tiny-images", load=load, params={"seed": 0}, default_model="cifar10cnn")]
-
-    pm = new_plugin_manager()
-    failures, packages = load_entry_points(pm)
-    pm.register(Images(), name="images")
-    return Registry(pm, failures, packages)
+    return _registry_with("tiny-images", load, "cifar10cnn")
 
 
 class TestConvolutions:

@@ -12,7 +12,7 @@ import pytest
 
 from tests.conftest import TINY, run_cli
 
-EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "fedbench-fedavgm"
+EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "fedbench-median"
 TINY_ARGS = [x for k, v in TINY.items() if k not in ("rounds", "eval_every") for x in ("--set", f"{k}={v}")]
 
 
@@ -25,33 +25,47 @@ def installed_example():
     proc = _pip("install", "--no-deps", "--no-build-isolation", "-q", str(EXAMPLE))
     assert proc.returncode == 0, proc.stderr
     yield
-    _pip("uninstall", "-y", "-q", "fedbench-fedavgm")
+    _pip("uninstall", "-y", "-q", "fedbench-median")
 
 
 def test_installed_plugin_is_listed(installed_example):
     proc = run_cli("list", "method")
     assert proc.returncode == 0, proc.stderr
-    line = next(l for l in proc.stdout.splitlines() if l.strip().startswith("fedavgm"))
-    assert "fedbench-fedavgm" in line and "server momentum" in line
-    assert "aggregator.server_lr=1.0 aggregator.server_momentum=0.9" in proc.stdout
+    line = next(l for l in proc.stdout.splitlines() if l.strip().startswith("fedmedian"))
+    assert "fedbench-median" in line and "median" in line
 
 
-def test_installed_plugin_runs_and_zero_momentum_equals_fedavg(installed_example, tmp_path):
+def test_median_of_three_hand_computed():
+    sys.path.insert(0, str(EXAMPLE))
+    try:
+        from fedbench_median import coordinate_median
+    finally:
+        sys.path.pop(0)
+    import torch
+
+    out = coordinate_median([torch.tensor([1.0, 5.0]), torch.tensor([3.0, -1.0]), torch.tensor([2.0, 0.0])])
+    assert out.tolist() == [2.0, 0.0]
+    assert coordinate_median([torch.tensor([1.0]), torch.tensor([4.0])]).tolist() == [2.5]
+
+
+def test_installed_plugin_runs_and_one_client_equals_fedavg(installed_example, tmp_path):
     db = tmp_path / "r.sqlite"
-    common = ["--rounds", "3", "--seed", "2", "--results", str(db), "--no-progress", *TINY_ARGS]
     runs = [
+        ["--method", "fedavg", "--set", "dataset.n_clients=1"],
+        ["--method", "fedmedian", "--set", "dataset.n_clients=1"],
         ["--method", "fedavg"],
-        ["--method", "fedavgm", "--set", "aggregator.server_momentum=0.0"],
-        ["--method", "fedavgm", "--set", "aggregator.server_momentum=0.9"],
+        ["--method", "fedmedian"],
     ]
     for extra in runs:
-        proc = run_cli("run", "--dataset", "synthetic", *extra, *common)
+        proc = run_cli(
+            "run", "--dataset", "synthetic", *TINY_ARGS, *extra, "--rounds", "3", "--seed", "2",
+            "--results", str(db), "--no-progress",
+        )
         assert proc.returncode == 0, proc.stderr
     df = pd.read_csv(io.StringIO(run_cli("report", "--results", str(db), "--format", "csv").stdout))
-    assert len(df) == 3 and set(df.method) == {"fedavg", "fedavgm"}
-    fedavg = df[df.method == "fedavg"].iloc[0]
-    m = df[df.method == "fedavgm"].sort_values("train_loss")
-    zero = m.iloc[(m.train_loss - fedavg.train_loss).abs().argmin()]
-    assert zero.train_loss == pytest.approx(fedavg.train_loss, abs=1e-5)
-    assert zero.test_acc == pytest.approx(fedavg.test_acc, abs=1e-3)
-    assert (m.train_loss - fedavg.train_loss).abs().max() > 1e-3  # momentum 0.9 really changes the run
+    assert len(df) == 4 and set(df.method) == {"fedavg", "fedmedian"}
+    one = df[df.bytes_sent == df.bytes_sent.min()].set_index("method")  # the 1-client federations
+    assert one.loc["fedmedian", "test_acc"] == one.loc["fedavg", "test_acc"]  # median of one = mean of one
+    assert one.loc["fedmedian", "train_loss"] == one.loc["fedavg", "train_loss"]
+    many = df[df.bytes_sent == df.bytes_sent.max()].set_index("method")
+    assert many.loc["fedmedian", "train_loss"] != many.loc["fedavg", "train_loss"]

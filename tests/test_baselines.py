@@ -1,0 +1,172 @@
+"""The baselines of the FedEM paper: limit cases and closed forms, and each one end to end."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from fedbench.build import build_simulation, resolve_run
+from fedbench.learner import Learner, SGDConfig, epoch_orders
+from fedbench.runner import execute_run
+from fedbench.seeding import generator
+from fedbench.store import ResultStore
+from fedbench.tasks import BinaryTask
+from fedbench_plugins.clustered import complete_linkage_bipartition, cosine_similarities
+from fedbench_plugins.decentralized import erdos_renyi_ring, metropolis_weights
+from fedbench_plugins.fedopt import server_step
+from tests.conftest import TINY
+
+METHODS = ["fedem", "fedavg", "local", "fedprox", "fedavg+", "fedavgm", "fedadam", "fedyogi", "clustered", "d-fedavg", "d-fedem"]
+
+
+def _sim(registry, method, engine="auto", **extra):
+    cfg = resolve_run(registry, dataset="synthetic", method=method, seed=4, overrides={**TINY, **extra}, engine=engine)
+    return build_simulation(registry, cfg)
+
+
+def _global(sim):
+    return [p.clone() for p in sim.aggregator.global_params]
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_every_method_runs_end_to_end(registry, tmp_path, method):
+    cfg = resolve_run(registry, dataset="synthetic", method=method, seed=1, overrides=TINY)
+    out = execute_run(registry, cfg, ResultStore(tmp_path / "r.sqlite"), progress=False)
+    assert out.status == "done", out.error
+    assert 0 <= out.metrics["test_acc"] <= 100 and math.isfinite(out.metrics["train_loss"])
+
+
+class TestFedProx:
+    @pytest.mark.parametrize("engine", ["sequential", "vectorized"])
+    def test_mu_zero_is_fedavg_exactly(self, registry, engine):
+        prox = _sim(registry, "fedprox", engine, **{"client.mu": 0.0})
+        avg = _sim(registry, "fedavg", engine, momentum=0.0)
+        for r in range(3):
+            prox.aggregator.fit_round(r), avg.aggregator.fit_round(r)
+        for a, b in zip(_global(prox), _global(avg)):
+            assert torch.equal(a, b)
+
+    def test_proximal_step_hand_computed(self):
+        model = torch.nn.Linear(1, 1)
+        with torch.no_grad():
+            model.weight.fill_(1.0), model.bias.fill_(0.0)
+        learner = Learner(model, BinaryTask())
+        anchor = torch.tensor([3.0, -2.0])
+        x, y = torch.tensor([[0.0]]), torch.tensor([0.0])  # data gradient only on the bias: sigmoid(0) = 0.5
+        learner.fit_epochs(x, y, None, SGDConfig(lr=0.1, prox_mu=2.0), epoch_orders(generator(0), 1, 1), anchor=anchor)
+        # grad = data + mu (theta - anchor): weight 0 + 2 (1 - 3) = -4; bias 0.5 + 2 (0 + 2) = 4.5
+        torch.testing.assert_close(learner.get_params(), torch.tensor([1.0 + 0.4, 0.0 - 0.45]))
+
+    def test_vectorised_prox_equals_sequential(self, registry):
+        seq, vec = _sim(registry, "fedprox", "sequential", **{"client.mu": 0.5}), _sim(registry, "fedprox", "vectorized", **{"client.mu": 0.5})
+        assert vec.engine == "vectorized"
+        for r in range(3):
+            s, v = seq.aggregator.fit_round(r), vec.aggregator.fit_round(r)
+            assert v.train_loss == pytest.approx(s.train_loss, rel=1e-5)
+        for a, b in zip(_global(seq), _global(vec)):
+            torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+
+
+class TestServerOptimisers:
+    def test_momentum_zero_lr_one_is_fedavg_exactly(self, registry):
+        m = _sim(registry, "fedavgm", **{"aggregator.beta1": 0.0})
+        avg = _sim(registry, "fedavg")
+        for r in range(3):
+            m.aggregator.fit_round(r), avg.aggregator.fit_round(r)
+        for a, b in zip(_global(m), _global(avg)):
+            torch.testing.assert_close(a, b, rtol=0, atol=1e-7)
+
+    def test_steps_hand_computed(self):
+        w, d = torch.tensor([1.0]), torch.tensor([0.5])
+        m0, v0 = torch.tensor([0.2]), torch.tensor([0.04])
+        kw = dict(server_lr=0.1, beta1=0.9, beta2=0.99, tau=0.01)
+        w1, m1, _ = server_step("sgd", w, d, m0, v0, **kw)
+        assert m1.item() == pytest.approx(0.9 * 0.2 + 0.5) and w1.item() == pytest.approx(1 + 0.1 * 0.68)
+        w1, m1, v1 = server_step("adam", w, d, m0, v0, **kw)
+        m, v = 0.9 * 0.2 + 0.1 * 0.5, 0.99 * 0.04 + 0.01 * 0.25
+        assert (m1.item(), v1.item()) == (pytest.approx(m), pytest.approx(v))
+        assert w1.item() == pytest.approx(1 + 0.1 * m / (math.sqrt(v) + 0.01))
+        _, _, v1 = server_step("yogi", w, d, m0, v0, **kw)  # v - (1 - b2) d^2 sign(v - d^2), v < d^2
+        assert v1.item() == pytest.approx(0.04 + 0.01 * 0.25)
+
+
+class TestFedAvgPlus:
+    def test_no_tuning_is_fedavg_and_tuning_personalises(self, registry):
+        plain = _sim(registry, "fedavg+", **{"client.tune_epochs": 0})
+        tuned = _sim(registry, "fedavg+", **{"client.tune_epochs": 3, "client.tune_lr": 0.5})
+        avg = _sim(registry, "fedavg")
+        for r in range(4):
+            for s in (plain, tuned, avg):
+                s.aggregator.fit_round(r)
+        e_avg, e_plain, e_tuned = (s.aggregator.evaluate() for s in (avg, plain, tuned))
+        assert [e.train_loss for e in e_plain] == pytest.approx([e.train_loss for e in e_avg], rel=1e-6)
+        for a, b in zip(_global(tuned), _global(avg)):  # tuning never reaches the server
+            torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-7)
+        mean_train = lambda ev: sum(e.train_loss * e.n_train for e in ev) / sum(e.n_train for e in ev)  # noqa: E731
+        assert mean_train(e_tuned) < mean_train(e_avg)
+
+
+class TestClustered:
+    def test_bipartition_of_two_blocks(self):
+        u = torch.tensor([[1.0, 0.1], [0.9, 0.0], [-1.0, 0.0], [1.0, -0.1], [-0.8, 0.2]])
+        assert complete_linkage_bipartition(-cosine_similarities(u)) == ([0, 1, 3], [2, 4])
+
+    def test_complete_linkage_hand_example(self):
+        # points on a line at 0, 1, 5, 6, 20: complete linkage merges {0,1}, {5,6}, then {0,1,5,6} vs {20}
+        x = torch.tensor([0.0, 1.0, 5.0, 6.0, 20.0])
+        assert complete_linkage_bipartition((x[:, None] - x[None, :]).abs()) == ([0, 1, 2, 3], [4])
+
+    def test_two_populations_split_into_the_right_clusters(self, registry):
+        from tests.test_engine import _registry_with
+
+        def load(data_root=None, seed=0):
+            from fedbench import FederatedData
+
+            g = torch.Generator().manual_seed(seed)
+            train, test = [], []
+            for i in range(8):
+                x = torch.randn(60, 5, generator=g)
+                y = ((x[:, 0] > 0) if i % 2 == 0 else (x[:, 0] < 0)).float()  # even clients: one rule, odd: the opposite
+                train.append((x[:40], y[:40]))
+                test.append((x[40:], y[40:]))
+            return FederatedData.from_clients(train, test, task="binary", num_classes=2)
+
+        reg = _registry_with("two-populations", load, "linear")
+        cfg = resolve_run(
+            reg, dataset="two-populations", method="clustered", seed=0,
+            overrides={"rounds": 30, "lr": 0.5, "momentum": 0.0, "aggregator.eps1": 100.0, "aggregator.eps2": 0.0,
+                       "aggregator.warmup": 2, "aggregator.min_size": 5},
+        )
+        sim = build_simulation(reg, cfg)
+        for r in range(30):
+            sim.aggregator.fit_round(r)
+        assert sorted(sim.aggregator.clusters) == [[0, 2, 4, 6], [1, 3, 5, 7]]
+        accs = [e.test_acc for e in sim.aggregator.evaluate()]
+        assert min(accs) > 0.8  # each cluster's model fits its own population
+
+
+class TestDecentralized:
+    def test_metropolis_is_symmetric_doubly_stochastic(self):
+        adj = erdos_renyi_ring(12, 0.3, generator(0))
+        w = metropolis_weights(adj)
+        torch.testing.assert_close(w, w.T)
+        torch.testing.assert_close(w.sum(dim=1), torch.ones(12, dtype=torch.float64))
+        assert bool((w >= 0).all()) and bool(((w > 0) == (adj + torch.eye(12, dtype=torch.float64) > 0)).all())
+        assert int(adj.sum(dim=1).min()) >= 2  # the ring keeps it connected
+
+    def test_complete_graph_uniform_mixing_equals_the_plain_average(self, registry):
+        sim = _sim(registry, "d-fedavg", **{"aggregator.graph": "complete", "aggregator.mixing": "uniform"})
+        agg = sim.aggregator
+        sent = {c.client_id: [p.clone() for p in agg.configure_fit(0, c)] for c in agg.clients}
+        updates = [c.step(sent[c.client_id], 0, agg.train.learning_rate(0)) for c in agg.clients]
+        agg.aggregate_fit(0, updates)
+        mean = torch.stack([u.params[0] for u in updates]).mean(dim=0)
+        for c in agg.clients:
+            torch.testing.assert_close(agg.personal[c.client_id][0], mean, rtol=1e-6, atol=1e-7)
+
+    def test_bytes_count_every_link(self, registry):
+        sim = _sim(registry, "d-fedavg", **{"aggregator.graph": "complete", "aggregator.mixing": "uniform"})
+        stats = sim.aggregator.fit_round(0)
+        assert stats.bytes_sent == 8 * 7 * 11 * 4  # 8 clients, 7 neighbours each, 11 float32 parameters
