@@ -16,6 +16,7 @@ Usage:
   python benchmarks/speed_synthetic.py                      # everything (several minutes)
   python benchmarks/speed_synthetic.py --only synthetic --rounds 21
   python benchmarks/speed_synthetic.py --device cuda --out results/speed_gpu.md
+By default (--device auto) every workload also runs on CUDA when a GPU is present.
 """
 
 from __future__ import annotations
@@ -155,7 +156,7 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--only", default="synthetic,scale,cnn", help="comma-separated workloads")
     p.add_argument("--rounds", type=int, default=201, help="rounds of the synthetic workload (default 201, as the reference)")
-    p.add_argument("--device", default="cpu")
+    p.add_argument("--device", default="auto", help="cpu, cuda, or auto: cpu and, when present, cuda")
     p.add_argument("--engines", default="vectorized,sequential")
     p.add_argument("--out", help="also write the table as Markdown here")
     p.add_argument("--child", nargs=5, help=argparse.SUPPRESS)
@@ -166,7 +167,13 @@ def main() -> None:
         return
     rows = []
     engines = args.engines.split(",")
-    for workload in args.only.split(","):
+    if args.device == "auto":
+        import torch
+
+        devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+    else:
+        devices = [args.device]
+    for device, workload in ((d, w) for d in devices for w in args.only.split(",")):
         if workload == "synthetic":
             jobs = [("synthetic", m, e, args.rounds) for m in ("fedem", "fedavg") for e in engines]
         elif workload == "scale":
@@ -176,7 +183,7 @@ def main() -> None:
         else:
             raise SystemExit(f"unknown workload {workload!r}; choose from synthetic, scale, cnn")
         for w, m, e, r in jobs:
-            row = run_child(w, m, e, str(r), args.device)
+            row = run_child(w, m, e, str(r), device)
             print(json.dumps(row), file=sys.stderr)
             rows.append(row)
     table = fmt(rows)

@@ -99,9 +99,11 @@ def cmd_run(args: argparse.Namespace) -> int:
     return 0 if all(o.ok for o in outcomes) else 1
 
 
-def _print_comparison(table, references, metric: str, fmt: str) -> None:  # noqa: ANN001
+def _print_comparison(table, references, metric: str, fmt: str, transpose: bool = False) -> None:  # noqa: ANN001
     render = {"md": lambda df, **kw: to_markdown(df, **kw), "latex": to_latex}[fmt]
     comp = comparison_table(table, metric)
+    if transpose and not comp.empty:
+        comp = comp.T
     print(f"\n{metric}, last evaluated round, mean ± std over seeds\n")
     print(render(comp, index=True) if not comp.empty else "(no runs)")
     if references is not None:
@@ -126,7 +128,7 @@ def cmd_report(args: argparse.Namespace) -> int:
         return 0
     print(to_markdown(table) if args.format == "md" else to_latex(table))
     if suite or args.compare:
-        _print_comparison(table, suite.references if suite else None, args.metric, args.format)
+        _print_comparison(table, suite.references if suite else None, args.metric, args.format, args.transpose)
     return 0
 
 
@@ -184,6 +186,7 @@ def build_parser() -> argparse.ArgumentParser:
     rep.add_argument("--suite", help="only the runs of this suite (name or TOML path), with its comparison tables")
     rep.add_argument("--metric", default="test_acc", help="metric of the comparison tables (default test_acc)")
     rep.add_argument("--compare", action="store_true", help="also print the methods x data sets comparison")
+    rep.add_argument("--transpose", action="store_true", help="comparison with methods as rows, data sets as columns")
     rep.set_defaults(func=cmd_report)
 
     plot = sub.add_parser("plot", help="learning curves and accuracy vs communicated bytes as PNG")

@@ -280,15 +280,19 @@ class VectorizedEngine:
             scores = {}
             for split in ("train", "test"):
                 x, y, sizes = self._pool(members, split)
-                proba = self._learner_outputs(params[group[0]], x, self.task.proba)  # (M, n, ...)
                 owner = torch.repeat_interleave(torch.arange(len(members), device=x.device), torch.tensor(sizes, device=x.device))
-                w = pi.to(x.device)[owner].T  # (M, n)
-                mix = (w.reshape(*w.shape, *([1] * (proba.dim() - 2))) * proba).sum(dim=0)
-                loss, correct = self.task.score(mix, y)
-                n = torch.tensor(sizes, dtype=torch.float64, device=x.device).clamp_min(1)
+                pi_dev = pi.to(x.device)
                 sums = torch.zeros(2, len(members), dtype=torch.float64, device=x.device)
-                sums[0].index_add_(0, owner, loss.double())
-                sums[1].index_add_(0, owner, correct.double())
+                step = max(1, EVAL_BUDGET * 8 // max(1, x[0].numel() if len(x) else 1))
+                for start in range(0, len(y), step):  # chunks bound the temporaries' memory
+                    part = slice(start, start + step)
+                    proba = self._learner_outputs(params[group[0]], x[part], self.task.proba)  # (M, n, ...)
+                    w = pi_dev[owner[part]].T  # (M, n)
+                    mix = (w.reshape(*w.shape, *([1] * (proba.dim() - 2))) * proba).sum(dim=0)
+                    loss, correct = self.task.score(mix, y[part])
+                    sums[0].index_add_(0, owner[part], loss.double())
+                    sums[1].index_add_(0, owner[part], correct.double())
+                n = torch.tensor(sizes, dtype=torch.float64, device=x.device).clamp_min(1)
                 scores[split] = (sums / n).cpu()
             for k, (i, c) in enumerate(zip(group, members)):
                 results[i] = EvalResult(

@@ -11,6 +11,8 @@ from fedbench.registry import get_registry
 
 #: a tiny synthetic federation that trains in well under a second
 TINY = {"dataset.n_clients": 8, "dataset.n_test": 60, "dataset.dim": 10, "rounds": 4, "eval_every": 2}
+#: the data-set part of TINY as CLI arguments
+TINY_ARGS = [x for k, v in TINY.items() if k.startswith("dataset.") for x in ("--set", f"{k}={v}")]
 
 
 @pytest.fixture(scope="session")

@@ -7,9 +7,8 @@ import io
 import pandas as pd
 import pytest
 
-from tests.conftest import TINY, run_cli
+from tests.conftest import TINY_ARGS, run_cli
 
-TINY_ARGS = [x for k, v in TINY.items() if k not in ("rounds", "eval_every") for x in ("--set", f"{k}={v}")]
 
 
 class TestRunAndReport:

@@ -10,10 +10,9 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from tests.conftest import TINY, run_cli
+from tests.conftest import TINY_ARGS, run_cli
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "fedbench-median"
-TINY_ARGS = [x for k, v in TINY.items() if k not in ("rounds", "eval_every") for x in ("--set", f"{k}={v}")]
 
 
 def _pip(*args: str) -> subprocess.CompletedProcess:
