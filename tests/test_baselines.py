@@ -18,7 +18,10 @@ from fedbench_plugins.decentralized import erdos_renyi_ring, metropolis_weights
 from fedbench_plugins.fedopt import server_step
 from tests.conftest import TINY
 
-METHODS = ["fedem", "fedavg", "local", "fedprox", "fedavg+", "fedavgm", "fedadam", "fedyogi", "clustered", "d-fedavg", "d-fedem"]
+METHODS = [
+    "fedem", "fedavg", "local", "fedprox", "fedavg+", "fedavgm", "fedadam", "fedyogi", "clustered", "d-fedavg", "d-fedem",
+    "ditto",
+]
 
 
 def _sim(registry, method, engine="auto", **extra):
@@ -170,3 +173,29 @@ class TestDecentralized:
         sim = _sim(registry, "d-fedavg", **{"aggregator.graph": "complete", "aggregator.mixing": "uniform"})
         stats = sim.aggregator.fit_round(0)
         assert stats.bytes_sent == 8 * 7 * 11 * 4  # 8 clients, 7 neighbours each, 11 float32 parameters
+
+
+class TestDitto:
+    def test_lambda_zero_personal_models_are_local_training(self, registry, tmp_path):
+        store = ResultStore(tmp_path / "r.sqlite")
+        ditto = execute_run(registry, resolve_run(registry, dataset="synthetic", method="ditto", seed=2,
+                                                  overrides={**TINY, "client.lam": 0.0}), store, progress=False)
+        local = execute_run(registry, resolve_run(registry, dataset="synthetic", method="local", seed=2, overrides=TINY),
+                            store, progress=False)
+        for key in ("test_acc", "test_loss", "train_loss"):
+            assert ditto.metrics[key] == pytest.approx(local.metrics[key], rel=1e-6)
+
+    def test_large_lambda_keeps_personal_close_to_global(self, registry):
+        def gap(lam):
+            sim = _sim(registry, "ditto", **{"client.lam": lam, "momentum": 0.0, "local_epochs": 3})
+            for r in range(3):
+                received = [p.clone() for p in sim.aggregator.global_params]
+                sim.aggregator.fit_round(r)
+            return max(float((c.personal[0] - received[0]).norm()) for c in sim.aggregator.clients)
+
+        g0, g1, g8 = gap(0.0), gap(1.0), gap(8.0)
+        assert g8 < g1 < g0 and g8 < 0.5 * g0
+
+    def test_global_model_is_fedavg_on_its_own_stream(self, registry):
+        ditto = _sim(registry, "ditto")
+        assert ditto.engine.startswith("sequential (vectorized engine not applicable: client type DittoClient overrides step()")
