@@ -89,6 +89,8 @@ class Client:
 
     #: mu of the proximal term mu/2 * ||theta - received||^2 in local training (FedProx); 0 for none
     proximal_mu: float = 0.0
+    #: per learner, a vector added to every local gradient this round (SCAFFOLD's correction), or None
+    gradient_shift: list[torch.Tensor] | None = None
 
     def step(self, params: list[torch.Tensor], round_: int, lr: float) -> ClientUpdate:
         """Load ``params`` into the learners, update the weights, train, return the result."""
@@ -105,6 +107,7 @@ class Client:
             generator(self.seed, STREAM_TRAIN, round_, self.client_id),
             momentum=self.momentum if self.train.keep_optimizer_state else None,
             anchors=params if self.proximal_mu > 0 else None,
+            shifts=self.gradient_shift,
         )
         if self.train.keep_optimizer_state:
             self.momentum = [fit.momentum for fit in fits]

@@ -18,7 +18,8 @@ reference; this engine computes the same thing as batched tensor work:
 
 It applies when the model has no buffers (e.g. no BatchNorm) and the client
 type keeps the reference's ``step``, ``evaluate`` and ``sgd_config`` (a
-proximal term, ``Client.proximal_mu``, is supported); otherwise
+proximal term, ``Client.proximal_mu``, and a gradient shift,
+``Client.gradient_shift``, are supported); otherwise
 :func:`choose_engine` falls back to the one-at-a-time path and says why.
 """
 
@@ -134,7 +135,12 @@ class VectorizedEngine:
         weights = [c.samples_weights[j] for c in clients for j in range(m)]
         schedule, offsets = self._schedule(clients, m, sgd.epochs, sgd.batch_size, round_)
         anchor = flat.clone() if sgd.prox_mu > 0 else None  # the received parameters
-        new_flat, new_buf, loss_sum, n_steps = self._sgd(flat, buf, weights, schedule, offsets, sgd, lr, anchor)
+        shift = None
+        if any(c.gradient_shift is not None for c in clients):
+            shift = torch.stack([
+                s for c in clients for s in (c.gradient_shift or [torch.zeros_like(flat[0])] * m)
+            ])
+        new_flat, new_buf, loss_sum, n_steps = self._sgd(flat, buf, weights, schedule, offsets, sgd, lr, anchor, shift)
         per_client_flat = new_flat.view(len(clients), m, -1)
         per_client_buf = new_buf.view(len(clients), m, -1)
         mean_loss = (loss_sum / n_steps.clamp_min(1)).view(len(clients), m).mean(dim=1).tolist()
@@ -177,7 +183,7 @@ class VectorizedEngine:
         offsets = self.data.train_offsets[[c.client_id for c in clients]].repeat_interleave(m)
         return sched.view(len(clients) * m, epochs * nb_max, batch), offsets
 
-    def _sgd(self, flat, buf, weights, schedule, offsets, sgd, lr, anchor):  # noqa: ANN001, ANN202
+    def _sgd(self, flat, buf, weights, schedule, offsets, sgd, lr, anchor, shift):  # noqa: ANN001, ANN202
         """Run every row's scheduled batches; returns new params, buffers, loss sums and step counts."""
         device = flat.device
         k = flat.shape[0]
@@ -221,6 +227,8 @@ class VectorizedEngine:
                 if sgd.prox_mu > 0:  # gradient of mu/2 ||theta - received||^2, as in the reference loop
                     g = g + sgd.prox_mu * (theta - anchor[active])
                     loss = loss + sgd.prox_mu / 2 * (theta - anchor[active]).pow(2).sum(dim=1)
+                if shift is not None:  # SCAFFOLD-style correction, as in the reference loop
+                    g = g + shift[active]
                 if sgd.weight_decay:
                     g = g + sgd.weight_decay * theta
                 if sgd.momentum > 0:

@@ -99,6 +99,7 @@ class Learner:
         orders: torch.Tensor,
         momentum: torch.Tensor | None = None,
         anchor: torch.Tensor | None = None,
+        shift: torch.Tensor | None = None,
     ) -> FitResult:
         """Run one epoch of mini-batch SGD per row of ``orders`` (sample orders, shape (epochs, n)).
 
@@ -123,6 +124,9 @@ class Learner:
                 if sgd.prox_mu > 0:
                     loss = loss + sgd.prox_mu / 2 * (parameters_to_vector(self._params) - anchor).pow(2).sum()
                 loss.backward()
+                if shift is not None:
+                    for p, s in zip(self._params, _split_like(shift, self._params)):
+                        p.grad.add_(s)
                 opt.step()
                 total += float(loss.detach())
                 batches += 1
@@ -177,6 +181,7 @@ class LearnersEnsemble:
         generator: torch.Generator,
         momentum: Sequence[torch.Tensor | None] | None = None,
         anchors: Sequence[torch.Tensor] | None = None,
+        shifts: Sequence[torch.Tensor] | None = None,
     ) -> list[FitResult]:
         """Fit learner m with row m of ``weights`` (shape (M, n)), one after another.
 
@@ -185,8 +190,9 @@ class LearnersEnsemble:
         """
         momentum = momentum or [None] * len(self)
         anchors = anchors or [None] * len(self)
+        shifts = shifts or [None] * len(self)
         orders = epoch_orders(generator, len(self) * sgd.epochs, int(y.shape[0])).view(len(self), sgd.epochs, -1)
         return [
-            learner.fit_epochs(x, y, weights[m], sgd, orders[m], momentum[m], anchors[m])
+            learner.fit_epochs(x, y, weights[m], sgd, orders[m], momentum[m], anchors[m], shifts[m])
             for m, learner in enumerate(self.learners)
         ]

@@ -20,7 +20,7 @@ from tests.conftest import TINY
 
 METHODS = [
     "fedem", "fedavg", "local", "fedprox", "fedavg+", "fedavgm", "fedadam", "fedyogi", "clustered", "d-fedavg", "d-fedem",
-    "ditto",
+    "ditto", "scaffold",
 ]
 
 
@@ -199,3 +199,39 @@ class TestDitto:
     def test_global_model_is_fedavg_on_its_own_stream(self, registry):
         ditto = _sim(registry, "ditto")
         assert ditto.engine.startswith("sequential (vectorized engine not applicable: client type DittoClient overrides step()")
+
+
+class TestScaffold:
+    @pytest.mark.parametrize("engine", ["sequential", "vectorized"])
+    def test_one_client_is_local_sgd(self, registry, engine):
+        one = {"dataset.n_clients": 1}
+        sc, avg = _sim(registry, "scaffold", engine, **one), _sim(registry, "fedavg", engine, momentum=0.0, **one)
+        for r in range(4):
+            sc.aggregator.fit_round(r), avg.aggregator.fit_round(r)
+        for a, b in zip(_global(sc), _global(avg)):
+            torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-7)
+        assert float(sc.aggregator.c[0].abs().max()) > 0  # the control variates are really there
+
+    def test_first_round_control_variates_closed_form(self, registry):
+        import math as _math
+
+        sim, ref = _sim(registry, "scaffold"), _sim(registry, "scaffold")
+        w0 = [p.clone() for p in sim.aggregator.global_params]
+        lr = sim.aggregator.train.learning_rate(0)
+        sim.aggregator.fit_round(0)
+        total = torch.zeros_like(w0[0])
+        for c in ref.aggregator.clients:  # round 0: c = c_i = 0, so training is plain SGD from w0
+            y = c.step([p.clone() for p in w0], 0, lr).params[0]
+            k = _math.ceil(c.n_train / 128)
+            expected = (w0[0] - y) / (k * lr)
+            torch.testing.assert_close(sim.aggregator.c_i[c.client_id][0], expected, rtol=1e-5, atol=1e-6)
+            total += expected
+        torch.testing.assert_close(sim.aggregator.c[0], total / len(ref.aggregator.clients), rtol=1e-5, atol=1e-6)
+
+    def test_vectorised_equals_sequential(self, registry):
+        seq, vec = _sim(registry, "scaffold", "sequential"), _sim(registry, "scaffold", "vectorized")
+        assert vec.engine == "vectorized"
+        for r in range(3):
+            seq.aggregator.fit_round(r), vec.aggregator.fit_round(r)
+        for a, b in zip(_global(seq), _global(vec)):
+            torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
