@@ -49,17 +49,19 @@ def plot_curves(table: pd.DataFrame, out_dir: Path, metric: str = "test_acc") ->
         if by_ds["bytes_sent"].notna().all():
             axes.append(("bytes_sent", "bytes sent (cumulative)", "bytes"))
         for x, label, name in axes:
-            fig, ax = plt.subplots(figsize=(6, 4))
-            for method, g in by_ds.groupby("method"):
+            fig, ax = plt.subplots(figsize=(8, 4.5))
+            colours = plt.get_cmap("tab20").colors
+            for k, (method, g) in enumerate(by_ds.groupby("method")):
                 g = g.sort_values("round")
-                ax.plot(g[x], g["mean"], label=f"{method} (n={int(g['n'].max())})")
-                ax.fill_between(g[x], g["mean"] - g["std"], g["mean"] + g["std"], alpha=0.2)
+                ax.plot(g[x], g["mean"], label=f"{method} (n={int(g['n'].max())})", color=colours[k % 20],
+                        linestyle=("-", "--", ":")[k // 20 % 3], marker=".")
+                ax.fill_between(g[x], g["mean"] - g["std"], g["mean"] + g["std"], alpha=0.2, color=colours[k % 20])
             if x == "bytes_sent" and (by_ds["bytes_sent"] > 0).any():
                 ax.set_xscale("symlog")
             ax.set_xlabel(label)
             ax.set_ylabel(f"{metric} (mean ± std over seeds)")
             ax.set_title(str(dataset))
-            ax.legend()
+            ax.legend(loc="center left", bbox_to_anchor=(1.01, 0.5), fontsize="small")
             fig.tight_layout()
             path = out_dir / f"{name}_{dataset}.png"
             fig.savefig(path, dpi=120)

@@ -46,7 +46,7 @@ class RunOutcome:
             return f"{head}: {self.error}"
         m = self.metrics
         return (
-            f"{head} after {c.train.rounds} rounds in {self.seconds:.1f}s ({self.engine} engine): test_acc {m['test_acc']:.2f}% "
+            f"{head} after {c.train.rounds} rounds in {self.seconds:.1f}s [engine: {self.engine}]: test_acc {m['test_acc']:.2f}% "
             f"(mean {m['test_acc_mean']:.2f}%, p10 {m['test_acc_p10']:.2f}%), train_loss {m['train_loss']:.4f}"
         )
 
