@@ -11,6 +11,8 @@ import argparse
 import sys
 from pathlib import Path
 
+from tqdm.auto import tqdm
+
 from fedbench import __version__
 from fedbench.build import resolve_run
 from fedbench.config import parse_assignments
@@ -81,7 +83,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     ResultStore(args.results).close()  # a bad results path fails here, before any run
 
     def report(outcome: RunOutcome) -> None:
-        print(outcome.summary(), file=sys.stderr if suite else sys.stdout, flush=True)
+        tqdm.write(outcome.summary(), file=sys.stderr if suite else sys.stdout)  # keeps progress bars intact
 
     if args.executor == "ray":
         outcomes = run_ray(
