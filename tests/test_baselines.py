@@ -20,7 +20,7 @@ from tests.conftest import TINY
 
 METHODS = [
     "fedem", "fedavg", "local", "fedprox", "fedavg+", "fedavgm", "fedadam", "fedyogi", "clustered", "d-fedavg", "d-fedem",
-    "ditto", "scaffold",
+    "ditto", "scaffold", "apfl",
 ]
 
 
@@ -235,3 +235,23 @@ class TestScaffold:
             seq.aggregator.fit_round(r), vec.aggregator.fit_round(r)
         for a, b in zip(_global(seq), _global(vec)):
             torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
+
+
+class TestAPFL:
+    @pytest.mark.parametrize("alpha, other", [(0.0, "fedavg"), (1.0, "local")])
+    def test_limits_are_fedavg_and_local(self, registry, tmp_path, alpha, other):
+        store = ResultStore(tmp_path / "r.sqlite")
+        apfl = execute_run(registry, resolve_run(registry, dataset="synthetic", method="apfl", seed=3,
+                                                 overrides={**TINY, "client.alpha": alpha}), store, progress=False)
+        ref = execute_run(registry, resolve_run(registry, dataset="synthetic", method=other, seed=3, overrides=TINY),
+                          store, progress=False)
+        for key in ("test_acc", "test_loss", "train_loss", "test_acc_p10"):
+            assert apfl.metrics[key] == pytest.approx(ref.metrics[key], rel=1e-5, abs=1e-6)
+
+    def test_only_the_shared_model_is_averaged(self, registry):
+        sim = _sim(registry, "apfl")
+        agg = sim.aggregator
+        agg.fit_round(0)
+        personal = [agg.personal[c.client_id] for c in agg.clients]
+        assert not torch.equal(personal[0], personal[1])  # personal models stay personal
+        assert sim.aggregator.fit_round(1).bytes_sent == 8 * 2 * 11 * 4  # w down and up, 8 clients

@@ -1,0 +1,128 @@
+"""APFL (Deng et al., 2020): adaptive personalised FL with a fixed mixing weight alpha.
+
+Each client keeps a personal model v; the server keeps the shared model w. In
+every local step, on the same batch, w takes an SGD step on its own loss and v
+takes one on the loss of the mixed model alpha * v + (1 - alpha) * w (its
+gradient is alpha times the gradient at the mixed parameters). The server
+averages w only. A client predicts with alpha * v + (1 - alpha) * w.
+alpha = 0 is FedAvg and alpha = 1 is Local, batch for batch: both models follow
+the batch order FedAvg and Local draw. Deviation: alpha is fixed (the paper
+can also adapt it by gradient steps).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch.func import functional_call
+
+from fedbench import CentralizedAggregator, AggregatorSpec, Client, ClientSpec, ClientUpdate, EvalResult, MethodSpec, hookimpl
+from fedbench.learner import epoch_orders
+from fedbench.seeding import STREAM_TRAIN, generator
+
+
+def mixed(alpha: float, v: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+    """The personalised parameters alpha * v + (1 - alpha) * w."""
+    return alpha * v + (1 - alpha) * w
+
+
+class APFLClient(Client):
+    """Trains the shared model (learner 0) and its personal model (learner 1) on the same batches."""
+
+    def __init__(self, *args, alpha: float = 0.5, **kwargs) -> None:  # noqa: ANN002, ANN003
+        super().__init__(*args, **kwargs)
+        if not 0 <= alpha <= 1:
+            raise ValueError(f"APFL alpha must be in [0, 1], got {alpha}")
+        if len(self.ensemble) != 2:
+            raise ValueError(f"APFL needs n_learners = 2 (shared and personal), got {len(self.ensemble)}")
+        self.alpha = alpha
+
+    def step(self, params: list[torch.Tensor], round_: int, lr: float) -> ClientUpdate:
+        w_learner, v_learner = self.ensemble.learners
+        model, names = w_learner.model, [n for n, p in w_learner.model.named_parameters() if p.requires_grad]
+        shapes = [p.shape for p in w_learner._params]
+        w, v = params[0].clone(), params[1].clone()
+        sgd = self.sgd_config(lr)
+        keep = self.train.keep_optimizer_state
+        bufs = [b.clone() if (keep and b is not None) else torch.zeros_like(w) for b in self.momentum]
+        # the batch orders FedAvg's (and Local's) single learner draws, shared by w and v
+        orders = epoch_orders(generator(self.seed, STREAM_TRAIN, round_, self.client_id), sgd.epochs, self.n_train)
+
+        def batch_grad(theta: torch.Tensor, idx: torch.Tensor) -> tuple[torch.Tensor, float]:
+            theta = theta.detach().requires_grad_(True)
+            chunks = theta.split([s.numel() for s in shapes])
+            out = functional_call(model, {n: c.view(s) for n, c, s in zip(names, chunks, shapes)}, (self.data.train_x[idx],))
+            loss = self.ensemble.task.loss(out, self.data.train_y[idx]).mean()
+            (g,) = torch.autograd.grad(loss, theta)
+            return g, float(loss.detach())
+
+        def sgd_step(p: torch.Tensor, g: torch.Tensor, buf: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+            g = g + sgd.weight_decay * p
+            if sgd.momentum > 0:
+                buf = sgd.momentum * buf + g
+                g = buf
+            return p - lr * g, buf
+
+        total, steps = 0.0, 0
+        for perm in orders:
+            for idx in perm.split(sgd.batch_size):
+                gw, loss = batch_grad(w, idx)
+                gm, _ = batch_grad(mixed(self.alpha, v, w), idx)
+                w, bufs[0] = sgd_step(w, gw, bufs[0])
+                v, bufs[1] = sgd_step(v, self.alpha * gm, bufs[1])
+                total, steps = total + loss, steps + 1
+        if keep:
+            self.momentum = bufs if sgd.momentum > 0 else [None, None]
+        return ClientUpdate(self.client_id, [w, v], float(self.n_train), total / max(steps, 1))
+
+    def evaluate(self, params: list[torch.Tensor]) -> EvalResult:
+        personal = mixed(self.alpha, params[1], params[0])
+        weights, self.learners_weights = self.learners_weights, torch.tensor([1.0, 0.0], device=personal.device)
+        try:
+            return super().evaluate([personal, params[1]])
+        finally:
+            self.learners_weights = weights
+
+
+class APFLAggregator(CentralizedAggregator):
+    """Averages the shared model (learner 0); keeps every client's personal model (learner 1)."""
+
+    def __init__(self, clients, init_params, train, *, seed):  # noqa: ANN001
+        super().__init__(clients, init_params, train, seed=seed)
+        self.personal = {c.client_id: init_params[0].clone() for c in clients}  # v starts where w starts
+
+    def configure_fit(self, round_: int, client: Client) -> list[torch.Tensor]:
+        return self.configure_evaluate(client)
+
+    def configure_evaluate(self, client: Client) -> list[torch.Tensor]:
+        return [self.global_params[0], self.personal[client.client_id]]
+
+    def round_bytes(self, sent: list[list[torch.Tensor]], updates: list[ClientUpdate]) -> int:
+        """Only the shared model travels."""
+        return sum(2 * p[0].numel() * p[0].element_size() for p in sent)
+
+    def aggregate_fit(self, round_: int, updates: list[ClientUpdate]) -> None:
+        for u in updates:
+            self.personal[u.client_id] = u.params[1]
+        total = sum(u.weight for u in updates)
+        self.global_params = [sum(u.weight / total * u.params[0] for u in updates), self.global_params[1]]
+
+
+@hookimpl
+def fedbench_clients() -> list[ClientSpec]:
+    return [ClientSpec(name="apfl", doc="shared and personal model trained on the same batches, mixed by alpha", params={"alpha": 0.5}, cls=APFLClient)]
+
+
+@hookimpl
+def fedbench_aggregators() -> list[AggregatorSpec]:
+    return [AggregatorSpec(name="apfl", doc="averages the shared model, keeps each client's personal model", cls=APFLAggregator)]
+
+
+@hookimpl
+def fedbench_methods() -> list[MethodSpec]:
+    return [
+        MethodSpec(
+            name="apfl",
+            doc="APFL: personalised model alpha * v + (1 - alpha) * w (Deng et al. 2020)",
+            client="apfl", aggregator="apfl", n_learners=2,
+        )
+    ]
