@@ -69,12 +69,16 @@ def load_references(path: Path) -> pd.DataFrame:
 
 
 def find_suite(registry: Registry, name_or_path: str) -> Path:
-    """A suite file from a path, or a suite name registered by a plugin."""
+    """A suite file from a path, a suite name registered by a plugin, or ``benchmarks/suites/NAME.toml``
+    under the current folder (the source tree's own suites)."""
     path = Path(name_or_path)
     if path.suffix == ".toml" or path.exists():
         if not path.is_file():
             raise ConfigError(f"suite file {name_or_path!r} does not exist; give a TOML file or a suite name")
         return path
+    local = Path("benchmarks") / "suites" / f"{name_or_path}.toml"
+    if name_or_path not in registry.names("suite") and local.is_file():
+        return local
     return Path(registry.get("suite", name_or_path).path)
 
 

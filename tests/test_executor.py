@@ -206,3 +206,14 @@ class TestPlot:
         for name in ("curves_synthetic.png", "bytes_synthetic.png"):
             png = (tmp_path / "plots" / name).read_bytes()
             assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 5000
+
+
+class TestSourceTreeSuites:
+    def test_benchmarks_suites_are_found_by_name_and_expand(self, registry, monkeypatch):
+        from pathlib import Path
+
+        monkeypatch.chdir(Path(__file__).resolve().parents[1])
+        suite = load_suite(registry, "fedprox-grid")
+        mus = sorted(dict(c.client_params)["mu"] for c in suite.runs if c.method == "fedprox")
+        assert mus == [0.0, 0.0, 0.01, 0.01, 0.1, 0.1, 1.0, 1.0]
+        assert len(suite.runs) == 2 + 8
