@@ -20,7 +20,7 @@ from tests.conftest import TINY
 
 METHODS = [
     "fedem", "fedavg", "local", "fedprox", "fedavg+", "fedavgm", "fedadam", "fedyogi", "clustered", "d-fedavg", "d-fedem",
-    "ditto", "scaffold", "apfl",
+    "ditto", "scaffold", "apfl", "pfedme",
 ]
 
 
@@ -255,3 +255,37 @@ class TestAPFL:
         personal = [agg.personal[c.client_id] for c in agg.clients]
         assert not torch.equal(personal[0], personal[1])  # personal models stay personal
         assert sim.aggregator.fit_round(1).bytes_sent == 8 * 2 * 11 * 4  # w down and up, 8 clients
+
+
+class TestPFedMe:
+    def test_personal_solution_on_a_quadratic(self):
+        from fedbench_plugins.pfedme import moreau_step, solve_personal
+
+        a, w = torch.tensor([2.0, -1.0]), torch.tensor([0.0, 1.0])
+        lam = 3.0
+        # f(theta) = 1/2 ||theta - a||^2: the minimiser of f + lam/2 ||theta - w||^2 is (a + lam w) / (1 + lam)
+        theta = solve_personal(lambda t: t - a, torch.zeros(2), w, lam, lr=0.1, steps=200)
+        torch.testing.assert_close(theta, (a + lam * w) / (1 + lam))
+        # one local step of the global copy moves it a fraction lr * lam toward theta_hat
+        torch.testing.assert_close(moreau_step(w, theta, 0.1, lam), w - 0.3 * (w - theta))
+
+    def test_beta_blends_old_and_averaged_global(self, registry):
+        one, half = _sim(registry, "pfedme"), _sim(registry, "pfedme", **{"aggregator.beta": 0.5})
+        w0 = _global(half)
+        one.aggregator.fit_round(0), half.aggregator.fit_round(0)
+        torch.testing.assert_close(_global(half)[0], 0.5 * w0[0] + 0.5 * _global(one)[0], rtol=1e-5, atol=1e-6)
+
+    def test_clients_evaluate_their_personal_models(self, registry):
+        sim = _sim(registry, "pfedme", **{"client.lam": 0.5})
+        sim.aggregator.fit_round(0)
+        c = sim.aggregator.clients[0]
+        assert not torch.equal(c.personal, sim.aggregator.global_params[0])
+        assert c.evaluate(sim.aggregator.global_params).test_loss == pytest.approx(
+            Client_evaluate(c, [c.personal]).test_loss
+        )
+
+
+def Client_evaluate(client, params):  # noqa: N802 - the base class's evaluation, bypassing the override
+    from fedbench import Client
+
+    return Client.evaluate(client, params)

@@ -1,0 +1,122 @@
+"""pFedMe (T. Dinh et al., NeurIPS 2020): personalised FL with Moreau envelopes, Algorithm 1.
+
+Each local step takes a batch and
+  1. approximately solves the personal problem
+     theta_hat = argmin_theta f(theta; batch) + lam/2 * ||theta - w_i||^2
+     by ``k_steps`` gradient steps of size ``personal_lr`` from the client's current
+     personal model (kept between rounds, as in the authors' code);
+  2. moves the local copy of the global model toward it: w_i <- w_i - lr * lam * (w_i - theta_hat).
+The server sets w <- (1 - beta) * w + beta * (weighted average of the w_i). A client is
+evaluated with its personal model theta_hat. The optimiser is plain SGD (no momentum, no
+weight decay on the inner problem), as in the paper.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+from torch.func import functional_call
+
+from fedbench import AggregatorSpec, CentralizedAggregator, Client, ClientSpec, ClientUpdate, EvalResult, MethodSpec, hookimpl
+from fedbench.learner import epoch_orders
+from fedbench.seeding import STREAM_TRAIN, generator
+
+
+def solve_personal(
+    grad: Callable[[torch.Tensor], torch.Tensor], theta: torch.Tensor, anchor: torch.Tensor, lam: float, lr: float, steps: int
+) -> torch.Tensor:
+    """``steps`` gradient steps on f(theta) + lam/2 ||theta - anchor||^2 from ``theta``."""
+    for _ in range(steps):
+        theta = theta - lr * (grad(theta) + lam * (theta - anchor))
+    return theta
+
+
+def moreau_step(w: torch.Tensor, theta_hat: torch.Tensor, lr: float, lam: float) -> torch.Tensor:
+    """The local update of the global model: w - lr * lam * (w - theta_hat)."""
+    return w - lr * lam * (w - theta_hat)
+
+
+class PFedMeClient(Client):
+    """Keeps a personal model; sends back its local copy of the global model."""
+
+    def __init__(self, *args, lam: float = 1.0, k_steps: int = 5, personal_lr: float = 0.05, **kwargs) -> None:  # noqa: ANN002, ANN003
+        super().__init__(*args, **kwargs)
+        if lam <= 0 or k_steps < 1 or personal_lr <= 0:
+            raise ValueError(f"need lam > 0, k_steps >= 1, personal_lr > 0; got {lam}, {k_steps}, {personal_lr}")
+        self.lam, self.k_steps, self.personal_lr = lam, k_steps, personal_lr
+        self.personal: torch.Tensor | None = None
+
+    def step(self, params: list[torch.Tensor], round_: int, lr: float) -> ClientUpdate:
+        learner = self.ensemble.learners[0]
+        model = learner.model
+        names = [n for n, p in model.named_parameters() if p.requires_grad]
+        shapes = [p.shape for p in learner._params]
+        w = params[0].clone()
+        theta = (self.personal if self.personal is not None else w).clone()
+        sgd = self.sgd_config(lr)
+        total, steps = 0.0, 0
+        for perm in epoch_orders(generator(self.seed, STREAM_TRAIN, round_, self.client_id), sgd.epochs, self.n_train):
+            for idx in perm.split(sgd.batch_size):
+                x, y = self.data.train_x[idx], self.data.train_y[idx]
+                last = {}
+
+                def grad(t: torch.Tensor) -> torch.Tensor:
+                    t = t.detach().requires_grad_(True)
+                    chunks = t.split([s.numel() for s in shapes])
+                    out = functional_call(model, {n: c.view(s) for n, c, s in zip(names, chunks, shapes)}, (x,))
+                    loss = self.ensemble.task.loss(out, y).mean()
+                    last["loss"] = float(loss.detach())
+                    return torch.autograd.grad(loss, t)[0]
+
+                theta = solve_personal(grad, theta, w, self.lam, self.personal_lr, self.k_steps)
+                w = moreau_step(w, theta, lr, self.lam)
+                total, steps = total + last["loss"], steps + 1
+        self.personal = theta.detach()
+        return ClientUpdate(self.client_id, [w], float(self.n_train), total / max(steps, 1))
+
+    def evaluate(self, params: list[torch.Tensor]) -> EvalResult:
+        return super().evaluate([self.personal] if self.personal is not None else params)
+
+
+class PFedMeAggregator(CentralizedAggregator):
+    """w <- (1 - beta) * w + beta * (weighted average of the clients' local copies)."""
+
+    def __init__(self, clients, init_params, train, *, seed, beta=1.0):  # noqa: ANN001
+        super().__init__(clients, init_params, train, seed=seed)
+        if beta <= 0:
+            raise ValueError(f"pFedMe beta must be > 0, got {beta}")
+        self.beta = beta
+
+    def aggregate_fit(self, round_: int, updates: list[ClientUpdate]) -> None:
+        old = self.global_params
+        super().aggregate_fit(round_, updates)
+        self.global_params = [(1 - self.beta) * w + self.beta * avg for w, avg in zip(old, self.global_params)]
+
+
+@hookimpl
+def fedbench_clients() -> list[ClientSpec]:
+    return [
+        ClientSpec(
+            name="pfedme",
+            doc="personal model solving a Moreau-envelope problem around the global model",
+            params={"lam": 1.0, "k_steps": 5, "personal_lr": 0.05},
+            cls=PFedMeClient,
+        )
+    ]
+
+
+@hookimpl
+def fedbench_aggregators() -> list[AggregatorSpec]:
+    return [AggregatorSpec(name="pfedme", doc="averaging with pFedMe's beta step", params={"beta": 1.0}, cls=PFedMeAggregator)]
+
+
+@hookimpl
+def fedbench_methods() -> list[MethodSpec]:
+    return [
+        MethodSpec(
+            name="pfedme",
+            doc="pFedMe: personalised models via Moreau envelopes (Dinh et al. 2020); no momentum",
+            client="pfedme", aggregator="pfedme", params={"momentum": 0.0},
+        )
+    ]
