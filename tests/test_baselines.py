@@ -20,7 +20,7 @@ from tests.conftest import TINY
 
 METHODS = [
     "fedem", "fedavg", "local", "fedprox", "fedavg+", "fedavgm", "fedadam", "fedyogi", "clustered", "d-fedavg", "d-fedem",
-    "ditto", "scaffold", "apfl", "pfedme",
+    "ditto", "scaffold", "apfl", "pfedme", "qffl",
 ]
 
 
@@ -289,3 +289,35 @@ def Client_evaluate(client, params):  # noqa: N802 - the base class's evaluation
     from fedbench import Client
 
     return Client.evaluate(client, params)
+
+
+class TestQFFL:
+    def test_q_zero_is_the_unweighted_average(self, registry):
+        sim = _sim(registry, "qffl", **{"aggregator.q": 0.0})
+        agg = sim.aggregator
+        sent = [p.clone() for p in agg.global_params]
+        lr = agg.train.learning_rate(0)
+        ref = _sim(registry, "qffl", **{"aggregator.q": 0.0})
+        locals_ = [c.step([p.clone() for p in sent], 0, lr).params[0] for c in ref.aggregator.clients]
+        agg.fit_round(0)
+        torch.testing.assert_close(agg.global_params[0], torch.stack(locals_).mean(dim=0), rtol=1e-5, atol=1e-6)
+
+    def test_hand_computed_update(self):
+        from fedbench_plugins.qffl import qffl_step
+
+        w = torch.tensor([1.0])
+        local = [torch.tensor([0.5]), torch.tensor([2.0])]
+        # L = 2, q = 1: dw = (1, -2); delta = (F1 * 1, F2 * -2) with F = (0.5, 2): (0.5, -4)
+        # h = q * F^0 * dw^2 + L * F = (1 + 1, 4 + 4) = (2, 8); w - (0.5 - 4) / 10 = 1.35
+        out = qffl_step(w, local, [0.5, 2.0], q=1.0, lipschitz=2.0)
+        torch.testing.assert_close(out, torch.tensor([1.35]))
+
+    def test_q_changes_the_solution(self, registry, tmp_path):
+        store = ResultStore(tmp_path / "r.sqlite")
+        runs = {
+            q: execute_run(registry, resolve_run(registry, dataset="synthetic", method="qffl", seed=1,
+                                                 overrides={**TINY, "rounds": 10, "aggregator.q": q}), store, progress=False)
+            for q in (0.0, 5.0)
+        }
+        assert runs[0.0].status == runs[5.0].status == "done"
+        assert runs[5.0].metrics["test_loss"] != runs[0.0].metrics["test_loss"]
