@@ -13,7 +13,7 @@ from fedbench.client import Client, ClientUpdate, EvalResult
 from fedbench.data import ClientData, FederatedData
 from fedbench.learner import Learner, LearnersEnsemble
 from fedbench.registry import get_registry, hookimpl
-from fedbench.specs import AggregatorSpec, ClientSpec, DatasetSpec, MethodSpec, ModelSpec, SuiteSpec
+from fedbench.specs import AggregatorSpec, ClientSpec, DatasetSpec, MethodSpec, ModelSpec, PartitionerSpec, SuiteSpec
 
 __all__ = [
     "Aggregator",
@@ -30,6 +30,7 @@ __all__ = [
     "LearnersEnsemble",
     "MethodSpec",
     "ModelSpec",
+    "PartitionerSpec",
     "SuiteSpec",
     "__version__",
     "get_registry",

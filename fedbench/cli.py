@@ -149,6 +149,26 @@ def cmd_plot(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_data_describe(args: argparse.Namespace) -> int:
+    from fedbench.build import load_data
+    from fedbench.partition import describe, plot_label_heatmap
+
+    registry = get_registry()
+    _warn_failures(registry)
+    overrides = {f"dataset.{k}": v for k, v in parse_assignments(args.set or []).items()}
+    method = registry.names("method")[0]  # any method: only the data set's part of the config is used
+    cfg = resolve_run(registry, dataset=args.dataset, method=method, seed=0, overrides=overrides)
+    data = load_data(registry, cfg, args.data_root)
+    table = describe(data)
+    print(f"{args.dataset}: {data.n_clients} clients, {int(table.n_train.sum())} train and "
+          f"{int(table.n_test.sum())} test samples, task {data.task}, {data.num_classes} classes")
+    print(table.to_csv(index=False) if args.format == "csv" else to_markdown(table))
+    if args.plot:
+        plot_label_heatmap(table, args.plot, args.dataset)
+        print(f"label heat map: {args.plot}", file=sys.stderr)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="fedbench", description="Federated-learning benchmark suite.")
     p.add_argument("--version", action="version", version=f"fedbench {__version__}")
@@ -197,6 +217,16 @@ def build_parser() -> argparse.ArgumentParser:
     plot.add_argument("--metric", default="test_acc")
     plot.add_argument("--out", default="results/plots", help="folder for the PNG files (default results/plots)")
     plot.set_defaults(func=cmd_plot)
+
+    data = sub.add_parser("data", help="inspect data sets")
+    data_sub = data.add_subparsers(dest="data_command", required=True)
+    desc = data_sub.add_parser("describe", help="per-client sizes and label histograms of a data set")
+    desc.add_argument("dataset", help="data set name (see `fedbench list dataset`)")
+    desc.add_argument("--set", action="append", metavar="KEY=VALUE", help="a data-set parameter, e.g. alpha=0.1 or partitioner=shards")
+    desc.add_argument("--data-root", type=Path, help="where data sets live on disk")
+    desc.add_argument("--format", choices=["md", "csv"], default="md")
+    desc.add_argument("--plot", help="also save a clients x labels heat map PNG here")
+    desc.set_defaults(func=cmd_data_describe)
     return p
 
 

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING
 import pluggy
 
 if TYPE_CHECKING:
-    from fedbench.specs import AggregatorSpec, ClientSpec, DatasetSpec, MethodSpec, ModelSpec, SuiteSpec
+    from fedbench.specs import AggregatorSpec, ClientSpec, DatasetSpec, MethodSpec, ModelSpec, PartitionerSpec, SuiteSpec
 
 hookspec = pluggy.HookspecMarker("fedbench")
 
@@ -77,4 +77,15 @@ def fedbench_suites() -> list[SuiteSpec] | None:
 
     ``path`` is a TOML suite file (see the README's "Suites" section); the
     name is what ``fedbench run --suite NAME`` accepts.
+    """
+
+
+@hookspec
+def fedbench_partitioners() -> list[PartitionerSpec] | None:
+    """Return the partitioners this plugin provides.
+
+    A data set built from one pooled set of samples (see
+    :func:`fedbench.partition.federate`) looks its partitioner up by name;
+    ``partition(labels, n_clients, rng, **params)`` returns one index array
+    per client.
     """

@@ -37,6 +37,7 @@ KIND_HOOKS: dict[str, str] = {
     "aggregator": "fedbench_aggregators",
     "method": "fedbench_methods",
     "suite": "fedbench_suites",
+    "partitioner": "fedbench_partitioners",
 }
 
 

@@ -93,3 +93,16 @@ class SuiteSpec(Spec):
     """A named suite file (TOML) that ``fedbench run --suite NAME`` can expand."""
 
     path: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class PartitionerSpec(Spec):
+    """A way to split one pooled data set over clients.
+
+    ``partition(labels, n_clients, rng, **params)`` takes the integer labels
+    (numpy array), the number of clients and a ``numpy.random.Generator``, and
+    returns one index array per client. It must terminate, be deterministic for
+    the generator, and raise :class:`~fedbench.errors.DataError` when infeasible.
+    """
+
+    partition: Callable[..., Any]

@@ -6,6 +6,7 @@ import inspect
 import textwrap
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from fedbench import hookspecs
@@ -34,6 +35,7 @@ class TestBuiltins:
             "aggregator": {"centralized", "no_communication"},
             "method": {"fedem", "fedavg", "local"},
             "suite": {"quick"},
+            "partitioner": {"iid", "dirichlet", "label_groups", "shards", "quantity"},
         }.items():
             assert names <= set(registry.names(kind)), kind
         entry = registry.entry("method", "fedem")
@@ -122,7 +124,8 @@ class _Plugin:
     """An in-process plugin implementing every hook once, to check what each hook feeds."""
 
     from fedbench import (
-        AggregatorSpec, CentralizedAggregator, Client, ClientSpec, DatasetSpec, MethodSpec, ModelSpec, SuiteSpec, hookimpl,
+        AggregatorSpec, CentralizedAggregator, Client, ClientSpec, DatasetSpec, MethodSpec, ModelSpec, PartitionerSpec,
+        SuiteSpec, hookimpl,
     )
 
     @hookimpl
@@ -148,6 +151,10 @@ class _Plugin:
     @hookimpl
     def fedbench_suites(self):
         return [self.SuiteSpec(name="s", path="s.toml")]
+
+    @hookimpl
+    def fedbench_partitioners(self):
+        return [self.PartitionerSpec(name="half", partition=lambda labels, n, rng: [labels[: n // 2], labels[n // 2 :]])]
 
 
 @pytest.fixture()
@@ -177,6 +184,10 @@ class TestHookImplementations:
 
     def test_hook_fedbench_suites(self, one_plugin_registry):
         assert one_plugin_registry.get("suite", "s").path == "s.toml"
+
+    def test_hook_fedbench_partitioners(self, one_plugin_registry):
+        spec = one_plugin_registry.get("partitioner", "half")
+        assert [p.tolist() for p in spec.partition(np.arange(4), 4, None)] == [[0, 1], [2, 3]]
 
     def test_non_spec_return_is_a_failure_not_a_crash(self):
         from fedbench import hookimpl
