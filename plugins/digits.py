@@ -10,19 +10,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from fedbench import DatasetSpec, hookimpl
 from fedbench.data import FederatedData
 from fedbench.errors import DataError
-from fedbench.partition import federate, split_indices
-from fedbench.registry import get_registry
-
-PARAMS = {
-    "n_clients": 10, "partitioner": "dirichlet", "alpha": 0.5, "min_size": 1, "n_groups": 3,
-    "shards_per_client": 2, "sigma": 1.0, "test_fraction": 0.2, "seed": 0,
-}
+from fedbench_plugins.pooled import POOLED_PARAMS, federate_pool
 
 
 def load_pooled() -> tuple[torch.Tensor, torch.Tensor]:
@@ -36,9 +29,7 @@ def load_pooled() -> tuple[torch.Tensor, torch.Tensor]:
 
 def load(data_root: Path | None = None, **params: object) -> FederatedData:
     x, y = load_pooled()
-    p = {**PARAMS, **params}
-    parts = split_indices(get_registry(), str(p["partitioner"]), y.numpy(), int(p["n_clients"]), int(p["seed"]), p)
-    return federate(x, y, parts, test_fraction=float(p["test_fraction"]), seed=int(p["seed"]), task="multiclass", num_classes=10)
+    return federate_pool(x, y, 10, params)
 
 
 @hookimpl
@@ -47,7 +38,7 @@ def fedbench_datasets() -> list[DatasetSpec]:
         DatasetSpec(
             name="digits",
             doc="scikit-learn's bundled 8x8 digits, split by any partitioner (default Dirichlet 0.5 over 10 clients)",
-            params=PARAMS,
+            params=POOLED_PARAMS,
             load=load,
             default_model="linear",
         )

@@ -1,0 +1,87 @@
+"""MNIST and Fashion-MNIST from the IDX files torchvision writes (or Debian's dataset-fashion-mnist ships).
+
+Looked up under ``--data-root`` (default ``$FEDBENCH_DATA_ROOT`` or
+``~/.cache/fedbench``) in torchvision's layout ``ROOT/MNIST/raw/`` and
+``ROOT/FashionMNIST/raw/``, then ``ROOT/mnist/``, ``ROOT/fashion-mnist/`` and
+``ROOT/``; for Fashion-MNIST also ``/usr/share/datasets/fashion-mnist/``
+(``apt install dataset-fashion-mnist``). Files may be gzipped. The official
+train and test images are pooled (70,000) and split over clients by any
+partitioner, each client's samples 80/20 into train/test.
+"""
+
+from __future__ import annotations
+
+import gzip
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from fedbench import DatasetSpec, hookimpl
+from fedbench.data import FederatedData
+from fedbench.errors import DataError
+from fedbench_plugins.pooled import POOLED_PARAMS, federate_pool
+
+FILES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
+SOURCES = {
+    "mnist": (("MNIST/raw", "mnist", "."), ()),
+    "fashion-mnist": (("FashionMNIST/raw", "fashion-mnist", "."), ("/usr/share/datasets/fashion-mnist",)),
+}
+HOW = {
+    "mnist": "torchvision.datasets.MNIST(ROOT, download=True) on a machine with internet, then copy ROOT here",
+    "fashion-mnist": "apt install dataset-fashion-mnist, or torchvision.datasets.FashionMNIST(ROOT, download=True)",
+}
+
+
+def read_idx(path: Path) -> np.ndarray:
+    """An IDX file (optionally gzipped) as a numpy array: magic 0 0 0x08 ndim, big-endian int32 dims, uint8 data."""
+    raw = (gzip.open if path.suffix == ".gz" else open)(path, "rb").read()
+    if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] != 0x08:
+        raise DataError(f"{path} is not an unsigned-byte IDX file (bad magic {raw[:4]!r}); re-download it")
+    ndim = raw[3]
+    dims = np.frombuffer(raw, dtype=">i4", count=ndim, offset=4)
+    data = np.frombuffer(raw, dtype=np.uint8, offset=4 + 4 * ndim)
+    if data.size != int(np.prod(dims)):
+        raise DataError(f"{path}: header says {tuple(dims)} but holds {data.size} values; the file is truncated")
+    return data.reshape(tuple(int(d) for d in dims))
+
+
+def find_files(name: str, root: Path) -> list[Path]:
+    """The four IDX files of ``name``, or a DataError listing where they were looked for."""
+    relative, absolute = SOURCES[name]
+    folders = [root / r for r in relative] + [Path(a) for a in absolute]
+    for folder in folders:
+        found = []
+        for f in FILES:
+            hit = next((folder / (f + ext) for ext in ("", ".gz") if (folder / (f + ext)).is_file()), None)
+            found.append(hit)
+        if all(found):
+            return found  # type: ignore[return-value]
+    raise DataError(
+        f"{name}: IDX files {', '.join(FILES)} (optionally .gz) not found in any of "
+        f"{', '.join(str(f) for f in folders)}; get them with {HOW[name]}, or pass --data-root"
+    )
+
+
+def load_idx(name: str, data_root: Path | None, params: dict) -> FederatedData:
+    root = Path(data_root) if data_root is not None else Path.home() / ".cache" / "fedbench"
+    tr_x, tr_y, te_x, te_y = (read_idx(p) for p in find_files(name, root))
+    x = torch.from_numpy(np.concatenate([tr_x, te_x]).astype(np.float32) / 255.0).unsqueeze(1)
+    y = torch.from_numpy(np.concatenate([tr_y, te_y]).astype(np.int64))
+    if len(x) != len(y):
+        raise DataError(f"{name}: {len(x)} images but {len(y)} labels; the files do not belong together")
+    return federate_pool(x, y, 10, params)
+
+
+@hookimpl
+def fedbench_datasets() -> list[DatasetSpec]:
+    return [
+        DatasetSpec(
+            name=name,
+            doc=f"{name} from torchvision's IDX files under --data-root, split by any partitioner",
+            params={**POOLED_PARAMS, "n_clients": 100},
+            load=lambda data_root=None, _name=name, **p: load_idx(_name, data_root, p),
+            default_model="mlp",
+        )
+        for name in ("mnist", "fashion-mnist")
+    ]
