@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 import torch
 from torch import nn
+from torch.func import functional_call
 from torch.nn.utils import parameters_to_vector
 
 from fedbench.tasks import Task
@@ -64,6 +65,21 @@ class Learner:
         self.task = task
         self._params = [p for p in model.parameters() if p.requires_grad]
         self.n_params = int(sum(p.numel() for p in self._params))
+
+    def loss_and_grad(self, flat: torch.Tensor, x: torch.Tensor, y: torch.Tensor) -> tuple[float, torch.Tensor]:
+        """Mean loss of the model at parameters ``flat`` on (x, y), and its gradient (flat).
+
+        Evaluated functionally (``torch.func.functional_call``): the module's own
+        parameters are not touched. For methods whose local update is not plain
+        SGD on the module (APFL, pFedMe).
+        """
+        self.model.train()
+        theta = flat.detach().requires_grad_(True)
+        names = [n for n, p in self.model.named_parameters() if p.requires_grad]
+        params = dict(zip(names, _split_like(theta, self._params)))
+        loss = self.task.loss(functional_call(self.model, params, (x,)), y).mean()
+        (grad,) = torch.autograd.grad(loss, theta)
+        return float(loss.detach()), grad
 
     def get_params(self) -> torch.Tensor:
         """A detached copy of the trainable parameters as one flat tensor."""

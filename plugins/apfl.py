@@ -13,7 +13,6 @@ can also adapt it by gradient steps).
 from __future__ import annotations
 
 import torch
-from torch.func import functional_call
 
 from fedbench import CentralizedAggregator, AggregatorSpec, Client, ClientSpec, ClientUpdate, EvalResult, MethodSpec, hookimpl
 from fedbench.learner import epoch_orders
@@ -37,23 +36,13 @@ class APFLClient(Client):
         self.alpha = alpha
 
     def step(self, params: list[torch.Tensor], round_: int, lr: float) -> ClientUpdate:
-        w_learner, v_learner = self.ensemble.learners
-        model, names = w_learner.model, [n for n, p in w_learner.model.named_parameters() if p.requires_grad]
-        shapes = [p.shape for p in w_learner._params]
+        learner = self.ensemble.learners[0]
         w, v = params[0].clone(), params[1].clone()
         sgd = self.sgd_config(lr)
         keep = self.train.keep_optimizer_state
         bufs = [b.clone() if (keep and b is not None) else torch.zeros_like(w) for b in self.momentum]
         # the batch orders FedAvg's (and Local's) single learner draws, shared by w and v
         orders = epoch_orders(generator(self.seed, STREAM_TRAIN, round_, self.client_id), sgd.epochs, self.n_train)
-
-        def batch_grad(theta: torch.Tensor, idx: torch.Tensor) -> tuple[torch.Tensor, float]:
-            theta = theta.detach().requires_grad_(True)
-            chunks = theta.split([s.numel() for s in shapes])
-            out = functional_call(model, {n: c.view(s) for n, c, s in zip(names, chunks, shapes)}, (self.data.train_x[idx],))
-            loss = self.ensemble.task.loss(out, self.data.train_y[idx]).mean()
-            (g,) = torch.autograd.grad(loss, theta)
-            return g, float(loss.detach())
 
         def sgd_step(p: torch.Tensor, g: torch.Tensor, buf: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
             g = g + sgd.weight_decay * p
@@ -65,8 +54,9 @@ class APFLClient(Client):
         total, steps = 0.0, 0
         for perm in orders:
             for idx in perm.split(sgd.batch_size):
-                gw, loss = batch_grad(w, idx)
-                gm, _ = batch_grad(mixed(self.alpha, v, w), idx)
+                x, y = self.data.train_x[idx], self.data.train_y[idx]
+                loss, gw = learner.loss_and_grad(w, x, y)
+                _, gm = learner.loss_and_grad(mixed(self.alpha, v, w), x, y)
                 w, bufs[0] = sgd_step(w, gw, bufs[0])
                 v, bufs[1] = sgd_step(v, self.alpha * gm, bufs[1])
                 total, steps = total + loss, steps + 1

@@ -16,7 +16,6 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import torch
-from torch.func import functional_call
 
 from fedbench import AggregatorSpec, CentralizedAggregator, Client, ClientSpec, ClientUpdate, EvalResult, MethodSpec, hookimpl
 from fedbench.learner import epoch_orders
@@ -49,9 +48,6 @@ class PFedMeClient(Client):
 
     def step(self, params: list[torch.Tensor], round_: int, lr: float) -> ClientUpdate:
         learner = self.ensemble.learners[0]
-        model = learner.model
-        names = [n for n, p in model.named_parameters() if p.requires_grad]
-        shapes = [p.shape for p in learner._params]
         w = params[0].clone()
         theta = (self.personal if self.personal is not None else w).clone()
         sgd = self.sgd_config(lr)
@@ -62,12 +58,8 @@ class PFedMeClient(Client):
                 last = {}
 
                 def grad(t: torch.Tensor) -> torch.Tensor:
-                    t = t.detach().requires_grad_(True)
-                    chunks = t.split([s.numel() for s in shapes])
-                    out = functional_call(model, {n: c.view(s) for n, c, s in zip(names, chunks, shapes)}, (x,))
-                    loss = self.ensemble.task.loss(out, y).mean()
-                    last["loss"] = float(loss.detach())
-                    return torch.autograd.grad(loss, t)[0]
+                    last["loss"], g = learner.loss_and_grad(t, x, y)
+                    return g
 
                 theta = solve_personal(grad, theta, w, self.lam, self.personal_lr, self.k_steps)
                 w = moreau_step(w, theta, lr, self.lam)

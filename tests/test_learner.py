@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 
+import pytest
 import torch
 from torch import nn
 
@@ -98,3 +99,16 @@ class TestParams:
         learner.fit_epochs(torch.ones(4, 2), torch.zeros(4), None, SGDConfig(lr=0.5), _orders(4))
         torch.testing.assert_close(sent, torch.tensor([1.0, 2.0, 3.0]))
         assert not torch.equal(learner.get_params(), sent)
+
+
+class TestFunctionalGradient:
+    def test_loss_and_grad_hand_computed_and_module_untouched(self):
+        learner = Learner(_linear([5.0], 5.0), BinaryTask())
+        flat = torch.tensor([1.0, -1.0])  # w = 1, b = -1
+        x, y = torch.tensor([[2.0], [0.0]]), torch.tensor([1.0, 0.0])
+        loss, grad = learner.loss_and_grad(flat, x, y)
+        # logits (1, -1); mean BCE; d/dw = mean((sigmoid(z) - y) x), d/db = mean(sigmoid(z) - y)
+        r0, r1 = _sigmoid(1.0) - 1.0, _sigmoid(-1.0)
+        assert loss == pytest.approx((math.log(1 + math.exp(-1.0)) + math.log(1 + math.exp(-1.0))) / 2)
+        torch.testing.assert_close(grad, torch.tensor([(r0 * 2.0) / 2, (r0 + r1) / 2]))
+        torch.testing.assert_close(learner.get_params(), torch.tensor([5.0, 5.0]))
