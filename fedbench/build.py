@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -16,7 +15,7 @@ import torch
 
 from fedbench.aggregator import Aggregator
 from fedbench.config import TRAIN_KEYS, RunConfig, TrainConfig, merge_params
-from fedbench.data import FederatedData
+from fedbench.data import FederatedData, default_data_root
 from fedbench.engine import VectorizedEngine, prefers_sequential, vectorisable
 from fedbench.errors import ConfigError, FedbenchError, PluginError
 from fedbench.learner import Learner, LearnersEnsemble
@@ -25,11 +24,6 @@ from fedbench.seeding import STREAM_INIT, derive_seed
 from fedbench.tasks import make_task
 
 GROUPS = ("dataset", "model", "client", "aggregator")
-
-
-def default_data_root() -> Path:
-    """``$FEDBENCH_DATA_ROOT`` or ``~/.cache/fedbench``."""
-    return Path(os.environ.get("FEDBENCH_DATA_ROOT") or Path.home() / ".cache" / "fedbench")
 
 
 def resolve_run(

@@ -115,10 +115,15 @@ def _print_comparison(table, references, metric: str, fmt: str, transpose: bool 
             print(render(ref))
 
 
-def cmd_report(args: argparse.Namespace) -> int:
-    path = Path(args.results)
+def _existing_results(results: str) -> Path:
+    path = Path(results)
     if not path.exists():
         raise FedbenchError(f"no results file at {str(path)!r}; run `fedbench run ...` first or pass --results PATH")
+    return path
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    path = _existing_results(args.results)
     store = ResultStore(path)
     suite = load_suite(get_registry(), args.suite) if args.suite else None
     table = runs_table(store, [c.run_id for c in suite.runs] if suite else None).drop(columns=["run_id"])
@@ -137,9 +142,7 @@ def cmd_report(args: argparse.Namespace) -> int:
 def cmd_plot(args: argparse.Namespace) -> int:
     from fedbench.plot import curves, plot_curves
 
-    path = Path(args.results)
-    if not path.exists():
-        raise FedbenchError(f"no results file at {str(path)!r}; run `fedbench run ...` first or pass --results PATH")
+    path = _existing_results(args.results)
     suite = load_suite(get_registry(), args.suite) if args.suite else None
     table = curves(ResultStore(path), [c.run_id for c in suite.runs] if suite else None, args.metric)
     if table.empty:

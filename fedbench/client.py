@@ -93,18 +93,25 @@ class Client:
     gradient_shift: list[torch.Tensor] | None = None
 
     def step(self, params: list[torch.Tensor], round_: int, lr: float) -> ClientUpdate:
-        """Load ``params`` into the learners, update the weights, train, return the result."""
-        self.ensemble.set_params(params)
-        losses = self.ensemble.per_sample_losses(self.data.train_x, self.data.train_y) if self.needs_losses else None
+        """Update the sample and learner weights for ``params``, then train from them (:meth:`fit`)."""
+        losses = None
+        if self.needs_losses:
+            self.ensemble.set_params(params)
+            losses = self.ensemble.per_sample_losses(self.data.train_x, self.data.train_y)
         self.update_sample_weights(losses)
         self.update_learners_weights()
-        sgd = self.sgd_config(lr)
+        return self.fit(params, lr, generator(self.seed, STREAM_TRAIN, round_, self.client_id))
+
+    def fit(self, params: list[torch.Tensor], lr: float, gen: torch.Generator) -> ClientUpdate:
+        """One round of local training from ``params`` with this client's weights, proximal term,
+        gradient shift and kept momentum, batch orders drawn from ``gen``."""
+        self.ensemble.set_params(params)
         fits: list[FitResult] = self.ensemble.fit_epochs(
             self.data.train_x,
             self.data.train_y,
             self.samples_weights,
-            sgd,
-            generator(self.seed, STREAM_TRAIN, round_, self.client_id),
+            self.sgd_config(lr),
+            gen,
             momentum=self.momentum if self.train.keep_optimizer_state else None,
             anchors=params if self.proximal_mu > 0 else None,
             shifts=self.gradient_shift,

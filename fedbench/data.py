@@ -8,14 +8,22 @@ index.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 
 from fedbench.errors import DataError
 
 TASKS = ("binary", "multiclass")
+
+
+def default_data_root() -> Path:
+    """Where on-disk data sets live unless ``--data-root`` says otherwise:
+    ``$FEDBENCH_DATA_ROOT`` or ``~/.cache/fedbench``."""
+    return Path(os.environ.get("FEDBENCH_DATA_ROOT") or Path.home() / ".cache" / "fedbench")
 
 
 @dataclass(frozen=True)

@@ -65,7 +65,7 @@ def vectorisable(model: nn.Module, clients: Sequence[Client]) -> str | None:
     if any(True for _ in model.buffers()):
         return f"model {type(model).__name__} has buffers (e.g. BatchNorm statistics)"
     for cls in {type(c) for c in clients}:
-        for name in ("step", "evaluate", "sgd_config"):
+        for name in ("step", "fit", "evaluate", "sgd_config"):
             if getattr(cls, name) is not getattr(Client, name):
                 return f"client type {cls.__name__} overrides {name}()"
     return None

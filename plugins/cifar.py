@@ -21,7 +21,7 @@ import numpy as np
 import torch
 
 from fedbench import DatasetSpec, hookimpl
-from fedbench.data import FederatedData
+from fedbench.data import FederatedData, default_data_root
 from fedbench.errors import DataError
 from fedbench_plugins.pooled import POOLED_PARAMS, federate_pool
 
@@ -58,26 +58,24 @@ def read_batches(name: str, root: Path) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def load(name: str, data_root: Path | None, params: dict) -> FederatedData:
-    root = Path(data_root) if data_root is not None else Path.home() / ".cache" / "fedbench"
+    root = Path(data_root) if data_root is not None else default_data_root()
     x, y = read_batches(name, root)
     return federate_pool(x, y, LAYOUT[name][3], params)
+
+
+#: name -> (clients, label groups) of the default split
+SPLITS = {"cifar10": (80, 3), "cifar100": (100, 20)}
 
 
 @hookimpl
 def fedbench_datasets() -> list[DatasetSpec]:
     return [
         DatasetSpec(
-            name="cifar10",
-            doc="CIFAR-10 python batches under --data-root; 80 clients by label groups (3) + Dirichlet(0.4)",
-            params={**POOLED_PARAMS, "n_clients": 80, "partitioner": "label_groups", "n_groups": 3, "alpha": 0.4},
-            load=lambda data_root=None, **p: load("cifar10", data_root, p),
+            name=name,
+            doc=f"{name.upper()} python batches under --data-root; {n} clients by label groups ({g}) + Dirichlet(0.4)",
+            params={**POOLED_PARAMS, "n_clients": n, "partitioner": "label_groups", "n_groups": g, "alpha": 0.4},
+            load=lambda data_root=None, _name=name, **p: load(_name, data_root, p),
             default_model="cifar10cnn",
-        ),
-        DatasetSpec(
-            name="cifar100",
-            doc="CIFAR-100 python batches under --data-root; 100 clients by label groups (20) + Dirichlet(0.4)",
-            params={**POOLED_PARAMS, "n_clients": 100, "partitioner": "label_groups", "n_groups": 20, "alpha": 0.4},
-            load=lambda data_root=None, **p: load("cifar100", data_root, p),
-            default_model="cifar10cnn",
-        ),
+        )
+        for name, (n, g) in SPLITS.items()
     ]

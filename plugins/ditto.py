@@ -36,20 +36,11 @@ class DittoClient(Client):
         if self.personal is None:
             self.personal = [p.clone() for p in params]
         # 1. the global model: one FedAvg local fit, on its own random stream
-        self.ensemble.set_params(params)
-        sgd = self.sgd_config(lr)
-        fits = self.ensemble.fit_epochs(
-            self.data.train_x, self.data.train_y, self.samples_weights, sgd,
-            generator(self.seed, STREAM_DITTO_GLOBAL, round_, self.client_id),
-            momentum=self.momentum if self.train.keep_optimizer_state else None,
-        )
-        if self.train.keep_optimizer_state:
-            self.momentum = [f.momentum for f in fits]
-        update = ClientUpdate(self.client_id, self.ensemble.get_params(), float(self.n_train), sum(f.loss for f in fits) / len(fits))
+        update = self.fit(params, lr, generator(self.seed, STREAM_DITTO_GLOBAL, round_, self.client_id))
         # 2. the personal model: proximal fit toward the received global model
         self.ensemble.set_params(self.personal)
         personal = self.ensemble.fit_epochs(
-            self.data.train_x, self.data.train_y, self.samples_weights, dataclasses.replace(sgd, prox_mu=self.lam),
+            self.data.train_x, self.data.train_y, self.samples_weights, dataclasses.replace(self.sgd_config(lr), prox_mu=self.lam),
             generator(self.seed, STREAM_TRAIN, round_, self.client_id),
             momentum=self.personal_momentum if self.train.keep_optimizer_state else None,
             anchors=params if self.lam > 0 else None,

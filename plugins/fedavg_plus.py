@@ -16,7 +16,6 @@ import dataclasses
 import torch
 
 from fedbench import Client, ClientSpec, EvalResult, MethodSpec, hookimpl
-from fedbench.learner import epoch_orders
 from fedbench.seeding import generator
 
 #: stream tag of the tuning batches (distinct from the training streams)
@@ -45,11 +44,7 @@ class TunedClient(Client):
         sgd = dataclasses.replace(self.sgd_config(self.tune_lr or self.last_lr), epochs=self.tune_epochs)
         gen = generator(self.seed, STREAM_TUNE, self.evaluations, self.client_id)
         self.evaluations += 1
-        n = self.data.n_train
-        for m, learner in enumerate(self.ensemble.learners):
-            learner.fit_epochs(
-                self.data.train_x, self.data.train_y, self.samples_weights[m], sgd, epoch_orders(gen, self.tune_epochs, n)
-            )
+        self.ensemble.fit_epochs(self.data.train_x, self.data.train_y, self.samples_weights, sgd, gen)
         return super().evaluate(self.ensemble.get_params())
 
 

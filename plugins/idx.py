@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from fedbench import DatasetSpec, hookimpl
-from fedbench.data import FederatedData
+from fedbench.data import FederatedData, default_data_root
 from fedbench.errors import DataError
 from fedbench_plugins.pooled import POOLED_PARAMS, federate_pool
 
@@ -64,7 +64,7 @@ def find_files(name: str, root: Path) -> list[Path]:
 
 
 def load_idx(name: str, data_root: Path | None, params: dict) -> FederatedData:
-    root = Path(data_root) if data_root is not None else Path.home() / ".cache" / "fedbench"
+    root = Path(data_root) if data_root is not None else default_data_root()
     tr_x, tr_y, te_x, te_y = (read_idx(p) for p in find_files(name, root))
     x = torch.from_numpy(np.concatenate([tr_x, te_x]).astype(np.float32) / 255.0).unsqueeze(1)
     y = torch.from_numpy(np.concatenate([tr_y, te_y]).astype(np.int64))

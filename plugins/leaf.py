@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from fedbench import DatasetSpec, hookimpl
-from fedbench.data import FederatedData
+from fedbench.data import FederatedData, default_data_root
 from fedbench.errors import DataError
 
 FOLDERS = ("femnist/all_data", "femnist/data/all_data")
@@ -40,7 +40,7 @@ def read_leaf(files: list[Path]) -> dict[str, tuple[list, list]]:
 
 
 def load_femnist(data_root: Path | None, fraction: float = 0.15, test_fraction: float = 0.2, seed: int = 0) -> FederatedData:
-    root = Path(data_root) if data_root is not None else Path.home() / ".cache" / "fedbench"
+    root = Path(data_root) if data_root is not None else default_data_root()
     folders = [root / f for f in FOLDERS]
     files = next((sorted(f.glob("*.json")) for f in folders if f.is_dir() and any(f.glob("*.json"))), [])
     if not files:
