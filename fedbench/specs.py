@@ -38,10 +38,18 @@ class DatasetSpec(Spec):
     seed, if it has one, is one of its ``params`` (so the data stay fixed
     across training seeds, as in the paper). ``default_model`` names the
     model plugin used when a run does not choose one.
+
+    ``check(data_root)``, when given, returns None if the data set's files are
+    present under ``data_root``, else one line naming the missing files and how
+    to get them (suites use it to report every missing data set up front).
+    ``download(data_root)``, when given, fetches the files into ``data_root``
+    (only where the machine has internet; ``fedbench data download``).
     """
 
     load: Callable[..., Any]
     default_model: str
+    check: Callable[..., str | None] | None = None
+    download: Callable[..., None] | None = None
 
 
 @dataclass(frozen=True, kw_only=True)

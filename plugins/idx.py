@@ -1,12 +1,16 @@
-"""MNIST and Fashion-MNIST from the IDX files torchvision writes (or Debian's dataset-fashion-mnist ships).
+"""MNIST, Fashion-MNIST and EMNIST from the IDX files torchvision writes (or Debian's dataset-fashion-mnist ships).
 
 Looked up under ``--data-root`` (default ``$FEDBENCH_DATA_ROOT`` or
 ``~/.cache/fedbench``) in torchvision's layout ``ROOT/MNIST/raw/`` and
 ``ROOT/FashionMNIST/raw/``, then ``ROOT/mnist/``, ``ROOT/fashion-mnist/`` and
 ``ROOT/``; for Fashion-MNIST also ``/usr/share/datasets/fashion-mnist/``
-(``apt install dataset-fashion-mnist``). Files may be gzipped. The official
-train and test images are pooled (70,000) and split over clients by any
-partitioner, each client's samples 80/20 into train/test.
+(``apt install dataset-fashion-mnist``). EMNIST (ByClass, 62 classes) is read
+from torchvision's ``ROOT/EMNIST/raw/emnist-byclass-{train,test}-{images-idx3,labels-idx1}-ubyte``
+(or the NIST zip's ``gzip/`` folder); its images are stored transposed, as
+torchvision leaves them. Files may be gzipped. The official train and test
+images are pooled and split over clients by any partitioner, each client's
+samples 80/20 into train/test. EMNIST's defaults are the paper's: a random 10 %
+of the pool, 100 clients, each class its own group spread by Dirichlet(0.4).
 """
 
 from __future__ import annotations
@@ -22,14 +26,19 @@ from fedbench.data import FederatedData, default_data_root
 from fedbench.errors import DataError
 from fedbench_plugins.pooled import POOLED_PARAMS, federate_pool
 
-FILES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
+MNIST_FILES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
+EMNIST_FILES = tuple(f"emnist-byclass-{s}-{k}-ubyte" for s in ("train", "test") for k in ("images-idx3", "labels-idx1"))
+#: name -> (file names, folders relative to the data root, absolute folders, classes, torchvision class)
 SOURCES = {
-    "mnist": (("MNIST/raw", "mnist", "."), ()),
-    "fashion-mnist": (("FashionMNIST/raw", "fashion-mnist", "."), ("/usr/share/datasets/fashion-mnist",)),
+    "mnist": (MNIST_FILES, ("MNIST/raw", "mnist", "."), (), 10, "MNIST"),
+    "fashion-mnist": (MNIST_FILES, ("FashionMNIST/raw", "fashion-mnist", "."), ("/usr/share/datasets/fashion-mnist",), 10, "FashionMNIST"),
+    "emnist": (EMNIST_FILES, ("EMNIST/raw", "EMNIST/raw/gzip", "emnist", "."), (), 62, "EMNIST"),
 }
 HOW = {
-    "mnist": "torchvision.datasets.MNIST(ROOT, download=True) on a machine with internet, then copy ROOT here",
+    "mnist": "torchvision.datasets.MNIST(ROOT, download=True) on a machine with internet (or fedbench data download mnist)",
     "fashion-mnist": "apt install dataset-fashion-mnist, or torchvision.datasets.FashionMNIST(ROOT, download=True)",
+    "emnist": "torchvision.datasets.EMNIST(ROOT, split='byclass', download=True) on a machine with internet "
+    "(or fedbench data download emnist)",
 }
 
 
@@ -48,17 +57,17 @@ def read_idx(path: Path) -> np.ndarray:
 
 def find_files(name: str, root: Path) -> list[Path]:
     """The four IDX files of ``name``, or a DataError listing where they were looked for."""
-    relative, absolute = SOURCES[name]
+    files, relative, absolute, _, _ = SOURCES[name]
     folders = [root / r for r in relative] + [Path(a) for a in absolute]
     for folder in folders:
         found = []
-        for f in FILES:
+        for f in files:
             hit = next((folder / (f + ext) for ext in ("", ".gz") if (folder / (f + ext)).is_file()), None)
             found.append(hit)
         if all(found):
             return found  # type: ignore[return-value]
     raise DataError(
-        f"{name}: IDX files {', '.join(FILES)} (optionally .gz) not found in any of "
+        f"{name}: IDX files {', '.join(files)} (optionally .gz) not found in any of "
         f"{', '.join(str(f) for f in folders)}; get them with {HOW[name]}, or pass --data-root"
     )
 
@@ -70,7 +79,27 @@ def load_idx(name: str, data_root: Path | None, params: dict) -> FederatedData:
     y = torch.from_numpy(np.concatenate([tr_y, te_y]).astype(np.int64))
     if len(x) != len(y):
         raise DataError(f"{name}: {len(x)} images but {len(y)} labels; the files do not belong together")
-    return federate_pool(x, y, 10, params)
+    return federate_pool(x, y, SOURCES[name][3], params)
+
+
+def check(name: str, data_root: Path | None) -> str | None:
+    """None when ``name``'s files are present, else the one-line error saying where to put them."""
+    try:
+        find_files(name, Path(data_root) if data_root is not None else default_data_root())
+    except DataError as e:
+        return str(e)
+    return None
+
+
+def download(name: str, data_root: Path | None) -> None:
+    """Fetch ``name`` with torchvision's own downloader into the data root (needs internet)."""
+    import torchvision.datasets as tvd
+
+    root = Path(data_root) if data_root is not None else default_data_root()
+    cls = getattr(tvd, SOURCES[name][4])
+    extra = {"split": "byclass"} if name == "emnist" else {}
+    for train in (True, False):
+        cls(str(root), train=train, download=True, **extra)
 
 
 @hookimpl
@@ -78,10 +107,22 @@ def fedbench_datasets() -> list[DatasetSpec]:
     return [
         DatasetSpec(
             name=name,
-            doc=f"{name} from torchvision's IDX files under --data-root, split by any partitioner",
-            params={**POOLED_PARAMS, "n_clients": 100},
+            doc=doc,
+            params={**POOLED_PARAMS, "n_clients": 100, **params},
             load=lambda data_root=None, _name=name, **p: load_idx(_name, data_root, p),
-            default_model="mlp",
+            default_model=model,
+            check=lambda data_root=None, _name=name: check(_name, data_root),
+            download=lambda data_root=None, _name=name: download(_name, data_root),
         )
-        for name in ("mnist", "fashion-mnist")
+        for name, doc, params, model in (
+            ("mnist", "MNIST from torchvision's IDX files under --data-root, split by any partitioner", {}, "mlp"),
+            ("fashion-mnist", "Fashion-MNIST from IDX files (torchvision's or Debian's), split by any partitioner", {}, "mlp"),
+            (
+                "emnist",
+                "EMNIST ByClass (62 classes) from torchvision's IDX files; paper split: 10 %, 100 clients, "
+                "one group per class, Dirichlet(0.4)",
+                {"fraction": 0.1, "partitioner": "label_groups", "n_groups": 62, "alpha": 0.4},
+                "femnist_cnn",
+            ),
+        )
     ]

@@ -1,12 +1,15 @@
-"""Small generic models."""
+"""The models: generic ones (linear, MLP) and the FedEM paper's (CNNs, MobileNetV2, next-character LSTM)."""
 
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
+import torch
 from torch import nn
 
 from fedbench import ModelSpec, hookimpl
+from fedbench.errors import ConfigError
 
 
 def linear(input_shape: tuple[int, ...], n_outputs: int, bias: bool = True) -> nn.Module:
@@ -47,6 +50,70 @@ def cifar10cnn(input_shape: tuple[int, ...], n_outputs: int) -> nn.Module:
     return Cifar10CNN(input_shape, n_outputs)
 
 
+def femnist_cnn(input_shape: tuple[int, ...], n_outputs: int) -> nn.Module:
+    """The paper's FEMNIST/EMNIST CNN: conv 1->32 k5, pool, conv 32->64 k5, pool, fc 1024->2048, fc
+    2048->classes (the same two-conv, two-dense shape as :class:`Cifar10CNN`, sized for 28x28 grey images)."""
+    if len(input_shape) != 3 or input_shape[1] < 12 or input_shape[2] < 12:
+        raise ValueError(f"femnist_cnn expects (channels, height, width) images of at least 12x12, got shape {input_shape}")
+    return Cifar10CNN(input_shape, n_outputs)
+
+
+class NextCharLSTM(nn.Module):
+    """The paper's Shakespeare model: embedding, stacked LSTM, and a dense layer on the last
+    step's output giving the logits of the next character."""
+
+    def __init__(self, vocab: int, n_outputs: int, embed: int, hidden: int, layers: int) -> None:
+        super().__init__()
+        self.embed = nn.Embedding(vocab, embed)
+        self.lstm = nn.LSTM(embed, hidden, num_layers=layers, batch_first=True)
+        self.head = nn.Linear(hidden, n_outputs)
+
+    def forward(self, x):  # noqa: ANN001, ANN201
+        out, _ = self.lstm(self.embed(x.long()))
+        return self.head(out[:, -1])
+
+
+def next_char_lstm(
+    input_shape: tuple[int, ...], n_outputs: int, vocab: int = 100, embed: int = 8, hidden: int = 256, layers: int = 2
+) -> nn.Module:
+    if len(input_shape) != 1:
+        raise ValueError(f"next_char_lstm expects sequences of character ids (one dimension), got shape {input_shape}")
+    return NextCharLSTM(vocab, n_outputs, embed, hidden, layers)
+
+
+def mobilenet_v2(input_shape: tuple[int, ...], n_outputs: int, weights_path: str = "", width_mult: float = 1.0) -> nn.Module:
+    """torchvision's MobileNetV2 with ``n_outputs`` classes (the paper's CIFAR model).
+
+    ``weights_path``: a local file with torchvision's ImageNet ``state_dict``
+    (e.g. ``mobilenet_v2-b0353104.pth``); every layer but the classifier is
+    loaded from it. Weights are never fetched from the internet.
+    """
+    from torchvision.models import mobilenet_v2 as build
+
+    if len(input_shape) != 3:
+        raise ValueError(f"mobilenet_v2 expects (channels, height, width) images, got shape {input_shape}")
+    model = build(weights=None, num_classes=n_outputs, width_mult=width_mult)
+    if input_shape[0] != 3:
+        first = model.features[0][0]
+        model.features[0][0] = nn.Conv2d(input_shape[0], first.out_channels, 3, stride=2, padding=1, bias=False)
+    if weights_path:
+        path = Path(weights_path).expanduser()
+        if not path.is_file():
+            raise ConfigError(
+                f"mobilenet_v2: weights file {str(path)!r} not found; download torchvision's ImageNet "
+                "MobileNet_V2_Weights file on a machine with internet and pass its path as model.weights_path"
+            )
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        state = {k: v for k, v in state.items() if not k.startswith("classifier.")}
+        missing, unexpected = model.load_state_dict(state, strict=False)
+        if unexpected or [k for k in missing if not k.startswith("classifier.")]:
+            raise ConfigError(
+                f"mobilenet_v2: {path} does not match torchvision's MobileNetV2 (missing {missing[:3]}, "
+                f"unexpected {unexpected[:3]}); give torchvision's ImageNet state_dict for width_mult={width_mult}"
+            )
+    return model
+
+
 @hookimpl
 def fedbench_models() -> list[ModelSpec]:
     return [
@@ -58,4 +125,17 @@ def fedbench_models() -> list[ModelSpec]:
             build=mlp,
         ),
         ModelSpec(name="cifar10cnn", doc="2 conv + 2 dense layers for 32x32 colour images (fc 1600->2048)", build=cifar10cnn),
+        ModelSpec(name="femnist_cnn", doc="2 conv + 2 dense layers for 28x28 grey images (fc 1024->2048)", build=femnist_cnn),
+        ModelSpec(
+            name="mobilenet_v2",
+            doc="torchvision MobileNetV2 (BatchNorm); optional ImageNet weights from a local file",
+            params={"weights_path": "", "width_mult": 1.0},
+            build=mobilenet_v2,
+        ),
+        ModelSpec(
+            name="next_char_lstm",
+            doc="embedding 8, 2-layer LSTM 256, dense: next-character logits (Shakespeare)",
+            params={"vocab": 100, "embed": 8, "hidden": 256, "layers": 2},
+            build=next_char_lstm,
+        ),
     ]

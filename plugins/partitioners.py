@@ -99,6 +99,73 @@ def quantity(labels: np.ndarray, n_clients: int, rng: np.random.Generator, sigma
     return [np.sort(p) for p in np.split(rng.permutation(len(labels)), np.cumsum(sizes)[:-1])]
 
 
+def _draw(rng: np.random.Generator, weights: np.ndarray) -> int:
+    """An index drawn with probability proportional to ``weights`` (uniform over the positive entries' support
+    when their draws underflowed to zero)."""
+    total = weights.sum()
+    if total <= 0:
+        weights = (weights >= 0).astype(float)  # callers mark unavailable entries with -1
+        total = weights.sum()
+    return int(min(np.searchsorted(np.cumsum(weights), rng.random() * total, side="right"), len(weights) - 1))
+
+
+def pachinko(
+    labels: np.ndarray,
+    n_clients: int,
+    rng: np.random.Generator,
+    alpha: float = 0.4,
+    beta: float = 10.0,
+    samples_per_client: int = 0,
+    coarse_labels: tuple | np.ndarray | None = None,
+) -> list[np.ndarray]:
+    """Two-level label skew (Pachinko allocation, Reddi et al. 2021, used by the FedEM paper for CIFAR-100).
+
+    Each client in turn draws weights over the coarse labels ~ Dirichlet(alpha)
+    and, per coarse label, weights over its fine labels ~ Dirichlet(beta); then
+    draws ``samples_per_client`` samples (default: an equal share of all),
+    each by picking a coarse label, then a fine label, then an unused sample
+    of that fine label. A fine label whose samples are used up is removed
+    (weights renormalised), and so is a coarse label with no fine label left.
+    Every draw consumes a sample, so the split always terminates.
+    ``coarse_labels`` (per sample) is supplied by a data set with a label hierarchy.
+    """
+    if coarse_labels is None or len(coarse_labels) != len(labels):
+        raise DataError("pachinko needs each sample's coarse label: use it with a data set that has a label hierarchy (cifar100)")
+    if alpha <= 0 or beta <= 0:
+        raise DataError(f"pachinko: alpha and beta must be > 0, got {alpha}, {beta}")
+    coarse_labels = np.asarray(coarse_labels)
+    per = int(samples_per_client) or len(labels) // n_clients
+    if per < 1 or per * n_clients > len(labels):
+        raise DataError(
+            f"pachinko: {n_clients} clients x {per} samples needs {per * n_clients} samples but the pool has "
+            f"{len(labels)}; lower samples_per_client or n_clients"
+        )
+    fine = np.unique(labels)
+    coarse = np.unique(coarse_labels)
+    children = []
+    for c in coarse:
+        kids = np.unique(labels[coarse_labels == c])
+        children.append(np.searchsorted(fine, kids))
+    if sum(len(k) for k in children) != len(fine):
+        raise DataError("pachinko: a fine label appears under two coarse labels; the label hierarchy is inconsistent")
+    pools = [list(rng.permutation(np.flatnonzero(labels == f))) for f in fine]
+    fine_left = np.array([len(p) > 0 for p in pools])
+    parts = []
+    for _ in range(n_clients):
+        p_coarse = rng.dirichlet(alpha * np.ones(len(coarse)))
+        p_fine = [rng.dirichlet(beta * np.ones(len(kids))) for kids in children]
+        taken = []
+        for _ in range(per):
+            coarse_open = np.array([fine_left[kids].any() for kids in children])
+            c = _draw(rng, np.where(coarse_open, p_coarse, -1.0))
+            kids = children[c]
+            f = kids[_draw(rng, np.where(fine_left[kids], p_fine[c], -1.0))]
+            taken.append(pools[f].pop())
+            fine_left[f] = len(pools[f]) > 0
+        parts.append(np.sort(np.asarray(taken, dtype=int)))
+    return parts
+
+
 @hookimpl
 def fedbench_partitioners() -> list[PartitionerSpec]:
     return [
@@ -110,4 +177,8 @@ def fedbench_partitioners() -> list[PartitionerSpec]:
         ),
         PartitionerSpec(name="shards", doc="pathological: k label-sorted shards per client", params={"shards_per_client": 2}, partition=shards),
         PartitionerSpec(name="quantity", doc="quantity skew: LogNormal(0, sigma) client sizes", params={"sigma": 1.0}, partition=quantity),
+        PartitionerSpec(
+            name="pachinko", doc="two-level label skew over coarse then fine labels (needs a label hierarchy, e.g. cifar100)",
+            params={"alpha": 0.4, "beta": 10.0, "samples_per_client": 0, "coarse_labels": None}, partition=pachinko,
+        ),
     ]

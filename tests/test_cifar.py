@@ -34,7 +34,10 @@ def make_cifar(root, name="cifar10", per_file=30, seed=0):
 @pytest.mark.parametrize("name", ["cifar10", "cifar100"])
 def test_batches_are_read_in_layout_order(tmp_path, name):
     x_raw, y_raw = make_cifar(tmp_path, name)
-    x, y = read_batches(name, tmp_path)
+    x, y, coarse = read_batches(name, tmp_path)
+    assert (coarse is None) == (name == "cifar10")
+    if coarse is not None:
+        assert coarse.tolist() == (y // 5).tolist()
     assert x.shape == (len(y_raw), 3, 32, 32) and x.dtype == torch.float32
     torch.testing.assert_close(x[3], torch.from_numpy(x_raw[3].reshape(3, 32, 32).astype(np.float32) / 255.0))
     assert y.tolist() == y_raw.tolist()
@@ -65,3 +68,10 @@ def test_cifar10_through_the_cli_with_the_paper_split(tmp_path):
     )
     assert proc.returncode == 0, proc.stderr
     assert "cifar10 / fedavg / seed 0" in proc.stdout and "Conv2d layers run faster one client at a time" in proc.stdout
+
+
+def test_cifar100_defaults_to_the_papers_pachinko_split(tmp_path):
+    make_cifar(tmp_path, "cifar100", per_file=500)  # 1,000 samples, 20 coarse x 5 fine labels
+    data = load("cifar100", tmp_path, {"n_clients": 10, "partitioner": "pachinko", "alpha": 0.4, "beta": 10.0, "samples_per_client": 90})
+    sizes = (data.train_sizes() + data.test_sizes()).tolist()
+    assert data.n_clients == 10 and sizes == [90] * 10 and data.num_classes == 100

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from fedbench.errors import DataError
-from fedbench_plugins.idx import FILES, load_idx, read_idx
+from fedbench_plugins.idx import EMNIST_FILES, MNIST_FILES as FILES, check, load_idx, read_idx
 from tests.conftest import run_cli
 
 
@@ -84,6 +84,40 @@ class TestLoaders:
         )
         assert proc.returncode == 0, proc.stderr
         assert "mnist / fedavg / seed 0" in proc.stdout and "done after 2 rounds" in proc.stdout
+
+
+class TestEmnist:
+    def write(self, folder: Path, n: int = 1240, gz: bool = False) -> np.ndarray:
+        rng = np.random.default_rng(3)
+        folder.mkdir(parents=True, exist_ok=True)
+        images = rng.integers(0, 256, size=(n, 28, 28))
+        labels = np.arange(n) % 62
+        half = n // 2
+        for name, arr in zip(EMNIST_FILES, (images[:half], labels[:half], images[half:], labels[half:])):
+            write_idx(folder / name, arr, gz)
+        return labels
+
+    def test_byclass_files_with_the_paper_defaults(self, tmp_path):
+        labels = self.write(tmp_path / "EMNIST" / "raw")
+        assert check("emnist", tmp_path) is None
+        data = load_idx("emnist", tmp_path, {"n_clients": 4, "fraction": 0.5, "partitioner": "label_groups", "n_groups": 62, "alpha": 0.4, "min_size": 0})
+        assert data.num_classes == 62 and data.input_shape == (1, 28, 28)
+        assert int(data.train_sizes().sum() + data.test_sizes().sum()) == 620  # the 10 % of the paper, here 50 %
+        kept = torch.cat([data.train_y, data.test_y]).numpy()
+        assert set(kept.tolist()) <= set(labels.tolist()) and len(set(kept.tolist())) == 62
+
+    def test_fraction_is_deterministic_and_validated(self, tmp_path):
+        self.write(tmp_path / "EMNIST" / "raw" / "gzip", gz=True)
+        opts = {"n_clients": 2, "fraction": 0.25, "partitioner": "iid"}
+        a, b = load_idx("emnist", tmp_path, opts), load_idx("emnist", tmp_path, opts)
+        assert torch.equal(a.train_x, b.train_x) and int(a.train_sizes().sum() + a.test_sizes().sum()) == 310
+        with pytest.raises(DataError, match="fraction must be in"):
+            load_idx("emnist", tmp_path, {**opts, "fraction": 0.0})
+
+    def test_missing_files_line(self, tmp_path):
+        msg = check("emnist", tmp_path)
+        assert msg is not None and "emnist-byclass-train-images-idx3-ubyte" in msg and "split='byclass'" in msg
+        assert "\n" not in msg
 
 
 @pytest.mark.slow

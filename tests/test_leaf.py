@@ -1,4 +1,4 @@
-"""FEMNIST from small files in LEAF's exact json format, naturally partitioned by writer."""
+"""FEMNIST and Shakespeare from small files in LEAF's exact json format, naturally partitioned."""
 
 from __future__ import annotations
 
@@ -8,7 +8,9 @@ import numpy as np
 import pytest
 
 from fedbench.errors import DataError
-from fedbench_plugins.leaf import load_femnist
+import torch
+
+from fedbench_plugins.leaf import VOCAB, check, encode, load_femnist, load_shakespeare
 from tests.conftest import run_cli
 
 
@@ -55,7 +57,62 @@ def test_femnist_through_the_cli(tmp_path):
     make_leaf(tmp_path, writers=10)
     proc = run_cli(
         "run", "--dataset", "femnist", "--method", "fedem", "--rounds", "2", "--data-root", str(tmp_path),
-        "--set", "dataset.fraction=1.0", "--set", "model.hidden=16", "--results", str(tmp_path / "r.sqlite"), "--no-progress",
+        "--set", "dataset.fraction=1.0", "--set", "model=mlp", "--set", "model.hidden=16", "--results", str(tmp_path / "r.sqlite"), "--no-progress",
     )
     assert proc.returncode == 0, proc.stderr
     assert "femnist / fedem / seed 0" in proc.stdout and "done after 2 rounds" in proc.stdout
+
+
+def make_shakespeare(root, roles=6, width=80, seed=0):
+    """LEAF's shakespeare all_data json: per role, 80-char windows over its lines and the next character."""
+    rng = np.random.default_rng(seed)
+    folder = root / "shakespeare" / "data" / "all_data"
+    folder.mkdir(parents=True)
+    doc = {"users": [], "hierarchies": [], "num_samples": [], "user_data": {}}
+    texts = {}
+    for r in range(roles):
+        user = f"THE_TRAGEDY_OF_X_ROLE{r}"
+        text = "".join(rng.choice(list("abcde fgh,.\nXYZ"), size=width + 10 + 5 * r))
+        xs = [text[i : i + width] for i in range(len(text) - width)]
+        ys = [text[i + width] for i in range(len(text) - width)]
+        doc["users"].append(user)
+        doc["hierarchies"].append("THE_TRAGEDY_OF_X")
+        doc["num_samples"].append(len(ys))
+        doc["user_data"][user] = {"x": xs, "y": ys}
+        texts[user] = text
+    (folder / "all_data.json").write_text(json.dumps(doc))
+    return texts
+
+
+class TestShakespeare:
+    def test_windows_next_char_and_temporal_split(self, tmp_path):
+        texts = make_shakespeare(tmp_path)
+        data = load_shakespeare(tmp_path)
+        assert data.n_clients == 6 and data.input_shape == (80,) and data.num_classes == 100 == len(VOCAB)
+        assert data.train_x.dtype == torch.long
+        first = sorted(texts)[0]
+        text, n = texts[first], len(texts[first]) - 80
+        n_test = round(n * 0.2)
+        c = data.client(0)
+        assert c.n_train == n - n_test and c.n_test == n_test
+        # train is the role's first windows in text order, test its last ones
+        assert c.train_x[0].tolist() == encode(text[:80]) and c.train_y[0].item() == VOCAB.index(text[80])
+        assert c.test_x[-1].tolist() == encode(text[n - 1 : n - 1 + 80]) and c.test_y[-1].item() == VOCAB.index(text[-1])
+
+    def test_encoding_and_errors(self, tmp_path):
+        assert encode("a\n ") == [VOCAB.index("a"), VOCAB.index("\n"), VOCAB.index(" ")]
+        assert encode("\u00e9") == [VOCAB.index(" ")]
+        assert "no LEAF json files" in check("shakespeare", tmp_path) and "shakespeare/data/all_data" in check("shakespeare", tmp_path)
+        make_shakespeare(tmp_path)
+        assert check("shakespeare", tmp_path) is None
+        with pytest.raises(DataError, match="min_samples"):
+            load_shakespeare(tmp_path, min_samples=10_000)
+
+    def test_through_the_cli_with_the_lstm(self, tmp_path):
+        make_shakespeare(tmp_path, roles=3)
+        proc = run_cli(
+            "run", "--dataset", "shakespeare", "--method", "fedavg", "--rounds", "2", "--data-root", str(tmp_path),
+            "--set", "model.hidden=8", "--set", "lr=0.5", "--results", str(tmp_path / "r.sqlite"), "--no-progress",
+        )
+        assert proc.returncode == 0, proc.stderr
+        assert "shakespeare / fedavg / seed 0" in proc.stdout and "done after 2 rounds" in proc.stdout

@@ -19,6 +19,7 @@ CASES = [
     (P.label_groups, {"n_groups": 3, "alpha": 0.4}),
     (P.shards, {"shards_per_client": 2}),
     (P.quantity, {"sigma": 1.0}),
+    (P.pachinko, {"alpha": 0.4, "beta": 10.0, "coarse_labels": LABELS // 2}),  # 5 coarse labels of 2 fine ones
 ]
 
 
@@ -41,6 +42,8 @@ class TestEveryPartitioner:
     def test_reversed_data_gives_the_same_assignment_of_label_counts(self, fn, kw):
         # the split depends on the labels and the generator only, not on where samples sit
         a = fn(LABELS, 10, np.random.default_rng(0), **kw)
+        if "coarse_labels" in kw:
+            kw = {**kw, "coarse_labels": kw["coarse_labels"][::-1].copy()}
         b = fn(LABELS[::-1].copy(), 10, np.random.default_rng(0), **kw)
         assert [np.bincount(LABELS[p], minlength=10).sum() for p in a] == [np.bincount(LABELS[::-1][p], minlength=10).sum() for p in b]
 
@@ -67,7 +70,33 @@ class TestSkew:
         assert sum(sizes) == 1000 and min(sizes) >= 1 and max(sizes) > 3 * min(sizes)
 
 
+    def test_pachinko_alpha_concentrates_coarse_labels(self):
+        coarse = LABELS // 2
+        def coarse_per_client(alpha):
+            parts = P.pachinko(LABELS, 50, np.random.default_rng(0), alpha=alpha, beta=10.0, samples_per_client=10, coarse_labels=coarse)
+            assert [len(p) for p in parts] == [10] * 50
+            return np.mean([len(np.unique(coarse[p])) for p in parts])
+        assert coarse_per_client(0.01) < 1.5 < 4 < coarse_per_client(1000.0)
+
+    def test_pachinko_exhausted_labels_are_removed(self):
+        # a tiny alpha on every client: the favourite labels run out, later clients take what remains
+        parts = P.pachinko(LABELS, 10, np.random.default_rng(5), alpha=1e-3, beta=1e-3, coarse_labels=LABELS // 2)
+        assert sorted(np.concatenate(parts).tolist()) == list(range(1000))
+
+
 class TestFailure:
+    @pytest.mark.parametrize(
+        "kw, message",
+        [
+            ({}, "needs each sample's coarse label"),
+            ({"coarse_labels": LABELS // 2, "samples_per_client": 200}, "lower samples_per_client"),
+            ({"coarse_labels": np.arange(1000) % 3}, "inconsistent"),
+        ],
+    )
+    def test_pachinko_errors(self, kw, message):
+        with pytest.raises(DataError, match=message):
+            P.pachinko(LABELS, 10, np.random.default_rng(0), **kw)
+
     def test_infeasible_dirichlet_fails_fast_with_the_fix(self):
         start = time.perf_counter()
         with pytest.raises(DataError, match="raise alpha, use fewer clients, or set min_size=0"):
