@@ -54,6 +54,8 @@ class Aggregator:
 
     #: whether parameters travel between clients and a server (False: every client trains alone)
     communicates: bool = True
+    #: whether :meth:`configure_new_client` gives something a client that never trained can use
+    serves_new_clients: bool = False
 
     def __init__(
         self,
@@ -102,6 +104,22 @@ class Aggregator:
             return self.engine.evaluate_clients(self.clients, params)
         return [c.evaluate(p) for c, p in zip(self.clients, params)]
 
+    def evaluate_new(self, clients: Sequence[Client]) -> list[EvalResult] | None:
+        """Scores of clients that never trained, each after :meth:`Client.adapt` to
+        :meth:`configure_new_client`; None when this aggregator or client type serves no new clients."""
+        if not clients or not self.serves_new_clients or not all(c.serves_new_clients for c in clients):
+            return None
+        out = []
+        for c in clients:
+            params = self.configure_new_client(c)
+            c.adapt(params)
+            out.append(c.evaluate(params))
+        return out
+
+    def configure_new_client(self, client: Client) -> list[torch.Tensor]:
+        """The parameters a client that never trained receives (the global ones by default)."""
+        return self.global_params
+
     # ---- what subclasses fill in -------------------------------------------
     def configure_fit(self, round_: int, client: Client) -> list[torch.Tensor]:
         """The parameters (one flat tensor per learner) ``client`` trains from this round."""
@@ -119,6 +137,8 @@ class Aggregator:
 class CentralizedAggregator(Aggregator):
     """Server averaging: each learner's global parameters become the average of the
     sampled clients' parameters weighted by their train sizes (FedAvg when M = 1)."""
+
+    serves_new_clients = True
 
     def configure_fit(self, round_: int, client: Client) -> list[torch.Tensor]:
         return self.global_params

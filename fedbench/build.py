@@ -20,7 +20,7 @@ from fedbench.engine import VectorizedEngine, prefers_sequential, vectorisable
 from fedbench.errors import ConfigError, FedbenchError, PluginError
 from fedbench.learner import Learner, LearnersEnsemble
 from fedbench.registry import Registry
-from fedbench.seeding import STREAM_INIT, derive_seed
+from fedbench.seeding import STREAM_INIT, STREAM_UNSEEN, derive_seed
 from fedbench.tasks import make_task
 
 GROUPS = ("dataset", "model", "client", "aggregator")
@@ -119,6 +119,20 @@ class Simulation:
     n_params: int
     #: which engine runs the rounds, and why
     engine: str
+    #: clients held out of training, scored at each evaluation after adapting (empty unless unseen_fraction > 0)
+    unseen: list = dataclasses.field(default_factory=list)
+
+
+def unseen_split(n_clients: int, fraction: float) -> tuple[list[int], list[int]]:
+    """(training, unseen) client indices: a fixed random ``fraction`` of the clients is unseen (at least
+    one when ``fraction > 0``), the same for every training seed; at least one client trains."""
+    if fraction <= 0:
+        return list(range(n_clients)), []
+    k = min(max(1, round(fraction * n_clients)), n_clients - 1)
+    if k < 1:
+        raise ConfigError(f"unseen_fraction={fraction} leaves no client to train with {n_clients} clients; lower it")
+    order = torch.randperm(n_clients, generator=torch.Generator().manual_seed(derive_seed(0, STREAM_UNSEEN))).tolist()
+    return sorted(order[k:]), sorted(order[:k])
 
 
 def build_simulation(registry: Registry, cfg: RunConfig, data_root: Path | None = None) -> Simulation:
@@ -126,7 +140,11 @@ def build_simulation(registry: Registry, cfg: RunConfig, data_root: Path | None 
     device = torch.device(cfg.device)
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ConfigError(f"device {cfg.device!r} asked for but CUDA is not available here; use --device cpu")
-    data = load_data(registry, cfg, data_root).to(device)
+    data = load_data(registry, cfg, data_root)
+    training, unseen = unseen_split(data.n_clients, cfg.train.unseen_fraction)
+    if unseen:  # training clients first (ids 0..), the unseen ones after them
+        data = data.select(training + unseen)
+    data = data.to(device)
     task = make_task(data.task)
     model_entry = registry.entry("model", cfg.model)
     with torch.random.fork_rng(devices=[]):
@@ -140,10 +158,11 @@ def build_simulation(registry: Registry, cfg: RunConfig, data_root: Path | None 
             raise PluginError(f"model {cfg.model!r} (plugin {model_entry.plugin!r}) failed to build: {e}") from e
     ensemble = LearnersEnsemble([Learner(m.to(device), task) for m in models])
     client_cls = registry.get("client", cfg.client).cls
-    clients = [
+    everyone = [
         client_cls(i, data.client(i), ensemble, cfg.train, seed=cfg.seed, **dict(cfg.client_params))
         for i in range(data.n_clients)
     ]
+    clients, new_clients = everyone[: len(training)], everyone[len(training) :]
     agg_cls = registry.get("aggregator", cfg.aggregator).cls
     aggregator = agg_cls(clients, ensemble.get_params(), cfg.train, seed=cfg.seed, **dict(cfg.aggregator_params))
     reason = vectorisable(models[0], clients)
@@ -159,4 +178,4 @@ def build_simulation(registry: Registry, cfg: RunConfig, data_root: Path | None 
         note = f"sequential (vectorized engine not applicable: {reason})"
     else:
         note = f"sequential (chosen for speed: {slower})"
-    return Simulation(cfg, data, aggregator, ensemble.learners[0].n_params, note)
+    return Simulation(cfg, data, aggregator, ensemble.learners[0].n_params, note, new_clients)

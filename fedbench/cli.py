@@ -16,13 +16,14 @@ from tqdm.auto import tqdm
 from fedbench import __version__
 from fedbench.build import resolve_run
 from fedbench.config import parse_assignments
+from fedbench.data import default_data_root
 from fedbench.errors import FedbenchError
 from fedbench.registry import KIND_HOOKS, Registry, get_registry
 from fedbench.executor import assign_devices, run_local, run_ray
 from fedbench.report import comparison_table, reference_table, runs_table, to_latex, to_markdown
 from fedbench.runner import RunOutcome
 from fedbench.store import DEFAULT_PATH, ResultStore
-from fedbench.suite import load_suite
+from fedbench.suite import load_suite, missing_data
 
 
 def _warn_failures(registry: Registry) -> None:
@@ -78,6 +79,19 @@ def cmd_run(args: argparse.Namespace) -> int:
                 device=args.device, engine=args.engine,
             )
         ]
+    if args.download:
+        for name in dict.fromkeys(c.dataset for c in configs):
+            spec = registry.get("dataset", name)
+            if spec.download is not None and spec.check is not None and spec.check(data_root=args.data_root):
+                print(f"downloading {name} into {args.data_root or default_data_root()} ...", file=sys.stderr)
+                spec.download(data_root=args.data_root)
+    missing = missing_data(registry, configs, args.data_root)
+    if missing and suite is None:
+        raise FedbenchError(next(iter(missing.values())))
+    for name, problem in missing.items():  # every missing data set up front; the other runs go ahead
+        n = sum(c.dataset == name for c in configs)
+        print(f"fedbench: skipping {n} run(s) of {name}: {problem}", file=sys.stderr)
+    configs = [c for c in configs if c.dataset not in missing]
     if args.devices:
         configs = assign_devices(configs, [d.strip() for d in args.devices.split(",") if d.strip()])
     ResultStore(args.results).close()  # a bad results path fails here, before any run
@@ -98,7 +112,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         store = ResultStore(args.results)
         table = runs_table(store, [c.run_id for c in configs])
         _print_comparison(table, suite.references, "test_acc", "md")
-    return 0 if all(o.ok for o in outcomes) else 1
+    return 0 if all(o.ok for o in outcomes) and not missing else 1
 
 
 def _print_comparison(table, references, metric: str, fmt: str, transpose: bool = False) -> None:  # noqa: ANN001
@@ -172,6 +186,30 @@ def cmd_data_describe(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_data_check(args: argparse.Namespace) -> int:
+    registry = get_registry()
+    names = args.datasets or registry.names("dataset")
+    bad = 0
+    for name in names:
+        spec = registry.get("dataset", name)
+        problem = spec.check(data_root=args.data_root) if spec.check is not None else None
+        status = "ok" if spec.check is not None and not problem else ("no files needed" if spec.check is None else "missing")
+        print(f"{name:<16} {status}" + (f": {problem}" if problem else ""))
+        bad += bool(problem)
+    return 1 if bad else 0
+
+
+def cmd_data_download(args: argparse.Namespace) -> int:
+    registry = get_registry()
+    spec = registry.get("dataset", args.dataset)
+    if spec.download is None:
+        problem = spec.check(data_root=args.data_root) if spec.check is not None else None
+        raise FedbenchError(f"{args.dataset} cannot be downloaded by fedbench" + (f"; {problem}" if problem else " (it needs no files)"))
+    spec.download(data_root=args.data_root)
+    print(f"{args.dataset}: downloaded into {args.data_root or default_data_root()}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="fedbench", description="Federated-learning benchmark suite.")
     p.add_argument("--version", action="version", version=f"fedbench {__version__}")
@@ -197,6 +235,10 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a setting, e.g. lr=0.05 or dataset.n_clients=50")
     run.add_argument("--results", default=str(DEFAULT_PATH), help=f"SQLite results file (default {DEFAULT_PATH})")
     run.add_argument("--data-root", type=Path, help="where data sets live on disk (default $FEDBENCH_DATA_ROOT or ~/.cache/fedbench)")
+    run.add_argument(
+        "--download", action="store_true",
+        help="fetch missing data sets with torchvision's downloader first (needs internet; not every data set can)",
+    )
     run.add_argument("--force", action="store_true", help="recompute runs already finished in the results file")
     run.add_argument("--jobs", type=int, default=1, help="worker processes (each gets cores/jobs torch threads)")
     run.add_argument("--devices", help="comma-separated devices assigned to runs round-robin, e.g. cpu or cuda:0,cuda:1")
@@ -230,6 +272,14 @@ def build_parser() -> argparse.ArgumentParser:
     desc.add_argument("--format", choices=["md", "csv"], default="md")
     desc.add_argument("--plot", help="also save a clients x labels heat map PNG here")
     desc.set_defaults(func=cmd_data_describe)
+    chk = data_sub.add_parser("check", help="which data sets' files are present under the data root, and where to put the rest")
+    chk.add_argument("datasets", nargs="*", help="data set names (default: all)")
+    chk.add_argument("--data-root", type=Path, help="where data sets live on disk")
+    chk.set_defaults(func=cmd_data_check)
+    dl = data_sub.add_parser("download", help="fetch a data set with torchvision's downloader (needs internet)")
+    dl.add_argument("dataset", help="data set name")
+    dl.add_argument("--data-root", type=Path, help="where data sets live on disk")
+    dl.set_defaults(func=cmd_data_download)
     return p
 
 

@@ -3,7 +3,10 @@
 A client does not own model copies. The run has one set of workspace learners
 (a :class:`LearnersEnsemble`) that each client loads the parameters it is sent
 into, trains, and reads back; what the client keeps between rounds is only
-what its method needs (mixture weights, momentum buffers).
+what its method needs (mixture weights, momentum buffers) and the models'
+floating-point buffers (BatchNorm running statistics), which are each
+client's own: they are loaded with the parameters (:meth:`Client.load`),
+updated by its training, and never sent or averaged.
 """
 
 from __future__ import annotations
@@ -69,6 +72,13 @@ class Client:
         self.learners_weights = torch.full((m,), 1.0 / m, device=data.train_y.device)
         self.samples_weights = torch.full((m, data.n_train), 1.0 / m, device=data.train_y.device)
         self.momentum: list[torch.Tensor | None] = [None] * m
+        #: this client's copy of each learner's buffers (None for models without buffers)
+        self.buffers: list[torch.Tensor | None] = ensemble.get_buffers()
+
+    def load(self, params: list[torch.Tensor]) -> None:
+        """Put ``params`` and this client's own buffers into the workspace learners."""
+        self.ensemble.set_params(params)
+        self.ensemble.set_buffers(self.buffers)
 
     @property
     def n_train(self) -> int:
@@ -87,6 +97,14 @@ class Client:
     def update_learners_weights(self) -> None:
         """Set ``learners_weights`` (M) before training; the plain client keeps them uniform."""
 
+    #: whether a client that never trained can be scored with what the aggregator serves new clients
+    #: (False for clients whose predictor is a personal model only training would produce)
+    serves_new_clients: bool = True
+
+    def adapt(self, params: list[torch.Tensor]) -> None:
+        """Adapt this never-trained client to the trained ``params`` before it is evaluated
+        (unseen clients, the paper's Table 3). The plain client uses them as they are."""
+
     #: mu of the proximal term mu/2 * ||theta - received||^2 in local training (FedProx); 0 for none
     proximal_mu: float = 0.0
     #: per learner, a vector added to every local gradient this round (SCAFFOLD's correction), or None
@@ -96,7 +114,7 @@ class Client:
         """Update the sample and learner weights for ``params``, then train from them (:meth:`fit`)."""
         losses = None
         if self.needs_losses:
-            self.ensemble.set_params(params)
+            self.load(params)
             losses = self.ensemble.per_sample_losses(self.data.train_x, self.data.train_y)
         self.update_sample_weights(losses)
         self.update_learners_weights()
@@ -105,7 +123,7 @@ class Client:
     def fit(self, params: list[torch.Tensor], lr: float, gen: torch.Generator) -> ClientUpdate:
         """One round of local training from ``params`` with this client's weights, proximal term,
         gradient shift and kept momentum, batch orders drawn from ``gen``."""
-        self.ensemble.set_params(params)
+        self.load(params)
         fits: list[FitResult] = self.ensemble.fit_epochs(
             self.data.train_x,
             self.data.train_y,
@@ -118,6 +136,7 @@ class Client:
         )
         if self.train.keep_optimizer_state:
             self.momentum = [fit.momentum for fit in fits]
+        self.buffers = self.ensemble.get_buffers()
         loss = sum(fit.loss for fit in fits) / len(fits)
         return ClientUpdate(self.client_id, self.ensemble.get_params(), float(self.n_train), loss)
 
@@ -135,7 +154,7 @@ class Client:
     @torch.no_grad()
     def evaluate(self, params: list[torch.Tensor]) -> EvalResult:
         """Score this client's predictor sum_m pi_m p_m on its own train and test sets."""
-        self.ensemble.set_params(params)
+        self.load(params)
         task = self.ensemble.task
         d = self.data
         tr_loss, tr_correct = task.score(self.ensemble.predict_proba(d.train_x, self.learners_weights), d.train_y)

@@ -132,6 +132,13 @@ class FederatedData:
         c, d = int(self.test_offsets[i]), int(self.test_offsets[i + 1])
         return ClientData(self.train_x[a:b], self.train_y[a:b], self.test_x[c:d], self.test_y[c:d])
 
+    def select(self, clients: Sequence[int]) -> FederatedData:
+        """A federation of the given clients, in the given order (client ``j`` is old client ``clients[j]``)."""
+        parts = [self.client(i) for i in clients]
+        return FederatedData.from_clients(
+            [(c.train_x, c.train_y) for c in parts], [(c.test_x, c.test_y) for c in parts], self.task, self.num_classes
+        )
+
     def to(self, device: torch.device | str) -> FederatedData:
         """The same data on ``device`` (one copy per pooled tensor)."""
         return FederatedData(

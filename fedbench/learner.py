@@ -65,6 +65,8 @@ class Learner:
         self.task = task
         self._params = [p for p in model.parameters() if p.requires_grad]
         self.n_params = int(sum(p.numel() for p in self._params))
+        #: floating-point buffers (BatchNorm running statistics): state, not trained by gradients
+        self._buffers = [b for b in model.buffers() if b.is_floating_point()]
 
     def loss_and_grad(self, flat: torch.Tensor, x: torch.Tensor, y: torch.Tensor) -> tuple[float, torch.Tensor]:
         """Mean loss of the model at parameters ``flat`` on (x, y), and its gradient (flat).
@@ -84,6 +86,17 @@ class Learner:
     def get_params(self) -> torch.Tensor:
         """A detached copy of the trainable parameters as one flat tensor."""
         return parameters_to_vector(self._params).detach().clone()
+
+    def get_buffers(self) -> torch.Tensor | None:
+        """A copy of the floating-point buffers as one flat tensor, or None for a model without any."""
+        return torch.cat([b.reshape(-1) for b in self._buffers]).clone() if self._buffers else None
+
+    def set_buffers(self, flat: torch.Tensor | None) -> None:
+        """Copy ``flat`` (from :meth:`get_buffers`) into the buffers; None leaves them as they are."""
+        if flat is not None:
+            with torch.no_grad():
+                for b, chunk in zip(self._buffers, _split_like(flat, self._buffers)):
+                    b.copy_(chunk)
 
     def set_params(self, flat: torch.Tensor) -> None:
         """Copy ``flat`` into the parameters (never aliases it: training must not mutate the caller's tensor)."""
@@ -116,6 +129,7 @@ class Learner:
         momentum: torch.Tensor | None = None,
         anchor: torch.Tensor | None = None,
         shift: torch.Tensor | None = None,
+        trainable: Sequence[bool] | None = None,
     ) -> FitResult:
         """Run one epoch of mini-batch SGD per row of ``orders`` (sample orders, shape (epochs, n)).
 
@@ -123,9 +137,17 @@ class Learner:
         ``weights`` is None), plus ``sgd.prox_mu / 2 * ||theta - anchor||^2`` when
         ``sgd.prox_mu > 0`` (``anchor`` flat, e.g. the parameters received). ``momentum``
         is the buffer left by an earlier fit (flat), or None to start afresh.
+        ``trainable`` (one flag per parameter tensor) freezes the tensors flagged False:
+        they take no step, no weight decay and no momentum; such a fit starts and
+        returns no momentum buffer.
         """
-        opt = torch.optim.SGD(self._params, lr=sgd.lr, momentum=sgd.momentum, weight_decay=sgd.weight_decay)
-        if momentum is not None and sgd.momentum > 0:
+        if trainable is not None and len(trainable) != len(self._params):
+            raise ValueError(f"trainable needs one flag per parameter tensor ({len(self._params)}), got {len(trainable)}")
+        stepped = self._params if trainable is None else [p for p, t in zip(self._params, trainable) if t]
+        if not stepped:
+            return FitResult(0.0, None)
+        opt = torch.optim.SGD(stepped, lr=sgd.lr, momentum=sgd.momentum, weight_decay=sgd.weight_decay)
+        if momentum is not None and sgd.momentum > 0 and trainable is None:
             for p, buf in zip(self._params, _split_like(momentum, self._params)):
                 opt.state[p]["momentum_buffer"] = buf.clone()
         self.model.train()
@@ -147,7 +169,10 @@ class Learner:
                 total += float(loss.detach())
                 batches += 1
         buf = None
-        if sgd.momentum > 0 and batches:
+        if trainable is not None:
+            for p in self._params:
+                p.grad = None
+        elif sgd.momentum > 0 and batches:
             buf = torch.cat([opt.state[p]["momentum_buffer"].reshape(-1) for p in self._params]).detach()
         return FitResult(total / max(batches, 1), buf)
 
@@ -176,6 +201,13 @@ class LearnersEnsemble:
             raise ValueError(f"expected {len(self.learners)} parameter vectors, got {len(params)}")
         for learner, flat in zip(self.learners, params):
             learner.set_params(flat)
+
+    def get_buffers(self) -> list[torch.Tensor | None]:
+        return [learner.get_buffers() for learner in self.learners]
+
+    def set_buffers(self, buffers: Sequence[torch.Tensor | None]) -> None:
+        for learner, flat in zip(self.learners, buffers):
+            learner.set_buffers(flat)
 
     def per_sample_losses(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         """Losses of every learner on every sample, shape (M, n)."""

@@ -8,6 +8,7 @@ from fedbench.store import ResultStore
 
 METRICS = (
     "test_acc", "best_test_acc", "test_acc_mean", "test_acc_p10", "test_loss", "train_acc", "train_loss", "bytes_sent",
+    "unseen_test_acc", "unseen_test_acc_mean", "unseen_test_acc_p10",
 )
 
 

@@ -48,6 +48,7 @@ class RunOutcome:
         return (
             f"{head} after {c.train.rounds} rounds in {self.seconds:.1f}s [engine: {self.engine}]: test_acc {m['test_acc']:.2f}% "
             f"(mean {m['test_acc_mean']:.2f}%, p10 {m['test_acc_p10']:.2f}%), train_loss {m['train_loss']:.4f}"
+            + (f", unseen clients test_acc {m['unseen_test_acc']:.2f}%" if "unseen_test_acc" in m else "")
         )
 
 
@@ -92,6 +93,9 @@ def execute_run(
                 raise DivergedError(r + 1, stats.train_loss)
             if cfg.train.is_eval_round(r):
                 metrics = {**summarise(sim.aggregator.evaluate()), "bytes_sent": float(sent)}
+                new = sim.aggregator.evaluate_new(sim.unseen)
+                if new:
+                    metrics.update({f"unseen_{k}": v for k, v in summarise(new).items() if k.startswith("test")})
                 store.log_metrics(run_id, r + 1, metrics)
                 if not math.isfinite(metrics["train_loss"]):
                     raise DivergedError(r + 1, metrics["train_loss"])

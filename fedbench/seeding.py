@@ -34,4 +34,4 @@ def generator(*keys: int) -> torch.Generator:
 
 
 #: stream tags, so that different uses of the same (seed, round) never share a stream
-STREAM_INIT, STREAM_SAMPLE, STREAM_TRAIN = 1, 2, 3
+STREAM_INIT, STREAM_SAMPLE, STREAM_TRAIN, STREAM_UNSEEN = 1, 2, 3, 4

@@ -9,9 +9,15 @@ Format::
     rounds = 50
     [datasets.synthetic]                 # one table per data set: its parameters
     n_clients = 50
+    [datasets.synthetic.set]             # optional: overrides for this data set's runs
+    model = "linear"
+    [datasets.synthetic.methods.fedem]   # optional: overrides for one method on this data set
+    lr = 0.03
     references = "reference.csv"         # optional: numbers to print beside ours
 
-A list value in ``set``, a method table or a data-set table is a grid:
+Later layers win: ``set``, the data set's ``set``, its parameters, the
+method's table, the data set's method table, then ``--set`` from the command
+line. A list value in any of them is a grid:
 ``lr = [0.01, 0.03]`` expands into one run per value (the product over all
 grids). The reference file (CSV, path relative to the suite file) has the
 columns ``dataset, method, metric, value, source``.
@@ -82,6 +88,18 @@ def find_suite(registry: Registry, name_or_path: str) -> Path:
     return Path(registry.get("suite", name_or_path).path)
 
 
+def missing_data(registry: Registry, runs: list[RunConfig] | tuple[RunConfig, ...], data_root: Path | None) -> dict[str, str]:
+    """Data set name -> one line saying which files are missing and how to get them, for the data sets
+    of ``runs`` whose plugin can check (:attr:`fedbench.specs.DatasetSpec.check`) and finds them absent."""
+    out = {}
+    for name in dict.fromkeys(c.dataset for c in runs):
+        check = registry.get("dataset", name).check
+        problem = check(data_root=data_root) if check is not None else None
+        if problem:
+            out[name] = problem
+    return out
+
+
 def _table(where: str, value: Any) -> dict[str, Any]:
     if not isinstance(value, dict):
         raise ConfigError(f"{where} must be a table, got {type(value).__name__} {value!r}")
@@ -124,12 +142,22 @@ def load_suite(
     datasets = _table(f"suite {path}: datasets", doc["datasets"])
     runs = []
     for ds_name, ds_params in datasets.items():
-        ds_over = {f"dataset.{k}": v for k, v in _table(f"suite {path}: datasets.{ds_name}", ds_params).items()}
+        ds_params = dict(_table(f"suite {path}: datasets.{ds_name}", ds_params))
+        ds_set = _table(f"suite {path}: datasets.{ds_name}.set", ds_params.pop("set", {}))
+        ds_methods = _table(f"suite {path}: datasets.{ds_name}.methods", ds_params.pop("methods", {}))
+        stray = sorted(set(ds_methods) - set(methods))
+        if stray:
+            raise ConfigError(
+                f"suite {path}: datasets.{ds_name}.methods names {', '.join(stray)}, not in the suite's methods; "
+                "add it to methods or remove the table"
+            )
+        ds_over = {**ds_set, **{f"dataset.{k}": v for k, v in ds_params.items()}}
         for method, m_over in methods.items():
             m_over = _table(f"suite {path}: methods.{method}", m_over)
+            dm_over = _table(f"suite {path}: datasets.{ds_name}.methods.{method}", ds_methods.get(method, {}))
             for seed in seed_list:
                 try:
-                    for overrides in expand_grid({**common, **ds_over, **m_over, **(extra or {})}):
+                    for overrides in expand_grid({**common, **ds_over, **m_over, **dm_over, **(extra or {})}):
                         runs.append(
                             resolve_run(
                                 registry, dataset=ds_name, method=method, seed=seed, overrides=overrides,

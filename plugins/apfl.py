@@ -27,6 +27,9 @@ def mixed(alpha: float, v: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
 class APFLClient(Client):
     """Trains the shared model (learner 0) and its personal model (learner 1) on the same batches."""
 
+    #: its predictor involves a personal model that only training produces
+    serves_new_clients = False
+
     def __init__(self, *args, alpha: float = 0.5, **kwargs) -> None:  # noqa: ANN002, ANN003
         super().__init__(*args, **kwargs)
         if not 0 <= alpha <= 1:

@@ -24,6 +24,9 @@ STREAM_DITTO_GLOBAL = 301
 class DittoClient(Client):
     """A plain client that also trains and is evaluated with a personal, proximally regularised model."""
 
+    #: its predictor involves a personal model that only training produces
+    serves_new_clients = False
+
     def __init__(self, *args, lam: float = 0.1, **kwargs) -> None:  # noqa: ANN002, ANN003
         super().__init__(*args, **kwargs)
         if lam < 0:
@@ -38,7 +41,7 @@ class DittoClient(Client):
         # 1. the global model: one FedAvg local fit, on its own random stream
         update = self.fit(params, lr, generator(self.seed, STREAM_DITTO_GLOBAL, round_, self.client_id))
         # 2. the personal model: proximal fit toward the received global model
-        self.ensemble.set_params(self.personal)
+        self.load(self.personal)
         personal = self.ensemble.fit_epochs(
             self.data.train_x, self.data.train_y, self.samples_weights, dataclasses.replace(self.sgd_config(lr), prox_mu=self.lam),
             generator(self.seed, STREAM_TRAIN, round_, self.client_id),

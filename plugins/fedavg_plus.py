@@ -40,7 +40,7 @@ class TunedClient(Client):
     def evaluate(self, params: list[torch.Tensor]) -> EvalResult:
         if self.tune_epochs == 0:
             return super().evaluate(params)
-        self.ensemble.set_params(params)
+        self.load(params)
         sgd = dataclasses.replace(self.sgd_config(self.tune_lr or self.last_lr), epochs=self.tune_epochs)
         gen = generator(self.seed, STREAM_TUNE, self.evaluations, self.client_id)
         self.evaluations += 1

@@ -29,10 +29,33 @@ def m_step(q: torch.Tensor) -> torch.Tensor:
     return q.mean(dim=1)
 
 
+def fit_mixture_weights(losses: torch.Tensor, steps: int | None = None) -> torch.Tensor:
+    """Maximum-likelihood mixture weights for fixed components: ``steps`` EM iterations from uniform pi
+    on per-sample losses (M x n) = -log p_m(y_i|x_i)."""
+    pi = torch.full((losses.shape[0],), 1.0 / losses.shape[0], dtype=losses.dtype, device=losses.device)
+    for _ in range(ADAPT_STEPS if steps is None else steps):
+        pi = m_step(e_step(torch.log(pi), losses))
+    return pi
+
+
+#: EM iterations an unseen client runs to fit its mixture weights (the learners stay fixed)
+ADAPT_STEPS = 100
+
+
 class MixtureClient(Client):
-    """A client that fits a mixture of the learners it is sent (FedEM)."""
+    """A client that fits a mixture of the learners it is sent (FedEM).
+
+    A client that never trained (an unseen client) adapts by fitting only its
+    mixture weights pi to the received learners: EM from uniform pi on its
+    train samples' losses, the learners fixed (the paper, Section 5).
+    """
 
     needs_losses = True
+
+    @torch.no_grad()
+    def adapt(self, params: list[torch.Tensor]) -> None:
+        self.load(params)
+        self.learners_weights = fit_mixture_weights(self.ensemble.per_sample_losses(self.data.train_x, self.data.train_y))
 
     def update_sample_weights(self, losses: torch.Tensor | None) -> None:
         assert losses is not None  # guaranteed by needs_losses

@@ -39,6 +39,9 @@ def moreau_step(w: torch.Tensor, theta_hat: torch.Tensor, lr: float, lam: float)
 class PFedMeClient(Client):
     """Keeps a personal model; sends back its local copy of the global model."""
 
+    #: its predictor involves a personal model that only training produces
+    serves_new_clients = False
+
     def __init__(self, *args, lam: float = 1.0, k_steps: int = 5, personal_lr: float = 0.05, **kwargs) -> None:  # noqa: ANN002, ANN003
         super().__init__(*args, **kwargs)
         if lam <= 0 or k_steps < 1 or personal_lr <= 0:

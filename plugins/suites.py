@@ -14,5 +14,9 @@ def fedbench_suites() -> list[SuiteSpec]:
     return [
         SuiteSpec(name="quick", doc="FedEM vs FedAvg vs Local on a small synthetic federation (minutes on a laptop)", path=str(HERE / "quick.toml")),
         SuiteSpec(name="synthetic-paper", doc="FedEM vs FedAvg vs Local on the paper's synthetic setting, 3 seeds", path=str(HERE / "synthetic-paper.toml")),
+        SuiteSpec(
+            name="paper", doc="the paper's Table 2: CIFAR-10/100, EMNIST, FEMNIST, Shakespeare x 7 methods, 3 seeds (needs the files)",
+            path=str(HERE / "paper.toml"),
+        ),
         SuiteSpec(name="baselines-synthetic", doc="every baseline on the paper's synthetic setting, 3 seeds", path=str(HERE / "baselines-synthetic.toml")),
     ]

@@ -49,7 +49,7 @@ class TestLookupFailure:
         with pytest.raises(UnknownPluginError) as err:
             registry.get("method", "fedemm")
         msg = str(err.value)
-        assert "did you mean 'fedem'" in msg and "fedavg, fedavg+, fedavgm, fedem, fedprox" in msg
+        assert "did you mean 'fedem'" in msg and "fedavg, fedavg+, fedavgm, fedbn, fedem, fedprox" in msg
 
     def test_unknown_kind(self, registry):
         with pytest.raises(UnknownPluginError, match="kinds are"):

@@ -1,0 +1,47 @@
+"""FedBN (Li et al., ICLR 2021): federated averaging with local batch normalisation.
+
+Every BatchNorm layer's affine parameters (weight, bias) stay with the client;
+everything else is averaged as in FedAvg. The BatchNorm running statistics are
+each client's own in every fedbench method (see :mod:`fedbench.client`), so
+FedBN differs from FedAvg exactly in the BatchNorm affine parameters. On a
+model without BatchNorm, FedBN is FedAvg.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch.nn.modules.batchnorm import _BatchNorm
+
+from fedbench import ClientSpec, ClientUpdate, MethodSpec, hookimpl
+from fedbench_plugins.partial import PartlyPersonalClient
+
+
+class LocalBNClient(PartlyPersonalClient):
+    """A plain client that keeps its BatchNorm layers' weight and bias."""
+
+    def personal_tensors(self) -> list[bool]:
+        learner = self.ensemble.learners[0]
+        bn = {id(p) for m in learner.model.modules() if isinstance(m, _BatchNorm) for p in m.parameters()}
+        return [id(p) in bn for p in learner._params]
+
+    def step(self, params: list[torch.Tensor], round_: int, lr: float) -> ClientUpdate:
+        update = super().step(self.merge(params), round_, lr)
+        self.keep(update.params)
+        return update
+
+
+@hookimpl
+def fedbench_clients() -> list[ClientSpec]:
+    return [ClientSpec(name="local_bn", doc="plain client keeping its BatchNorm weights and biases local", cls=LocalBNClient)]
+
+
+@hookimpl
+def fedbench_methods() -> list[MethodSpec]:
+    return [
+        MethodSpec(
+            name="fedbn",
+            doc="FedBN: FedAvg with BatchNorm layers kept local (Li et al. 2021); FedAvg on models without BatchNorm",
+            client="local_bn",
+            aggregator="centralized",
+        )
+    ]
