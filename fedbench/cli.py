@@ -112,6 +112,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         store = ResultStore(args.results)
         table = runs_table(store, [c.run_id for c in configs])
         _print_comparison(table, suite.references, "test_acc", "md")
+        if _has(table, "unseen_test_acc"):
+            _print_comparison(table, None, "unseen_test_acc", "md")
     return 0 if all(o.ok for o in outcomes) and not missing else 1
 
 
@@ -150,7 +152,13 @@ def cmd_report(args: argparse.Namespace) -> int:
     print(to_markdown(table) if args.format == "md" else to_latex(table))
     if suite or args.compare:
         _print_comparison(table, suite.references if suite else None, args.metric, args.format, args.transpose)
+        if args.metric == "test_acc" and _has(table, "unseen_test_acc"):
+            _print_comparison(table, None, "unseen_test_acc", args.format, args.transpose)
     return 0
+
+
+def _has(table, metric: str) -> bool:  # noqa: ANN001
+    return metric in table.columns and bool(table[metric].notna().any())
 
 
 def cmd_plot(args: argparse.Namespace) -> int:

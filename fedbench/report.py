@@ -36,14 +36,16 @@ def runs_table(store: ResultStore, run_ids: list[str] | None = None) -> pd.DataF
 def comparison_table(runs: pd.DataFrame, metric: str = "test_acc") -> pd.DataFrame:
     """Rows data sets, columns methods: ``mean ± std (n=seeds)`` of ``metric`` over finished runs.
 
-    Runs that failed or diverged are not averaged; the cell says how many there were.
+    Runs that failed or diverged are not averaged; the cell says how many there were. A method
+    that does not produce ``metric`` (e.g. unseen-client accuracy for Local) shows ``n/a``.
     """
     if runs.empty:
         return pd.DataFrame()
     cells: dict[tuple[str, str], str] = {}
     for (dataset, method), group in runs.groupby(["dataset", "method"]):
-        done = group[group.status == "done"][metric] if metric in group else pd.Series(dtype=float)
-        text = ""
+        finished = group[group.status == "done"]
+        done = (finished[metric] if metric in group else pd.Series(dtype=float)).dropna()
+        text = "n/a" if len(finished) and not len(done) else ""
         if len(done):
             std = f" ± {done.std():.2f}" if len(done) > 1 else ""
             text = f"{done.mean():.2f}{std} (n={len(done)})"

@@ -18,5 +18,9 @@ def fedbench_suites() -> list[SuiteSpec]:
             name="paper", doc="the paper's Table 2: CIFAR-10/100, EMNIST, FEMNIST, Shakespeare x 7 methods, 3 seeds (needs the files)",
             path=str(HERE / "paper.toml"),
         ),
+        SuiteSpec(
+            name="unseen-synthetic", doc="FedEM, FedAvg, FedAvg+ scored on 20 % held-out clients (Table 3 protocol), synthetic, 3 seeds",
+            path=str(HERE / "unseen-synthetic.toml"),
+        ),
         SuiteSpec(name="baselines-synthetic", doc="every baseline on the paper's synthetic setting, 3 seeds", path=str(HERE / "baselines-synthetic.toml")),
     ]

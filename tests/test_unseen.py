@@ -81,3 +81,22 @@ def test_fedem_unseen_clients_fit_only_their_mixture_weights(registry):
         losses = c.ensemble.per_sample_losses(c.data.train_x, c.data.train_y)
         torch.testing.assert_close(c.learners_weights, fit_mixture_weights(losses))
         assert not torch.allclose(c.learners_weights, torch.full((3,), 1 / 3))
+
+
+def test_suite_report_shows_unseen_accuracy_and_na_for_local(tmp_path):
+    from tests.conftest import run_cli
+
+    suite = tmp_path / "u.toml"
+    suite.write_text(
+        'methods = ["fedavg", "local"]\nseeds = [1, 2]\n[set]\nrounds = 2\nunseen_fraction = 0.25\n'
+        "[datasets.synthetic]\nn_clients = 8\nn_test = 10\ndim = 5\n"
+    )
+    db = tmp_path / "r.sqlite"
+    run = run_cli("run", "--suite", str(suite), "--results", str(db), "--no-progress")
+    assert run.returncode == 0, run.stderr
+    assert "unseen_test_acc, last evaluated round" in run.stdout
+    out = run_cli("report", "--suite", str(suite), "--results", str(db)).stdout
+    section = out.split("unseen_test_acc, last evaluated round")[1]
+    row = next(line for line in section.splitlines() if line.startswith("| synthetic"))
+    cells = [c.strip() for c in row.strip("|").split("|")]
+    assert cells[1].endswith("(n=2)") and cells[2] == "n/a"  # fedavg has a number, local has none
