@@ -201,8 +201,8 @@ def cmd_data_check(args: argparse.Namespace) -> int:
     for name in names:
         spec = registry.get("dataset", name)
         problem = spec.check(data_root=args.data_root) if spec.check is not None else None
-        status = "ok" if spec.check is not None and not problem else ("no files needed" if spec.check is None else "missing")
-        print(f"{name:<16} {status}" + (f": {problem}" if problem else ""))
+        status = problem.removeprefix(f"{name}: ") if problem else ("ok" if spec.check is not None else "no files needed")
+        print(f"{name:<20} {status}")
         bad += bool(problem)
     return 1 if bad else 0
 

@@ -75,3 +75,15 @@ def test_cifar100_defaults_to_the_papers_pachinko_split(tmp_path):
     data = load("cifar100", tmp_path, {"n_clients": 10, "partitioner": "pachinko", "alpha": 0.4, "beta": 10.0, "samples_per_client": 90})
     sizes = (data.train_sizes() + data.test_sizes()).tolist()
     assert data.n_clients == 10 and sizes == [90] * 10 and data.num_classes == 100
+
+
+def test_fedbn_with_mobilenet_end_to_end(tmp_path):
+    # a BatchNorm model through the CLI: per-client statistics, FedBN's local BN layers, the sequential engine
+    make_cifar(tmp_path, "cifar10", per_file=16)
+    proc = run_cli(
+        "run", "--dataset", "cifar10", "--method", "fedbn", "--rounds", "2", "--data-root", str(tmp_path),
+        "--set", "model=mobilenet_v2", "--set", "model.width_mult=0.25", "--set", "dataset.n_clients=3",
+        "--set", "dataset.partitioner=iid", "--set", "batch_size=8", "--results", str(tmp_path / "r.sqlite"), "--no-progress",
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "cifar10 / fedbn / seed 0" in proc.stdout and "done after 2 rounds" in proc.stdout and "has buffers" in proc.stdout

@@ -92,6 +92,7 @@ def test_data_check_lists_each_data_set(tmp_path):
     proc = run_cli("data", "check", "--data-root", str(tmp_path))
     assert proc.returncode == 1
     rows = {line.split()[0]: line for line in proc.stdout.splitlines()}
-    assert "no files needed" in rows["synthetic"] and "missing" in rows["cifar100"] and "missing" in rows["shakespeare"]
+    assert "no files needed" in rows["synthetic"] and "missing train, test" in rows["cifar100"]
+    assert "no LEAF json files" in rows["shakespeare"]
     proc = run_cli("data", "download", "synthetic")
     assert proc.returncode == 2 and "cannot be downloaded" in proc.stderr
