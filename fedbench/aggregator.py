@@ -56,6 +56,9 @@ class Aggregator:
     communicates: bool = True
     #: whether :meth:`configure_new_client` gives something a client that never trained can use
     serves_new_clients: bool = False
+    #: whether the clients' buffers (BatchNorm statistics) are averaged like the parameters and the
+    #: average handed to every client trained or evaluated (clients with ``keeps_buffers`` excepted)
+    shares_buffers: bool = False
 
     def __init__(
         self,
@@ -71,6 +74,8 @@ class Aggregator:
         self.seed = seed
         #: a batched engine (e.g. :class:`fedbench.engine.VectorizedEngine`) or None for one at a time
         self.engine = None
+        #: the averaged buffers of each learner once clients have sent some (``shares_buffers``)
+        self.global_buffers: list[torch.Tensor | None] | None = None
 
     # ---- the round ---------------------------------------------------------
     def fit_round(self, round_: int) -> RoundStats:
@@ -78,12 +83,14 @@ class Aggregator:
         chosen = sample_clients(len(self.clients), self.train.participation, generator(self.seed, STREAM_SAMPLE, round_))
         lr = self.train.learning_rate(round_)
         clients = [self.clients[i] for i in chosen]
+        self.send_buffers(clients)
         params = [self.configure_fit(round_, c) for c in clients]
         if self.engine is not None:
             updates = self.engine.step_clients(clients, params, round_, lr)
         else:
             updates = [c.step(p, round_, lr) for c, p in zip(clients, params)]
         self.aggregate_fit(round_, updates)
+        self.collect_buffers(updates)
         loss = float(weighted_average(
             [torch.tensor(u.train_loss, dtype=torch.float64) for u in updates], [u.weight for u in updates]
         ))
@@ -97,8 +104,27 @@ class Aggregator:
         up = sum(p.numel() * p.element_size() for u in updates for p in u.params)
         return int(down + up)
 
+    def send_buffers(self, clients: Sequence[Client]) -> None:
+        """Hand the averaged buffers to ``clients`` (when this aggregator shares them)."""
+        if self.shares_buffers and self.global_buffers is not None:
+            for c in clients:
+                if not c.keeps_buffers:
+                    c.buffers = list(self.global_buffers)
+
+    def collect_buffers(self, updates: Sequence[ClientUpdate]) -> None:
+        """Average the buffers sent with ``updates``, weighted like the parameters (when shared)."""
+        sent = [u for u in updates if u.buffers is not None]
+        if not self.shares_buffers or not sent:
+            return
+        weights = [u.weight for u in sent]
+        self.global_buffers = [
+            None if sent[0].buffers[m] is None else weighted_average([u.buffers[m] for u in sent], weights)
+            for m in range(len(sent[0].buffers))
+        ]
+
     def evaluate(self) -> list[EvalResult]:
         """Every client's scores of its own predictor."""
+        self.send_buffers(self.clients)
         params = [self.configure_evaluate(c) for c in self.clients]
         if self.engine is not None:
             return self.engine.evaluate_clients(self.clients, params)
@@ -109,6 +135,7 @@ class Aggregator:
         :meth:`configure_new_client`; None when this aggregator or client type serves no new clients."""
         if not clients or not self.serves_new_clients or not all(c.serves_new_clients for c in clients):
             return None
+        self.send_buffers(clients)
         out = []
         for c in clients:
             params = self.configure_new_client(c)
@@ -139,6 +166,7 @@ class CentralizedAggregator(Aggregator):
     sampled clients' parameters weighted by their train sizes (FedAvg when M = 1)."""
 
     serves_new_clients = True
+    shares_buffers = True
 
     def configure_fit(self, round_: int, client: Client) -> list[torch.Tensor]:
         return self.global_params

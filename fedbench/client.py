@@ -3,10 +3,13 @@
 A client does not own model copies. The run has one set of workspace learners
 (a :class:`LearnersEnsemble`) that each client loads the parameters it is sent
 into, trains, and reads back; what the client keeps between rounds is only
-what its method needs (mixture weights, momentum buffers) and the models'
-floating-point buffers (BatchNorm running statistics), which are each
-client's own: they are loaded with the parameters (:meth:`Client.load`),
-updated by its training, and never sent or averaged.
+what its method needs (mixture weights, momentum buffers) and its copy of the
+models' floating-point buffers (BatchNorm running statistics): loaded with the
+parameters (:meth:`Client.load`), updated by its training, and sent back with
+its update. An aggregator that shares buffers (the centralised ones, as the
+FedEM authors' code averages every float entry of the state dict) replaces a
+client's copy with the average before the client trains or is evaluated; a
+client with ``keeps_buffers`` (FedBN) keeps its own.
 """
 
 from __future__ import annotations
@@ -31,6 +34,8 @@ class ClientUpdate:
     weight: float
     #: mean training batch loss over the local fit (for divergence checks)
     train_loss: float
+    #: each learner's buffers after training, for an aggregator that shares them (None: not shared)
+    buffers: list[torch.Tensor | None] | None = None
 
 
 @dataclass(frozen=True)
@@ -97,6 +102,9 @@ class Client:
     def update_learners_weights(self) -> None:
         """Set ``learners_weights`` (M) before training; the plain client keeps them uniform."""
 
+    #: True: this client's buffers (BatchNorm statistics) never leave it, even to an aggregator that shares them
+    keeps_buffers: bool = False
+
     #: whether a client that never trained can be scored with what the aggregator serves new clients
     #: (False for clients whose predictor is a personal model only training would produce)
     serves_new_clients: bool = True
@@ -138,7 +146,8 @@ class Client:
             self.momentum = [fit.momentum for fit in fits]
         self.buffers = self.ensemble.get_buffers()
         loss = sum(fit.loss for fit in fits) / len(fits)
-        return ClientUpdate(self.client_id, self.ensemble.get_params(), float(self.n_train), loss)
+        shared = None if self.keeps_buffers or all(b is None for b in self.buffers) else self.buffers
+        return ClientUpdate(self.client_id, self.ensemble.get_params(), float(self.n_train), loss, shared)
 
     def sgd_config(self, lr: float) -> SGDConfig:
         """The local optimiser settings for a round with learning rate ``lr``."""

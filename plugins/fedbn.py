@@ -1,10 +1,8 @@
 """FedBN (Li et al., ICLR 2021): federated averaging with local batch normalisation.
 
-Every BatchNorm layer's affine parameters (weight, bias) stay with the client;
-everything else is averaged as in FedAvg. The BatchNorm running statistics are
-each client's own in every fedbench method (see :mod:`fedbench.client`), so
-FedBN differs from FedAvg exactly in the BatchNorm affine parameters. On a
-model without BatchNorm, FedBN is FedAvg.
+Every BatchNorm layer stays with the client: its affine parameters (weight,
+bias) and its running statistics (which FedAvg's server averages); everything
+else is averaged as in FedAvg. On a model without BatchNorm, FedBN is FedAvg.
 """
 
 from __future__ import annotations
@@ -17,7 +15,9 @@ from fedbench_plugins.partial import PartlyPersonalClient
 
 
 class LocalBNClient(PartlyPersonalClient):
-    """A plain client that keeps its BatchNorm layers' weight and bias."""
+    """A plain client that keeps its BatchNorm layers' weight, bias and running statistics."""
+
+    keeps_buffers = True
 
     def personal_tensors(self) -> list[bool]:
         learner = self.ensemble.learners[0]

@@ -50,8 +50,8 @@ class TestFrozenTensors:
         assert all(p.grad is None for p in after)
 
 
-class TestPerClientBatchNormStatistics:
-    def test_each_client_keeps_its_own_running_statistics(self, registry):
+class TestBatchNormStatistics:
+    def test_the_workspace_does_not_leak_statistics_between_clients(self, registry):
         sim = _sim(registry, "fedavg", **BN, batch_size=10_000, momentum=0.0)
         agg = sim.aggregator
         a, b = agg.clients[0], agg.clients[1]
@@ -67,6 +67,25 @@ class TestPerClientBatchNormStatistics:
         b.step(w, 0, 0.1)
         assert not torch.equal(a.buffers[0], b.buffers[0])
         assert a.evaluate(w) == score  # b's training did not touch a's statistics
+
+    def test_fedavg_averages_statistics_and_fedbn_keeps_them(self, registry):
+        sim = _sim(registry, "fedavg", **BN)
+        w = [p.clone() for p in sim.aggregator.global_params]
+        init = list(sim.aggregator.clients[0].buffers)
+        updates = [c.step(w, 0, sim.config.train.learning_rate(0)) for c in sim.aggregator.clients]
+        n = torch.tensor([u.weight for u in updates], dtype=torch.float32)
+        expected = (torch.stack([u.buffers[0] for u in updates]) * (n / n.sum()).unsqueeze(1)).sum(0)
+        fresh = _sim(registry, "fedavg", **BN)
+        assert torch.equal(fresh.aggregator.clients[0].buffers[0], init[0])
+        fresh.aggregator.fit_round(0)
+        torch.testing.assert_close(fresh.aggregator.global_buffers[0], expected)
+        fresh.aggregator.evaluate()
+        assert all(torch.equal(c.buffers[0], fresh.aggregator.global_buffers[0]) for c in fresh.aggregator.clients)
+        bn = _sim(registry, "fedbn", **BN)
+        bn.aggregator.fit_round(0)
+        bn.aggregator.evaluate()
+        assert bn.aggregator.global_buffers is None
+        assert not torch.equal(bn.aggregator.clients[0].buffers[0], bn.aggregator.clients[1].buffers[0])
 
 
 class TestFedRep:

@@ -100,3 +100,12 @@ def test_suite_report_shows_unseen_accuracy_and_na_for_local(tmp_path):
     row = next(line for line in section.splitlines() if line.startswith("| synthetic"))
     cells = [c.strip() for c in row.strip("|").split("|")]
     assert cells[1].endswith("(n=2)") and cells[2] == "n/a"  # fedavg has a number, local has none
+
+
+def test_engines_agree_with_held_out_clients(registry, tmp_path):
+    outs = []
+    for engine in ("vectorized", "sequential"):
+        cfg = resolve_run(registry, dataset="synthetic", method="fedem", seed=2, overrides={**TINY, "unseen_fraction": 0.25}, engine=engine)
+        outs.append(execute_run(registry, cfg, ResultStore(tmp_path / f"{engine}.sqlite"), progress=False).metrics)
+    for key in ("test_acc", "train_loss", "unseen_test_acc", "unseen_test_loss"):
+        assert outs[0][key] == pytest.approx(outs[1][key], rel=1e-5)
