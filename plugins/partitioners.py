@@ -99,14 +99,15 @@ def quantity(labels: np.ndarray, n_clients: int, rng: np.random.Generator, sigma
     return [np.sort(p) for p in np.split(rng.permutation(len(labels)), np.cumsum(sizes)[:-1])]
 
 
-def _draw(rng: np.random.Generator, weights: np.ndarray) -> int:
-    """An index drawn with probability proportional to ``weights`` (uniform over the positive entries' support
-    when their draws underflowed to zero)."""
-    total = weights.sum()
-    if total <= 0:
-        weights = (weights >= 0).astype(float)  # callers mark unavailable entries with -1
-        total = weights.sum()
-    return int(min(np.searchsorted(np.cumsum(weights), rng.random() * total, side="right"), len(weights) - 1))
+def _draw(rng: np.random.Generator, weights: np.ndarray, available: np.ndarray) -> int:
+    """An index among the ``available`` ones, drawn with probability proportional to ``weights``
+    (uniformly when the available weights all underflowed to zero)."""
+    w = np.where(available, weights, 0.0)
+    if w.sum() <= 0:
+        w = available.astype(float)
+    cum = np.cumsum(w)
+    i = int(np.searchsorted(cum, rng.random() * cum[-1], side="right"))  # lands on an entry of positive weight
+    return i if i < len(w) else int(np.flatnonzero(w > 0)[-1])
 
 
 def pachinko(
@@ -157,9 +158,9 @@ def pachinko(
         taken = []
         for _ in range(per):
             coarse_open = np.array([fine_left[kids].any() for kids in children])
-            c = _draw(rng, np.where(coarse_open, p_coarse, -1.0))
+            c = _draw(rng, p_coarse, coarse_open)
             kids = children[c]
-            f = kids[_draw(rng, np.where(fine_left[kids], p_fine[c], -1.0))]
+            f = kids[_draw(rng, p_fine[c], fine_left[kids])]
             taken.append(pools[f].pop())
             fine_left[f] = len(pools[f]) > 0
         parts.append(np.sort(np.asarray(taken, dtype=int)))

@@ -78,6 +78,14 @@ class TestSkew:
             return np.mean([len(np.unique(coarse[p])) for p in parts])
         assert coarse_per_client(0.01) < 1.5 < 4 < coarse_per_client(1000.0)
 
+    def test_pachinko_draws_follow_the_weights_among_available_labels(self):
+        rng = np.random.default_rng(0)
+        w, avail = np.array([0.5, 0.2, 0.3, 0.0]), np.array([True, False, True, True])
+        draws = np.bincount([P._draw(rng, w, avail) for _ in range(4000)], minlength=4)
+        assert draws[1] == 0 and draws[3] == 0 and abs(draws[0] / 4000 - 0.625) < 0.03
+        zero = np.bincount([P._draw(rng, np.zeros(3), np.array([False, True, True])) for _ in range(400)], minlength=3)
+        assert zero[0] == 0 and min(zero[1:]) > 150  # underflowed weights: uniform over the available ones
+
     def test_pachinko_exhausted_labels_are_removed(self):
         # a tiny alpha on every client: the favourite labels run out, later clients take what remains
         parts = P.pachinko(LABELS, 10, np.random.default_rng(5), alpha=1e-3, beta=1e-3, coarse_labels=LABELS // 2)
