@@ -74,6 +74,8 @@ class Aggregator:
         self.seed = seed
         #: a batched engine (e.g. :class:`fedbench.engine.VectorizedEngine`) or None for one at a time
         self.engine = None
+        #: training rounds run so far
+        self.rounds_done = 0
         #: the averaged buffers of each learner once clients have sent some (``shares_buffers``)
         self.global_buffers: list[torch.Tensor | None] | None = None
 
@@ -91,6 +93,7 @@ class Aggregator:
             updates = [c.step(p, round_, lr) for c, p in zip(clients, params)]
         self.aggregate_fit(round_, updates)
         self.collect_buffers(updates)
+        self.rounds_done = round_ + 1
         loss = float(weighted_average(
             [torch.tensor(u.train_loss, dtype=torch.float64) for u in updates], [u.weight for u in updates]
         ))
@@ -139,7 +142,7 @@ class Aggregator:
         out = []
         for c in clients:
             params = self.configure_new_client(c)
-            c.adapt(params)
+            c.adapt(params, self.train.learning_rate(self.rounds_done - 1) if self.rounds_done else self.train.lr)
             out.append(c.evaluate(params))
         return out
 

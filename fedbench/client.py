@@ -109,9 +109,10 @@ class Client:
     #: (False for clients whose predictor is a personal model only training would produce)
     serves_new_clients: bool = True
 
-    def adapt(self, params: list[torch.Tensor]) -> None:
+    def adapt(self, params: list[torch.Tensor], lr: float) -> None:
         """Adapt this never-trained client to the trained ``params`` before it is evaluated
-        (unseen clients, the paper's Table 3). The plain client uses them as they are."""
+        (unseen clients, the paper's Table 3); ``lr`` is the learning rate of the last training
+        round. The plain client uses the parameters as they are."""
 
     #: mu of the proximal term mu/2 * ||theta - received||^2 in local training (FedProx); 0 for none
     proximal_mu: float = 0.0

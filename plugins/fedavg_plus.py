@@ -37,6 +37,10 @@ class TunedClient(Client):
         self.last_lr = lr
         return super().step(params, round_, lr)
 
+    def adapt(self, params: list[torch.Tensor], lr: float) -> None:
+        # a new client tunes in evaluate(), like the others, at the last training round's rate
+        self.last_lr = lr
+
     def evaluate(self, params: list[torch.Tensor]) -> EvalResult:
         if self.tune_epochs == 0:
             return super().evaluate(params)

@@ -53,7 +53,7 @@ class MixtureClient(Client):
     needs_losses = True
 
     @torch.no_grad()
-    def adapt(self, params: list[torch.Tensor]) -> None:
+    def adapt(self, params: list[torch.Tensor], lr: float) -> None:
         self.load(params)
         self.learners_weights = fit_mixture_weights(self.ensemble.per_sample_losses(self.data.train_x, self.data.train_y))
 

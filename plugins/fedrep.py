@@ -7,7 +7,8 @@ frozen), then the body alone for ``local_epochs`` epochs (head frozen), keeps
 its head and sends the body (the server averages whole vectors; the averaged
 head is used only as the starting head of a client that never trained). Each
 phase starts a fresh momentum buffer. A client that never trained (an unseen
-client) adapts by training a head on the received body, ``head_epochs`` epochs.
+client) adapts by training a head on the received body, ``head_epochs`` epochs at
+the last training round's learning rate.
 
 Limit cases: with every tensor in the head, FedRep is Local (no body is
 shared); with no head and ``head_epochs = 0`` it is FedAvg (without momentum).
@@ -66,9 +67,9 @@ class RepresentationClient(PartlyPersonalClient):
         loss = self._train(self.merge(params), lr, generator(self.seed, STREAM_TRAIN, round_, self.client_id), body=True)
         return ClientUpdate(self.client_id, self.ensemble.get_params(), float(self.n_train), loss)
 
-    def adapt(self, params: list[torch.Tensor]) -> None:
+    def adapt(self, params: list[torch.Tensor], lr: float) -> None:
         self._own = None
-        self._train(params, self.train.lr, generator(self.seed, STREAM_ADAPT, 0, self.client_id), body=False)
+        self._train(params, lr, generator(self.seed, STREAM_ADAPT, 0, self.client_id), body=False)
 
 
 @hookimpl

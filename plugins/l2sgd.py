@@ -50,6 +50,7 @@ class LooplessAggregator(NoCommunicationAggregator):
         for i in ids:
             self.personal[i] = [(1 - self.penalty) * x + self.penalty * a for x, a in zip(self.personal[i], average)]
         self.global_params = average
+        self.rounds_done = round_ + 1
         size = sum(a.numel() * a.element_size() for a in average)
         return RoundStats(self._last_loss, 2 * size * len(ids))
 

@@ -109,3 +109,13 @@ def test_engines_agree_with_held_out_clients(registry, tmp_path):
         outs.append(execute_run(registry, cfg, ResultStore(tmp_path / f"{engine}.sqlite"), progress=False).metrics)
     for key in ("test_acc", "train_loss", "unseen_test_acc", "unseen_test_loss"):
         assert outs[0][key] == pytest.approx(outs[1][key], rel=1e-5)
+
+
+def test_new_clients_adapt_at_the_last_rounds_learning_rate(registry):
+    cfg = resolve_run(registry, dataset="synthetic", method="fedavg+", seed=1, overrides={**TINY, "unseen_fraction": 0.25})
+    sim = build_simulation(registry, cfg)
+    for r in range(4):
+        sim.aggregator.fit_round(r)
+    sim.aggregator.evaluate_new(sim.unseen)
+    assert cfg.train.learning_rate(3) == pytest.approx(cfg.train.lr / 100)  # the multistep schedule's last rate
+    assert all(c.last_lr == cfg.train.learning_rate(3) for c in sim.unseen)
