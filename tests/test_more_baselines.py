@@ -127,7 +127,7 @@ class TestFedBN:
         for r in range(2):
             agg.fit_round(r)
         c0, c1 = agg.clients[0], agg.clients[1]
-        mask = c0._mask_cache
+        mask = c0.personal_mask
         assert int(mask.sum()) == 2 * 6  # BatchNorm1d(6): weight and bias
         m0, m1 = c0.merge(agg.global_params)[0], c1.merge(agg.global_params)[0]
         g = agg.global_params[0]
