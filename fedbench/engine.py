@@ -46,17 +46,28 @@ ROW_BUDGET = 1 << 24
 CPU_SEQUENTIAL_MODULES = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.RNNBase)
 
 
+#: on a CPU, models above this many trainable parameters train faster one client at a time: the
+#: per-client matrix products are then large enough for BLAS, and batching them only adds copies
+#: (FedEM on Fashion-MNIST, 2 threads: 25k parameters 1.3x faster vectorised, 51k even, 102k 1.4x
+#: slower; python benchmarks/engine_crossover.py, results/engine_crossover.md)
+CPU_SEQUENTIAL_PARAMS = 50_000
+
+
 def prefers_sequential(model: nn.Module, device: torch.device) -> str | None:
     """Why the one-at-a-time path is expected to be faster for this model here, or None.
 
     On a CPU, batching many small convolutions or recurrent layers through vmap
     is slower than running them one client at a time (CIFAR10CNN: about 4x
-    slower per round in benchmarks/speed_synthetic.py); on a GPU it pays.
+    slower per round in benchmarks/speed_synthetic.py), and so is batching
+    large dense layers (:data:`CPU_SEQUENTIAL_PARAMS`); on a GPU it pays.
     """
     if device.type == "cpu":
         slow = sorted({type(mod).__name__ for mod in model.modules() if isinstance(mod, CPU_SEQUENTIAL_MODULES)})
         if slow:
             return f"{', '.join(slow)} layers run faster one client at a time on a CPU"
+        n = sum(p.numel() for p in model.parameters() if p.requires_grad)
+        if n > CPU_SEQUENTIAL_PARAMS:
+            return f"{n:,} parameters (> {CPU_SEQUENTIAL_PARAMS:,}) train faster one client at a time on a CPU"
     return None
 
 
