@@ -217,3 +217,24 @@ class TestSourceTreeSuites:
         mus = sorted(dict(c.client_params)["mu"] for c in suite.runs if c.method == "fedprox")
         assert mus == [0.0, 0.0, 0.01, 0.01, 0.1, 0.1, 1.0, 1.0]
         assert len(suite.runs) == 2 + 8
+
+
+class TestStartMethod:
+    def test_fork_only_without_other_threads_and_with_one_torch_thread_per_worker(self):
+        import subprocess
+        import sys
+
+        if sys.platform != "linux":
+            pytest.skip("fork is only chosen on Linux")
+        code = (
+            "import os, threading\n"
+            "from fedbench.executor import start_method\n"
+            "cores = os.cpu_count() or 1\n"
+            "print(start_method(cores), start_method(1) if cores > 1 else 'spawn')\n"
+            "stop = threading.Event(); t = threading.Thread(target=stop.wait); t.start()\n"
+            "print(start_method(cores)); stop.set(); t.join()\n"
+        )
+        out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
+        # one torch thread per worker, no other thread: fork; a worker with several threads, or a
+        # process with another thread (forking it can deadlock the child): spawn
+        assert out == ["fork", "spawn", "spawn"]
