@@ -96,3 +96,22 @@ def test_data_check_lists_each_data_set(tmp_path):
     assert "no LEAF json files" in rows["shakespeare"]
     proc = run_cli("data", "download", "synthetic")
     assert proc.returncode == 2 and "cannot be downloaded" in proc.stderr
+
+
+def test_paper_suite_runs_as_is_on_the_data_sets_present(tmp_path):
+    # a user with only the LEAF files: FEMNIST and Shakespeare run with the paper's models and
+    # learning rates (one round), the three others are named up front and skipped
+    from tests.test_leaf import make_leaf, make_shakespeare
+
+    make_leaf(tmp_path, writers=12)
+    make_shakespeare(tmp_path, roles=3)
+    db = tmp_path / "r.sqlite"
+    proc = run_cli(
+        "run", "--suite", "paper", "--seed", "1", "--set", "rounds=1", "--set", "dataset.fraction=1.0",
+        "--data-root", str(tmp_path), "--results", str(db), "--no-progress",
+    )
+    assert proc.returncode == 1  # three data sets missing
+    assert proc.stderr.count("fedbench: skipping 7 run(s)") == 3
+    done = [line for line in proc.stderr.splitlines() if ": done after 1 rounds" in line]
+    assert len(done) == 14, proc.stderr[-3000:]
+    assert "| femnist |" in proc.stdout and "| shakespeare |" in proc.stdout
