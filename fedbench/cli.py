@@ -84,7 +84,7 @@ def cmd_run(args: argparse.Namespace) -> int:
             spec = registry.get("dataset", name)
             if spec.download is not None and spec.check is not None and spec.check(data_root=args.data_root):
                 print(f"downloading {name} into {args.data_root or default_data_root()} ...", file=sys.stderr)
-                spec.download(data_root=args.data_root)
+                _download(name, spec, args.data_root)
     missing = missing_data(registry, configs, args.data_root)
     if missing and suite is None:
         raise FedbenchError(next(iter(missing.values())))
@@ -207,13 +207,25 @@ def cmd_data_check(args: argparse.Namespace) -> int:
     return 1 if bad else 0
 
 
+def _download(name: str, spec, data_root: Path | None) -> None:  # noqa: ANN001 - a DatasetSpec
+    try:
+        spec.download(data_root=data_root)
+    except FedbenchError:
+        raise
+    except Exception as e:  # no internet, a moved mirror, a full disk: one line, not a traceback
+        raise FedbenchError(
+            f"downloading {name} failed ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}); fetch the files on a "
+            "machine with internet and pass --data-root (fedbench data check says where they go)"
+        ) from e
+
+
 def cmd_data_download(args: argparse.Namespace) -> int:
     registry = get_registry()
     spec = registry.get("dataset", args.dataset)
     if spec.download is None:
         problem = spec.check(data_root=args.data_root) if spec.check is not None else None
         raise FedbenchError(f"{args.dataset} cannot be downloaded by fedbench" + (f"; {problem}" if problem else " (it needs no files)"))
-    spec.download(data_root=args.data_root)
+    _download(args.dataset, spec, args.data_root)
     print(f"{args.dataset}: downloaded into {args.data_root or default_data_root()}")
     return 0
 

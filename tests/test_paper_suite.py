@@ -115,3 +115,17 @@ def test_paper_suite_runs_as_is_on_the_data_sets_present(tmp_path):
     done = [line for line in proc.stderr.splitlines() if ": done after 1 rounds" in line]
     assert len(done) == 14, proc.stderr[-3000:]
     assert "| femnist |" in proc.stdout and "| shakespeare |" in proc.stdout
+
+
+def test_a_failed_download_is_one_line(tmp_path):
+    from fedbench import DatasetSpec
+    from fedbench.cli import _download
+    from fedbench.errors import FedbenchError
+
+    def offline(data_root=None):
+        raise OSError("[Errno 101] Network is unreachable\nmore lines")
+
+    spec = DatasetSpec(name="x", load=lambda **_: None, default_model="linear", download=offline)
+    with pytest.raises(FedbenchError) as err:
+        _download("x", spec, tmp_path)
+    assert "\n" not in str(err.value) and "Network is unreachable" in str(err.value) and "--data-root" in str(err.value)
