@@ -162,6 +162,14 @@ class Client:
         )
 
     @torch.no_grad()
+    def loss_at(self, params: list[torch.Tensor]) -> float:
+        """Mean train loss at ``params``, each learner's per-sample loss weighted by ``learners_weights``
+        (what q-FFL and AFL need from a client before it trains)."""
+        self.load(params)
+        losses = self.ensemble.per_sample_losses(self.data.train_x, self.data.train_y)
+        return float((self.learners_weights.unsqueeze(1) * losses).sum(0).mean())
+
+    @torch.no_grad()
     def evaluate(self, params: list[torch.Tensor]) -> EvalResult:
         """Score this client's predictor sum_m pi_m p_m on its own train and test sets."""
         self.load(params)

@@ -41,9 +41,7 @@ class AgnosticAggregator(CentralizedAggregator):
 
     def configure_fit(self, round_: int, client: Client) -> list[torch.Tensor]:
         if self.lr_lambda > 0:
-            client.load(self.global_params)
-            losses = client.ensemble.per_sample_losses(client.data.train_x, client.data.train_y)
-            self._losses[client.client_id] = float((client.learners_weights.unsqueeze(1) * losses).sum(0).mean())
+            self._losses[client.client_id] = client.loss_at(self.global_params)
         return self.global_params
 
     def aggregate_fit(self, round_: int, updates: list[ClientUpdate]) -> None:

@@ -40,9 +40,7 @@ class QFFLAggregator(CentralizedAggregator):
 
     def configure_fit(self, round_: int, client: Client) -> list[torch.Tensor]:
         # F_k(w): the client's mean train loss at the parameters it is sent (needed before training)
-        client.load(self.global_params)
-        losses = client.ensemble.per_sample_losses(client.data.train_x, client.data.train_y)
-        self._losses[client.client_id] = float((client.learners_weights.unsqueeze(1) * losses).sum(0).mean()) + 1e-10
+        self._losses[client.client_id] = client.loss_at(self.global_params) + 1e-10
         self._lr = self.train.learning_rate(round_)
         return self.global_params
 
