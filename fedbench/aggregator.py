@@ -100,12 +100,12 @@ class Aggregator:
         return RoundStats(loss, self.round_bytes(params, updates))
 
     def round_bytes(self, sent: list[list[torch.Tensor]], updates: list[ClientUpdate]) -> int:
-        """Bytes of parameters sent to the sampled clients plus those sent back (0 without communication)."""
+        """Bytes of parameters sent to the sampled clients plus those sent back (0 without communication);
+        entries a client keeps to itself (:meth:`Client.exchanged_bytes`) do not travel."""
         if not self.communicates:
             return 0
-        down = sum(p.numel() * p.element_size() for ps in sent for p in ps)
-        up = sum(p.numel() * p.element_size() for u in updates for p in u.params)
-        return int(down + up)
+        by_id = {c.client_id: c for c in self.clients}
+        return int(sum(by_id[u.client_id].exchanged_bytes(ps) + by_id[u.client_id].exchanged_bytes(u.params) for ps, u in zip(sent, updates)))
 
     def send_buffers(self, clients: Sequence[Client]) -> None:
         """Hand the averaged buffers to ``clients`` (when this aggregator shares them)."""

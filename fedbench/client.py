@@ -161,6 +161,11 @@ class Client:
             prox_mu=self.proximal_mu,
         )
 
+    def exchanged_bytes(self, params: list[torch.Tensor]) -> int:
+        """Bytes of ``params`` that travel between this client and the server (all of them here;
+        a client that keeps some entries to itself counts only the others)."""
+        return int(sum(p.numel() * p.element_size() for p in params))
+
     @torch.no_grad()
     def loss_at(self, params: list[torch.Tensor]) -> float:
         """Mean train loss at ``params``, each learner's per-sample loss weighted by ``learners_weights``

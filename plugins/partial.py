@@ -2,9 +2,9 @@
 
 A method marks which parameter tensors are personal; the client substitutes
 its own values for those entries in whatever it receives, trains, and keeps
-the new values. The server still receives whole vectors (it averages the
-personal entries too, but no client that has trained uses that average), so
-the bytes counted include them.
+the new values. The arithmetic still moves whole vectors (the server averages
+the personal entries too, but no client that has trained uses that average);
+the bytes counted are only the shared entries', both ways.
 """
 
 from __future__ import annotations
@@ -43,6 +43,10 @@ class PartlyPersonalClient(Client):
     def keep(self, params: list[torch.Tensor]) -> None:
         """Remember the personal entries of ``params`` (the whole vectors are kept; only those entries are used)."""
         self._own = [p.clone() for p in params]
+
+    def exchanged_bytes(self, params: list[torch.Tensor]) -> int:
+        shared = int((~self.personal_mask).sum())
+        return sum(shared * p.element_size() for p in params)
 
     def evaluate(self, params: list[torch.Tensor]):  # noqa: ANN201 - EvalResult
         return super().evaluate(self.merge(params))

@@ -103,6 +103,12 @@ class TestFedRep:
             rep.aggregator.fit_round(r), avg.aggregator.fit_round(r)
         torch.testing.assert_close(rep.aggregator.global_params[0], avg.aggregator.global_params[0], rtol=0, atol=0)
 
+    def test_only_the_body_travels(self, registry):
+        sim = _sim(registry, "fedrep", **{"client.head_tensors": 1})  # the linear model's 10 weights travel, its bias not
+        assert sim.aggregator.fit_round(0).bytes_sent == 8 * 2 * 10 * 4
+        whole = _sim(registry, "fedrep", **{"client.head_tensors": 2})
+        assert whole.aggregator.fit_round(0).bytes_sent == 0  # everything personal: nothing to send
+
     def test_heads_stay_personal_and_the_body_is_shared(self, registry):
         sim = _sim(registry, "fedrep", **{"client.head_tensors": 1, "momentum": 0.0})  # head: the bias
         agg = sim.aggregator
@@ -133,6 +139,8 @@ class TestFedBN:
         g = agg.global_params[0]
         assert torch.equal(m0[~mask], g[~mask]) and torch.equal(m1[~mask], g[~mask])
         assert not torch.equal(m0[mask], m1[mask])
+        n = mask.numel()
+        assert agg.fit_round(2).bytes_sent == 8 * 2 * (n - 12) * 4  # the BatchNorm entries stay home
 
 
 class TestAFL:
