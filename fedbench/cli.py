@@ -62,12 +62,14 @@ def cmd_run(args: argparse.Namespace) -> int:
         if value is not None:
             overrides[key] = value
     suite = None
+    if (args.methods or args.datasets) and not args.suite:
+        raise FedbenchError("--methods/--datasets pick runs of a suite; use them with --suite (or --method/--dataset alone)")
     if args.suite:
         if args.dataset or args.method:
             raise FedbenchError("--suite runs the suite's own data sets and methods; drop --dataset/--method")
         seeds = [args.seed] if args.seed is not None else None
         suite = load_suite(registry, args.suite, extra=overrides, seeds=seeds, device=args.device, engine=args.engine)
-        configs = list(suite.runs)
+        configs = _only(_only(list(suite.runs), "method", args.methods, suite.name), "dataset", args.datasets, suite.name)
         print(f"suite {suite.name}: {len(configs)} runs ({suite.description})", file=sys.stderr)
     else:
         if not args.dataset or not args.method:
@@ -115,6 +117,18 @@ def cmd_run(args: argparse.Namespace) -> int:
         if _has(table, "unseen_test_acc"):
             _print_comparison(table, None, "unseen_test_acc", "md")
     return 0 if all(o.ok for o in outcomes) and not missing else 1
+
+
+def _only(configs: list, field: str, names: str | None, suite: str) -> list:
+    """The configs whose ``field`` is one of the comma-separated ``names`` (all when None)."""
+    if not names:
+        return configs
+    wanted = [n.strip() for n in names.split(",") if n.strip()]
+    have = sorted({getattr(c, field) for c in configs})
+    unknown = [n for n in wanted if n not in have]
+    if unknown:
+        raise FedbenchError(f"suite {suite} has no {field} {', '.join(unknown)}; its {field}s: {', '.join(have)}")
+    return [c for c in configs if getattr(c, field) in wanted]
 
 
 def _print_comparison(table, references, metric: str, fmt: str, transpose: bool = False) -> None:  # noqa: ANN001
@@ -243,6 +257,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--dataset", help="data set name (see `fedbench list dataset`)")
     run.add_argument("--method", help="method name (see `fedbench list method`)")
     run.add_argument("--suite", help="suite name (see `fedbench list suite`) or path to a suite TOML file")
+    run.add_argument("--methods", help="with --suite: only these of its methods (comma-separated)")
+    run.add_argument("--datasets", help="with --suite: only these of its data sets (comma-separated)")
     run.add_argument("--model", help="model name; default: the data set's own")
     run.add_argument("--rounds", type=int, help="number of training rounds")
     run.add_argument("--eval-every", type=int, help="evaluate every N rounds (and at the last round)")

@@ -129,3 +129,13 @@ def test_a_failed_download_is_one_line(tmp_path):
     with pytest.raises(FedbenchError) as err:
         _download("x", spec, tmp_path)
     assert "\n" not in str(err.value) and "Network is unreachable" in str(err.value) and "--data-root" in str(err.value)
+
+
+def test_methods_and_datasets_pick_runs_of_a_suite(tmp_path):
+    path = _write(tmp_path, BASE + "[datasets.synthetic]\nn_clients = 4\nn_test = 10\n[datasets.digits]\nn_clients = 3\n")
+    db = tmp_path / "r.sqlite"
+    proc = run_cli("run", "--suite", path, "--methods", "local", "--datasets", "synthetic", "--results", str(db), "--no-progress")
+    assert proc.returncode == 0, proc.stderr
+    assert "suite s: 1 runs" in proc.stderr and ResultStore(db).runs().method.tolist() == ["local"]
+    bad = run_cli("run", "--suite", path, "--methods", "fedem", "--results", str(db))
+    assert bad.returncode == 2 and "suite s has no method fedem; its methods: fedavg, local" in bad.stderr
