@@ -89,19 +89,20 @@ class TestShakespeare:
         texts = make_shakespeare(tmp_path)
         data = load_shakespeare(tmp_path)
         assert data.n_clients == 6 and data.input_shape == (80,) and data.num_classes == 100 == len(VOCAB)
-        assert data.train_x.dtype == torch.long
+        assert data.train_x.dtype == torch.uint8 and data.train_y.dtype == torch.long
         first = sorted(texts)[0]
         text, n = texts[first], len(texts[first]) - 80
         n_test = round(n * 0.2)
         c = data.client(0)
         assert c.n_train == n - n_test and c.n_test == n_test
         # train is the role's first windows in text order, test its last ones
-        assert c.train_x[0].tolist() == encode(text[:80]) and c.train_y[0].item() == VOCAB.index(text[80])
-        assert c.test_x[-1].tolist() == encode(text[n - 1 : n - 1 + 80]) and c.test_y[-1].item() == VOCAB.index(text[-1])
+        assert c.train_x[0].tolist() == encode(text[:80]).tolist() and c.train_y[0].item() == VOCAB.index(text[80])
+        assert c.test_x[-1].tolist() == encode(text[n - 1 : n - 1 + 80]).tolist() and c.test_y[-1].item() == VOCAB.index(text[-1])
 
     def test_encoding_and_errors(self, tmp_path):
-        assert encode("a\n ") == [VOCAB.index("a"), VOCAB.index("\n"), VOCAB.index(" ")]
-        assert encode("\u00e9") == [VOCAB.index(" ")]
+        assert encode("a\n ").tolist() == [VOCAB.index("a"), VOCAB.index("\n"), VOCAB.index(" ")]
+        assert encode("\u00e9\u2014x\x7f").tolist() == [VOCAB.index(" "), VOCAB.index(" "), VOCAB.index("x"), VOCAB.index(" ")]
+        assert [VOCAB[i] for i in encode(VOCAB)] == list(VOCAB)  # every character of the vocabulary round-trips
         assert "no LEAF json files" in check("shakespeare", tmp_path) and "shakespeare/data/all_data" in check("shakespeare", tmp_path)
         make_shakespeare(tmp_path)
         assert check("shakespeare", tmp_path) is None
