@@ -26,6 +26,11 @@ def default_data_root() -> Path:
     return Path(os.environ.get("FEDBENCH_DATA_ROOT") or Path.home() / ".cache" / "fedbench")
 
 
+def resolve_data_root(data_root: str | Path | None) -> Path:
+    """``data_root`` as a Path, or :func:`default_data_root` when it is None."""
+    return Path(data_root) if data_root is not None else default_data_root()
+
+
 @dataclass(frozen=True)
 class ClientData:
     """One client's train and test tensors (views into the pooled tensors)."""

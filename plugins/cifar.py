@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from fedbench import DatasetSpec, hookimpl
-from fedbench.data import FederatedData, default_data_root
+from fedbench.data import FederatedData, resolve_data_root
 from fedbench.errors import DataError
 from fedbench_plugins.pooled import POOLED_PARAMS, federate_pool
 
@@ -33,7 +33,7 @@ LAYOUT = {
 def check(name: str, root: Path | None) -> str | None:
     """None when the batches are present, else the one-line error saying where to put them."""
     folder, files, _, _ = LAYOUT[name]
-    base = (Path(root) if root is not None else default_data_root()) / folder
+    base = resolve_data_root(root) / folder
     missing = [f for f in files if not (base / f).is_file()]
     if missing:
         return (
@@ -71,7 +71,7 @@ def read_batches(name: str, root: Path) -> tuple[torch.Tensor, torch.Tensor, tor
 
 
 def load(name: str, data_root: Path | None, params: dict) -> FederatedData:
-    root = Path(data_root) if data_root is not None else default_data_root()
+    root = resolve_data_root(data_root)
     x, y, coarse = read_batches(name, root)
     return federate_pool(x, y, LAYOUT[name][3], params, coarse=coarse)
 
@@ -80,7 +80,7 @@ def download(name: str, data_root: Path | None) -> None:
     """Fetch the batches with torchvision's own downloader (needs internet)."""
     import torchvision.datasets as tvd
 
-    root = Path(data_root) if data_root is not None else default_data_root()
+    root = resolve_data_root(data_root)
     getattr(tvd, "CIFAR10" if name == "cifar10" else "CIFAR100")(str(root), download=True)
 
 

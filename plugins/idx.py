@@ -22,7 +22,7 @@ import numpy as np
 import torch
 
 from fedbench import DatasetSpec, hookimpl
-from fedbench.data import FederatedData, default_data_root
+from fedbench.data import FederatedData, resolve_data_root
 from fedbench.errors import DataError
 from fedbench_plugins.pooled import POOLED_PARAMS, federate_pool
 
@@ -73,7 +73,7 @@ def find_files(name: str, root: Path) -> list[Path]:
 
 
 def load_idx(name: str, data_root: Path | None, params: dict) -> FederatedData:
-    root = Path(data_root) if data_root is not None else default_data_root()
+    root = resolve_data_root(data_root)
     tr_x, tr_y, te_x, te_y = (read_idx(p) for p in find_files(name, root))
     x = torch.from_numpy(np.concatenate([tr_x, te_x]).astype(np.float32) / 255.0).unsqueeze(1)
     y = torch.from_numpy(np.concatenate([tr_y, te_y]).astype(np.int64))
@@ -85,7 +85,7 @@ def load_idx(name: str, data_root: Path | None, params: dict) -> FederatedData:
 def check(name: str, data_root: Path | None) -> str | None:
     """None when ``name``'s files are present, else the one-line error saying where to put them."""
     try:
-        find_files(name, Path(data_root) if data_root is not None else default_data_root())
+        find_files(name, resolve_data_root(data_root))
     except DataError as e:
         return str(e)
     return None
@@ -95,7 +95,7 @@ def download(name: str, data_root: Path | None) -> None:
     """Fetch ``name`` with torchvision's own downloader into the data root (needs internet)."""
     import torchvision.datasets as tvd
 
-    root = Path(data_root) if data_root is not None else default_data_root()
+    root = resolve_data_root(data_root)
     cls = getattr(tvd, SOURCES[name][4])
     extra = {"split": "byclass"} if name == "emnist" else {}
     for train in (True, False):

@@ -28,7 +28,7 @@ import numpy as np
 import torch
 
 from fedbench import DatasetSpec, hookimpl
-from fedbench.data import FederatedData, default_data_root
+from fedbench.data import FederatedData, resolve_data_root
 from fedbench.errors import DataError
 
 #: LEAF's output folders, relative to the data root, per data set
@@ -54,7 +54,7 @@ def read_leaf(files: list[Path]) -> dict[str, tuple[list, list]]:
 
 def find_leaf_files(name: str, data_root: Path | None) -> list[Path]:
     """The LEAF json files of ``name``, or a DataError saying where they were looked for and how to make them."""
-    root = Path(data_root) if data_root is not None else default_data_root()
+    root = resolve_data_root(data_root)
     folders = [root / f for f in FOLDERS[name]]
     files = next((sorted(f.glob("*.json")) for f in folders if f.is_dir() and any(f.glob("*.json"))), [])
     if not files:
