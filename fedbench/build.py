@@ -18,6 +18,7 @@ from fedbench.config import TRAIN_KEYS, RunConfig, TrainConfig, merge_params
 from fedbench.data import FederatedData, default_data_root
 from fedbench.engine import VectorizedEngine, prefers_sequential, vectorisable
 from fedbench.errors import ConfigError, FedbenchError, PluginError
+from fedbench.fingerprint import code_fingerprint
 from fedbench.learner import Learner, LearnersEnsemble
 from fedbench.registry import Registry
 from fedbench.seeding import STREAM_INIT, STREAM_UNSEEN, derive_seed
@@ -68,6 +69,11 @@ def resolve_run(
     agg_spec = registry.get("aggregator", me.aggregator)
     client_defaults = merge_params(f"client {me.client!r}", client_spec.params, me.client_params)
     agg_defaults = merge_params(f"aggregator {me.aggregator!r}", agg_spec.params, me.aggregator_params)
+    dataset_params = merge_params(f"dataset {dataset!r}", ds.params, grouped["dataset"])
+    components = [("dataset", dataset), ("method", method), ("model", model), ("client", me.client), ("aggregator", me.aggregator)]
+    partitioner = dataset_params.get("partitioner")
+    if isinstance(partitioner, str) and partitioner in registry.names("partitioner"):
+        components.append(("partitioner", partitioner))
     return RunConfig(
         dataset=dataset,
         method=method,
@@ -77,12 +83,13 @@ def resolve_run(
         n_learners=n_learners,
         seed=seed,
         train=TrainConfig(**train),
-        dataset_params=_items(merge_params(f"dataset {dataset!r}", ds.params, grouped["dataset"])),
+        dataset_params=_items(dataset_params),
         model_params=_items(merge_params(f"model {model!r}", model_spec.params, grouped["model"])),
         client_params=_items(merge_params(f"client {me.client!r}", client_defaults, grouped["client"])),
         aggregator_params=_items(merge_params(f"aggregator {me.aggregator!r}", agg_defaults, grouped["aggregator"])),
         device=device,
         engine=engine,
+        code=code_fingerprint(registry, components),
     )
 
 

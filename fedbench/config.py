@@ -106,6 +106,8 @@ class RunConfig:
     device: str = field(default="cpu", compare=False)
     #: auto | vectorized | sequential; not part of the run id (both engines compute the same numbers)
     engine: str = field(default="auto", compare=False)
+    #: fingerprint of the code that computes this run (:mod:`fedbench.fingerprint`); part of the run id
+    code: str = ""
 
     def __post_init__(self) -> None:
         if self.engine not in ENGINES:
@@ -118,18 +120,28 @@ class RunConfig:
         return out
 
     @property
-    def run_id(self) -> str:
-        """Hash of the resolved configuration (without device) and the package version."""
-        from fedbench import __version__
+    def config_id(self) -> str:
+        """Hash of the resolved configuration alone (no device, engine or code): the same
+        experiment computed by other code has the same ``config_id`` and another ``run_id``."""
+        return config_id_of(self.to_dict())
 
-        body = self.to_dict()
-        body.pop("device")
-        body.pop("engine")
-        for key, default in LATER_TRAIN_KEYS.items():
-            if body["train"][key] == default:
-                del body["train"][key]
-        blob = json.dumps({"config": body, "version": __version__}, sort_keys=True, default=str)
-        return hashlib.sha256(blob.encode()).hexdigest()[:16]
+    @property
+    def run_id(self) -> str:
+        """Hash of the configuration and the code fingerprint: a run's key in the results store."""
+        return hashlib.sha256(f"{self.config_id}:{self.code}".encode()).hexdigest()[:16]
+
+
+def config_id_of(config: Mapping[str, Any]) -> str:
+    """:attr:`RunConfig.config_id` of a configuration dict (``to_dict()``, or one read back from the
+    results store's JSON: the JSON round trip gives the same hash)."""
+    body = json.loads(json.dumps(dict(config), default=str))
+    for key in ("device", "engine", "code"):
+        body.pop(key, None)
+    for key, default in LATER_TRAIN_KEYS.items():
+        if body["train"].get(key, default) == default:
+            body["train"].pop(key, None)
+    blob = json.dumps(body, sort_keys=True, default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
 def parse_value(text: str) -> Any:

@@ -11,10 +11,11 @@ from __future__ import annotations
 import dataclasses
 import multiprocessing as mp
 import os
+import signal
 import sys
 import threading
+import time
 from collections.abc import Iterable, Sequence
-from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from pathlib import Path
 
 from tqdm.auto import tqdm
@@ -52,6 +53,63 @@ def _init_worker(threads: int) -> None:
     torch.set_num_threads(threads)
 
 
+def die_with_parent(parent_pid: int) -> None:
+    """Make this process get SIGTERM when ``parent_pid`` dies (Linux ``PR_SET_PDEATHSIG``; elsewhere a
+    thread that watches the parent pid), so that no orphan worker runs on after a ``kill -9`` of the
+    sweep; SIGTERM lets it store its run as interrupted first."""
+    if sys.platform == "linux":
+        import ctypes
+
+        try:
+            ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # 1 = PR_SET_PDEATHSIG
+        except OSError:
+            pass
+    else:
+        def watch() -> None:
+            while os.getppid() == parent_pid:
+                time.sleep(1.0)
+            os.kill(os.getpid(), signal.SIGTERM)
+
+        threading.Thread(target=watch, daemon=True).start()
+    if os.getppid() != parent_pid:  # the parent died before the death signal was armed
+        os._exit(1)
+
+
+def _stop_on_sigterm(signum: int, frame) -> None:  # noqa: ANN001
+    from fedbench.runner import Interrupted
+
+    signal.alarm(10)  # a worker that cannot stop within 10 s is ended by SIGALRM
+    raise Interrupted()
+
+
+def _worker_main(conn, threads: int, parent_pid: int, results: str, data_root: str | None, force: bool) -> None:  # noqa: ANN001
+    """A worker: runs the configs its parent sends, one at a time, until told to stop."""
+    from fedbench.registry import get_registry
+    from fedbench.runner import Interrupted
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle
+    signal.signal(signal.SIGTERM, _stop_on_sigterm)
+    try:
+        die_with_parent(parent_pid)
+        _init_worker(threads)
+        store = ResultStore(results)
+        while True:
+            task = conn.recv()
+            if task is None:
+                break
+            i, cfg = task
+            try:
+                outcome = execute_run(
+                    get_registry(), cfg, store, data_root=Path(data_root) if data_root else None, force=force, progress=False
+                )
+            except Interrupted:
+                conn.send((i, RunOutcome(cfg, "failed", error="interrupted")))
+                break
+            conn.send((i, outcome))
+    except (Interrupted, EOFError, BrokenPipeError, KeyboardInterrupt):
+        pass
+
+
 def _work(cfg: RunConfig, results: str, data_root: str | None, force: bool) -> RunOutcome:
     from fedbench.registry import get_registry
 
@@ -60,6 +118,40 @@ def _work(cfg: RunConfig, results: str, data_root: str | None, force: bool) -> R
         return execute_run(get_registry(), cfg, store, data_root=Path(data_root) if data_root else None, force=force, progress=False)
     finally:
         store.close()
+
+
+class _Worker:
+    """One worker process, the pipe to it, and the run it is computing."""
+
+    def __init__(self, jobs: int, results: str, data_root: str | None, force: bool) -> None:
+        ctx = mp.get_context(start_method(jobs))
+        self.conn, child = ctx.Pipe()
+        self.proc = ctx.Process(
+            target=_worker_main, args=(child, threads_per_worker(jobs), os.getpid(), results, data_root, force), daemon=True
+        )
+        self.proc.start()
+        child.close()
+        self.task: tuple[int, RunConfig] | None = None
+
+    def send(self, task: tuple[int, RunConfig] | None) -> None:
+        self.task = task
+        try:
+            self.conn.send(task)
+        except (BrokenPipeError, OSError):
+            pass  # it died: its sentinel says so
+
+    def death(self) -> str:
+        code = self.proc.exitcode
+        if code is not None and code < 0:
+            return f"worker died (signal {-code}{', ' + signal.Signals(-code).name if -code in signal.valid_signals() else ''})"
+        return f"worker exited with code {code}"
+
+
+def _wait_released(store: ResultStore, configs: Sequence[RunConfig], progress: bool) -> None:
+    """Wait until no other live process holds any of ``configs``."""
+    print(f"fedbench: waiting for {len(configs)} run(s) that another process is computing", file=sys.stderr)
+    while any(store.holder(c.run_id) is not None for c in configs):
+        time.sleep(1.0)
 
 
 def run_local(
@@ -72,46 +164,158 @@ def run_local(
     progress: bool = True,
     on_outcome=None,  # noqa: ANN001 - callable(RunOutcome) -> None
 ) -> list[RunOutcome]:
-    """Run ``configs`` with ``jobs`` worker processes (1: in this process); outcomes in input order."""
+    """Run ``configs`` with ``jobs`` worker processes (1: in this process); outcomes in input order.
+
+    A run another live process is computing is waited for, never computed twice. A worker that dies
+    (``kill -9``, the OOM killer) fails only its run; a fresh worker takes the next. The first Ctrl-C
+    stops scheduling, stops the running runs (stored as interrupted) and raises KeyboardInterrupt
+    within a few seconds; a second Ctrl-C kills the workers at once.
+    """
     if jobs < 1:
         raise ConfigError(f"--jobs must be >= 1, got {jobs}")
+    configs = list(configs)
     outcomes: list[RunOutcome | None] = [None] * len(configs)
-    bar = None
+    store = ResultStore(results)  # creates the file and its schema once, before any worker opens it
+    bar = tqdm(total=len(configs), desc="runs", unit="run", disable=not progress or len(configs) < 2)
 
     def done(i: int, outcome: RunOutcome) -> None:
         outcomes[i] = outcome
+        if outcome.status == "held":
+            return
         bar.update(1)
         if on_outcome is not None:
             on_outcome(outcome)
 
-    def progress_bar() -> tqdm:
-        return tqdm(total=len(configs), desc="runs", unit="run", disable=not progress or len(configs) < 2)
+    todo = list(range(len(configs)))
+    try:
+        while todo:
+            if jobs == 1:
+                from fedbench.registry import get_registry
 
-    if jobs == 1:
-        from fedbench.registry import get_registry
-
-        bar = progress_bar()
-        store = ResultStore(results)
-        for i, cfg in enumerate(configs):
-            done(i, execute_run(get_registry(), cfg, store, data_root=data_root, force=force, progress=progress))
+                for i in todo:
+                    done(i, execute_run(get_registry(), configs[i], store, data_root=data_root, force=force, progress=progress))
+            else:
+                _run_pool(configs, todo, store, jobs, str(results), str(data_root) if data_root else None, force, done)
+            todo = [i for i in todo if outcomes[i] is not None and outcomes[i].status == "held"]
+            if todo:
+                _wait_released(store, [configs[i] for i in todo], progress)
+                force = False  # what the other process finished counts: not computed twice
+    except KeyboardInterrupt:
         bar.close()
-        return outcomes  # type: ignore[return-value]
-
-    ResultStore(results).close()  # create the file and its schema once, before the workers open it
-    ctx = mp.get_context(start_method(jobs))
-    with ProcessPoolExecutor(jobs, mp_context=ctx, initializer=_init_worker, initargs=(threads_per_worker(jobs),)) as pool:
-        # with fork, every worker starts at the first submit: before the progress bar's monitor thread
-        pending: dict[Future, int] = {
-            pool.submit(_work, cfg, str(results), str(data_root) if data_root else None, force): i
-            for i, cfg in enumerate(configs)
-        }
-        bar = progress_bar()
-        while pending:
-            finished, _ = wait(pending, return_when=FIRST_COMPLETED)
-            for fut in finished:
-                done(pending.pop(fut), fut.result())
+        finished = sum(o is not None and o.status in ("done", "diverged", "skipped") for o in outcomes)
+        print(
+            f"fedbench: interrupted: {finished} of {len(configs)} runs finished and are stored; "
+            "run the same command again to compute the rest",
+            file=sys.stderr,
+        )
+        raise
+    finally:
+        store.close()
     bar.close()
     return outcomes  # type: ignore[return-value]
+
+
+def _run_pool(configs, todo, store, jobs, results, data_root, force, done) -> None:  # noqa: ANN001
+    """The runs ``todo`` on up to ``jobs`` worker processes that are replaced when they die."""
+    from multiprocessing.connection import wait as wait_any
+
+    tqdm.monitor_interval = 0  # no monitor thread: forking a fresh worker stays safe mid-sweep
+    queue = list(todo)
+    queue.reverse()
+    workers: list[_Worker] = []
+
+    def feed(w: _Worker) -> None:
+        """The next queued run to ``w``, or tell it to exit."""
+        if queue:
+            i = queue.pop()
+            w.send((i, configs[i]))
+        else:
+            w.send(None)
+
+    try:
+        for _ in range(min(jobs, len(queue))):
+            w = _Worker(jobs, results, data_root, force)
+            workers.append(w)
+            feed(w)
+        while any(w.task is not None for w in workers):
+            busy = [w for w in workers if w.task is not None]
+            ready = set(wait_any([w.conn for w in busy] + [w.proc.sentinel for w in busy], timeout=1.0))
+            for w in busy:
+                if w.conn in ready or w.proc.sentinel in ready:
+                    message = None
+                    try:
+                        if w.conn.poll():
+                            message = w.conn.recv()
+                    except (EOFError, OSError):
+                        message = None
+                    if message is not None:
+                        i, outcome = message
+                        w.task = None
+                        done(i, outcome)
+                        feed(w)
+                    elif not w.proc.is_alive():
+                        i, cfg = w.task
+                        w.proc.join()
+                        why = w.death()
+                        store.abandon(cfg.run_id, w.proc.pid, why)
+                        w.task = None
+                        done(i, RunOutcome(cfg, "failed", error=why))
+                        workers.remove(w)
+                        if queue:
+                            fresh = _Worker(jobs, results, data_root, force)
+                            workers.append(fresh)
+                            feed(fresh)
+    except KeyboardInterrupt:
+        queue.clear()
+        _stop_workers(workers, store, done)
+        raise
+    finally:
+        for w in workers:
+            if w.proc.is_alive() and w.task is None:
+                w.send(None)
+        for w in workers:
+            w.proc.join(timeout=5)
+            if w.proc.is_alive():
+                w.proc.kill()
+                w.proc.join()
+
+
+#: seconds the running runs get to store themselves as interrupted after the first Ctrl-C
+STOP_GRACE = 4.0
+
+
+def _stop_workers(workers: list[_Worker], store: ResultStore, done) -> None:  # noqa: ANN001
+    """First Ctrl-C: SIGTERM every busy worker and give it :data:`STOP_GRACE` seconds to store its run
+    as interrupted; a second Ctrl-C, or the grace running out, kills them."""
+    busy = [w for w in workers if w.task is not None]
+    print(f"fedbench: stopping {len(busy)} running run(s) (Ctrl-C again to kill them at once) ...", file=sys.stderr)
+    for w in workers:
+        if w.task is None:
+            w.send(None)
+        elif w.proc.is_alive():
+            os.kill(w.proc.pid, signal.SIGTERM)
+    deadline = time.monotonic() + STOP_GRACE
+    try:
+        for w in busy:
+            w.proc.join(timeout=max(0.0, deadline - time.monotonic()))
+    except KeyboardInterrupt:
+        pass
+    for w in busy:
+        if w.proc.is_alive():
+            w.proc.kill()
+            w.proc.join()
+        try:
+            while w.conn.poll():
+                i, outcome = w.conn.recv()
+                w.task = None
+                done(i, outcome)
+        except (EOFError, OSError):
+            pass
+        if w.task is not None:
+            i, cfg = w.task
+            store.abandon(cfg.run_id, w.proc.pid, "interrupted")
+            w.task = None
+            done(i, RunOutcome(cfg, "failed", error="interrupted"))
 
 
 def run_ray(

@@ -19,7 +19,7 @@ from fedbench.config import RunConfig
 from fedbench.errors import DivergedError, FedbenchError
 from fedbench.metrics import summarise
 from fedbench.registry import Registry
-from fedbench.store import ResultStore
+from fedbench.store import Heartbeat, Held, ResultStore
 
 
 @dataclass
@@ -27,7 +27,7 @@ class RunOutcome:
     """How a run ended, and its last evaluation's metrics."""
 
     config: RunConfig
-    status: str  # done | failed | diverged | skipped
+    status: str  # done | failed | diverged | skipped | held (another live process computes it)
     metrics: dict[str, float] = field(default_factory=dict)
     error: str | None = None
     seconds: float = 0.0
@@ -42,6 +42,8 @@ class RunOutcome:
         head = f"{c.dataset} / {c.method} / seed {c.seed} [{c.run_id}]: {self.status}"
         if self.status == "skipped":
             return head + " (already in the results store; --force recomputes)"
+        if self.status == "held":
+            return f"{head} ({self.error}; not computed twice)"
         if self.error:
             return f"{head}: {self.error}"
         m = self.metrics
@@ -62,21 +64,33 @@ def execute_run(
     progress: bool = True,
     reraise: bool = False,
 ) -> RunOutcome:
-    """Run ``cfg`` to completion, streaming each evaluation into ``store``.
+    """Claim ``cfg``'s run, compute it, and commit its status and metrics together in ``store``.
 
-    With ``reraise`` a non-fedbench exception propagates after being stored
-    (for debugging); otherwise it is stored and returned as ``failed``.
+    A run already ``done`` is ``skipped`` (unless ``force``); one another live process is computing
+    is ``held`` (never computed twice). With ``reraise`` a non-fedbench exception propagates after
+    being stored (for debugging); otherwise it is stored and returned as ``failed``.
     """
-    run_id = cfg.run_id
-    if not force and store.status(run_id) == "done":
+    claim = store.claim(cfg, force=force)
+    if claim is None:
         return RunOutcome(cfg, "skipped")
+    if isinstance(claim, Held):
+        return RunOutcome(cfg, "held", error=str(claim))
     start = time.perf_counter()
-    store.start_run(cfg)
+    wall = time.time()
+    beat = Heartbeat(store.path, claim)
     metrics: dict[str, float] = {}
     engine = ""
+
+    def finish(status: str, error: str | None = None) -> RunOutcome:
+        seconds = time.perf_counter() - start
+        beat.stop()
+        stored = store.finish(claim, cfg, status, error=error, engine=engine, seconds=seconds, started=wall)
+        if stored != status:
+            error = f"{error}; the earlier complete result is kept"
+        return RunOutcome(cfg, status, metrics, error, seconds, engine)
+
     try:
         sim = build_simulation(registry, cfg, data_root)
-        store.set_engine(run_id, sim.engine)
         engine = sim.engine
         bar = tqdm(
             range(cfg.train.rounds),
@@ -96,22 +110,25 @@ def execute_run(
                 new = sim.aggregator.evaluate_new(sim.unseen)
                 if new:
                     metrics.update({f"unseen_{k}": v for k, v in summarise(new).items() if k.startswith("test")})
-                store.log_metrics(run_id, r + 1, metrics)
+                store.log_metrics(claim, r + 1, metrics)
                 if not math.isfinite(metrics["train_loss"]):
                     raise DivergedError(r + 1, metrics["train_loss"])
                 bar.set_postfix(test_acc=f"{metrics['test_acc']:.2f}")
         bar.close()
     except DivergedError as e:
-        store.finish_run(run_id, "diverged", str(e))
-        return RunOutcome(cfg, "diverged", metrics, str(e), time.perf_counter() - start)
-    except KeyboardInterrupt:
-        store.finish_run(run_id, "failed", "interrupted")
+        return finish("diverged", str(e))
+    except (KeyboardInterrupt, Interrupted):
+        finish("failed", "interrupted")
         raise
     except Exception as e:
         message = str(e) if isinstance(e, FedbenchError) else f"{type(e).__name__}: {e}"
-        store.finish_run(run_id, "failed", message)
+        outcome = finish("failed", message)
         if reraise and not isinstance(e, FedbenchError):
             raise
-        return RunOutcome(cfg, "failed", metrics, message, time.perf_counter() - start)
-    store.finish_run(run_id, "done")
-    return RunOutcome(cfg, "done", metrics, None, time.perf_counter() - start, engine)
+        return outcome
+    return finish("done")
+
+
+class Interrupted(BaseException):
+    """Raised in a worker asked to stop (SIGTERM from its parent after Ctrl-C): the run is stored as
+    interrupted and the worker exits."""

@@ -1,23 +1,51 @@
 """The results store: one SQLite file (WAL mode) with runs and per-round metrics.
 
-Safe with several writer processes (each opens its own connection; writes are
-short transactions with a busy timeout). A run's row is keyed by its run id.
+Never a silent half-result:
+
+- A run is **claimed** in one transaction (table ``claims``: owner host, pid,
+  the pid's start time, a heartbeat the owner refreshes). A live claim held by
+  another process is never computed a second time; a claim whose owner is gone
+  (a dead pid on this host, or a heartbeat older than :data:`STALE_AFTER` from
+  another host) is taken over.
+- While it runs, its metrics go to ``live_metrics`` under the claim's token. Its
+  final status and its metrics are **committed together** in one transaction,
+  so no reader ever sees ``done`` with missing metrics.
+- ``--force`` keeps the old result until the new one is complete: a forced
+  attempt that fails or is interrupted leaves the earlier ``done`` row as it was.
+- On open, rows that an older version or a crash left inconsistent (``done``
+  with fewer evaluations than its config implies, ``running`` with no live
+  owner) are repaired to ``failed`` with a reason, never trusted.
+- A file that is not a fedbench store is refused and never modified;
+  ``readonly=True`` opens without writing anything (reports, plots).
 """
 
 from __future__ import annotations
 
 import json
+import os
+import socket
 import sqlite3
+import threading
 import time
+import uuid
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import pandas as pd
 
-from fedbench.config import RunConfig
+from fedbench.config import RunConfig, TrainConfig, config_id_of
 from fedbench.errors import ResultsError
 
-SCHEMA = """
+APPLICATION = "fedbench"
+SCHEMA_VERSION = "2"
+#: seconds between a running run's heartbeats, and after which a silent claim from another host is stale
+HEARTBEAT_EVERY = 5.0
+STALE_AFTER = 120.0
+
+TABLES = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS runs (
     run_id TEXT PRIMARY KEY,
     dataset TEXT NOT NULL,
@@ -39,24 +67,147 @@ CREATE TABLE IF NOT EXISTS metrics (
     value REAL,
     PRIMARY KEY (run_id, round, name)
 );
+CREATE TABLE IF NOT EXISTS claims (
+    run_id TEXT PRIMARY KEY,
+    token TEXT NOT NULL,
+    host TEXT NOT NULL,
+    pid INTEGER NOT NULL,
+    pid_start TEXT,                -- the pid's start time (Linux), so a reused pid is not taken for the owner
+    started REAL NOT NULL,
+    heartbeat REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS live_metrics (
+    token TEXT NOT NULL,
+    run_id TEXT NOT NULL,
+    round INTEGER NOT NULL,
+    name TEXT NOT NULL,
+    value REAL,
+    PRIMARY KEY (token, round, name)
+);
 """
+#: columns added to ``runs`` since the first schema: (name, SQL type)
+NEW_RUN_COLUMNS = (("config_id", "TEXT"), ("code", "TEXT"), ("env", "TEXT"), ("n_evals", "INTEGER"), ("seconds", "REAL"))
 
 DEFAULT_PATH = Path("results") / "fedbench.sqlite"
+HOST = socket.gethostname()
+
+
+def pid_start_time(pid: int) -> str | None:
+    """The start time of process ``pid`` (Linux ``/proc``), or None where it cannot be read."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return stat.rsplit(")", 1)[1].split()[19]
+
+
+def pid_alive(pid: int, start: str | None) -> bool:
+    """Whether ``pid`` is a live (not zombie) process started at ``start``."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        pass
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return True  # no /proc: the pid exists, that is all we can know
+    if fields[0] in ("Z", "X"):
+        return False
+    return start is None or fields[19] == start
+
+
+def n_evaluations(train: TrainConfig) -> int:
+    """How many evaluations a finished run of ``train`` stores."""
+    return sum(train.is_eval_round(r) for r in range(train.rounds))
+
+
+@dataclass(frozen=True)
+class Claim:
+    """This process's hold on one run."""
+
+    run_id: str
+    token: str
+    #: the run's status before this attempt (``done`` under --force): what an aborted attempt leaves
+    previous: str | None
+
+
+@dataclass(frozen=True)
+class Held:
+    """A run another live process is computing."""
+
+    run_id: str
+    host: str
+    pid: int
+    since: float
+
+    def __str__(self) -> str:
+        return f"being computed by pid {self.pid} on {self.host} since {time.strftime('%H:%M:%S', time.localtime(self.since))}"
 
 
 class ResultStore:
     """Runs and their metrics in one SQLite file, created on first use."""
 
-    def __init__(self, path: str | Path = DEFAULT_PATH) -> None:
+    def __init__(self, path: str | Path = DEFAULT_PATH, *, readonly: bool = False) -> None:
         self.path = Path(path)
+        self.readonly = readonly
         try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            self._db = sqlite3.connect(self.path, timeout=60)
-            self._init_schema()
+            if readonly:
+                self._db = self._open_readonly()
+                self._check_ours(create=False)
+            else:
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+                self._db = sqlite3.connect(self.path, timeout=60, isolation_level=None)
+                self._check_ours(create=True)
+                self._init_schema()
+                self.repair()
+        except ResultsError:
+            raise
         except (OSError, sqlite3.Error) as e:
             raise ResultsError(
-                f"cannot open results file {str(self.path)!r}: {e}; pass --results with a writable path"
+                f"cannot open results file {str(self.path)!r}: {e}; pass --results with a writable fedbench results file"
             ) from e
+
+    # -- opening ---------------------------------------------------------------------------------------------
+
+    def _open_readonly(self) -> sqlite3.Connection:
+        if not self.path.is_file():
+            raise ResultsError(f"no results file at {str(self.path)!r}; run `fedbench run ...` first or pass --results PATH")
+        uri = self.path.resolve().as_uri()
+        db = sqlite3.connect(f"{uri}?mode=ro", uri=True, timeout=60, isolation_level=None)
+        try:
+            db.execute("SELECT count(*) FROM sqlite_master").fetchone()
+            return db
+        except sqlite3.OperationalError:
+            # a read-only file or folder: no -shm can be made, read it as immutable (nobody may write it anyway)
+            db.close()
+            return sqlite3.connect(f"{uri}?mode=ro&immutable=1", uri=True, isolation_level=None)
+
+    def _check_ours(self, *, create: bool) -> None:
+        """Refuse a file that is not a fedbench store, before anything is written to it."""
+        try:
+            tables = {r[0] for r in self._db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+        except sqlite3.DatabaseError as e:
+            raise ResultsError(
+                f"{str(self.path)!r} is not a fedbench results file ({e}); pass --results with a new or fedbench file"
+            ) from e
+        if not tables:
+            if create:
+                return
+            raise ResultsError(f"{str(self.path)!r} is empty: no runs stored yet; run `fedbench run ...` first")
+        if "meta" in tables:
+            row = self._db.execute("SELECT value FROM meta WHERE key = 'application'").fetchone()
+            if row is not None and row[0] == APPLICATION:
+                return
+        elif {"runs", "metrics"} <= tables and tables <= {"runs", "metrics"}:
+            columns = {r[1] for r in self._db.execute("PRAGMA table_info(runs)")}
+            if {"run_id", "dataset", "method", "seed", "status", "config", "version"} <= columns:
+                return  # a store written by fedbench before the meta table: upgraded by _init_schema
+        raise ResultsError(
+            f"{str(self.path)!r} is not a fedbench results file (it holds the tables {', '.join(sorted(tables))}); "
+            "it was left unchanged; pass --results with a new or fedbench file"
+        )
 
     def _init_schema(self, attempts: int = 50) -> None:
         # Switching to WAL and creating tables can hit SQLITE_BUSY without the busy
@@ -65,60 +216,199 @@ class ResultStore:
             try:
                 if self._db.execute("PRAGMA journal_mode").fetchone()[0].lower() != "wal":
                     self._db.execute("PRAGMA journal_mode=WAL")
-                self._db.executescript(SCHEMA)
-                self._db.commit()
+                with self._transaction():
+                    for statement in TABLES.split(";"):
+                        if statement.strip():
+                            self._db.execute(statement)
+                    have = {r[1] for r in self._db.execute("PRAGMA table_info(runs)")}
+                    for name, kind in NEW_RUN_COLUMNS:
+                        if name not in have:
+                            self._db.execute(f"ALTER TABLE runs ADD COLUMN {name} {kind}")
+                    self._db.execute("CREATE INDEX IF NOT EXISTS runs_config_id ON runs(config_id)")
+                    self._db.execute("INSERT OR IGNORE INTO meta VALUES ('application', ?)", (APPLICATION,))
+                    self._db.execute("INSERT OR REPLACE INTO meta VALUES ('schema', ?)", (SCHEMA_VERSION,))
+                    for run_id, config in self._db.execute("SELECT run_id, config FROM runs WHERE config_id IS NULL").fetchall():
+                        self._db.execute("UPDATE runs SET config_id = ? WHERE run_id = ?", (config_id_of(json.loads(config)), run_id))
                 return
             except sqlite3.OperationalError as e:
                 if "locked" not in str(e) and "busy" not in str(e) or attempt == attempts - 1:
                     raise
                 time.sleep(0.05 * (attempt + 1))
 
+    @contextmanager
+    def _transaction(self) -> Iterator[sqlite3.Connection]:
+        """One write transaction, taken at once (BEGIN IMMEDIATE) so that read-then-write is atomic."""
+        self._db.execute("BEGIN IMMEDIATE")
+        try:
+            yield self._db
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            raise
+        self._db.execute("COMMIT")
+
+    def _write(self) -> Any:
+        if self.readonly:
+            raise ResultsError(f"results file {str(self.path)!r} was opened read-only")
+        return self._transaction()
+
     def close(self) -> None:
         self._db.close()
 
-    def _write(self, sql: str, rows: list[tuple[Any, ...]] | tuple[Any, ...]) -> None:
-        try:
-            with self._db:
-                if isinstance(rows, list):
-                    self._db.executemany(sql, rows)
-                else:
-                    self._db.execute(sql, rows)
-        except sqlite3.Error as e:
-            raise ResultsError(f"cannot write results file {str(self.path)!r}: {e}") from e
+    # -- consistency ------------------------------------------------------------------------------------------
+
+    def inconsistent(self) -> dict[str, str]:
+        """run id -> why its row cannot be trusted: ``done`` without all its evaluations, or ``running``
+        with no live owner."""
+        out: dict[str, str] = {}
+        counts = dict(self._db.execute("SELECT run_id, count(DISTINCT round) FROM metrics GROUP BY run_id").fetchall())
+        claims = {r[0]: r[1:] for r in self._db.execute("SELECT run_id, host, pid, pid_start, heartbeat FROM claims")}
+        for run_id, status, config, n_evals in self._db.execute("SELECT run_id, status, config, n_evals FROM runs"):
+            if status == "done":
+                if n_evals is None:
+                    try:
+                        n_evals = n_evaluations(TrainConfig(**json.loads(config)["train"]))
+                    except Exception:  # noqa: BLE001 - an unreadable config is itself a reason
+                        out[run_id] = "its stored configuration cannot be read"
+                        continue
+                have = counts.get(run_id, 0)
+                if have != n_evals:
+                    out[run_id] = f"marked done with {have} of its {n_evals} evaluations stored"
+            elif status == "running":
+                claim = claims.get(run_id)
+                if claim is None or not _owner_alive(*claim):
+                    out[run_id] = "its process died while running it"
+        return out
+
+    def repair(self) -> dict[str, str]:
+        """Mark every inconsistent row ``failed`` with its reason (a re-run recomputes it); returns them."""
+        if self.readonly:
+            return {}
+        bad = self.inconsistent()
+        if bad:
+            with self._write():
+                for run_id, why in self.inconsistent().items():  # again, inside the transaction
+                    self._db.execute(
+                        "UPDATE runs SET status = 'failed', error = ? WHERE run_id = ?",
+                        (f"repaired: {why}; re-run to recompute", run_id),
+                    )
+                    self._drop_dead_claim(run_id)
+        return bad
+
+    def _drop_dead_claim(self, run_id: str) -> None:
+        row = self._db.execute("SELECT token, host, pid, pid_start, heartbeat FROM claims WHERE run_id = ?", (run_id,)).fetchone()
+        if row is not None and not _owner_alive(*row[1:]):
+            self._db.execute("DELETE FROM live_metrics WHERE token = ?", (row[0],))
+            self._db.execute("DELETE FROM claims WHERE run_id = ?", (run_id,))
+
+    # -- the life of a run --------------------------------------------------------------------------------------
 
     def status(self, run_id: str) -> str | None:
         row = self._db.execute("SELECT status FROM runs WHERE run_id = ?", (run_id,)).fetchone()
         return row[0] if row else None
 
-    def start_run(self, cfg: RunConfig) -> None:
-        """Record ``cfg`` as running, discarding metrics of any earlier attempt."""
-        from fedbench import __version__
+    def holder(self, run_id: str) -> Held | None:
+        """Who computes ``run_id`` now, if a live process does."""
+        row = self._db.execute("SELECT host, pid, pid_start, heartbeat, started FROM claims WHERE run_id = ?", (run_id,)).fetchone()
+        if row is None or not _owner_alive(*row[:4]):
+            return None
+        return Held(run_id, row[0], row[1], row[4])
 
+    def claim(self, cfg: RunConfig, *, force: bool = False, pid: int | None = None) -> Claim | Held | None:
+        """Claim ``cfg``'s run for process ``pid`` (default: this one), in one transaction.
+
+        Returns the :class:`Claim`; or None when the run is already ``done`` (and not ``force``); or
+        :class:`Held` when another live process computes it.
+        """
+        from fedbench.fingerprint import environment
+
+        pid = os.getpid() if pid is None else pid
         run_id = cfg.run_id
-        self._write("DELETE FROM metrics WHERE run_id = ?", (run_id,))
-        self._write(
-            "INSERT OR REPLACE INTO runs (run_id, dataset, method, seed, rounds, status, error, config, version, "
-            "started, finished) VALUES (?, ?, ?, ?, ?, 'running', NULL, ?, ?, ?, NULL)",
+        now = time.time()
+        with self._write():
+            row = self._db.execute("SELECT status FROM runs WHERE run_id = ?", (run_id,)).fetchone()
+            previous = row[0] if row else None
+            held = self.holder(run_id)
+            if held is not None:
+                return held
+            if previous == "done" and not force:
+                return None
+            self._drop_dead_claim(run_id)
+            token = uuid.uuid4().hex
+            self._db.execute(
+                "INSERT INTO claims (run_id, token, host, pid, pid_start, started, heartbeat) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (run_id, token, HOST, pid, pid_start_time(pid), now, now),
+            )
+            if previous != "done":  # nothing finished to keep: the row says running from now on
+                self._db.execute("DELETE FROM metrics WHERE run_id = ?", (run_id,))
+                self._upsert_run(cfg, "running", None, None, now, None, None, environment())
+        return Claim(run_id, token, previous)
+
+    def _upsert_run(self, cfg: RunConfig, status: str, error: str | None, engine: str | None, started: float,
+                    finished: float | None, seconds: float | None, env: dict[str, Any]) -> None:
+        self._db.execute(
+            "INSERT OR REPLACE INTO runs (run_id, dataset, method, seed, rounds, status, error, engine, config, version, "
+            "started, finished, config_id, code, env, n_evals, seconds) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (
-                run_id, cfg.dataset, cfg.method, cfg.seed, cfg.train.rounds,
-                json.dumps(cfg.to_dict(), sort_keys=True, default=str), __version__, time.time(),
+                cfg.run_id, cfg.dataset, cfg.method, cfg.seed, cfg.train.rounds, status, error, engine,
+                json.dumps(cfg.to_dict(), sort_keys=True, default=str), str(env.get("fedbench")), started, finished,
+                cfg.config_id, cfg.code, json.dumps(env, sort_keys=True), n_evaluations(cfg.train), seconds,
             ),
         )
 
-    def log_metrics(self, run_id: str, round_: int, metrics: dict[str, float]) -> None:
-        self._write(
-            "INSERT OR REPLACE INTO metrics (run_id, round, name, value) VALUES (?, ?, ?, ?)",
-            [(run_id, round_, name, float(value)) for name, value in metrics.items()],
-        )
+    def heartbeat(self, claim: Claim) -> bool:
+        """Refresh ``claim``'s heartbeat; False when the claim was lost (taken over as stale)."""
+        with self._write():
+            cur = self._db.execute("UPDATE claims SET heartbeat = ? WHERE token = ?", (time.time(), claim.token))
+            return cur.rowcount == 1
 
-    def set_engine(self, run_id: str, engine: str) -> None:
-        self._write("UPDATE runs SET engine = ? WHERE run_id = ?", (engine, run_id))
+    def log_metrics(self, claim: Claim, round_: int, metrics: dict[str, float]) -> None:
+        """Stream one evaluation of the claimed run (visible as live progress, not yet a result)."""
+        with self._write():
+            self._db.executemany(
+                "INSERT OR REPLACE INTO live_metrics (token, run_id, round, name, value) VALUES (?, ?, ?, ?, ?)",
+                [(claim.token, claim.run_id, round_, name, float(value)) for name, value in metrics.items()],
+            )
+            self._db.execute("UPDATE claims SET heartbeat = ? WHERE token = ?", (time.time(), claim.token))
 
-    def finish_run(self, run_id: str, status: str, error: str | None = None) -> None:
-        self._write(
-            "UPDATE runs SET status = ?, error = ?, finished = ? WHERE run_id = ?",
-            (status, error, time.time(), run_id),
-        )
+    def finish(self, claim: Claim, cfg: RunConfig, status: str, *, error: str | None = None, engine: str | None = None,
+               seconds: float | None = None, started: float | None = None) -> str:
+        """Commit the attempt's status and metrics together and release the claim; returns the status
+        now stored. A ``failed`` attempt on a run that was ``done`` (under --force) keeps the old result."""
+        from fedbench.fingerprint import environment
+
+        with self._write():
+            mine = self._db.execute("SELECT started FROM claims WHERE token = ?", (claim.token,)).fetchone()
+            if mine is None:  # taken over as stale meanwhile: the new owner's result counts, not ours
+                self._db.execute("DELETE FROM live_metrics WHERE token = ?", (claim.token,))
+                return self.status(claim.run_id) or "failed"
+            stored = status
+            if status == "failed" and claim.previous == "done":
+                stored = "done"  # keep the complete earlier result
+            else:
+                self._db.execute("DELETE FROM metrics WHERE run_id = ?", (claim.run_id,))
+                self._db.execute(
+                    "INSERT INTO metrics (run_id, round, name, value) SELECT run_id, round, name, value FROM live_metrics "
+                    "WHERE token = ?",
+                    (claim.token,),
+                )
+                self._upsert_run(cfg, status, error, engine, started or mine[0], time.time(), seconds, environment())
+            self._db.execute("DELETE FROM live_metrics WHERE token = ?", (claim.token,))
+            self._db.execute("DELETE FROM claims WHERE token = ?", (claim.token,))
+        return stored
+
+    def abandon(self, run_id: str, pid: int, why: str) -> None:
+        """Fail the run that process ``pid`` held (it died): used by the parent of a dead worker."""
+        with self._write():
+            row = self._db.execute("SELECT token FROM claims WHERE run_id = ? AND pid = ? AND host = ?", (run_id, pid, HOST)).fetchone()
+            if row is None:
+                return
+            status = self.status(run_id)
+            self._db.execute("DELETE FROM live_metrics WHERE token = ?", (row[0],))
+            self._db.execute("DELETE FROM claims WHERE token = ?", (row[0],))
+            if status != "done":
+                self._db.execute("UPDATE runs SET status = 'failed', error = ?, finished = ? WHERE run_id = ?", (why, time.time(), run_id))
+
+    # -- reading ------------------------------------------------------------------------------------------------
 
     def runs(self) -> pd.DataFrame:
         return pd.read_sql_query("SELECT * FROM runs ORDER BY dataset, method, seed", self._db)
@@ -126,3 +416,38 @@ class ResultStore:
     def metrics(self, run_ids: list[str] | None = None) -> pd.DataFrame:
         df = pd.read_sql_query("SELECT * FROM metrics ORDER BY run_id, round, name", self._db)
         return df if run_ids is None else df[df.run_id.isin(run_ids)]
+
+
+def _owner_alive(host: str, pid: int, pid_start: str | None, heartbeat: float) -> bool:
+    if host == HOST:
+        return pid_alive(pid, pid_start)
+    return time.time() - heartbeat < STALE_AFTER
+
+
+class Heartbeat:
+    """A daemon thread refreshing a claim's heartbeat every :data:`HEARTBEAT_EVERY` seconds, on its own
+    connection, while a long round runs."""
+
+    def __init__(self, path: Path, claim: Claim) -> None:
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._beat, args=(path, claim), daemon=True, name="fedbench-heartbeat")
+        self._thread.start()
+
+    def _beat(self, path: Path, claim: Claim) -> None:
+        try:
+            db = sqlite3.connect(path, timeout=60)
+        except sqlite3.Error:
+            return
+        try:
+            while not self._stop.wait(HEARTBEAT_EVERY):
+                try:
+                    with db:
+                        db.execute("UPDATE claims SET heartbeat = ? WHERE token = ?", (time.time(), claim.token))
+                except sqlite3.Error:
+                    pass  # a busy store: the next beat tries again
+        finally:
+            db.close()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=HEARTBEAT_EVERY + 1)

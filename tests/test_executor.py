@@ -165,9 +165,14 @@ class TestRay:
 
 
 def _hammer(path: str, worker: int, n: int) -> None:
+    from fedbench.registry import get_registry
+
+    cfg = resolve_run(get_registry(), dataset="synthetic", method="fedavg", seed=worker, overrides=dict(TINY))
     store = ResultStore(path)
+    claim = store.claim(cfg)
     for r in range(n):
-        store.log_metrics(f"run{worker}", r, {"a": float(r), "b": float(worker)})
+        store.log_metrics(claim, r, {"a": float(r), "b": float(worker)})
+    store.finish(claim, cfg, "done")
 
 
 class TestStoreConcurrency:
@@ -182,8 +187,10 @@ class TestStoreConcurrency:
         for p in procs:
             p.join(120)
         assert [p.exitcode for p in procs] == [0, 0, 0, 0]
-        rows = sqlite3.connect(path).execute("SELECT run_id, count(*) FROM metrics GROUP BY run_id").fetchall()
-        assert rows == [(f"run{w}", 400) for w in range(4)]
+        db = sqlite3.connect(path)
+        rows = db.execute("SELECT seed, count(*) FROM metrics JOIN runs USING (run_id) GROUP BY seed").fetchall()
+        assert rows == [(w, 400) for w in range(4)]
+        assert db.execute("SELECT count(*) FROM live_metrics").fetchone()[0] == 0
 
 
 class TestPlot:

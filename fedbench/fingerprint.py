@@ -1,0 +1,151 @@
+"""What code computed a result: a fingerprint of the sources a run depends on, and the environment.
+
+A run's id hashes its configuration *and* this fingerprint, so editing the
+numerics (ours or an outside plugin's) never silently reuses results computed
+by other code. The fingerprint covers the core package (less the modules that
+only present results) and, for every component a run uses, the module that
+defines it, its plugin's module and every module of the same top-level package
+they reach through their globals, plus the providing distribution's version.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import inspect
+import platform
+import subprocess
+import sys
+from importlib import metadata
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+#: core modules that only show or schedule results: editing them cannot change a number
+PRESENTATION = frozenset({"cli", "report", "plot", "__main__", "executor", "store", "fingerprint", "suite"})
+
+
+def _source(module: ModuleType) -> bytes:
+    file = getattr(module, "__file__", None)
+    if not file:
+        return b""
+    try:
+        return Path(file).read_bytes()
+    except OSError:
+        return b""
+
+
+def reached_modules(obj: Any) -> dict[str, ModuleType]:
+    """The module defining ``obj`` and every module of the same top-level package it reaches
+    through module globals (its helpers), by name."""
+    start = obj if inspect.ismodule(obj) else inspect.getmodule(obj if inspect.isclass(obj) or callable(obj) else type(obj))
+    if start is None:
+        return {}
+    top = start.__name__.split(".")[0]
+    seen: dict[str, ModuleType] = {}
+    todo = [start]
+    while todo:
+        mod = todo.pop()
+        if mod.__name__ in seen:
+            continue
+        seen[mod.__name__] = mod
+        for value in list(vars(mod).values()):
+            if inspect.ismodule(value):
+                name = value.__name__
+            elif inspect.isclass(value) or inspect.isfunction(value):
+                name = getattr(value, "__module__", None) or ""
+            else:
+                continue
+            if name.split(".")[0] == top and name not in seen and name in sys.modules:
+                todo.append(sys.modules[name])
+    return seen
+
+
+@functools.lru_cache(maxsize=1)
+def core_fingerprint() -> str:
+    """Hash of the core's sources that can change numbers."""
+    import fedbench
+
+    h = hashlib.sha256()
+    root = Path(fedbench.__file__).parent
+    for path in sorted(root.glob("*.py")):
+        if path.stem not in PRESENTATION:
+            h.update(path.name.encode() + b"\0" + path.read_bytes() + b"\0")
+    return h.hexdigest()[:16]
+
+
+def _dist_version(package: str) -> str:
+    try:
+        return metadata.version(package)
+    except Exception:  # noqa: BLE001 - not installed as a distribution (e.g. registered by hand)
+        return "?"
+
+
+def component_fingerprint(registry: Any, kind: str, name: str) -> str:
+    """Hash of the sources behind one registered component, and its distribution's version."""
+    return _component_fingerprint(registry, kind, name)
+
+
+@functools.lru_cache(maxsize=256)
+def _component_fingerprint(registry: Any, kind: str, name: str) -> str:
+    entry = registry.entry(kind, name)
+    objects = [registry.pm.get_plugin(entry.plugin)]
+    for attr in ("load", "build", "cls", "partition"):
+        if hasattr(entry.spec, attr) and getattr(entry.spec, attr) is not None:
+            objects.append(getattr(entry.spec, attr))
+    modules: dict[str, ModuleType] = {}
+    for obj in objects:
+        if obj is not None:
+            modules.update(reached_modules(obj))
+    h = hashlib.sha256(f"{kind}:{name}:{entry.package}:{_dist_version(entry.package)}".encode())
+    for mod_name in sorted(modules):
+        if mod_name.split(".")[0] == "fedbench":  # the core is hashed once, in core_fingerprint
+            continue
+        h.update(mod_name.encode() + b"\0" + _source(modules[mod_name]) + b"\0")
+    return h.hexdigest()[:16]
+
+
+def code_fingerprint(registry: Any, components: list[tuple[str, str]]) -> str:
+    """One hash over the core and the given (kind, name) components."""
+    h = hashlib.sha256(core_fingerprint().encode())
+    for kind, name in sorted(set(components)):
+        h.update(f"{kind}:{name}={component_fingerprint(registry, kind, name)};".encode())
+    return h.hexdigest()[:16]
+
+
+@functools.lru_cache(maxsize=1)
+def git_commit() -> str | None:
+    """The commit of the source tree fedbench runs from, when it is a git checkout."""
+    import fedbench
+
+    root = Path(fedbench.__file__).resolve().parent.parent
+    if not (root / ".git").exists():
+        return None
+    try:
+        out = subprocess.run(
+            ["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10, check=True
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"],
+            capture_output=True, text=True, timeout=10, check=True,
+        ).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out + ("+dirty" if dirty else "")
+
+
+@functools.lru_cache(maxsize=1)
+def environment() -> dict[str, str | None]:
+    """Versions stored with every run."""
+    import numpy
+    import torch
+
+    from fedbench import __version__
+
+    return {
+        "fedbench": __version__,
+        "git": git_commit(),
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "numpy": numpy.__version__,
+    }
