@@ -67,13 +67,12 @@ def resolve_run(
     model_spec = registry.get("model", model)
     client_spec = registry.get("client", me.client)
     agg_spec = registry.get("aggregator", me.aggregator)
-    client_defaults = merge_params(f"client {me.client!r}", client_spec.params, me.client_params)
-    agg_defaults = merge_params(f"aggregator {me.aggregator!r}", agg_spec.params, me.aggregator_params)
-    dataset_params = merge_params(f"dataset {dataset!r}", ds.params, grouped["dataset"])
+    client_defaults = merge_params(f"client {me.client!r}", client_spec.params, me.client_params, client_spec.rules, registry)
+    agg_defaults = merge_params(f"aggregator {me.aggregator!r}", agg_spec.params, me.aggregator_params, agg_spec.rules, registry)
+    ds_defaults, ds_rules, chosen = dataset_parameters(registry, dataset, grouped["dataset"])
+    dataset_params = merge_params(f"dataset {dataset!r}", ds_defaults, grouped["dataset"], ds_rules, registry)
     components = [("dataset", dataset), ("method", method), ("model", model), ("client", me.client), ("aggregator", me.aggregator)]
-    partitioner = dataset_params.get("partitioner")
-    if isinstance(partitioner, str) and partitioner in registry.names("partitioner"):
-        components.append(("partitioner", partitioner))
+    components += chosen
     return RunConfig(
         dataset=dataset,
         method=method,
@@ -84,13 +83,43 @@ def resolve_run(
         seed=seed,
         train=TrainConfig(**train),
         dataset_params=_items(dataset_params),
-        model_params=_items(merge_params(f"model {model!r}", model_spec.params, grouped["model"])),
-        client_params=_items(merge_params(f"client {me.client!r}", client_defaults, grouped["client"])),
-        aggregator_params=_items(merge_params(f"aggregator {me.aggregator!r}", agg_defaults, grouped["aggregator"])),
+        model_params=_items(merge_params(f"model {model!r}", model_spec.params, grouped["model"], model_spec.rules, registry)),
+        client_params=_items(merge_params(f"client {me.client!r}", client_defaults, grouped["client"], client_spec.rules, registry)),
+        aggregator_params=_items(
+            merge_params(f"aggregator {me.aggregator!r}", agg_defaults, grouped["aggregator"], agg_spec.rules, registry)
+        ),
         device=device,
         engine=engine,
         code=code_fingerprint(registry, components),
     )
+
+
+def dataset_parameters(
+    registry: Registry, dataset: str, overrides: dict[str, Any]
+) -> tuple[dict[str, Any], dict[str, Any], list[tuple[str, str]]]:
+    """A data set's parameters for this run: ``(defaults, rules, chosen components)``.
+
+    A data-set parameter whose rule names a registry kind (``partitioner``) picks a component of that
+    kind; the chosen one's own parameters (defaults and ranges, declared once in its spec) join the
+    data set's, the data set's own values for them acting as defaults. The parameters of the other
+    components of that kind are dropped, so that a setting the run does not use stays out of its id.
+    """
+    ds = registry.get("dataset", dataset)
+    defaults, rules = dict(ds.params), dict(ds.rules)
+    chosen: list[tuple[str, str]] = []
+    for key, rule in ds.rules.items():
+        if rule.kind is None or key not in defaults:
+            continue
+        name = overrides.get(key, defaults[key])
+        rule.check(f"dataset {dataset!r}", key, name, registry)
+        sub = registry.get(rule.kind, name)
+        others = {k for e in registry.entries(rule.kind) for k in e.spec.params} - set(sub.params)
+        for k in others:
+            defaults.pop(k, None)
+        defaults.update({k: ds.params.get(k, v) for k, v in sub.params.items()})
+        rules = {**sub.rules, **rules}
+        chosen.append((rule.kind, name))
+    return defaults, rules, chosen
 
 
 def _items(params: dict[str, Any]) -> tuple[tuple[str, Any], ...]:
@@ -142,11 +171,31 @@ def unseen_split(n_clients: int, fraction: float) -> tuple[list[int], list[int]]
     return sorted(order[k:]), sorted(order[:k])
 
 
+def check_device(name: str) -> torch.device:
+    """``name`` as a torch device that exists on this machine, else a ConfigError naming it and a fix."""
+    try:
+        device = torch.device(name)
+    except (RuntimeError, ValueError) as e:
+        raise ConfigError(f"unknown device {name!r}; use cpu, cuda or cuda:N") from e
+    if device.type == "cpu":
+        return device
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ConfigError(f"device {name!r} asked for but CUDA is not available here; use --device cpu")
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            raise ConfigError(
+                f"device {name!r} does not exist: this machine has {torch.cuda.device_count()} CUDA device(s); "
+                f"use cuda:0..cuda:{torch.cuda.device_count() - 1}"
+            )
+        return device
+    if device.type == "mps" and torch.backends.mps.is_available():
+        return device
+    raise ConfigError(f"device {name!r} is not available on this machine; use --device cpu")
+
+
 def build_simulation(registry: Registry, cfg: RunConfig, data_root: Path | None = None) -> Simulation:
     """Build data, learners, clients and aggregator for ``cfg``."""
-    device = torch.device(cfg.device)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError(f"device {cfg.device!r} asked for but CUDA is not available here; use --device cpu")
+    device = check_device(cfg.device)
     data = load_data(registry, cfg, data_root)
     training, unseen = unseen_split(data.n_clients, cfg.train.unseen_fraction)
     if unseen:  # training clients first (ids 0..), the unseen ones after them

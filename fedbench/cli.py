@@ -14,7 +14,7 @@ from pathlib import Path
 from tqdm.auto import tqdm
 
 from fedbench import __version__
-from fedbench.build import resolve_run
+from fedbench.build import check_device, resolve_run
 from fedbench.config import parse_assignments
 from fedbench.data import default_data_root
 from fedbench.errors import FedbenchError
@@ -57,6 +57,10 @@ def cmd_list(args: argparse.Namespace) -> int:
 def cmd_run(args: argparse.Namespace) -> int:
     registry = get_registry()
     _warn_failures(registry)
+    check_device(args.device)
+    devices = [d.strip() for d in args.devices.split(",") if d.strip()] if args.devices else None
+    for device in devices or []:
+        check_device(device)
     overrides = parse_assignments(args.set or [])
     for key, value in (("rounds", args.rounds), ("eval_every", args.eval_every), ("model", args.model)):
         if value is not None:
@@ -94,8 +98,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         n = sum(c.dataset == name for c in configs)
         print(f"fedbench: skipping {n} run(s) of {name}: {problem}", file=sys.stderr)
     configs = [c for c in configs if c.dataset not in missing]
-    if args.devices:
-        configs = assign_devices(configs, [d.strip() for d in args.devices.split(",") if d.strip()])
+    if devices is not None:
+        configs = assign_devices(configs, devices)
     ResultStore(args.results).close()  # a bad results path fails here, before any run
 
     def report(outcome: RunOutcome) -> None:

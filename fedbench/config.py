@@ -187,14 +187,20 @@ def coerce(owner: str, key: str, value: Any, default: Any) -> Any:
     )
 
 
-def merge_params(owner: str, defaults: Mapping[str, Any], overrides: Mapping[str, Any]) -> dict[str, Any]:
-    """Defaults updated by overrides; an unknown key fails naming the known ones."""
+def merge_params(
+    owner: str, defaults: Mapping[str, Any], overrides: Mapping[str, Any], rules: Mapping[str, Any] | None = None,
+    registry: Any = None,
+) -> dict[str, Any]:
+    """Defaults updated by overrides; an unknown key fails naming the known ones, a value of the
+    wrong type or outside its declared range (``rules``, :class:`fedbench.params.Param`) fails naming it."""
     out = dict(defaults)
     for key, value in overrides.items():
         if key not in defaults:
             known = ", ".join(sorted(defaults)) or "none"
             raise ConfigError(f"{owner} has no parameter {key!r}; its parameters are: {known}")
         out[key] = coerce(owner, key, value, defaults[key])
+        if rules and key in rules:
+            rules[key].check(owner, key, out[key], registry)
     return out
 
 

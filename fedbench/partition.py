@@ -53,6 +53,17 @@ def federate(
         tr, te = torch.as_tensor(idx[: len(idx) - n_test]), torch.as_tensor(idx[len(idx) - n_test :])
         train.append((x[tr], y[tr]))
         test.append((x[te], y[te]))
+    empty = [i for i, (_, yt) in enumerate(train) if len(yt) == 0]
+    if empty:
+        raise DataError(
+            f"{len(empty)} of {len(parts)} clients (e.g. client {empty[0]}) got no training sample; use fewer clients "
+            "(dataset.n_clients) or a partitioner setting that gives each client more samples"
+        )
+    if sum(len(yt) for _, yt in test) == 0:
+        raise DataError(
+            f"no client got a test sample ({len(parts)} clients, test_fraction={test_fraction}); use fewer clients "
+            "(dataset.n_clients) or a larger test_fraction"
+        )
     return FederatedData.from_clients(train, test, task=task, num_classes=num_classes)
 
 

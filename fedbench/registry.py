@@ -28,6 +28,14 @@ from fedbench.errors import PluginError, UnknownPluginError
 from fedbench.specs import Spec
 
 GROUP = "fedbench"
+#: the top-level package of the built-in plugins: they are never shadowed without an explicit opt-in
+BUILTIN_PACKAGE = "fedbench_plugins"
+
+
+def _overrides() -> set[str]:
+    """``FEDBENCH_OVERRIDE``: comma-separated names an outside plugin may take from a built-in one
+    (``kind:name`` for a component, the entry-point name for a whole plugin)."""
+    return {n.strip() for n in os.environ.get("FEDBENCH_OVERRIDE", "").split(",") if n.strip()}
 
 #: kind name -> the registration hook that provides it
 KIND_HOOKS: dict[str, str] = {
@@ -70,10 +78,20 @@ class Registry:
         self._entries: dict[str, dict[str, Entry]] = {kind: {} for kind in KIND_HOOKS}
         for kind, hook_name in KIND_HOOKS.items():
             self._collect(kind, hook_name)
+        self._check_references()
+
+    def _fail(self, plugin: str, why: str) -> None:
+        self.failures[plugin] = f"{self.failures[plugin]}; {why}" if plugin in self.failures else why
+
+    def _is_builtin(self, plugin: str) -> bool:
+        obj = self.pm.get_plugin(plugin)
+        name = getattr(obj, "__name__", None) or type(obj).__module__
+        return name.split(".")[0] == BUILTIN_PACKAGE
 
     def _collect(self, kind: str, hook_name: str) -> None:
         hook = getattr(self.pm.hook, hook_name)
         trace = bool(os.environ.get("FEDBENCH_TRACE_HOOKS"))
+        offered: dict[str, list[Entry]] = {}
         # Call each implementation alone so that we know who provided what, and
         # so that one plugin raising does not hide the others' components.
         for impl in hook.get_hookimpls():
@@ -83,22 +101,46 @@ class Registry:
             try:
                 specs = impl.function() or []
             except Exception as e:  # a broken plugin must not take the others down
-                self.failures[plugin] = f"hook {hook_name} raised {type(e).__name__}: {e}"
+                self._fail(plugin, f"hook {hook_name} raised {type(e).__name__}: {e}")
                 continue
             for spec in specs:
                 if not isinstance(spec, Spec):
-                    self.failures[plugin] = (
-                        f"hook {hook_name} returned {type(spec).__name__}, expected a fedbench spec"
-                    )
+                    self._fail(plugin, f"hook {hook_name} returned {type(spec).__name__}, expected a fedbench spec")
                     continue
-                known = self._entries[kind].get(spec.name)
-                if known is not None:
-                    self.failures[plugin] = (
-                        f"{kind} {spec.name!r} is already provided by plugin {known.plugin!r}; "
-                        "rename one of them"
+                offered.setdefault(spec.name, []).append(Entry(kind, spec, plugin, self._packages.get(plugin, "?")))
+        overrides = _overrides()
+        for name, entries in offered.items():
+            if len(entries) == 1:
+                self._entries[kind][name] = entries[0]
+                continue
+            # a clash: never a silent winner. The built-in stays unless the user opted in to replace it.
+            builtin = [e for e in entries if self._is_builtin(e.plugin)]
+            outside = [e for e in entries if not self._is_builtin(e.plugin)]
+            who = " and ".join(f"plugin {e.plugin!r} ({e.package})" for e in entries)
+            if f"{kind}:{name}" in overrides and len(outside) == 1:
+                self._entries[kind][name] = outside[0]
+                continue
+            if len(builtin) == 1:
+                self._entries[kind][name] = builtin[0]
+                for e in outside:
+                    self._fail(
+                        e.plugin,
+                        f"{kind} {name!r} is provided by {who}; the built-in one is kept: rename yours, or set "
+                        f"FEDBENCH_OVERRIDE={kind}:{name} to replace the built-in",
                     )
-                    continue
-                self._entries[kind][spec.name] = Entry(kind, spec, plugin, self._packages.get(plugin, "?"))
+            else:
+                for e in entries:
+                    self._fail(e.plugin, f"{kind} {name!r} is provided by {who}; neither is loaded: rename one of them")
+
+    def _check_references(self) -> None:
+        """Drop, and report by plugin, every method that names a client type or aggregator nobody provides."""
+        for name, entry in list(self._entries["method"].items()):
+            for kind, wanted in (("client", entry.spec.client), ("aggregator", entry.spec.aggregator)):
+                if wanted not in self._entries[kind]:
+                    known = ", ".join(sorted(self._entries[kind])) or "none"
+                    self._fail(entry.plugin, f"method {name!r} names unknown {kind} {wanted!r} (known: {known}); it is not loaded")
+                    del self._entries["method"][name]
+                    break
 
     def names(self, kind: str) -> list[str]:
         """Sorted names registered for ``kind``."""
@@ -152,9 +194,30 @@ def load_entry_points(pm: pluggy.PluginManager) -> tuple[dict[str, str], dict[st
     known_hooks = set(KIND_HOOKS.values())
     failures: dict[str, str] = {}
     packages: dict[str, str] = {}
+    by_name: dict[str, dict[str, Any]] = {}
     for ep in entry_points(group=GROUP):
-        if ep.name in disabled or pm.get_plugin(ep.name) is not None:
+        dist = ep.dist.name if ep.dist is not None else "?"
+        by_name.setdefault(ep.name, {}).setdefault(dist, ep)
+    for name, offered in by_name.items():
+        if name in disabled or pm.get_plugin(name) is not None:
             continue
+        ep = next(iter(offered.values()))
+        if len(offered) > 1:
+            builtin = [e for e in offered.values() if e.value.split(".")[0] == BUILTIN_PACKAGE]
+            outside = [e for e in offered.values() if e.value.split(".")[0] != BUILTIN_PACKAGE]
+            who = " and ".join(f"{dist} ({e.value})" for dist, e in offered.items())
+            if name in _overrides() and len(outside) == 1:
+                ep = outside[0]
+            elif len(builtin) == 1:
+                ep = builtin[0]
+                for e in outside:
+                    failures[f"{e.dist.name if e.dist else '?'}:{name}"] = (
+                        f"entry point {name!r} is registered by {who}; the built-in one is loaded: rename yours, or set "
+                        f"FEDBENCH_OVERRIDE={name} to load yours instead"
+                    )
+            else:
+                failures[name] = f"entry point {name!r} is registered by {who}; neither is loaded: rename one of them"
+                continue
         try:
             plugin = ep.load()
             unknown = sorted(
@@ -165,11 +228,11 @@ def load_entry_points(pm: pluggy.PluginManager) -> tuple[dict[str, str], dict[st
                 raise PluginError(
                     f"defines unknown hook(s) {', '.join(unknown)}; known hooks: {', '.join(sorted(known_hooks))}"
                 )
-            pm.register(plugin, name=ep.name)
+            pm.register(plugin, name=name)
         except Exception as e:  # report by name; the rest still load
-            failures[ep.name] = f"loading {ep.value} failed: {type(e).__name__}: {e}"
+            failures[name] = f"loading {ep.value} failed: {type(e).__name__}: {e}"
             continue
-        packages[ep.name] = ep.dist.name if ep.dist is not None else "?"
+        packages[name] = ep.dist.name if ep.dist is not None else "?"
     return failures, packages
 
 

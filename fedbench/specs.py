@@ -12,6 +12,8 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any
 
+from fedbench.params import Param, split_params
+
 
 def _frozen(mapping: Mapping[str, Any] | None) -> Mapping[str, Any]:
     return MappingProxyType(dict(mapping or {}))
@@ -23,10 +25,15 @@ class Spec:
 
     name: str
     doc: str = ""
+    #: parameter -> default, or -> :class:`fedbench.params.Param` (default plus valid range);
+    #: after construction ``params`` holds the defaults and ``rules`` the ranges
     params: Mapping[str, Any] = field(default_factory=dict)
+    rules: Mapping[str, Param] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "params", _frozen(self.params))
+        defaults, rules = split_params(self.params)
+        object.__setattr__(self, "params", _frozen(defaults))
+        object.__setattr__(self, "rules", _frozen({**rules, **self.rules}))
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -92,6 +99,8 @@ class MethodSpec(Spec):
         super().__post_init__()
         object.__setattr__(self, "client_params", _frozen(self.client_params))
         object.__setattr__(self, "aggregator_params", _frozen(self.aggregator_params))
+        if not self.client or not self.aggregator:
+            raise ValueError(f"method {self.name!r}: client and aggregator must name registered components")
         if self.n_learners < 1:
             raise ValueError(f"method {self.name!r}: n_learners must be >= 1, got {self.n_learners}")
 

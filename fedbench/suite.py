@@ -67,11 +67,26 @@ def load_references(path: Path) -> pd.DataFrame:
     """A reference-numbers CSV with the columns dataset, method, metric, value, source."""
     if not path.is_file():
         raise ConfigError(f"reference file {str(path)!r} does not exist; fix the suite's references key")
-    df = pd.read_csv(path, comment="#")
+    try:
+        df = pd.read_csv(path, comment="#", encoding="utf-8")
+    except (pd.errors.EmptyDataError, pd.errors.ParserError, UnicodeDecodeError, ValueError) as e:
+        first = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise ConfigError(
+            f"reference file {path} is not a CSV with the columns dataset, method, metric, value, source ({first}); fix or remove it"
+        ) from e
     missing = {"dataset", "method", "metric", "value", "source"} - set(df.columns)
     if missing:
         raise ConfigError(f"reference file {path}: missing column(s) {', '.join(sorted(missing))}")
-    return df
+    if df.empty:
+        raise ConfigError(f"reference file {path} has no rows; add reference numbers or remove the references key")
+    values = pd.to_numeric(df["value"], errors="coerce")
+    bad = df.index[values.isna()]
+    if len(bad):
+        row = int(bad[0])
+        raise ConfigError(
+            f"reference file {path}: value {df['value'].iloc[row]!r} in data row {row + 1} is not a number; fix it"
+        )
+    return df.assign(value=values.astype(float))
 
 
 def find_suite(registry: Registry, name_or_path: str) -> Path:
@@ -140,6 +155,10 @@ def load_suite(
         raise ConfigError(f"suite {path}: seeds must be a list of integers, got {seed_list!r}")
     common = _table(f"suite {path}: set", doc.get("set", {}))
     datasets = _table(f"suite {path}: datasets", doc["datasets"])
+    for key, value in (("methods", methods), ("seeds", seed_list), ("datasets", datasets)):
+        if not value:
+            raise ConfigError(f"suite {path}: {key} is empty, so the suite has no runs; list at least one")
+    refs = load_references(path.parent / str(doc["references"])) if "references" in doc else None
     runs = []
     for ds_name, ds_params in datasets.items():
         ds_params = dict(_table(f"suite {path}: datasets.{ds_name}", ds_params))
@@ -166,7 +185,4 @@ def load_suite(
                         )
                 except FedbenchError as e:
                     raise ConfigError(f"suite {path}: {e}") from e
-    refs = None
-    if "references" in doc:
-        refs = load_references(path.parent / str(doc["references"]))
     return Suite(path.stem, path, str(doc.get("description", "")), tuple(runs), refs)

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import torch
 
+from fedbench.params import Param
 from fedbench import AggregatorSpec, CentralizedAggregator, Client, ClientUpdate, MethodSpec, hookimpl, weighted_average
 
 
@@ -63,7 +64,7 @@ def fedbench_aggregators() -> list[AggregatorSpec]:
     return [
         AggregatorSpec(
             name="agnostic", doc="averages with adversarial client weights, ascended on client losses and projected",
-            params={"lr_lambda": 0.01}, cls=AgnosticAggregator,
+            params={"lr_lambda": Param(0.01, low=0.0)}, cls=AgnosticAggregator,
         )
     ]
 

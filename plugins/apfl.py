@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import torch
 
+from fedbench.params import Param
 from fedbench import CentralizedAggregator, AggregatorSpec, Client, ClientSpec, ClientUpdate, EvalResult, MethodSpec, hookimpl
 from fedbench.learner import epoch_orders
 from fedbench.seeding import STREAM_TRAIN, generator
@@ -102,7 +103,7 @@ class APFLAggregator(CentralizedAggregator):
 
 @hookimpl
 def fedbench_clients() -> list[ClientSpec]:
-    return [ClientSpec(name="apfl", doc="shared and personal model trained on the same batches, mixed by alpha", params={"alpha": 0.5}, cls=APFLClient)]
+    return [ClientSpec(name="apfl", doc="shared and personal model trained on the same batches, mixed by alpha", params={"alpha": Param(0.5, low=0.0, high=1.0)}, cls=APFLClient)]
 
 
 @hookimpl

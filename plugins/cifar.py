@@ -104,6 +104,7 @@ def fedbench_datasets() -> list[DatasetSpec]:
             name=name,
             doc=f"{name.upper()} python batches under --data-root; {doc}",
             params={**POOLED_PARAMS, **split},
+            rules=POOLED_PARAMS,
             load=lambda data_root=None, _name=name, **p: load(_name, data_root, p),
             default_model="cifar10cnn",
             check=lambda data_root=None, _name=name: check(_name, data_root),

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import torch
 
+from fedbench.params import Param
 from fedbench import Aggregator, AggregatorSpec, Client, ClientUpdate, MethodSpec, weighted_average, hookimpl
 
 
@@ -99,7 +100,7 @@ def fedbench_aggregators() -> list[AggregatorSpec]:
         AggregatorSpec(
             name="clustered",
             doc="one model per cluster; split a cluster when updates cancel on average but not individually",
-            params={"eps1": 0.4, "eps2": 1.6, "warmup": 20, "min_size": 3},
+            params={"eps1": Param(0.4, low=0.0), "eps2": Param(1.6, low=0.0), "warmup": Param(20, low=0), "min_size": Param(3, low=1)},
             cls=ClusteredAggregator,
         )
     ]

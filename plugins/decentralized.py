@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import torch
 
+from fedbench.params import Param
 from fedbench import Aggregator, AggregatorSpec, Client, ClientUpdate, MethodSpec, hookimpl
 from fedbench.seeding import generator
 
@@ -101,7 +102,10 @@ def fedbench_aggregators() -> list[AggregatorSpec]:
         AggregatorSpec(
             name="decentralized",
             doc="no server: clients average with their neighbours on a communication graph",
-            params={"graph": "erdos_renyi", "p": 0.5, "mixing": "metropolis"},
+            params={
+                "graph": Param("erdos_renyi", choices=("erdos_renyi", "complete")), "p": Param(0.5, low=0.0, high=1.0),
+                "mixing": Param("metropolis", choices=("metropolis", "uniform")),
+            },
             cls=DecentralizedAggregator,
         )
     ]

@@ -39,6 +39,7 @@ def fedbench_datasets() -> list[DatasetSpec]:
             name="digits",
             doc="scikit-learn's bundled 8x8 digits, split by any partitioner (default Dirichlet 0.5 over 10 clients)",
             params=POOLED_PARAMS,
+            rules=POOLED_PARAMS,
             load=load,
             default_model="linear",
         )

@@ -14,6 +14,7 @@ import dataclasses
 
 import torch
 
+from fedbench.params import Param
 from fedbench import Client, ClientSpec, ClientUpdate, EvalResult, MethodSpec, hookimpl
 from fedbench.seeding import STREAM_TRAIN, generator
 
@@ -63,7 +64,7 @@ def fedbench_clients() -> list[ClientSpec]:
         ClientSpec(
             name="ditto",
             doc="trains the global model as FedAvg and a personal model pulled toward it (lambda)",
-            params={"lam": 0.1},
+            params={"lam": Param(0.1, low=0.0)},
             cls=DittoClient,
         )
     ]

@@ -15,6 +15,7 @@ import dataclasses
 
 import torch
 
+from fedbench.params import Param
 from fedbench import Client, ClientSpec, EvalResult, MethodSpec, hookimpl
 from fedbench.seeding import generator
 
@@ -58,7 +59,7 @@ def fedbench_clients() -> list[ClientSpec]:
         ClientSpec(
             name="tuned",
             doc="plain client evaluated after fine-tuning a copy of the global model on its own data",
-            params={"tune_epochs": 1, "tune_lr": 0.0},
+            params={"tune_epochs": Param(1, low=0), "tune_lr": Param(0.0, low=0.0)},
             cls=TunedClient,
         )
     ]

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import torch
 
+from fedbench.params import Param
 from fedbench import AggregatorSpec, CentralizedAggregator, MethodSpec, hookimpl
 
 OPTIMIZERS = ("sgd", "adam", "yogi")
@@ -79,7 +80,11 @@ def fedbench_aggregators() -> list[AggregatorSpec]:
         AggregatorSpec(
             name="server_opt",
             doc="centralised averaging followed by a server optimiser (sgd with momentum, adam, yogi)",
-            params={"optimizer": "sgd", "server_lr": 1.0, "beta1": 0.9, "beta2": 0.99, "tau": 1e-3},
+            params={
+                "optimizer": Param("sgd", choices=("sgd", "adam", "yogi")), "server_lr": Param(1.0, low=0.0, low_open=True),
+                "beta1": Param(0.9, low=0.0, high=1.0, high_open=True), "beta2": Param(0.99, low=0.0, high=1.0, high_open=True),
+                "tau": Param(1e-3, low=0.0, low_open=True),
+            },
             cls=ServerOptAggregator,
         )
     ]

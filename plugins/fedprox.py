@@ -8,6 +8,7 @@ With mu = 0 it is FedAvg exactly.
 
 from __future__ import annotations
 
+from fedbench.params import Param
 from fedbench import Client, ClientSpec, MethodSpec, hookimpl
 
 
@@ -27,7 +28,7 @@ def fedbench_clients() -> list[ClientSpec]:
         ClientSpec(
             name="proximal",
             doc="plain client with a proximal term mu/2 ||w - w_received||^2 in local training",
-            params={"mu": 0.1},
+            params={"mu": Param(0.1, low=0.0)},
             cls=ProximalClient,
         )
     ]

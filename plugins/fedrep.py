@@ -20,6 +20,7 @@ import dataclasses
 
 import torch
 
+from fedbench.params import Param
 from fedbench import ClientSpec, ClientUpdate, MethodSpec, hookimpl
 from fedbench.learner import epoch_orders
 from fedbench.seeding import STREAM_TRAIN, generator
@@ -78,7 +79,7 @@ def fedbench_clients() -> list[ClientSpec]:
         ClientSpec(
             name="representation",
             doc="FedRep client: personal head (last head_tensors tensors) trained first, then the shared body",
-            params={"head_tensors": 2, "head_epochs": 10},
+            params={"head_tensors": Param(2, low=0), "head_epochs": Param(10, low=0)},
             cls=RepresentationClient,
         )
     ]

@@ -109,6 +109,7 @@ def fedbench_datasets() -> list[DatasetSpec]:
             name=name,
             doc=doc,
             params={**POOLED_PARAMS, "n_clients": 100, **params},
+            rules=POOLED_PARAMS,
             load=lambda data_root=None, _name=name, **p: load_idx(_name, data_root, p),
             default_model=model,
             check=lambda data_root=None, _name=name: check(_name, data_root),

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import torch
 
+from fedbench.params import Param
 from fedbench import AggregatorSpec, MethodSpec, hookimpl, weighted_average
 from fedbench.aggregator import RoundStats
 from fedbench.seeding import generator
@@ -60,7 +61,7 @@ def fedbench_aggregators() -> list[AggregatorSpec]:
     return [
         AggregatorSpec(
             name="loopless", doc="personal models; with probability p a round averages them partially instead of training",
-            params={"communication_probability": 0.2, "penalty": 0.5}, cls=LooplessAggregator,
+            params={"communication_probability": Param(0.2, low=0.0, high=1.0), "penalty": Param(0.5, low=0.0, high=1.0)}, cls=LooplessAggregator,
         )
     ]
 

@@ -27,6 +27,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from fedbench.params import Param
 from fedbench import DatasetSpec, hookimpl
 from fedbench.data import FederatedData, resolve_data_root
 from fedbench.errors import DataError
@@ -147,13 +148,20 @@ def load_shakespeare(
     return FederatedData.from_clients(train, test, task="multiclass", num_classes=len(VOCAB))
 
 
+def FRACTION(default: float) -> Param:
+    return Param(default, low=0.0, high=1.0, low_open=True)
+
+
+TEST_FRACTION = Param(0.2, low=0.0, high=1.0, low_open=True, high_open=True)
+
+
 @hookimpl
 def fedbench_datasets() -> list[DatasetSpec]:
     return [
         DatasetSpec(
             name="femnist",
             doc="FEMNIST (LEAF json) by writer, 15 % of writers, 80/20 per writer",
-            params={"fraction": 0.15, "test_fraction": 0.2, "seed": 0},
+            params={"fraction": FRACTION(0.15), "test_fraction": TEST_FRACTION, "seed": 0},
             load=lambda data_root=None, **p: load_femnist(data_root, **p),
             default_model="femnist_cnn",
             check=lambda data_root=None: check("femnist", data_root),
@@ -161,7 +169,7 @@ def fedbench_datasets() -> list[DatasetSpec]:
         DatasetSpec(
             name="shakespeare",
             doc="Shakespeare (LEAF json) by speaking role, next character after an 80-char window, first 80 % train",
-            params={"fraction": 1.0, "test_fraction": 0.2, "min_samples": 2, "seed": 0},
+            params={"fraction": FRACTION(1.0), "test_fraction": TEST_FRACTION, "min_samples": Param(2, low=1), "seed": 0},
             load=lambda data_root=None, **p: load_shakespeare(data_root, **p),
             default_model="next_char_lstm",
             check=lambda data_root=None: check("shakespeare", data_root),

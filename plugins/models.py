@@ -8,6 +8,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from fedbench.params import Param
 from fedbench import ModelSpec, hookimpl
 from fedbench.errors import ConfigError
 
@@ -121,7 +122,7 @@ def fedbench_models() -> list[ModelSpec]:
         ModelSpec(
             name="mlp",
             doc="one hidden ReLU layer on the flattened input (optional BatchNorm)",
-            params={"hidden": 64, "batch_norm": False},
+            params={"hidden": Param(64, low=1), "batch_norm": False},
             build=mlp,
         ),
         ModelSpec(name="cifar10cnn", doc="2 conv + 2 dense layers for 32x32 colour images (fc 1600->2048)", build=cifar10cnn),
@@ -129,13 +130,13 @@ def fedbench_models() -> list[ModelSpec]:
         ModelSpec(
             name="mobilenet_v2",
             doc="torchvision MobileNetV2 (BatchNorm); optional ImageNet weights from a local file",
-            params={"weights_path": "", "width_mult": 1.0},
+            params={"weights_path": "", "width_mult": Param(1.0, low=0.0, low_open=True)},
             build=mobilenet_v2,
         ),
         ModelSpec(
             name="next_char_lstm",
             doc="embedding 8, 2-layer LSTM 256, dense: next-character logits (Shakespeare)",
-            params={"vocab": 100, "embed": 8, "hidden": 256, "layers": 2},
+            params={"vocab": Param(100, low=1), "embed": Param(8, low=1), "hidden": Param(256, low=1), "layers": Param(2, low=1)},
             build=next_char_lstm,
         ),
     ]

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from fedbench.params import Param
 from fedbench import PartitionerSpec, hookimpl
 from fedbench.errors import DataError
 
@@ -167,19 +168,26 @@ def pachinko(
     return parts
 
 
+def ALPHA(default: float) -> Param:
+    return Param(default, low=0.0, low_open=True)
+
+
+MIN_SIZE = Param(1, low=0)
+
+
 @hookimpl
 def fedbench_partitioners() -> list[PartitionerSpec]:
     return [
         PartitionerSpec(name="iid", doc="uniformly random, near-equal parts", partition=iid),
-        PartitionerSpec(name="dirichlet", doc="label skew: each class spread by Dirichlet(alpha)", params={"alpha": 0.5, "min_size": 1}, partition=dirichlet),
+        PartitionerSpec(name="dirichlet", doc="label skew: each class spread by Dirichlet(alpha)", params={"alpha": ALPHA(0.5), "min_size": MIN_SIZE}, partition=dirichlet),
         PartitionerSpec(
             name="label_groups", doc="FedEM paper: class groups, each spread by Dirichlet(alpha)",
-            params={"n_groups": 3, "alpha": 0.4, "min_size": 1}, partition=label_groups,
+            params={"n_groups": Param(3, low=1), "alpha": ALPHA(0.4), "min_size": MIN_SIZE}, partition=label_groups,
         ),
-        PartitionerSpec(name="shards", doc="pathological: k label-sorted shards per client", params={"shards_per_client": 2}, partition=shards),
-        PartitionerSpec(name="quantity", doc="quantity skew: LogNormal(0, sigma) client sizes", params={"sigma": 1.0}, partition=quantity),
+        PartitionerSpec(name="shards", doc="pathological: k label-sorted shards per client", params={"shards_per_client": Param(2, low=1)}, partition=shards),
+        PartitionerSpec(name="quantity", doc="quantity skew: LogNormal(0, sigma) client sizes", params={"sigma": Param(1.0, low=0.0)}, partition=quantity),
         PartitionerSpec(
             name="pachinko", doc="two-level label skew over coarse then fine labels (needs a label hierarchy, e.g. cifar100)",
-            params={"alpha": 0.4, "beta": 10.0, "samples_per_client": 0, "coarse_labels": None}, partition=pachinko,
+            params={"alpha": ALPHA(0.4), "beta": ALPHA(10.0), "samples_per_client": Param(0, low=0), "coarse_labels": None}, partition=pachinko,
         ),
     ]

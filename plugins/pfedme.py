@@ -17,6 +17,7 @@ from collections.abc import Callable
 
 import torch
 
+from fedbench.params import Param
 from fedbench import AggregatorSpec, CentralizedAggregator, Client, ClientSpec, ClientUpdate, EvalResult, MethodSpec, hookimpl
 from fedbench.learner import epoch_orders
 from fedbench.seeding import STREAM_TRAIN, generator
@@ -95,7 +96,7 @@ def fedbench_clients() -> list[ClientSpec]:
         ClientSpec(
             name="pfedme",
             doc="personal model solving a Moreau-envelope problem around the global model",
-            params={"lam": 1.0, "k_steps": 5, "personal_lr": 0.05},
+            params={"lam": Param(1.0, low=0.0, low_open=True), "k_steps": Param(5, low=1), "personal_lr": Param(0.05, low=0.0, low_open=True)},
             cls=PFedMeClient,
         )
     ]
@@ -103,7 +104,7 @@ def fedbench_clients() -> list[ClientSpec]:
 
 @hookimpl
 def fedbench_aggregators() -> list[AggregatorSpec]:
-    return [AggregatorSpec(name="pfedme", doc="averaging with pFedMe's beta step", params={"beta": 1.0}, cls=PFedMeAggregator)]
+    return [AggregatorSpec(name="pfedme", doc="averaging with pFedMe's beta step", params={"beta": Param(1.0, low=0.0, low_open=True)}, cls=PFedMeAggregator)]
 
 
 @hookimpl

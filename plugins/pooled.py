@@ -9,14 +9,18 @@ import torch
 
 from fedbench.data import FederatedData
 from fedbench.errors import DataError
+from fedbench.params import Param
 from fedbench.partition import federate, split_indices
 from fedbench.registry import get_registry
 
-#: parameters of every pooled data set: client count, partitioner and every built-in partitioner's own settings
+#: parameters of every pooled data set; the chosen partitioner's own settings (its spec's params)
+#: join them for each run (``fedbench.build.dataset_parameters``)
 POOLED_PARAMS: dict[str, Any] = {
-    "n_clients": 10, "partitioner": "dirichlet", "alpha": 0.5, "min_size": 1, "n_groups": 3,
-    "shards_per_client": 2, "sigma": 1.0, "test_fraction": 0.2, "seed": 0, "fraction": 1.0,
-    "beta": 10.0, "samples_per_client": 0,
+    "n_clients": Param(10, low=1, doc="number of clients"),
+    "partitioner": Param("dirichlet", kind="partitioner", doc="how the pool is split over clients"),
+    "test_fraction": Param(0.2, low=0.0, high=1.0, low_open=True, high_open=True, doc="per-client test share"),
+    "seed": Param(0, doc="the split's seed (fixed across training seeds)"),
+    "fraction": Param(1.0, low=0.0, high=1.0, low_open=True, doc="share of the pool kept"),
 }
 
 
@@ -25,7 +29,7 @@ def federate_pool(
 ) -> FederatedData:
     """Keep a random ``fraction`` of the pool (seeded), split it over ``n_clients`` with ``partitioner``;
     each client's samples 80/20 train/test. ``coarse``: each sample's coarse label, for hierarchical partitioners."""
-    p = {**POOLED_PARAMS, **params}
+    p = {**{k: v.default for k, v in POOLED_PARAMS.items()}, **params}
     fraction = float(p["fraction"])
     if not 0 < fraction <= 1:
         raise DataError(f"fraction must be in (0, 1], got {fraction}")

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import torch
 
+from fedbench.params import Param
 from fedbench import AggregatorSpec, CentralizedAggregator, Client, ClientUpdate, MethodSpec, hookimpl
 
 
@@ -54,7 +55,7 @@ class QFFLAggregator(CentralizedAggregator):
 
 @hookimpl
 def fedbench_aggregators() -> list[AggregatorSpec]:
-    return [AggregatorSpec(name="qffl", doc="q-FedAvg server update: clients with larger losses weigh more", params={"q": 1.0}, cls=QFFLAggregator)]
+    return [AggregatorSpec(name="qffl", doc="q-FedAvg server update: clients with larger losses weigh more", params={"q": Param(1.0, low=0.0)}, cls=QFFLAggregator)]
 
 
 @hookimpl

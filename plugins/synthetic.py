@@ -28,10 +28,14 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from fedbench.params import Param
 from fedbench import DatasetSpec, FederatedData, hookimpl
 from fedbench.errors import DataError
 
-PAPER = {"n_clients": 300, "n_components": 3, "dim": 150, "noise": 0.1, "n_test": 5000, "alpha": 0.4, "seed": 12345}
+PAPER = {
+    "n_clients": Param(300, low=1), "n_components": Param(3, low=1), "dim": Param(150, low=1), "noise": Param(0.1, low=0.0),
+    "n_test": Param(5000, low=1), "alpha": Param(0.4, low=0.0, low_open=True), "seed": 12345,
+}
 
 
 def _sigmoid(z: np.ndarray) -> np.ndarray:

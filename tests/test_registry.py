@@ -41,7 +41,11 @@ class TestBuiltins:
         entry = registry.entry("method", "fedem")
         assert entry.plugin == "fedem" and entry.package == "fedbench-suite"
         assert registry.get("method", "fedem").n_learners == 3
-        assert registry.failures == {}
+        # an outside plugin installed beside ours may add failures of its own, never one of a built-in
+        from importlib.metadata import entry_points
+
+        builtin = {ep.name for ep in entry_points(group="fedbench") if ep.value.startswith("fedbench_plugins")}
+        assert not set(registry.failures) & builtin
 
 
 class TestLookupFailure:
@@ -98,7 +102,46 @@ class TestBrokenPlugins:
         )
         proc = run_cli("list", "method", env={"PYTHONPATH": str(tmp_path)})
         assert "plugin 'typo_hook' not loaded" in proc.stderr and "fedbench_method" in proc.stderr
-        assert "'fedavg' is already provided by plugin 'fedavg'" in proc.stderr
+        # the impostor is blamed, by name, and the built-in fedavg is kept
+        assert "plugin 'clash' not loaded: method 'fedavg' is provided by" in proc.stderr
+        assert "the built-in one is kept" in proc.stderr and "plugin 'fedavg' not loaded" not in proc.stderr
+        line = next(l for l in proc.stdout.splitlines() if l.strip().startswith("fedavg "))
+        assert "fedbench-suite" in line
+
+    def test_outside_entry_point_named_like_a_builtin_does_not_shadow_it(self, tmp_path):
+        make_dist(
+            tmp_path,
+            "outside_models",
+            """
+            from fedbench import ModelSpec, hookimpl
+            import torch
+            @hookimpl
+            def fedbench_models():
+                return [ModelSpec(name="outside_linear", build=lambda shape, n: torch.nn.Linear(shape[0], n))]
+            """,
+            entry_name="models",
+        )
+        proc = run_cli("list", "model", env={"PYTHONPATH": str(tmp_path)})
+        assert proc.returncode == 0, proc.stderr
+        assert "entry point 'models' is registered by" in proc.stderr and "the built-in one is loaded" in proc.stderr
+        assert "linear " in proc.stdout and "outside_linear" not in proc.stdout
+        proc = run_cli("list", "model", env={"PYTHONPATH": str(tmp_path), "FEDBENCH_OVERRIDE": "models"})
+        assert "outside_linear" in proc.stdout  # the explicit opt-in
+
+    def test_method_naming_a_missing_client_type_is_reported_at_load(self, tmp_path):
+        make_dist(
+            tmp_path,
+            "dangling",
+            """
+            from fedbench import MethodSpec, hookimpl
+            @hookimpl
+            def fedbench_methods():
+                return [MethodSpec(name="ghost", client="no_such_client", aggregator="centralized")]
+            """,
+        )
+        proc = run_cli("list", "method", env={"PYTHONPATH": str(tmp_path)})
+        assert "plugin 'dangling' not loaded: method 'ghost' names unknown client 'no_such_client'" in proc.stderr
+        assert "ghost" not in proc.stdout
 
     def test_disable_plugins_env(self):
         proc = run_cli("list", "method", env={"FEDBENCH_DISABLE_PLUGINS": "fedem,local"})
