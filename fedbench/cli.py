@@ -20,7 +20,7 @@ from fedbench.data import default_data_root
 from fedbench.errors import FedbenchError
 from fedbench.registry import KIND_HOOKS, Registry, get_registry
 from fedbench.executor import assign_devices, run_local, run_ray
-from fedbench.report import comparison_table, reference_table, runs_table, to_latex, to_markdown
+from fedbench.report import METRICS, comparison_table, human_bytes, reference_table, runs_table, to_latex, to_markdown
 from fedbench.runner import RunOutcome
 from fedbench.store import DEFAULT_PATH, ResultStore
 from fedbench.suite import load_suite, missing_data
@@ -115,7 +115,7 @@ def cmd_run(args: argparse.Namespace) -> int:
             progress=not args.no_progress, on_outcome=report,
         )
     if suite:
-        store = ResultStore(args.results)
+        store = ResultStore(args.results, readonly=True)
         table = runs_table(store, [c.run_id for c in configs])
         _print_comparison(table, suite.references, "test_acc", "md")
         if _has(table, "unseen_test_acc"):
@@ -149,25 +149,22 @@ def _print_comparison(table, references, metric: str, fmt: str, transpose: bool 
             print(render(ref))
 
 
-def _existing_results(results: str) -> Path:
-    path = Path(results)
-    if not path.exists():
-        raise FedbenchError(f"no results file at {str(path)!r}; run `fedbench run ...` first or pass --results PATH")
-    return path
-
-
 def cmd_report(args: argparse.Namespace) -> int:
-    path = _existing_results(args.results)
-    store = ResultStore(path)
+    store = ResultStore(args.results, readonly=True)
     suite = load_suite(get_registry(), args.suite) if args.suite else None
-    table = runs_table(store, [c.run_id for c in suite.runs] if suite else None).drop(columns=["run_id"])
-    if args.metric not in table.columns and not table.empty:
-        known = [c for c in table.columns if c not in ("dataset", "method", "seed", "rounds", "status", "eval_round")]
+    table = runs_table(store, configs=suite.runs if suite else None).drop(columns=["run_id"])
+    if table.empty:
+        what = f"of suite {suite.name} " if suite else ""
+        print(f"no runs {what}stored in {args.results} yet; `fedbench run ...` computes them", file=sys.stderr)
+        return 0
+    if args.metric not in table.columns:
+        known = [c for c in table.columns if c in METRICS]
         raise FedbenchError(f"unknown metric {args.metric!r}; stored metrics are: {', '.join(known)}")
     if args.format == "csv":
-        print(table.to_csv(index=False), end="")
+        print(table.round(4).to_csv(index=False), end="")
         return 0
-    print(to_markdown(table) if args.format == "md" else to_latex(table))
+    shown = table.assign(bytes_sent=table.bytes_sent.map(human_bytes)) if "bytes_sent" in table else table
+    print(to_markdown(shown) if args.format == "md" else to_latex(shown))
     if suite or args.compare:
         _print_comparison(table, suite.references if suite else None, args.metric, args.format, args.transpose)
         if args.metric == "test_acc" and _has(table, "unseen_test_acc"):
@@ -182,9 +179,9 @@ def _has(table, metric: str) -> bool:  # noqa: ANN001
 def cmd_plot(args: argparse.Namespace) -> int:
     from fedbench.plot import curves, plot_curves
 
-    path = _existing_results(args.results)
+    path = Path(args.results)
     suite = load_suite(get_registry(), args.suite) if args.suite else None
-    table = curves(ResultStore(path), [c.run_id for c in suite.runs] if suite else None, args.metric)
+    table = curves(ResultStore(path, readonly=True), [c.run_id for c in suite.runs] if suite else None, args.metric)
     if table.empty:
         raise FedbenchError(f"no finished runs in {str(path)!r} to plot")
     for written in plot_curves(table, Path(args.out), args.metric):

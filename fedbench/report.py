@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import json
+from collections.abc import Sequence
+
 import pandas as pd
 
+from fedbench.config import RunConfig
 from fedbench.store import ResultStore
 
 METRICS = (
@@ -12,10 +16,46 @@ METRICS = (
 )
 
 
-def runs_table(store: ResultStore, run_ids: list[str] | None = None) -> pd.DataFrame:
-    """One row per run: its identity, status, its last evaluation's metrics, and the best
-    test accuracy over its evaluations (``best_test_acc``)."""
+def select_runs(runs: pd.DataFrame, configs: Sequence[RunConfig]) -> pd.DataFrame:
+    """The stored runs of ``configs``, one per configuration: the one computed by the current code when
+    there is one (``other_code`` False), else the latest by other code (``other_code`` True, so a
+    report can say its numbers came from other code)."""
+    current = {c.config_id: c.run_id for c in configs}
+    runs = runs[runs.config_id.isin(current)].copy()
+    runs["other_code"] = runs.run_id != runs.config_id.map(current)
+    runs = runs.sort_values(["other_code", "finished"], ascending=[True, False], na_position="last")
+    return runs.drop_duplicates("config_id")
+
+
+def grid_columns(runs: pd.DataFrame) -> pd.DataFrame:
+    """One column per setting that varies between runs of the same (dataset, method) other than the
+    seed (a grid), named ``GROUP.KEY`` or the training key, holding each run's value."""
+    flat = []
+    for text in runs["config"]:
+        cfg = json.loads(text)
+        row = {"model": cfg.get("model"), "n_learners": cfg.get("n_learners")}
+        row.update({k: v for k, v in cfg.get("train", {}).items()})
+        for group in ("dataset", "model", "client", "aggregator"):
+            row.update({f"{group}.{k}": v for k, v in cfg.get(f"{group}_params", {}).items()})
+        flat.append({k: json.dumps(v) if isinstance(v, (list, dict)) else v for k, v in row.items()})
+    settings = pd.DataFrame(flat, index=runs.index)
+    keys = pd.concat([runs[["dataset", "method"]], settings], axis=1)
+    varying = [
+        col for col in settings.columns
+        if (keys.groupby(["dataset", "method"])[col].nunique(dropna=False) > 1).any()
+    ]
+    return settings[varying]
+
+
+def runs_table(store: ResultStore, run_ids: list[str] | None = None, *, configs: Sequence[RunConfig] | None = None) -> pd.DataFrame:
+    """One row per run: its identity, any grid settings, status, its last evaluation's metrics, the best
+    test accuracy over its evaluations (``best_test_acc``), its wall time, and whether other code than
+    the current one computed it (``other_code``, with ``configs``)."""
     runs = store.runs()
+    if configs is not None:
+        runs = select_runs(runs, configs)
+    else:
+        runs = runs.assign(other_code=False)
     if run_ids is not None:
         runs = runs[runs.run_id.isin(run_ids)]
     metrics = store.metrics(list(runs.run_id))
@@ -28,21 +68,34 @@ def runs_table(store: ResultStore, run_ids: list[str] | None = None) -> pd.DataF
             wide["best_test_acc"] = acc.groupby("run_id")["value"].max()
     else:
         wide = pd.DataFrame(columns=[*METRICS, "eval_round"])
-    table = runs.set_index("run_id")[["dataset", "method", "seed", "rounds", "status"]].join(wide, how="left")
-    cols = ["dataset", "method", "seed", "rounds", "status", *[m for m in METRICS if m in table], "eval_round"]
-    return table.reset_index()[["run_id", *cols]].sort_values(["dataset", "method", "seed"]).reset_index(drop=True)
+    grid = grid_columns(runs) if len(runs) else pd.DataFrame(index=runs.index)
+    base = pd.concat([runs[["run_id", "dataset", "method"]], grid, runs[["seed", "rounds", "status", "seconds", "other_code"]]], axis=1)
+    table = base.set_index("run_id").join(wide, how="left")
+    cols = ["dataset", "method", *grid.columns, "seed", "rounds", "status", *[m for m in METRICS if m in table],
+            "eval_round", "seconds", "other_code"]
+    order = ["dataset", "method", *grid.columns, "seed"]
+    return table.reset_index()[["run_id", *cols]].sort_values(order).reset_index(drop=True)
+
+
+#: columns of :func:`runs_table` that are not grid settings
+FIXED = {"run_id", "dataset", "method", "seed", "rounds", "status", "eval_round", "seconds", "other_code", *METRICS}
 
 
 def comparison_table(runs: pd.DataFrame, metric: str = "test_acc") -> pd.DataFrame:
-    """Rows data sets, columns methods: ``mean ± std (n=seeds)`` of ``metric`` over finished runs.
+    """Rows data sets, columns methods (one per grid point: ``fedprox lr=0.01``): ``mean ± std (n=seeds)``
+    of ``metric`` over finished runs. Only seeds are averaged.
 
     Runs that failed or diverged are not averaged; the cell says how many there were. A method
-    that does not produce ``metric`` (e.g. unseen-client accuracy for Local) shows ``n/a``.
+    that does not produce ``metric`` (e.g. unseen-client accuracy for Local) shows ``n/a``; a cell
+    with results computed by other code than the current one says so (``other code``).
     """
     if runs.empty:
         return pd.DataFrame()
+    grid = [c for c in runs.columns if c not in FIXED and not c.startswith("unseen_")]
     cells: dict[tuple[str, str], str] = {}
-    for (dataset, method), group in runs.groupby(["dataset", "method"]):
+    for key, group in runs.groupby(["dataset", "method", *grid], dropna=False):
+        dataset, method, *point = key
+        label = method + "".join(f" {g.split('.')[-1]}={v}" for g, v in zip(grid, point))
         finished = group[group.status == "done"]
         done = (finished[metric] if metric in group else pd.Series(dtype=float)).dropna()
         text = "n/a" if len(finished) and not len(done) else ""
@@ -52,10 +105,23 @@ def comparison_table(runs: pd.DataFrame, metric: str = "test_acc") -> pd.DataFra
         bad = group[group.status != "done"].status.value_counts()
         if len(bad):
             text += " [" + ", ".join(f"{n} {status}" for status, n in sorted(bad.items())) + "]"
-        cells[(dataset, method)] = text.strip()
+        if "other_code" in group and bool(group.other_code.fillna(False).astype(bool).any()):
+            text += " [other code]"
+        cells[(dataset, label)] = text.strip()
     table = pd.Series(cells).unstack()
     table.index.name, table.columns.name = "dataset", "method"
     return table.fillna("")
+
+
+def human_bytes(value: float) -> str:
+    """``24424800000.0`` -> ``24.4 GB`` (decimal units, as network traffic is counted)."""
+    if pd.isna(value):
+        return ""
+    for unit in ("B", "kB", "MB", "GB", "TB"):
+        if abs(value) < 1000 or unit == "TB":
+            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1000
+    return ""
 
 
 def reference_table(runs: pd.DataFrame, references: pd.DataFrame, metric: str = "test_acc") -> pd.DataFrame:

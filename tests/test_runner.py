@@ -55,8 +55,10 @@ class TestStore:
     def test_failing_run_is_stored_with_its_error_and_keeps_others(self, registry, tmp_path):
         store = ResultStore(tmp_path / "r.sqlite")
         good = _run(registry, store, method="local")
-        bad = _run(registry, store, method="fedavg", **{"dataset.alpha": -1.0})
-        assert bad.status == "failed" and "alpha" in bad.error
+        cfg = resolve_run(registry, dataset="digits", method="fedavg", seed=0,
+                          overrides={"dataset.n_clients": 1797, "dataset.partitioner": "iid", "rounds": 2})
+        bad = execute_run(registry, cfg, store, progress=False)
+        assert bad.status == "failed" and "no client got a test sample" in bad.error
         runs = store.runs().set_index("run_id")
         assert runs.loc[bad.config.run_id, "status"] == "failed"
         assert runs.loc[good.config.run_id, "status"] == "done"
