@@ -76,6 +76,15 @@ CREATE TABLE IF NOT EXISTS claims (
     started REAL NOT NULL,
     heartbeat REAL NOT NULL
 );
+CREATE TABLE IF NOT EXISTS attempts (  -- every claim, and how it ended: an audit of what was computed
+    token TEXT PRIMARY KEY,
+    run_id TEXT NOT NULL,
+    host TEXT NOT NULL,
+    pid INTEGER NOT NULL,
+    started REAL NOT NULL,
+    finished REAL,
+    outcome TEXT                   -- done | failed | diverged | interrupted | worker died ..., NULL while running
+);
 CREATE TABLE IF NOT EXISTS live_metrics (
     token TEXT NOT NULL,
     run_id TEXT NOT NULL,
@@ -299,6 +308,7 @@ class ResultStore:
         if row is not None and not _owner_alive(*row[1:]):
             self._db.execute("DELETE FROM live_metrics WHERE token = ?", (row[0],))
             self._db.execute("DELETE FROM claims WHERE run_id = ?", (run_id,))
+            self._end_attempt(row[0], "owner died")
 
     # -- the life of a run --------------------------------------------------------------------------------------
 
@@ -338,6 +348,7 @@ class ResultStore:
                 "INSERT INTO claims (run_id, token, host, pid, pid_start, started, heartbeat) VALUES (?, ?, ?, ?, ?, ?, ?)",
                 (run_id, token, HOST, pid, pid_start_time(pid), now, now),
             )
+            self._db.execute("INSERT INTO attempts (token, run_id, host, pid, started) VALUES (?, ?, ?, ?, ?)", (token, run_id, HOST, pid, now))
             if previous != "done":  # nothing finished to keep: the row says running from now on
                 self._db.execute("DELETE FROM metrics WHERE run_id = ?", (run_id,))
                 self._upsert_run(cfg, "running", None, None, now, None, None, environment())
@@ -380,6 +391,7 @@ class ResultStore:
             mine = self._db.execute("SELECT started FROM claims WHERE token = ?", (claim.token,)).fetchone()
             if mine is None:  # taken over as stale meanwhile: the new owner's result counts, not ours
                 self._db.execute("DELETE FROM live_metrics WHERE token = ?", (claim.token,))
+                self._end_attempt(claim.token, "claim lost (taken over as stale); discarded")
                 return self.status(claim.run_id) or "failed"
             stored = status
             if status == "failed" and claim.previous == "done":
@@ -394,7 +406,11 @@ class ResultStore:
                 self._upsert_run(cfg, status, error, engine, started or mine[0], time.time(), seconds, environment())
             self._db.execute("DELETE FROM live_metrics WHERE token = ?", (claim.token,))
             self._db.execute("DELETE FROM claims WHERE token = ?", (claim.token,))
+            self._end_attempt(claim.token, error if status == "failed" and error else status)
         return stored
+
+    def _end_attempt(self, token: str, outcome: str) -> None:
+        self._db.execute("UPDATE attempts SET finished = ?, outcome = ? WHERE token = ?", (time.time(), outcome[:200], token))
 
     def abandon(self, run_id: str, pid: int, why: str) -> None:
         """Fail the run that process ``pid`` held (it died): used by the parent of a dead worker."""
@@ -405,6 +421,7 @@ class ResultStore:
             status = self.status(run_id)
             self._db.execute("DELETE FROM live_metrics WHERE token = ?", (row[0],))
             self._db.execute("DELETE FROM claims WHERE token = ?", (row[0],))
+            self._end_attempt(row[0], why)
             if status != "done":
                 self._db.execute("UPDATE runs SET status = 'failed', error = ?, finished = ? WHERE run_id = ?", (why, time.time(), run_id))
 

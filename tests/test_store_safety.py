@@ -1,0 +1,311 @@
+"""The store never loses, corrupts or double-computes a result: each scenario that once broke it.
+
+Real processes, real signals, a real SQLite file."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from fedbench.build import resolve_run
+from fedbench.errors import ConfigError, ResultsError
+from fedbench.executor import run_local
+from fedbench.runner import execute_run
+from fedbench.store import ResultStore, pid_alive
+from fedbench.suite import load_references
+from tests.conftest import TINY, run_cli
+
+
+def _cfg(registry, method="fedavg", seed=0, **extra):
+    return resolve_run(registry, dataset="synthetic", method=method, seed=seed, overrides={**TINY, **extra})
+
+
+def _dead_pid() -> int:
+    proc = subprocess.Popen(["true"])
+    proc.wait()
+    return proc.pid
+
+
+def _sha(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def _rows(db: Path, sql: str) -> list[tuple]:
+    con = sqlite3.connect(db)
+    try:
+        return con.execute(sql).fetchall()
+    finally:
+        con.close()
+
+
+class TestAtomicRuns:
+    def test_a_half_written_run_is_never_done_and_is_repaired(self, registry, tmp_path):
+        store = ResultStore(tmp_path / "r.sqlite")
+        cfg = _cfg(registry)
+        claim = store.claim(cfg, pid=_dead_pid())  # an owner that is gone, as after a kill -9
+        store.log_metrics(claim, 2, {"test_acc": 50.0})  # one of its two evaluations
+        assert store.status(cfg.run_id) == "running"
+        assert store.metrics([cfg.run_id]).empty  # live metrics are not results
+        store.close()
+        reopened = ResultStore(tmp_path / "r.sqlite")
+        assert reopened.status(cfg.run_id) == "failed"
+        assert "died" in reopened.runs().set_index("run_id").loc[cfg.run_id, "error"]
+        outcome = execute_run(registry, cfg, reopened, progress=False)
+        assert outcome.status == "done"
+        assert len(reopened.metrics([cfg.run_id])) == 2 * 7 and not _rows(tmp_path / "r.sqlite", "SELECT * FROM live_metrics")
+
+    def test_force_keeps_the_old_result_until_the_new_one_is_complete(self, registry, tmp_path):
+        store = ResultStore(tmp_path / "r.sqlite")
+        cfg = _cfg(registry)
+        assert execute_run(registry, cfg, store, progress=False).status == "done"
+        before = store.metrics([cfg.run_id]).reset_index(drop=True)
+        claim = store.claim(cfg, force=True)
+        store.log_metrics(claim, 2, {"test_acc": -1.0})
+        assert store.status(cfg.run_id) == "done" and store.metrics([cfg.run_id]).reset_index(drop=True).equals(before)
+        assert store.finish(claim, cfg, "failed", error="interrupted") == "done"  # a failed attempt keeps it
+        assert store.metrics([cfg.run_id]).reset_index(drop=True).equals(before)
+        # a worker dying mid --force keeps it too
+        claim = store.claim(cfg, force=True, pid=os.getpid())
+        store.abandon(cfg.run_id, os.getpid(), "worker died (signal 9)")
+        assert store.status(cfg.run_id) == "done" and store.metrics([cfg.run_id]).reset_index(drop=True).equals(before)
+
+    def test_force_on_a_missing_device_is_refused_before_anything_is_deleted(self, registry, tmp_path):
+        db = tmp_path / "r.sqlite"
+        cfg = _cfg(registry)
+        execute_run(registry, cfg, ResultStore(db), progress=False)
+        before = _rows(db, "SELECT run_id, round, name, value FROM metrics ORDER BY 1, 2, 3")
+        for devices in ("cuda:7", "tpu:0"):
+            proc = run_cli("run", "--dataset", "synthetic", "--method", "fedavg", "--seed", "0", "--force", "--devices", devices,
+                           *[x for k, v in TINY.items() for x in ("--set", f"{k}={v}")], "--results", str(db))
+            assert proc.returncode == 2 and proc.stderr.count("\n") == 1 and devices in proc.stderr, proc.stderr
+        assert _rows(db, "SELECT run_id, round, name, value FROM metrics ORDER BY 1, 2, 3") == before
+        assert _rows(db, "SELECT status FROM runs") == [("done",)]
+
+    def test_a_done_row_of_an_older_version_with_missing_metrics_is_repaired(self, registry, tmp_path):
+        db = tmp_path / "old.sqlite"
+        cfg = _cfg(registry)
+        con = sqlite3.connect(db)
+        con.executescript(
+            "CREATE TABLE runs (run_id TEXT PRIMARY KEY, dataset TEXT NOT NULL, method TEXT NOT NULL, seed INTEGER NOT NULL,"
+            " rounds INTEGER NOT NULL, status TEXT NOT NULL, error TEXT, engine TEXT, config TEXT NOT NULL,"
+            " version TEXT NOT NULL, started REAL NOT NULL, finished REAL);"
+            "CREATE TABLE metrics (run_id TEXT NOT NULL, round INTEGER NOT NULL, name TEXT NOT NULL, value REAL,"
+            " PRIMARY KEY (run_id, round, name));"
+        )
+        con.execute("INSERT INTO runs VALUES ('old1', 'synthetic', 'fedavg', 0, 4, 'done', NULL, NULL, ?, '0.1.0', 0, 1)",
+                    (json.dumps(cfg.to_dict(), default=str),))
+        con.execute("INSERT INTO metrics VALUES ('old1', 2, 'test_acc', 50.0)")  # one of two evaluations
+        con.commit()
+        con.close()
+        store = ResultStore(db)
+        row = store.runs().set_index("run_id").loc["old1"]
+        assert row.status == "failed" and "1 of its 2 evaluations" in row.error
+        assert row.config_id == cfg.config_id  # an old row is recognised as the same experiment
+
+
+class TestOwnership:
+    def test_a_run_held_by_a_live_process_is_waited_for_never_computed_twice(self, registry, tmp_path):
+        db = tmp_path / "r.sqlite"
+        cfg = _cfg(registry)
+        holder = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+        try:
+            store = ResultStore(db)
+            claim = store.claim(cfg, pid=holder.pid)
+            outcome = execute_run(registry, cfg, store, progress=False)
+            assert outcome.status == "held" and str(holder.pid) in outcome.error
+
+            def finish_later() -> None:  # the other process completes the run meanwhile
+                time.sleep(1.5)
+                other = ResultStore(db)
+                for r in (2, 4):
+                    other.log_metrics(claim, r, {"test_acc": 42.0})
+                other.finish(claim, cfg, "done")
+
+            thread = threading.Thread(target=finish_later)
+            thread.start()
+            outcomes = run_local([cfg], db, progress=False)
+            thread.join()
+            assert outcomes[0].status == "skipped"  # waited, then found done: not computed a second time
+            assert _rows(db, "SELECT count(*) FROM attempts") == [(1,)]
+        finally:
+            holder.kill()
+            holder.wait()
+
+    def test_two_concurrent_sweeps_compute_every_run_exactly_once(self, tmp_path):
+        suite = tmp_path / "s.toml"
+        suite.write_text(SUITE)
+        db = tmp_path / "r.sqlite"
+        args = [sys.executable, "-m", "fedbench", "run", "--suite", str(suite), "--results", str(db), "--no-progress"]
+        procs = [subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True) for _ in range(2)]
+        errs = [p.communicate(timeout=600)[1] for p in procs]
+        assert [p.returncode for p in procs] == [0, 0], errs
+        assert _rows(db, "SELECT status, count(*) FROM runs GROUP BY status") == [("done", 6)]
+        assert _rows(db, "SELECT max(n) FROM (SELECT count(*) AS n FROM attempts GROUP BY run_id)") == [(1,)]
+        assert {n for (n,) in _rows(db, "SELECT count(*) FROM metrics GROUP BY run_id")} == {4 * 7}
+
+
+SUITE = """
+description = "safety"
+methods = ["fedem", "fedavg", "local"]
+seeds = [1, 2]
+[set]
+rounds = 20
+eval_every = 5
+[datasets.synthetic]
+n_clients = 20
+n_test = 100
+dim = 10
+"""
+
+
+def _claimed_pids(db: Path) -> list[int]:
+    try:
+        return [p for (p,) in _rows(db, "SELECT pid FROM claims")]
+    except sqlite3.OperationalError:
+        return []
+
+
+def _wait_for(predicate, timeout: float = 120.0) -> None:
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if predicate():
+            return
+        time.sleep(0.05)
+    raise AssertionError("timed out waiting")
+
+
+class TestWorkers:
+    def test_a_killed_worker_fails_only_its_run(self, registry, tmp_path):
+        db = tmp_path / "r.sqlite"
+        configs = [_cfg(registry, method=m, seed=s, rounds=60, eval_every=20) for m in ("fedem", "fedavg") for s in (1, 2)]
+        killed: list[int] = []
+
+        def kill_first_worker() -> None:
+            _wait_for(lambda: bool(_claimed_pids(db)))
+            pid = _claimed_pids(db)[0]
+            os.kill(pid, signal.SIGKILL)
+            killed.append(pid)
+
+        thread = threading.Thread(target=kill_first_worker)
+        thread.start()
+        outcomes = run_local(configs, db, jobs=2, progress=False)
+        thread.join()
+        assert killed
+        failed = [o for o in outcomes if o.status == "failed"]
+        assert len(failed) == 1 and "worker died (signal 9" in failed[0].error
+        assert sorted(o.status for o in outcomes) == ["done", "done", "done", "failed"]
+        assert _rows(db, "SELECT count(*) FROM claims") == [(0,)]
+        assert _rows(db, "SELECT status, count(*) FROM runs GROUP BY status") == [("done", 3), ("failed", 1)]
+
+    def _start_sweep(self, tmp_path, jobs: int = 2):
+        suite = tmp_path / "s.toml"
+        suite.write_text(SUITE.replace("rounds = 20", "rounds = 400"))
+        db = tmp_path / "r.sqlite"
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "fedbench", "run", "--suite", str(suite), "--results", str(db), "--no-progress", "--jobs", str(jobs)],
+            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, start_new_session=True,
+        )
+        _wait_for(lambda: len(_claimed_pids(db)) >= jobs)
+        return proc, db, _claimed_pids(db)
+
+    def test_ctrl_c_stops_a_two_worker_sweep_within_seconds_and_leaves_nothing_behind(self, tmp_path):
+        proc, db, workers = self._start_sweep(tmp_path)
+        start = time.monotonic()
+        os.killpg(proc.pid, signal.SIGINT)  # what a terminal's Ctrl-C does: the whole foreground group
+        err = proc.communicate(timeout=60)[1]
+        took = time.monotonic() - start
+        assert proc.returncode == 130, err
+        assert took < 10, f"exit took {took:.1f}s"  # about 1 s here; 10 s leaves room for a loaded CI machine
+        assert "interrupted:" in err and "run the same command again" in err
+        assert not any(pid_alive(p, None) for p in workers)
+        assert _rows(db, "SELECT count(*) FROM claims") == [(0,)]
+        assert _rows(db, "SELECT count(*) FROM runs WHERE status = 'running'") == [(0,)]
+
+    def test_killing_the_parent_leaves_no_worker_and_the_rerun_completes(self, tmp_path):
+        proc, db, workers = self._start_sweep(tmp_path)
+        os.kill(proc.pid, signal.SIGKILL)  # the parent alone
+        proc.wait()
+        _wait_for(lambda: not any(pid_alive(p, None) for p in workers), timeout=10)
+        store = ResultStore(db)  # opening repairs what the dead sweep left
+        assert store.runs().status.isin(["done", "failed"]).all()
+
+
+class TestBadInputFailsUpFront:
+    @pytest.mark.parametrize("setting, words", [
+        ("dataset.partitioner=nope", "unknown partitioner 'nope'"),
+        ("dataset.n_clients=0", "n_clients must be >= 1"),
+        ("dataset.n_clients=-5", "n_clients must be >= 1"),
+        ("dataset.alpha=-1", "alpha must be > 0"),
+        ("dataset.alpha=0", "alpha must be > 0"),
+        ("client.mu=-1", "mu must be >= 0"),
+    ])
+    def test_bad_setting_is_one_line_and_exit_2_with_no_run(self, tmp_path, setting, words):
+        db = tmp_path / "r.sqlite"
+        proc = run_cli("run", "--dataset", "digits", "--method", "fedprox", "--set", setting, "--results", str(db))
+        assert proc.returncode == 2 and words in proc.stderr and proc.stderr.count("\n") == 1, proc.stderr
+        assert not db.exists()
+
+    @pytest.mark.parametrize("body, words", [
+        ('methods = []\nseeds = [1]\n[datasets.synthetic]\n', "methods is empty"),
+        ('methods = ["fedavg"]\nseeds = []\n[datasets.synthetic]\n', "seeds is empty"),
+        ('methods = ["fedavg"]\nseeds = [1]\n[datasets]\n', "datasets is empty"),
+    ])
+    def test_empty_suite_is_refused(self, registry, tmp_path, body, words):
+        path = tmp_path / "s.toml"
+        path.write_text(body)
+        from fedbench.suite import load_suite
+
+        with pytest.raises(ConfigError, match=words):
+            load_suite(registry, str(path))
+
+    @pytest.mark.parametrize("content, words", [
+        ("dataset,method,metric,value,source\nsynthetic,fedavg,test_acc,high,paper\n", "'high' in data row 1 is not a number"),
+        ("", "is not a CSV"),
+        (b"\x89PNG\r\n\x1a\n\x00\x00\xff\xfe", "is not a CSV"),
+        ("dataset,method,metric,value,source\n", "has no rows"),
+    ])
+    def test_bad_reference_file_is_refused_at_load(self, tmp_path, content, words):
+        path = tmp_path / "ref.csv"
+        path.write_bytes(content if isinstance(content, bytes) else content.encode())
+        with pytest.raises(ConfigError, match=words):
+            load_references(path)
+
+
+class TestForeignAndReadOnly:
+    def test_another_programs_sqlite_file_is_refused_and_left_unchanged(self, tmp_path):
+        db = tmp_path / "other.sqlite"
+        con = sqlite3.connect(db)
+        con.execute("CREATE TABLE users (id INTEGER, name TEXT)")
+        con.commit()
+        con.close()
+        before = _sha(db)
+        with pytest.raises(ResultsError, match="not a fedbench results file"):
+            ResultStore(db)
+        proc = run_cli("run", "--dataset", "synthetic", "--method", "fedavg", "--rounds", "1", "--results", str(db))
+        assert proc.returncode == 2 and "not a fedbench results file" in proc.stderr
+        assert _sha(db) == before and not Path(f"{db}-wal").exists()
+        garbage = tmp_path / "garbage.sqlite"
+        garbage.write_bytes(b"definitely not sqlite" * 100)
+        with pytest.raises(ResultsError, match="not a fedbench results file"):
+            ResultStore(garbage)
+
+    def test_report_reads_without_writing(self, registry, tmp_path):
+        db = tmp_path / "r.sqlite"
+        execute_run(registry, _cfg(registry), ResultStore(db), progress=False)
+        before = (_sha(db), db.stat().st_mtime_ns)
+        proc = run_cli("report", "--results", str(db))
+        assert proc.returncode == 0 and "fedavg" in proc.stdout, proc.stderr
+        assert (_sha(db), db.stat().st_mtime_ns) == before
+        store = ResultStore(db, readonly=True)
+        with pytest.raises(ResultsError, match="read-only"):
+            store.claim(_cfg(registry, seed=5))
