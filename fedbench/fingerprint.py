@@ -5,7 +5,9 @@ numerics (ours or an outside plugin's) never silently reuses results computed
 by other code. The fingerprint covers the core package (less the modules that
 only present results) and, for every component a run uses, the module that
 defines it, its plugin's module and every module of the same top-level package
-they reach through their globals, plus the providing distribution's version.
+they reach through their globals (modules, functions, classes; a constant imported by value is not
+followed), plus the providing distribution's version. Modules of the standard library and of installed
+packages count through their distribution's version, not their source.
 """
 
 from __future__ import annotations
@@ -13,9 +15,12 @@ from __future__ import annotations
 import functools
 import hashlib
 import inspect
+import os
 import platform
+import site
 import subprocess
 import sys
+import sysconfig
 from importlib import metadata
 from pathlib import Path
 from types import ModuleType
@@ -35,9 +40,33 @@ def _source(module: ModuleType) -> bytes:
         return b""
 
 
+@functools.lru_cache(maxsize=1)
+def _library_dirs() -> tuple[str, ...]:
+    """Folders of the standard library and of installed packages: their modules are versioned by
+    their distributions, not hashed."""
+    dirs = {sysconfig.get_paths()[k] for k in ("stdlib", "platstdlib", "purelib", "platlib")}
+    try:
+        dirs.update(site.getsitepackages())
+        dirs.add(site.getusersitepackages())
+    except AttributeError:  # some virtualenv builds lack these
+        pass
+    return tuple(str(Path(d).resolve()) + os.sep for d in dirs if d)
+
+
+def _own_code(module: ModuleType, top: str) -> bool:
+    """Whether a reached module is part of the plugin's own code: the same top-level package, or a
+    module outside the standard library and the installed packages (a helper next to the plugin)."""
+    if module.__name__.split(".")[0] == top:
+        return True
+    file = getattr(module, "__file__", None)
+    if not file:
+        return False
+    return not str(Path(file).resolve()).startswith(_library_dirs())
+
+
 def reached_modules(obj: Any) -> dict[str, ModuleType]:
-    """The module defining ``obj`` and every module of the same top-level package it reaches
-    through module globals (its helpers), by name."""
+    """The module defining ``obj`` and every module of its own code it reaches through module
+    globals (modules, functions and classes it imports), by name."""
     start = obj if inspect.ismodule(obj) else inspect.getmodule(obj if inspect.isclass(obj) or callable(obj) else type(obj))
     if start is None:
         return {}
@@ -56,7 +85,7 @@ def reached_modules(obj: Any) -> dict[str, ModuleType]:
                 name = getattr(value, "__module__", None) or ""
             else:
                 continue
-            if name.split(".")[0] == top and name not in seen and name in sys.modules:
+            if name not in seen and name in sys.modules and _own_code(sys.modules[name], top):
                 todo.append(sys.modules[name])
     return seen
 

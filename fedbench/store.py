@@ -293,13 +293,16 @@ class ResultStore:
         if self.readonly:
             return {}
         bad = self.inconsistent()
-        if bad:
+        dead = [r for r, *owner in self._db.execute("SELECT run_id, host, pid, pid_start, heartbeat FROM claims").fetchall()
+                if not _owner_alive(*owner)]
+        if bad or dead:
             with self._write():
                 for run_id, why in self.inconsistent().items():  # again, inside the transaction
                     self._db.execute(
                         "UPDATE runs SET status = 'failed', error = ? WHERE run_id = ?",
                         (f"repaired: {why}; re-run to recompute", run_id),
                     )
+                for run_id in dead:  # e.g. a --force attempt killed with its sweep: the done row stays as it was
                     self._drop_dead_claim(run_id)
         return bad
 

@@ -309,3 +309,73 @@ class TestForeignAndReadOnly:
         store = ResultStore(db, readonly=True)
         with pytest.raises(ResultsError, match="read-only"):
             store.claim(_cfg(registry, seed=5))
+
+
+class TestCodeFingerprint:
+    PROBE = (
+        "from fedbench.registry import get_registry; from fedbench.build import resolve_run; "
+        "c = resolve_run(get_registry(), dataset='synthetic', method='outside_avg', seed=0); print(c.config_id, c.run_id)"
+    )
+
+    def test_editing_an_outside_plugins_helper_changes_the_run_id_not_the_config_id(self, tmp_path):
+        from tests.test_registry import make_dist
+
+        (tmp_path / "outside_helpers.py").write_text("def scale(x):\n    return 1.0 * x\n")
+        make_dist(
+            tmp_path,
+            "outside_method",
+            """
+            from fedbench import MethodSpec, hookimpl
+            from outside_helpers import scale
+            @hookimpl
+            def fedbench_methods():
+                return [MethodSpec(name="outside_avg", client="plain", aggregator="centralized")]
+            """,
+        )
+
+        def probe() -> tuple[str, str]:
+            proc = subprocess.run([sys.executable, "-c", self.PROBE], capture_output=True, text=True,
+                                  env={**os.environ, "PYTHONPATH": str(tmp_path)}, timeout=300)
+            assert proc.returncode == 0, proc.stderr
+            config_id, run_id = proc.stdout.split()
+            return config_id, run_id
+
+        first = probe()
+        assert probe() == first  # stable for unchanged code
+        (tmp_path / "outside_helpers.py").write_text("def scale(x):\n    return 2.0 * x\n")  # a numerics change in a helper
+        second = probe()
+        assert second[0] == first[0] and second[1] != first[1]
+
+    def test_report_marks_results_of_other_code(self, registry, tmp_path):
+        import dataclasses
+
+        from fedbench.report import runs_table
+
+        db = tmp_path / "r.sqlite"
+        cfg = _cfg(registry)
+        old = dataclasses.replace(cfg, code="0000000000000000")  # the same experiment by other code
+        store = ResultStore(db)
+        execute_run(registry, old, store, progress=False)
+        table = runs_table(store, configs=[cfg])
+        assert len(table) == 1 and bool(table.other_code.iloc[0])
+        execute_run(registry, cfg, store, progress=False)
+        table = runs_table(store, configs=[cfg])
+        assert len(table) == 1 and not bool(table.other_code.iloc[0])  # the current code's result wins
+
+
+class TestGridReports:
+    def test_grid_points_are_columns_and_only_seeds_are_averaged(self, registry, tmp_path):
+        from fedbench.report import comparison_table, human_bytes, runs_table
+
+        db = tmp_path / "r.sqlite"
+        configs = [_cfg(registry, seed=s, lr=lr) for s in (1, 2) for lr in (0.05, 0.1)]
+        run_local(configs, db, progress=False)
+        table = runs_table(ResultStore(db, readonly=True))
+        assert "lr" in table.columns and sorted(set(table.lr)) == [0.05, 0.1]
+        comp = comparison_table(table)
+        assert list(comp.columns) == ["fedavg lr=0.05", "fedavg lr=0.1"]
+        for lr in (0.05, 0.1):
+            accs = table[table.lr == lr].test_acc
+            cell = comp.loc["synthetic", f"fedavg lr={lr}"]
+            assert cell == f"{accs.mean():.2f} ± {accs.std():.2f} (n=2)"
+        assert human_bytes(24424800000.0) == "24.4 GB" and human_bytes(999) == "999 B" and human_bytes(1500) == "1.5 kB"
