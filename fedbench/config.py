@@ -67,7 +67,8 @@ class TrainConfig:
         """The learning rate used in (0-based) round ``round_``."""
         if self.lr_schedule == "constant":
             return self.lr
-        milestones = (self.rounds // 2, 3 * (self.rounds // 4))
+        # a milestone at round 0 (fewer than 4 rounds) would train a short run at lr / 10 or lr / 100 from the start
+        milestones = [m for m in (self.rounds // 2, 3 * (self.rounds // 4)) if m > 0]
         return self.lr * 0.1 ** sum(round_ >= m for m in milestones)
 
     def is_eval_round(self, round_: int) -> bool:

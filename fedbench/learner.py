@@ -151,9 +151,14 @@ class Learner:
             for p, buf in zip(self._params, _split_like(momentum, self._params)):
                 opt.state[p]["momentum_buffer"] = buf.clone()
         self.model.train()
+        # BatchNorm cannot train on one sample: a lone last sample (a client of k * batch_size + 1) is
+        # left out of that epoch, as the authors' loaders drop incomplete last batches
+        batch_norm = any(isinstance(m, torch.nn.modules.batchnorm._BatchNorm) for m in self.model.modules())
         total, batches = 0.0, 0
         for perm in orders.to(y.device):
             for idx in perm.split(sgd.batch_size):
+                if batch_norm and idx.numel() == 1 and perm.numel() > 1:
+                    continue
                 opt.zero_grad(set_to_none=True)
                 losses = self.task.loss(self.model(x[idx]), y[idx])
                 if weights is not None:
