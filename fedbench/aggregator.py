@@ -164,18 +164,46 @@ class Aggregator:
         raise NotImplementedError
 
 
+def held_average(old: torch.Tensor, sampled: Sequence[torch.Tensor], weights: Sequence[float], total: float) -> torch.Tensor:
+    """The average over *all* clients when the unsampled ones hold the old model ``old``:
+    ``old + sum_S w_i / total * (theta_i - old)`` (``total``: the weights of every client)."""
+    w = torch.as_tensor(list(weights), dtype=old.dtype, device=old.device) / total
+    return old + torch.tensordot(w, torch.stack(list(sampled)) - old, dims=1)
+
+
 class CentralizedAggregator(Aggregator):
-    """Server averaging: each learner's global parameters become the average of the
-    sampled clients' parameters weighted by their train sizes (FedAvg when M = 1)."""
+    """Server averaging: each learner's global parameters become the average of the clients'
+    parameters weighted by their train sizes (FedAvg when M = 1).
+
+    Under partial participation (``participation < 1``), ``unsampled = "hold"`` (the default, the FedEM
+    authors' protocol) averages over every client, the unsampled ones holding the old global model:
+    ``w + sum_S n_i / n (theta_i - w)`` with ``n`` the train size of all clients, a damped update;
+    ``unsampled = "drop"`` averages over the sampled clients only (``sum_S n_i theta_i / sum_S n_i``).
+    With every client sampled both are the plain weighted average."""
 
     serves_new_clients = True
     shares_buffers = True
+    #: "hold" or "drop": see the class doc
+    unsampled: str = "hold"
+
+    def __init__(self, clients, init_params, train, *, seed, unsampled: str = "hold") -> None:  # noqa: ANN001
+        super().__init__(clients, init_params, train, seed=seed)
+        if unsampled not in ("hold", "drop"):
+            raise ValueError(f"unsampled must be 'hold' or 'drop', got {unsampled!r}")
+        self.unsampled = unsampled
 
     def configure_fit(self, round_: int, client: Client) -> list[torch.Tensor]:
         return self.global_params
 
     def aggregate_fit(self, round_: int, updates: list[ClientUpdate]) -> None:
         weights = [u.weight for u in updates]
+        if self.unsampled == "hold" and len(updates) < len(self.clients):
+            total = float(sum(c.n_train for c in self.clients))
+            self.global_params = [
+                held_average(self.global_params[m], [u.params[m] for u in updates], weights, total)
+                for m in range(len(self.global_params))
+            ]
+            return
         self.global_params = [
             weighted_average([u.params[m] for u in updates], weights) for m in range(len(self.global_params))
         ]

@@ -176,8 +176,13 @@ class Client:
 
     @torch.no_grad()
     def evaluate(self, params: list[torch.Tensor]) -> EvalResult:
-        """Score this client's predictor sum_m pi_m p_m on its own train and test sets."""
+        """Score this client's predictor sum_m pi_m p_m at ``params`` on its own train and test sets."""
         self.load(params)
+        return self.score()
+
+    @torch.no_grad()
+    def score(self) -> EvalResult:
+        """Score the workspace learners as they are (parameters and buffers), with this client's weights."""
         task = self.ensemble.task
         d = self.data
         tr_loss, tr_correct = task.score(self.ensemble.predict_proba(d.train_x, self.learners_weights), d.train_y)

@@ -6,6 +6,7 @@ client and the ``centralized`` aggregator (both defined in fedbench's core).
 
 from __future__ import annotations
 
+from fedbench.params import Param
 from fedbench import AggregatorSpec, CentralizedAggregator, Client, ClientSpec, MethodSpec, hookimpl
 
 
@@ -19,7 +20,8 @@ def fedbench_aggregators() -> list[AggregatorSpec]:
     return [
         AggregatorSpec(
             name="centralized",
-            doc="server averages each learner over the sampled clients, weighted by train size",
+            doc="server averages each learner over the clients, weighted by train size (unsampled ones hold the old model)",
+            params={"unsampled": Param("hold", choices=("hold", "drop"))},
             cls=CentralizedAggregator,
         )
     ]

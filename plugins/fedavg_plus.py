@@ -1,12 +1,19 @@
 """FedAvg+ (the FedEM paper's "FedAvg+", after Jiang et al. 2019): FedAvg, then local tuning.
 
-Training is FedAvg. Before a client is evaluated, a copy of the global model is
-fine-tuned on that client's own train data (``tune_epochs`` epochs of SGD, the
-client's optimiser settings, at ``tune_lr``, or at the learning rate of the
-client's last training round when ``tune_lr = 0``, as the authors' clients do
-with their current optimiser) and the tuned copy is what is evaluated. The
-tuned copy is thrown away: it never reaches the server. Deviation: the tuning
-starts with a fresh momentum buffer (the authors' copy inherits the client's).
+Training is FedAvg. Before a client is evaluated, a copy of the global model
+(with the client's own BatchNorm statistics) is fine-tuned on that client's own
+train data (``tune_epochs`` epochs of SGD with the client's optimiser settings),
+and the tuned copy, parameters *and* the statistics the tuning updated, is what
+is scored. The tuned copy never reaches the server.
+
+The authors' protocol (github omarfoq/FedEM) is the default: their tuned copy
+has its own optimiser, whose scheduler steps only when it tunes, so it tunes at
+the initial learning rate ``train.lr`` all run long (``tune_at = "initial"``),
+and its momentum buffer carries over from one evaluation to the next
+(``tune_momentum = "carried"``). The named options ``tune_at = "current"``
+(the learning rate of the client's last training round, which the multistep
+schedule divides by 100 by the end) and ``tune_momentum = "fresh"`` give the
+behaviour of earlier fedbench versions; ``tune_lr > 0`` fixes the rate outright.
 """
 
 from __future__ import annotations
@@ -26,31 +33,48 @@ STREAM_TUNE = 101
 class TunedClient(Client):
     """A plain client that evaluates a locally fine-tuned copy of the parameters it is given."""
 
-    def __init__(self, *args, tune_epochs: int = 1, tune_lr: float = 0.0, **kwargs) -> None:  # noqa: ANN002, ANN003
+    def __init__(self, *args, tune_epochs: int = 1, tune_lr: float = 0.0, tune_at: str = "initial",  # noqa: ANN002
+                 tune_momentum: str = "carried", **kwargs) -> None:  # noqa: ANN003
         super().__init__(*args, **kwargs)
         if tune_epochs < 0 or tune_lr < 0:
             raise ValueError(f"need tune_epochs >= 0 and tune_lr >= 0, got {tune_epochs}, {tune_lr}")
-        self.tune_epochs, self.tune_lr = tune_epochs, tune_lr
+        self.tune_epochs, self.tune_lr, self.tune_at, self.tune_momentum = tune_epochs, tune_lr, tune_at, tune_momentum
         self.last_lr = self.train.lr
         self.evaluations = 0
+        #: the tuning copy's own momentum buffers, carried between evaluations (``tune_momentum = "carried"``)
+        self.tuning_momentum: list[torch.Tensor | None] | None = None
+        #: the learning rate of the last tuning (for tests and logs)
+        self.last_tune_lr: float | None = None
 
     def step(self, params, round_, lr):  # noqa: ANN001, ANN201
         self.last_lr = lr
         return super().step(params, round_, lr)
 
     def adapt(self, params: list[torch.Tensor], lr: float) -> None:
-        # a new client tunes in evaluate(), like the others, at the last training round's rate
+        # a new client tunes in evaluate(), like the others
         self.last_lr = lr
+
+    def tuning_lr(self) -> float:
+        if self.tune_lr > 0:
+            return self.tune_lr
+        return self.train.lr if self.tune_at == "initial" else self.last_lr
 
     def evaluate(self, params: list[torch.Tensor]) -> EvalResult:
         if self.tune_epochs == 0:
             return super().evaluate(params)
         self.load(params)
-        sgd = dataclasses.replace(self.sgd_config(self.tune_lr or self.last_lr), epochs=self.tune_epochs)
+        self.last_tune_lr = self.tuning_lr()
+        sgd = dataclasses.replace(self.sgd_config(self.last_tune_lr), epochs=self.tune_epochs)
         gen = generator(self.seed, STREAM_TUNE, self.evaluations, self.client_id)
         self.evaluations += 1
-        self.ensemble.fit_epochs(self.data.train_x, self.data.train_y, self.samples_weights, sgd, gen)
-        return super().evaluate(self.ensemble.get_params())
+        carried = self.tune_momentum == "carried"
+        fits = self.ensemble.fit_epochs(
+            self.data.train_x, self.data.train_y, self.samples_weights, sgd, gen,
+            momentum=self.tuning_momentum if carried else None,
+        )
+        if carried:
+            self.tuning_momentum = [fit.momentum for fit in fits]
+        return self.score()  # the tuned parameters with the statistics the tuning left
 
 
 @hookimpl
@@ -59,7 +83,11 @@ def fedbench_clients() -> list[ClientSpec]:
         ClientSpec(
             name="tuned",
             doc="plain client evaluated after fine-tuning a copy of the global model on its own data",
-            params={"tune_epochs": Param(1, low=0), "tune_lr": Param(0.0, low=0.0)},
+            params={
+                "tune_epochs": Param(1, low=0), "tune_lr": Param(0.0, low=0.0),
+                "tune_at": Param("initial", choices=("initial", "current")),
+                "tune_momentum": Param("carried", choices=("carried", "fresh")),
+            },
             cls=TunedClient,
         )
     ]

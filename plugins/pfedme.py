@@ -4,7 +4,10 @@ Each local step takes a batch and
   1. approximately solves the personal problem
      theta_hat = argmin_theta f(theta; batch) + lam/2 * ||theta - w_i||^2
      by ``k_steps`` gradient steps of size ``personal_lr`` from the client's current
-     personal model (kept between rounds, as in the authors' code);
+     personal model (kept between rounds, as in the authors' code); ``personal_lr = 0``
+     (the default) uses the round's learning rate, so that the suite's ``lr`` drives the
+     personal models as it does in the authors' runs (a fixed ``personal_lr > 0`` is the
+     pFedMe paper's setting);
   2. moves the local copy of the global model toward it: w_i <- w_i - lr * lam * (w_i - theta_hat).
 The server sets w <- (1 - beta) * w + beta * (weighted average of the w_i). A client is
 evaluated with its personal model theta_hat. The optimiser is plain SGD (no momentum, no
@@ -43,10 +46,10 @@ class PFedMeClient(Client):
     #: its predictor involves a personal model that only training produces
     serves_new_clients = False
 
-    def __init__(self, *args, lam: float = 1.0, k_steps: int = 5, personal_lr: float = 0.05, **kwargs) -> None:  # noqa: ANN002, ANN003
+    def __init__(self, *args, lam: float = 1.0, k_steps: int = 5, personal_lr: float = 0.0, **kwargs) -> None:  # noqa: ANN002, ANN003
         super().__init__(*args, **kwargs)
-        if lam <= 0 or k_steps < 1 or personal_lr <= 0:
-            raise ValueError(f"need lam > 0, k_steps >= 1, personal_lr > 0; got {lam}, {k_steps}, {personal_lr}")
+        if lam <= 0 or k_steps < 1 or personal_lr < 0:
+            raise ValueError(f"need lam > 0, k_steps >= 1, personal_lr >= 0; got {lam}, {k_steps}, {personal_lr}")
         self.lam, self.k_steps, self.personal_lr = lam, k_steps, personal_lr
         self.personal: torch.Tensor | None = None
 
@@ -65,7 +68,7 @@ class PFedMeClient(Client):
                     last["loss"], g = learner.loss_and_grad(t, x, y)
                     return g
 
-                theta = solve_personal(grad, theta, w, self.lam, self.personal_lr, self.k_steps)
+                theta = solve_personal(grad, theta, w, self.lam, self.personal_lr or lr, self.k_steps)
                 w = moreau_step(w, theta, lr, self.lam)
                 total, steps = total + last["loss"], steps + 1
         self.personal = theta.detach()
@@ -96,7 +99,7 @@ def fedbench_clients() -> list[ClientSpec]:
         ClientSpec(
             name="pfedme",
             doc="personal model solving a Moreau-envelope problem around the global model",
-            params={"lam": Param(1.0, low=0.0, low_open=True), "k_steps": Param(5, low=1), "personal_lr": Param(0.05, low=0.0, low_open=True)},
+            params={"lam": Param(1.0, low=0.0, low_open=True), "k_steps": Param(5, low=1), "personal_lr": Param(0.0, low=0.0)},
             cls=PFedMeClient,
         )
     ]

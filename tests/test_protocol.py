@@ -58,3 +58,91 @@ class TestBatchNormLoneSample:
         assert ra.loss == rb.loss
         for p, q in zip(a.model.parameters(), b.model.parameters()):
             assert torch.equal(p, q)
+
+
+def _sim(registry, method, **extra):
+    from fedbench.build import build_simulation, resolve_run
+    from tests.conftest import TINY
+
+    cfg = resolve_run(registry, dataset="synthetic", method=method, seed=3, overrides={**TINY, **extra})
+    return build_simulation(registry, cfg)
+
+
+class TestFedAvgPlus:
+    def test_tunes_at_the_initial_lr_by_default_and_at_the_current_one_on_request(self, registry):
+        for tune_at, expected in (("initial", 1.0), ("current", 0.01)):
+            sim = _sim(registry, "fedavg+", lr=1.0, **{"client.tune_at": tune_at})
+            for r in range(4):
+                sim.aggregator.fit_round(r)
+            sim.aggregator.evaluate()
+            assert [c.last_tune_lr for c in sim.aggregator.clients] == pytest.approx([expected] * len(sim.aggregator.clients))
+
+    def test_the_tuned_copy_is_scored_with_the_statistics_the_tuning_left(self, registry):
+        from fedbench.seeding import generator
+        from fedbench_plugins.fedavg_plus import STREAM_TUNE
+
+        sim = _sim(registry, "fedavg+", model="mlp", **{"model.batch_norm": True, "model.hidden": 8, "client.tune_epochs": 2})
+        for r in range(2):
+            sim.aggregator.fit_round(r)
+        client = sim.aggregator.clients[0]
+        params = sim.aggregator.global_params
+        client.buffers = sim.aggregator.global_buffers
+        kept = [b.clone() for b in client.buffers]
+        got = client.evaluate(params)
+        # by hand: the same tuning from the same start, then score with (a) the tuned and (b) the old statistics
+        client.load(params)
+        sgd = client.sgd_config(client.train.lr).__class__(**{**client.sgd_config(client.train.lr).__dict__, "epochs": 2})
+        client.ensemble.fit_epochs(client.data.train_x, client.data.train_y, client.samples_weights, sgd,
+                                   generator(client.seed, STREAM_TUNE, 0, client.client_id))
+        tuned_stats = client.score()
+        client.ensemble.set_buffers(kept)
+        old_stats = client.score()
+        assert got == tuned_stats and got != old_stats
+        assert all(torch.equal(a, b) for a, b in zip(client.buffers, kept))  # the tuned copy never becomes the client's
+
+    def test_the_tuning_momentum_carries_over_between_evaluations(self, registry):
+        results = {}
+        for mode in ("carried", "fresh"):
+            sim = _sim(registry, "fedavg+", **{"client.tune_momentum": mode})
+            sim.aggregator.fit_round(0)
+            first = sim.aggregator.evaluate()
+            second = sim.aggregator.evaluate()
+            results[mode] = (first, second)
+        assert results["carried"][0] == results["fresh"][0]  # nothing to carry at the first evaluation
+        assert results["carried"][1] != results["fresh"][1]
+
+
+class TestPartialParticipation:
+    def test_unsampled_clients_hold_the_old_model_by_default(self, registry):
+        for unsampled in ("hold", "drop"):
+            sim = _sim(registry, "fedavg", participation=0.5, **{"aggregator.unsampled": unsampled})
+            agg = sim.aggregator
+            old = agg.global_params[0].clone()
+            clients = [agg.clients[i] for i in (0, 3, 5)]
+            updates = [c.step(agg.global_params, 0, agg.train.lr) for c in clients]
+            agg.aggregate_fit(0, updates)
+            n_all = sum(c.n_train for c in agg.clients)
+            if unsampled == "hold":
+                expected = old + sum(c.n_train / n_all * (u.params[0] - old) for c, u in zip(clients, updates))
+            else:
+                expected = sum(c.n_train * u.params[0] for c, u in zip(clients, updates)) / sum(c.n_train for c in clients)
+            torch.testing.assert_close(agg.global_params[0], expected, rtol=1e-6, atol=1e-7)
+
+    def test_full_participation_is_the_plain_average_bit_for_bit(self, registry):
+        a = _sim(registry, "fedavg", **{"aggregator.unsampled": "hold"})
+        b = _sim(registry, "fedavg", **{"aggregator.unsampled": "drop"})
+        for r in range(3):
+            a.aggregator.fit_round(r)
+            b.aggregator.fit_round(r)
+        assert torch.equal(a.aggregator.global_params[0], b.aggregator.global_params[0])
+
+
+class TestPFedMe:
+    def test_the_personal_step_uses_the_rounds_learning_rate(self, registry):
+        sim = _sim(registry, "pfedme", lr=0.3, batch_size=10_000, **{"client.k_steps": 1})
+        client = sim.aggregator.clients[0]
+        w = sim.aggregator.global_params[0].clone()
+        _, grad = client.ensemble.learners[0].loss_and_grad(w, client.data.train_x, client.data.train_y)
+        client.step([w], 0, 0.3)
+        expected = w - 0.3 * (grad + client.lam * (w - w))  # one step from theta = w at the suite's lr
+        torch.testing.assert_close(client.personal, expected, rtol=1e-5, atol=1e-6)
