@@ -146,3 +146,22 @@ class TestPFedMe:
         client.step([w], 0, 0.3)
         expected = w - 0.3 * (grad + client.lam * (w - w))  # one step from theta = w at the suite's lr
         torch.testing.assert_close(client.personal, expected, rtol=1e-5, atol=1e-6)
+
+
+class TestClusteredCriterion:
+    def test_max_update_norm_closed_forms(self):
+        from fedbench_plugins.clustered import max_update_norm
+
+        # two clients, two learners, three coordinates
+        delta = torch.tensor([[[3.0, 0.0, 1.0], [4.0, 0.0, 0.0]],
+                              [[0.0, 2.0, 0.0], [0.0, 0.0, 2.0]]])
+        # l2: client norms sqrt(9 + 1 + 16) and sqrt(4 + 4)
+        assert max_update_norm(delta, "l2") == pytest.approx(26 ** 0.5)
+        # authors: norm across learners per coordinate: client 0 -> (5, 0, 1), client 1 -> (0, 2, 2); max 5
+        assert max_update_norm(delta, "authors") == pytest.approx(5.0)
+        one = torch.tensor([[[0.5, -1.2, 0.1]], [[0.3, 0.2, 0.9]]])  # one learner: the largest |coordinate|
+        assert max_update_norm(one, "authors") == pytest.approx(1.2)
+
+    def test_splits_from_the_first_round_by_default(self, registry):
+        sim = _sim(registry, "clustered")
+        assert sim.aggregator.warmup == 0 and sim.aggregator.max_norm == "authors"
