@@ -1,0 +1,169 @@
+"""Format-exact STAND-INS for the FedEM paper's data sets, at their real sizes (no real images or text).
+
+    python benchmarks/standin_data.py --root /tmp/standin [--only cifar10,emnist] [--scale 1.0]
+
+Writes, under ``ROOT``, the files fedbench's loaders read, in the very formats
+torchvision and LEAF write, with the real data sets' sample counts, label
+counts and client structure, but with class-dependent noise instead of images
+and text (so a model can learn something, and nothing real is redistributed):
+
+- ``cifar-10-batches-py/``: five ``data_batch_i`` and ``test_batch`` python-2
+  style pickles (bytes keys), 50,000 + 10,000 images of 3 x 32 x 32 uint8;
+- ``cifar-100-python/``: ``train`` and ``test`` with fine and coarse labels
+  (100 fine labels in 20 coarse groups of 5);
+- ``EMNIST/raw/``: EMNIST ByClass IDX files, 697,932 + 116,323 images of 28 x 28,
+  62 classes;
+- ``femnist/data/all_data/``: LEAF json, 3,597 writers, 817,851 samples of 784
+  floats in [0, 1], 62 classes, spread over 36 files as LEAF does;
+- ``shakespeare/data/all_data/``: LEAF json, 1,129 speaking roles, 4,226,158
+  samples (80-character windows and the next character).
+
+Every folder gets a ``STANDIN.txt`` saying what it is. ``--scale`` shrinks every
+count (for quick checks); the paper-scale numbers need ``--scale 1``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import pickle
+import string
+import struct
+import time
+from pathlib import Path
+
+import numpy as np
+
+NOTE = "STAND-IN written by fedbench benchmarks/standin_data.py: class-dependent noise, not the real data set.\n"
+
+
+def _mark(folder: Path) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "STANDIN.txt").write_text(NOTE)
+
+
+def _images(rng: np.random.Generator, labels: np.ndarray, prototypes: np.ndarray, noise: float) -> np.ndarray:
+    """uint8 images: each label's prototype plus Gaussian noise, clipped."""
+    out = np.empty((len(labels), prototypes.shape[1]), dtype=np.uint8)
+    for start in range(0, len(labels), 20_000):  # in chunks: 800k x 784 floats at once would be 5 GB
+        lab = labels[start : start + 20_000]
+        x = prototypes[lab] + rng.normal(0.0, noise, size=(len(lab), prototypes.shape[1]))
+        out[start : start + len(lab)] = np.clip(x, 0, 255).astype(np.uint8)
+    return out
+
+
+def cifar(root: Path, name: str, scale: float, rng: np.random.Generator) -> None:
+    n_classes = 10 if name == "cifar10" else 100
+    folder = root / ("cifar-10-batches-py" if name == "cifar10" else "cifar-100-python")
+    _mark(folder)
+    protos = rng.uniform(0, 255, size=(n_classes, 3072))
+    if name == "cifar10":
+        files = [(f"data_batch_{i}", int(10_000 * scale)) for i in range(1, 6)] + [("test_batch", int(10_000 * scale))]
+    else:
+        files = [("train", int(50_000 * scale)), ("test", int(10_000 * scale))]
+    for fname, n in files:
+        labels = np.arange(n) % n_classes  # the real files are balanced
+        labels = rng.permutation(labels)
+        batch = {b"batch_label": fname.encode(), b"data": _images(rng, labels, protos, 60.0),
+                 b"filenames": [f"standin_{i}.png".encode() for i in range(n)]}
+        if name == "cifar10":
+            batch[b"labels"] = labels.tolist()
+        else:
+            batch[b"fine_labels"] = labels.tolist()
+            batch[b"coarse_labels"] = (labels // 5).tolist()
+        with open(folder / fname, "wb") as fh:
+            pickle.dump(batch, fh, protocol=2)
+
+
+def _idx(path: Path, array: np.ndarray) -> None:
+    header = bytes([0, 0, 0x08, array.ndim]) + b"".join(struct.pack(">i", d) for d in array.shape)
+    with open(path, "wb") as fh:
+        fh.write(header)
+        fh.write(np.ascontiguousarray(array).tobytes())
+
+
+def emnist(root: Path, scale: float, rng: np.random.Generator) -> None:
+    folder = root / "EMNIST" / "raw"
+    _mark(folder)
+    protos = rng.uniform(0, 255, size=(62, 784)) * (rng.random((62, 784)) < 0.2)  # sparse strokes on black
+    freq = np.r_[np.full(10, 10.0), np.full(52, 1.0)]  # ByClass: digits far more frequent than letters
+    for split, n in (("train", int(697_932 * scale)), ("test", int(116_323 * scale))):
+        labels = rng.choice(62, size=n, p=freq / freq.sum()).astype(np.uint8)
+        images = _images(rng, labels, protos, 40.0).reshape(n, 28, 28)
+        _idx(folder / f"emnist-byclass-{split}-images-idx3-ubyte", images)
+        _idx(folder / f"emnist-byclass-{split}-labels-idx1-ubyte", labels)
+
+
+def femnist(root: Path, scale: float, rng: np.random.Generator, n_files: int = 36) -> None:
+    folder = root / "femnist" / "data" / "all_data"
+    _mark(folder)
+    writers = max(2, int(3_597 * scale))
+    total = int(817_851 * scale)
+    counts = np.maximum(2, rng.normal(total / writers, 0.35 * total / writers, size=writers).astype(int))
+    protos = 255.0 - rng.uniform(0, 255, size=(62, 784)) * (rng.random((62, 784)) < 0.2)  # dark strokes on white
+    levels = [f"{v / 15:.4g}" for v in range(16)]  # LEAF stores grey levels as floats in [0, 1]
+    table = np.array(levels, dtype=object)
+    for k, chunk in enumerate(np.array_split(np.arange(writers), n_files)):
+        parts = []
+        users, nums = [], []
+        for w in chunk:
+            user = f"f{w:04d}_{int(rng.integers(10, 99))}"
+            labels = rng.integers(0, 62, size=counts[w])
+            x = (_images(rng, labels, protos, 50.0) // 17).astype(np.int64)  # 16 grey levels
+            rows = ",".join("[" + ",".join(table[row]) + "]" for row in x)
+            parts.append(f'{json.dumps(user)}: {{"x": [{rows}], "y": {json.dumps(labels.tolist())}}}')
+            users.append(user)
+            nums.append(int(counts[w]))
+        text = (f'{{"users": {json.dumps(users)}, "num_samples": {json.dumps(nums)}, "user_data": {{'
+                + ", ".join(parts) + "}}")
+        (folder / f"all_data_{k}.json").write_text(text)
+
+
+def shakespeare(root: Path, scale: float, rng: np.random.Generator, n_files: int = 4) -> None:
+    folder = root / "shakespeare" / "data" / "all_data"
+    _mark(folder)
+    roles = max(2, int(1_129 * scale))
+    total = int(4_226_158 * scale)
+    weights = rng.lognormal(0.0, 1.5, size=roles)
+    counts = np.maximum(1, (weights / weights.sum() * total).astype(int))
+    alphabet = np.array(list(string.ascii_letters + " ,.;:!?'\n"))
+    for k, chunk in enumerate(np.array_split(np.arange(roles), n_files)):
+        doc: dict = {"users": [], "hierarchies": [], "num_samples": [], "user_data": {}}
+        for r in chunk:
+            user = f"STANDIN_PLAY_{r // 20}_ROLE{r}"
+            p = rng.dirichlet(np.full(len(alphabet), 0.5))  # each role its own character distribution
+            text = "".join(rng.choice(alphabet, size=int(counts[r]) + 80, p=p))
+            doc["users"].append(user)
+            doc["hierarchies"].append(f"STANDIN_PLAY_{r // 20}")
+            doc["num_samples"].append(int(counts[r]))
+            doc["user_data"][user] = {"x": [text[i : i + 80] for i in range(counts[r])],
+                                      "y": [text[i + 80] for i in range(counts[r])]}
+        (folder / f"all_data_{k}.json").write_text(json.dumps(doc))
+
+
+WRITERS = {
+    "cifar10": lambda root, s, rng: cifar(root, "cifar10", s, rng),
+    "cifar100": lambda root, s, rng: cifar(root, "cifar100", s, rng),
+    "emnist": emnist,
+    "femnist": femnist,
+    "shakespeare": shakespeare,
+}
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--root", type=Path, required=True, help="data root to write into (pass it as --data-root)")
+    p.add_argument("--only", help="comma-separated subset of " + ", ".join(WRITERS))
+    p.add_argument("--scale", type=float, default=1.0, help="multiply every count (1 = the real sizes)")
+    p.add_argument("--seed", type=int, default=0)
+    args = p.parse_args()
+    names = [n.strip() for n in args.only.split(",")] if args.only else list(WRITERS)
+    for name in names:
+        start = time.time()
+        WRITERS[name](args.root, args.scale, np.random.default_rng([args.seed, list(WRITERS).index(name)]))
+        size = sum(f.stat().st_size for f in args.root.rglob("*") if f.is_file())
+        print(f"{name}: written in {time.time() - start:.0f}s ({args.root} now holds {size / 1e6:.0f} MB)", flush=True)
+
+
+if __name__ == "__main__":
+    main()
