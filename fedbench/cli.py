@@ -8,7 +8,9 @@ gives exit code 1.
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
+import threading
 from pathlib import Path
 
 from tqdm.auto import tqdm
@@ -100,6 +102,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     configs = [c for c in configs if c.dataset not in missing]
     if devices is not None:
         configs = assign_devices(configs, devices)
+    for line, n in init_notes(registry, configs).items():  # e.g. a model started from scratch: said before any run
+        print(f"fedbench: warning: {n} run(s): {line}", file=sys.stderr)
     ResultStore(args.results).close()  # a bad results path fails here, before any run
 
     def report(outcome: RunOutcome) -> None:
@@ -116,11 +120,22 @@ def cmd_run(args: argparse.Namespace) -> int:
         )
     if suite:
         store = ResultStore(args.results, readonly=True)
-        table = runs_table(store, [c.run_id for c in configs])
+        table = runs_table(store, [c.run_id for c in configs], registry=registry)
         _print_comparison(table, suite.references, "test_acc", "md")
         if _has(table, "unseen_test_acc"):
             _print_comparison(table, None, "unseen_test_acc", "md")
     return 0 if all(o.ok for o in outcomes) and not missing else 1
+
+
+def init_notes(registry: Registry, configs) -> dict[str, int]:  # noqa: ANN001
+    """The distinct :attr:`ModelSpec.init_note` lines of ``configs``, with how many runs each concerns."""
+    out: dict[str, int] = {}
+    for c in configs:
+        note_of = registry.get("model", c.model).init_note
+        note = note_of(dict(c.model_params)) if note_of is not None else None
+        if note:
+            out[note[1]] = out.get(note[1], 0) + 1
+    return out
 
 
 def _only(configs: list, field: str, names: str | None, suite: str) -> list:
@@ -152,7 +167,7 @@ def _print_comparison(table, references, metric: str, fmt: str, transpose: bool 
 def cmd_report(args: argparse.Namespace) -> int:
     store = ResultStore(args.results, readonly=True)
     suite = load_suite(get_registry(), args.suite) if args.suite else None
-    table = runs_table(store, configs=suite.runs if suite else None).drop(columns=["run_id"])
+    table = runs_table(store, configs=suite.runs if suite else None, registry=get_registry()).drop(columns=["run_id"])
     if table.empty:
         what = f"of suite {suite.name} " if suite else ""
         print(f"no runs {what}stored in {args.results} yet; `fedbench run ...` computes them", file=sys.stderr)
@@ -320,8 +335,14 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _terminate(signum: int, frame) -> None:  # noqa: ANN001
+    raise KeyboardInterrupt  # SIGTERM (timeout, a scheduler's stop): the same clean stop as Ctrl-C
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, _terminate)
     try:
         return args.func(args)
     except FedbenchError as e:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
+from typing import Any
 
 import pandas as pd
 
@@ -47,7 +48,22 @@ def grid_columns(runs: pd.DataFrame) -> pd.DataFrame:
     return settings[varying]
 
 
-def runs_table(store: ResultStore, run_ids: list[str] | None = None, *, configs: Sequence[RunConfig] | None = None) -> pd.DataFrame:
+def init_tags(runs: pd.DataFrame, registry: Any) -> pd.Series:
+    """Per run, the tag of its model's :attr:`~fedbench.specs.ModelSpec.init_note` (e.g. "from scratch"), or ""."""
+    tags = []
+    for text in runs["config"]:
+        cfg = json.loads(text)
+        try:
+            note_of = registry.get("model", cfg["model"]).init_note
+        except Exception:  # noqa: BLE001 - a model no longer installed: nothing to say
+            note_of = None
+        note = note_of(cfg.get("model_params", {})) if note_of is not None else None
+        tags.append(note[0] if note else "")
+    return pd.Series(tags, index=runs.index, dtype=object)
+
+
+def runs_table(store: ResultStore, run_ids: list[str] | None = None, *, configs: Sequence[RunConfig] | None = None,
+               registry: Any = None) -> pd.DataFrame:
     """One row per run: its identity, any grid settings, status, its last evaluation's metrics, the best
     test accuracy over its evaluations (``best_test_acc``), its wall time, and whether other code than
     the current one computed it (``other_code``, with ``configs``)."""
@@ -69,16 +85,18 @@ def runs_table(store: ResultStore, run_ids: list[str] | None = None, *, configs:
     else:
         wide = pd.DataFrame(columns=[*METRICS, "eval_round"])
     grid = grid_columns(runs) if len(runs) else pd.DataFrame(index=runs.index)
-    base = pd.concat([runs[["run_id", "dataset", "method"]], grid, runs[["seed", "rounds", "status", "seconds", "other_code"]]], axis=1)
+    runs = runs.assign(init=init_tags(runs, registry) if registry is not None and len(runs) else "")
+    base = pd.concat([runs[["run_id", "dataset", "method"]], grid, runs[["seed", "rounds", "status", "seconds", "other_code", "init"]]],
+                     axis=1)
     table = base.set_index("run_id").join(wide, how="left")
     cols = ["dataset", "method", *grid.columns, "seed", "rounds", "status", *[m for m in METRICS if m in table],
-            "eval_round", "seconds", "other_code"]
+            "eval_round", "seconds", "other_code", "init"]
     order = ["dataset", "method", *grid.columns, "seed"]
     return table.reset_index()[["run_id", *cols]].sort_values(order).reset_index(drop=True)
 
 
 #: columns of :func:`runs_table` that are not grid settings
-FIXED = {"run_id", "dataset", "method", "seed", "rounds", "status", "eval_round", "seconds", "other_code", *METRICS}
+FIXED = {"run_id", "dataset", "method", "seed", "rounds", "status", "eval_round", "seconds", "other_code", "init", *METRICS}
 
 
 def comparison_table(runs: pd.DataFrame, metric: str = "test_acc") -> pd.DataFrame:
@@ -107,6 +125,8 @@ def comparison_table(runs: pd.DataFrame, metric: str = "test_acc") -> pd.DataFra
             text += " [" + ", ".join(f"{n} {status}" for status, n in sorted(bad.items())) + "]"
         if "other_code" in group and bool(group.other_code.fillna(False).astype(bool).any()):
             text += " [other code]"
+        if "init" in group:
+            text += "".join(f" [{tag}]" for tag in sorted(set(group.init.dropna()) - {""}))
         cells[(dataset, label)] = text.strip()
     table = pd.Series(cells).unstack()
     table.index.name, table.columns.name = "dataset", "method"

@@ -61,9 +61,15 @@ class DatasetSpec(Spec):
 
 @dataclass(frozen=True, kw_only=True)
 class ModelSpec(Spec):
-    """A model factory: ``build(input_shape, n_outputs, **params) -> nn.Module``."""
+    """A model factory: ``build(input_shape, n_outputs, **params) -> nn.Module``.
+
+    ``init_note(params)``, when given, returns None, or ``(tag, line)`` when these parameters start the
+    model in a way a reader of the results must know (e.g. ``("from scratch", "no ImageNet weights
+    given ...")``): ``fedbench run`` prints the line before any run and reports mark the cells with the tag.
+    """
 
     build: Callable[..., Any]
+    init_note: Callable[[dict], tuple[str, str] | None] | None = None
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -115,6 +115,18 @@ def mobilenet_v2(input_shape: tuple[int, ...], n_outputs: int, weights_path: str
     return model
 
 
+def mobilenet_v2_note(params: dict) -> tuple[str, str] | None:
+    """CIFAR cells of the FedEM paper start MobileNetV2 from ImageNet weights: say so when a run does not."""
+    if params.get("weights_path"):
+        return None
+    return (
+        "from scratch",
+        "mobilenet_v2 starts from scratch: no ImageNet weights given, but the FedEM authors start from them "
+        "(pretrained=True); put torchvision's mobilenet_v2-b0353104.pth on this machine and pass "
+        "--set model.weights_path=PATH (never downloaded at run time)",
+    )
+
+
 @hookimpl
 def fedbench_models() -> list[ModelSpec]:
     return [
@@ -132,6 +144,7 @@ def fedbench_models() -> list[ModelSpec]:
             doc="torchvision MobileNetV2 (BatchNorm); optional ImageNet weights from a local file",
             params={"weights_path": "", "width_mult": Param(1.0, low=0.0, low_open=True)},
             build=mobilenet_v2,
+            init_note=mobilenet_v2_note,
         ),
         ModelSpec(
             name="next_char_lstm",

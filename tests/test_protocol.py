@@ -165,3 +165,28 @@ class TestClusteredCriterion:
     def test_splits_from_the_first_round_by_default(self, registry):
         sim = _sim(registry, "clustered")
         assert sim.aggregator.warmup == 0 and sim.aggregator.max_norm == "authors"
+
+
+class TestPretrainedWeights:
+    def test_a_paper_cifar_run_without_weights_is_announced_and_marked_from_scratch(self, registry, tmp_path):
+        import pandas as pd
+
+        from fedbench.cli import init_notes
+        from fedbench.report import comparison_table
+        from fedbench.suite import load_suite
+
+        suite = load_suite(registry, "paper", seeds=[1])
+        cifar = [c for c in suite.runs if c.dataset == "cifar10"]
+        notes = init_notes(registry, cifar)
+        assert len(notes) == 1 and list(notes.values()) == [len(cifar)]
+        assert "from scratch" in next(iter(notes)) and "model.weights_path" in next(iter(notes))
+        weights = tmp_path / "w.pth"
+        import dataclasses
+
+        with_weights = [dataclasses.replace(c, model_params=tuple((k, str(weights) if k == "weights_path" else v)
+                                                                   for k, v in c.model_params)) for c in cifar]
+        assert init_notes(registry, with_weights) == {}
+        assert init_notes(registry, [c for c in suite.runs if c.dataset == "emnist"]) == {}  # no note for other models
+        runs = pd.DataFrame({"dataset": ["cifar10"] * 2, "method": ["fedavg"] * 2, "seed": [1, 2], "status": ["done"] * 2,
+                             "test_acc": [50.0, 52.0], "init": ["from scratch", "from scratch"]})
+        assert comparison_table(runs).loc["cifar10", "fedavg"] == "51.00 ± 1.41 (n=2) [from scratch]"
