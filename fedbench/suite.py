@@ -129,11 +129,14 @@ def load_suite(
     seeds: list[int] | None = None,
     device: str = "cpu",
     engine: str = "auto",
+    only_datasets: list[str] | None = None,
+    only_methods: list[str] | None = None,
 ) -> Suite:
     """Parse and validate a suite, resolving every run up front.
 
     ``extra`` overrides (e.g. from ``--set``) apply on top of the suite's own;
-    ``seeds`` replaces the suite's seeds.
+    ``seeds`` replaces the suite's seeds; ``only_datasets``/``only_methods`` keep part of the suite
+    (the overrides then need only fit that part, e.g. ``dataset.n_clients`` for a pooled data set).
     """
     path = find_suite(registry, name_or_path)
     try:
@@ -158,6 +161,14 @@ def load_suite(
     for key, value in (("methods", methods), ("seeds", seed_list), ("datasets", datasets)):
         if not value:
             raise ConfigError(f"suite {path}: {key} is empty, so the suite has no runs; list at least one")
+    for what, wanted, have in (("dataset", only_datasets, datasets), ("method", only_methods, methods)):
+        unknown = [n for n in wanted or [] if n not in have]
+        if unknown:
+            raise ConfigError(f"suite {path.stem} has no {what} {', '.join(unknown)}; its {what}s: {', '.join(have)}")
+    if only_datasets:
+        datasets = {k: v for k, v in datasets.items() if k in only_datasets}
+    if only_methods:
+        methods = {k: v for k, v in methods.items() if k in only_methods}
     refs = load_references(path.parent / str(doc["references"])) if "references" in doc else None
     runs = []
     for ds_name, ds_params in datasets.items():
