@@ -26,6 +26,8 @@ from fedbench.data import FederatedData, resolve_data_root
 from fedbench.errors import DataError
 from fedbench_plugins.pooled import POOLED_PARAMS, federate_pool
 
+#: the FedEM authors' normalisation of (F)EMNIST pixels in [0, 1]: (x - mean) / std
+MNIST_MEAN, MNIST_STD = 0.1307, 0.3081
 MNIST_FILES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
 EMNIST_FILES = tuple(f"emnist-byclass-{s}-{k}-ubyte" for s in ("train", "test") for k in ("images-idx3", "labels-idx1"))
 #: name -> (file names, folders relative to the data root, absolute folders, classes, torchvision class)
@@ -76,6 +78,8 @@ def load_idx(name: str, data_root: Path | None, params: dict) -> FederatedData:
     root = resolve_data_root(data_root)
     tr_x, tr_y, te_x, te_y = (read_idx(p) for p in find_files(name, root))
     x = torch.from_numpy(np.concatenate([tr_x, te_x]).astype(np.float32) / 255.0).unsqueeze(1)
+    if params.pop("normalize", False):  # the FedEM authors' (F)EMNIST transform
+        x = (x - MNIST_MEAN) / MNIST_STD
     y = torch.from_numpy(np.concatenate([tr_y, te_y]).astype(np.int64))
     if len(x) != len(y):
         raise DataError(f"{name}: {len(x)} images but {len(y)} labels; the files do not belong together")
@@ -122,7 +126,7 @@ def fedbench_datasets() -> list[DatasetSpec]:
                 "emnist",
                 "EMNIST ByClass (62 classes) from torchvision's IDX files; paper split: 10 %, 100 clients, "
                 "one group per class, Dirichlet(0.4)",
-                {"fraction": 0.1, "partitioner": "label_groups", "n_groups": 62, "alpha": 0.4},
+                {"fraction": 0.1, "partitioner": "label_groups", "n_groups": 62, "alpha": 0.4, "normalize": True},
                 "femnist_cnn",
             ),
         )

@@ -95,7 +95,9 @@ def _check_fractions(name: str, fraction: float, test_fraction: float) -> None:
         raise DataError(f"{name}: need 0 < fraction <= 1 and 0 < test_fraction < 1, got {fraction}, {test_fraction}")
 
 
-def load_femnist(data_root: Path | None, fraction: float = 0.15, test_fraction: float = 0.2, seed: int = 0) -> FederatedData:
+def load_femnist(
+    data_root: Path | None, fraction: float = 0.15, test_fraction: float = 0.2, seed: int = 0, normalize: bool = True
+) -> FederatedData:
     files = find_leaf_files("femnist", data_root)
     _check_fractions("femnist", fraction, test_fraction)
     users = read_leaf(files, _femnist_arrays)
@@ -108,6 +110,8 @@ def load_femnist(data_root: Path | None, fraction: float = 0.15, test_fraction: 
         order = rng.permutation(len(y))
         n_test = max(1, int(round(len(y) * test_fraction)))
         xs = torch.from_numpy(x[order]).view(-1, 1, 28, 28)
+        if normalize:  # the FedEM authors' transform, (x - 0.1307) / 0.3081
+            xs = (xs - 0.1307) / 0.3081
         ys = torch.from_numpy(y[order])
         train.append((xs[: len(ys) - n_test], ys[: len(ys) - n_test]))
         test.append((xs[len(ys) - n_test :], ys[len(ys) - n_test :]))
@@ -172,7 +176,7 @@ def fedbench_datasets() -> list[DatasetSpec]:
         DatasetSpec(
             name="femnist",
             doc="FEMNIST (LEAF json) by writer, 15 % of writers, 80/20 per writer",
-            params={"fraction": FRACTION(0.15), "test_fraction": TEST_FRACTION, "seed": 0},
+            params={"fraction": FRACTION(0.15), "test_fraction": TEST_FRACTION, "seed": 0, "normalize": True},
             load=lambda data_root=None, **p: load_femnist(data_root, **p),
             default_model="femnist_cnn",
             check=lambda data_root=None: check("femnist", data_root),

@@ -190,3 +190,30 @@ class TestPretrainedWeights:
         runs = pd.DataFrame({"dataset": ["cifar10"] * 2, "method": ["fedavg"] * 2, "seed": [1, 2], "status": ["done"] * 2,
                              "test_acc": [50.0, 52.0], "init": ["from scratch", "from scratch"]})
         assert comparison_table(runs).loc["cifar10", "fedavg"] == "51.00 ± 1.41 (n=2) [from scratch]"
+
+
+class TestEmnistNormalisation:
+    def test_emnist_and_femnist_pixels_get_the_authors_normalisation_by_default(self, registry, tmp_path):
+        from fedbench_plugins.leaf import load_femnist
+        from tests.test_leaf import make_leaf
+
+        make_leaf(tmp_path)
+        raw = load_femnist(tmp_path, fraction=1.0, normalize=False)
+        norm = load_femnist(tmp_path, fraction=1.0)
+        torch.testing.assert_close(norm.train_x, (raw.train_x - 0.1307) / 0.3081)
+        assert dict(registry.get("dataset", "emnist").params)["normalize"] is True
+        import numpy as np
+
+        from fedbench_plugins.idx import EMNIST_FILES, load_idx
+        from tests.test_idx import write_idx
+
+        folder = tmp_path / "EMNIST" / "raw"
+        folder.mkdir(parents=True)
+        rng = np.random.default_rng(0)
+        images, labels = rng.integers(0, 256, size=(124, 28, 28)), np.arange(124) % 62
+        for name, arr in zip(EMNIST_FILES, (images[:62], labels[:62], images[62:], labels[62:])):
+            write_idx(folder / name, arr, False)
+        opts = {"n_clients": 2, "partitioner": "iid"}
+        plain, scaled = load_idx("emnist", tmp_path, dict(opts)), load_idx("emnist", tmp_path, {**opts, "normalize": True})
+        torch.testing.assert_close(scaled.train_x, (plain.train_x - 0.1307) / 0.3081)
+        assert "normalize" not in registry.get("dataset", "fashion-mnist").params  # only the authors' (F)EMNIST

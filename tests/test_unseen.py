@@ -68,7 +68,8 @@ def test_unseen_metrics_are_stored_for_methods_that_serve_new_clients(registry, 
 
 
 def test_fedem_unseen_clients_fit_only_their_mixture_weights(registry):
-    cfg = resolve_run(registry, dataset="synthetic", method="fedem", seed=1, overrides={**TINY, "unseen_fraction": 0.25})
+    cfg = resolve_run(registry, dataset="synthetic", method="fedem", seed=1,
+                      overrides={**TINY, "unseen_fraction": 0.25, "client.adapt_steps": 100, "client.adapt_from": "uniform"})
     sim = build_simulation(registry, cfg)
     for r in range(4):
         sim.aggregator.fit_round(r)
@@ -81,6 +82,23 @@ def test_fedem_unseen_clients_fit_only_their_mixture_weights(registry):
         losses = c.ensemble.per_sample_losses(c.data.train_x, c.data.train_y)
         torch.testing.assert_close(c.learners_weights, fit_mixture_weights(losses))
         assert not torch.allclose(c.learners_weights, torch.full((3,), 1 / 3))
+
+
+def test_fedem_unseen_clients_take_one_warm_started_em_step_per_evaluation_by_default(registry):
+    """The authors' protocol: pi after k evaluations = k EM steps, each from the previous evaluation's pi."""
+    from fedbench_plugins.fedem import e_step, m_step
+
+    cfg = resolve_run(registry, dataset="synthetic", method="fedem", seed=1, overrides={**TINY, "unseen_fraction": 0.25})
+    sim = build_simulation(registry, cfg)
+    for r in range(2):
+        sim.aggregator.fit_round(r)
+    c = sim.unseen[0]
+    pi = torch.full((3,), 1 / 3)
+    for _ in range(3):  # three evaluations with the same learners: three chained EM steps
+        sim.aggregator.evaluate_new(sim.unseen)
+        c.load(sim.aggregator.global_params)
+        pi = m_step(e_step(torch.log(pi), c.ensemble.per_sample_losses(c.data.train_x, c.data.train_y)))
+        torch.testing.assert_close(c.learners_weights, pi)
 
 
 def test_suite_report_shows_unseen_accuracy_and_na_for_local(tmp_path):
