@@ -152,14 +152,14 @@ class TestAFL:
         assert float(p.min()) >= 0 and float(p.sum()) == pytest.approx(1.0)
 
     def test_lr_lambda_zero_is_fedavg(self, registry):
-        afl = _sim(registry, "afl", **{"aggregator.lr_lambda": 0.0})
+        afl = _sim(registry, "afl", **{"aggregator.lr_lambda": 0.0, "aggregator.variant": "local"})
         avg = _sim(registry, "fedavg")
         for r in range(3):
             afl.aggregator.fit_round(r), avg.aggregator.fit_round(r)
         torch.testing.assert_close(afl.aggregator.global_params[0], avg.aggregator.global_params[0], rtol=1e-6, atol=1e-7)
 
     def test_lambda_ascends_on_client_losses(self, registry):
-        sim = _sim(registry, "afl", **{"aggregator.lr_lambda": 0.05})
+        sim = _sim(registry, "afl", **{"aggregator.lr_lambda": 0.05, "aggregator.variant": "local"})
         agg = sim.aggregator
         lam0 = agg.lambdas.clone()
         w = [p.clone() for p in agg.global_params]
@@ -170,6 +170,29 @@ class TestAFL:
         agg.fit_round(0)
         expected = project_simplex(lam0 + 0.05 * torch.tensor(losses, dtype=torch.float64))
         torch.testing.assert_close(agg.lambdas, expected)
+
+
+    def test_authors_variant_is_one_lambda_weighted_gradient_step(self, registry):
+        """The authors' AFL: one minibatch gradient per client at w, one server SGD step, lambda ascends on
+        those one-batch losses (hand-computed from the same batches)."""
+        from fedbench.seeding import STREAM_TRAIN, generator
+
+        sim = _sim(registry, "afl", **{"aggregator.lr_lambda": 0.05})
+        agg = sim.aggregator
+        assert agg.variant == "authors"
+        w, lam0, train = agg.global_params[0].clone(), agg.lambdas.clone(), agg.train
+        grads, losses = [], []
+        for c in agg.clients:
+            pick = torch.randperm(c.n_train, generator=generator(agg.seed, STREAM_TRAIN, 0, c.client_id))[: train.batch_size]
+            loss, g = c.ensemble.learners[0].loss_and_grad(w, c.data.train_x[pick], c.data.train_y[pick])
+            grads.append(g)
+            losses.append(loss)
+        lam = lam0 / lam0.sum()
+        g = sum(float(l) * gi for l, gi in zip(lam, grads))
+        expected = w - train.learning_rate(0) * (g + train.weight_decay * w)
+        agg.fit_round(0)
+        torch.testing.assert_close(agg.global_params[0], expected, rtol=1e-5, atol=1e-6)
+        torch.testing.assert_close(agg.lambdas, project_simplex(lam0 + 0.05 * torch.tensor(losses, dtype=torch.float64)))
 
 
 class TestL2SGD:
