@@ -85,5 +85,5 @@ def test_fedbn_with_mobilenet_end_to_end(tmp_path):
         "--set", "model=mobilenet_v2", "--set", "model.width_mult=0.25", "--set", "dataset.n_clients=3",
         "--set", "dataset.partitioner=iid", "--set", "batch_size=8", "--results", str(tmp_path / "r.sqlite"), "--no-progress",
     )
-    assert proc.returncode == 0, proc.stderr
+    assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "cifar10 / fedbn / seed 0" in proc.stdout and "done after 2 rounds" in proc.stdout and "has buffers" in proc.stdout
