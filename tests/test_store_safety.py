@@ -382,3 +382,32 @@ class TestGridReports:
             cell = comp.loc["synthetic", f"fedavg lr={lr}"]
             assert cell == f"{accs.mean():.2f} ± {accs.std():.2f} (n=2)"
         assert human_bytes(24424800000.0) == "24.4 GB" and human_bytes(999) == "999 B" and human_bytes(1500) == "1.5 kB"
+
+
+class TestOutsidePartitioner:
+    def test_an_outside_partitioners_own_settings_are_accepted_and_checked(self, tmp_path):
+        from tests.test_registry import make_dist
+
+        make_dist(
+            tmp_path,
+            "outside_split",
+            """
+            import numpy as np
+            from fedbench import PartitionerSpec, hookimpl
+            from fedbench.params import Param
+            def halves(labels, n_clients, rng, skew=2.0):
+                order = np.argsort(labels, kind="stable")
+                return [np.sort(p) for p in np.array_split(order, n_clients)]
+            @hookimpl
+            def fedbench_partitioners():
+                return [PartitionerSpec(name="halves", params={"skew": Param(2.0, low=1.0)}, partition=halves)]
+            """,
+        )
+        env = {"PYTHONPATH": str(tmp_path)}
+        ok = run_cli("data", "describe", "digits", "--set", "partitioner=halves", "--set", "skew=3.0",
+                     "--set", "n_clients=4", env=env)
+        assert ok.returncode == 0 and "digits: 4 clients" in ok.stdout, ok.stderr
+        low = run_cli("data", "describe", "digits", "--set", "partitioner=halves", "--set", "skew=0.5", env=env)
+        assert low.returncode == 2 and "skew must be >= 1" in low.stderr
+        other = run_cli("data", "describe", "digits", "--set", "partitioner=halves", "--set", "alpha=0.3", env=env)
+        assert other.returncode == 2 and "has no parameter 'alpha'" in other.stderr  # Dirichlet's, not used here
