@@ -45,14 +45,20 @@ def cmd_list(args: argparse.Namespace) -> int:
         for e in entries:
             print(f"  {e.name:<22} {e.package:<18} {e.spec.doc}")
             params = dict(e.spec.params)
+            rules = dict(e.spec.rules)
             if kind == "method":
                 s = e.spec
                 print(f"  {'':<22} client={s.client} aggregator={s.aggregator} n_learners={s.n_learners}")
                 for group, name, own in (("client", s.client, s.client_params), ("aggregator", s.aggregator, s.aggregator_params)):
-                    defaults = dict(registry.get(group, name).params) if name in registry.names(group) else {}
+                    spec = registry.get(group, name) if name in registry.names(group) else None
+                    defaults = dict(spec.params) if spec is not None else {}
                     params.update({f"{group}.{k}": v for k, v in {**defaults, **own}.items()})
-            if params:
-                print(f"  {'':<22} " + " ".join(f"{k}={v}" for k, v in sorted(params.items())))
+                    rules.update({f"{group}.{k}": r for k, r in (spec.rules if spec is not None else {}).items()})
+            if params:  # each default with its valid values, from the one declaration the checks use
+                print(f"  {'':<22} " + " ".join(
+                    f"{k}={v}" + (f" ({rules[k].rule()})" if k in rules and rules[k].rule() != "any value" else "")
+                    for k, v in sorted(params.items())
+                ))
     return 0
 
 

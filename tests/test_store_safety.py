@@ -411,3 +411,10 @@ class TestOutsidePartitioner:
         assert low.returncode == 2 and "skew must be >= 1" in low.stderr
         other = run_cli("data", "describe", "digits", "--set", "partitioner=halves", "--set", "alpha=0.3", env=env)
         assert other.returncode == 2 and "has no parameter 'alpha'" in other.stderr  # Dirichlet's, not used here
+
+
+def test_fedbench_list_shows_each_parameters_valid_values():
+    proc = run_cli("list", "method")
+    assert proc.returncode == 0, proc.stderr
+    assert "client.mu=0.1 (>= 0)" in proc.stdout  # fedprox, from the same Param the checks use
+    assert "aggregator.unsampled=hold (one of 'hold', 'drop')" in proc.stdout
