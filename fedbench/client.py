@@ -21,7 +21,7 @@ import torch
 from fedbench.config import TrainConfig
 from fedbench.data import ClientData
 from fedbench.learner import FitResult, LearnersEnsemble, SGDConfig
-from fedbench.seeding import STREAM_TRAIN, generator
+from fedbench.seeding import STREAM_TRAIN, generator, STREAM_GLOBAL, seed_global
 
 
 @dataclass(frozen=True)
@@ -121,6 +121,7 @@ class Client:
 
     def step(self, params: list[torch.Tensor], round_: int, lr: float) -> ClientUpdate:
         """Update the sample and learner weights for ``params``, then train from them (:meth:`fit`)."""
+        seed_global(self.seed, STREAM_GLOBAL, round_, self.client_id)  # dropout draws: fixed per (seed, round, client)
         losses = None
         if self.needs_losses:
             self.load(params)

@@ -33,5 +33,11 @@ def generator(*keys: int) -> torch.Generator:
     return torch.Generator().manual_seed(derive_seed(*keys))
 
 
+def seed_global(*keys: int) -> None:
+    """Seed torch's global generators from the keys: layers that draw from them (dropout in
+    MobileNetV2's classifier) then give the same numbers in every process, whatever ran before."""
+    torch.manual_seed(derive_seed(*keys))
+
+
 #: stream tags, so that different uses of the same (seed, round) never share a stream
-STREAM_INIT, STREAM_SAMPLE, STREAM_TRAIN, STREAM_UNSEEN = 1, 2, 3, 4
+STREAM_INIT, STREAM_SAMPLE, STREAM_TRAIN, STREAM_UNSEEN, STREAM_GLOBAL = 1, 2, 3, 4, 5

@@ -25,7 +25,7 @@ import torch
 from fedbench.params import Param
 from fedbench import AggregatorSpec, CentralizedAggregator, Client, ClientUpdate, MethodSpec, hookimpl, weighted_average
 from fedbench.aggregator import RoundStats, sample_clients
-from fedbench.seeding import STREAM_SAMPLE, STREAM_TRAIN, generator
+from fedbench.seeding import STREAM_SAMPLE, STREAM_TRAIN, generator, seed_global
 
 
 def project_simplex(v: torch.Tensor) -> torch.Tensor:
@@ -75,6 +75,7 @@ class AgnosticAggregator(CentralizedAggregator):
         losses = []
         for i in chosen:
             c = self.clients[i]
+            seed_global(self.seed, STREAM_TRAIN, round_, c.client_id)
             c.load(self.global_params)
             pick = torch.randperm(c.n_train, generator=generator(self.seed, STREAM_TRAIN, round_, c.client_id))
             pick = pick[: self.train.batch_size].to(c.data.train_y.device)

@@ -24,7 +24,7 @@ import torch
 
 from fedbench.params import Param
 from fedbench import Client, ClientSpec, EvalResult, MethodSpec, hookimpl
-from fedbench.seeding import generator
+from fedbench.seeding import generator, seed_global
 
 #: stream tag of the tuning batches (distinct from the training streams)
 STREAM_TUNE = 101
@@ -66,6 +66,7 @@ class TunedClient(Client):
         self.last_tune_lr = self.tuning_lr()
         sgd = dataclasses.replace(self.sgd_config(self.last_tune_lr), epochs=self.tune_epochs)
         gen = generator(self.seed, STREAM_TUNE, self.evaluations, self.client_id)
+        seed_global(self.seed, STREAM_TUNE, self.evaluations, self.client_id)
         self.evaluations += 1
         carried = self.tune_momentum == "carried"
         fits = self.ensemble.fit_epochs(

@@ -87,3 +87,22 @@ def test_fedbn_with_mobilenet_end_to_end(tmp_path):
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "cifar10 / fedbn / seed 0" in proc.stdout and "done after 2 rounds" in proc.stdout and "has buffers" in proc.stdout
+
+
+def test_mobilenet_runs_give_the_same_numbers_in_every_process(tmp_path):
+    """MobileNetV2's dropout draws from torch's global generator: seeded per (seed, round, client), a run gives
+    the same numbers whatever the process did before (here: under two Python hash seeds, which used to differ)."""
+    import os
+
+    make_cifar(tmp_path, "cifar10", per_file=16)
+    outs = []
+    for hash_seed in ("0", "1"):
+        proc = run_cli(
+            "run", "--dataset", "cifar10", "--method", "local", "--rounds", "2", "--data-root", str(tmp_path),
+            "--set", "model=mobilenet_v2", "--set", "model.width_mult=0.25", "--set", "dataset.n_clients=3",
+            "--set", "dataset.partitioner=iid", "--set", "batch_size=8", "--results", str(tmp_path / f"r{hash_seed}.sqlite"),
+            "--no-progress", env={"PYTHONHASHSEED": hash_seed},
+        )
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+        outs.append(proc.stdout.split("]: ", 1)[1].split(" in ")[0] + proc.stdout.split("test_acc", 1)[1])
+    assert outs[0] == outs[1]
