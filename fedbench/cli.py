@@ -22,7 +22,9 @@ from fedbench.data import default_data_root
 from fedbench.errors import FedbenchError
 from fedbench.registry import KIND_HOOKS, Registry, get_registry
 from fedbench.executor import assign_devices, run_local, run_ray
-from fedbench.report import METRICS, comparison_table, human_bytes, reference_table, runs_table, to_latex, to_markdown
+from fedbench.report import (
+    METRICS, comparison_table, human_bytes, init_note, reference_table, runs_table, to_latex, to_markdown,
+)
 from fedbench.runner import RunOutcome
 from fedbench.store import DEFAULT_PATH, ResultStore
 from fedbench.suite import load_suite, missing_data
@@ -140,8 +142,7 @@ def init_notes(registry: Registry, configs) -> dict[str, int]:  # noqa: ANN001
     """The distinct :attr:`ModelSpec.init_note` lines of ``configs``, with how many runs each concerns."""
     out: dict[str, int] = {}
     for c in configs:
-        note_of = registry.get("model", c.model).init_note
-        note = note_of(dict(c.model_params)) if note_of is not None else None
+        note = init_note(registry, c.model, dict(c.model_params))
         if note:
             out[note[1]] = out.get(note[1], 0) + 1
     return out

@@ -140,6 +140,13 @@ class _Worker:
         except (BrokenPipeError, OSError):
             pass  # it died: its sentinel says so
 
+    def fail(self, store: ResultStore, done, why: str) -> None:  # noqa: ANN001
+        """Its run ends ``failed`` with ``why`` (the worker died or was stopped): release its claim, report it."""
+        i, cfg = self.task
+        store.abandon(cfg.run_id, self.proc.pid, why)
+        self.task = None
+        done(i, RunOutcome(cfg, "failed", error=why))
+
     def death(self) -> str:
         code = self.proc.exitcode
         if code is not None and code < 0:
@@ -147,7 +154,7 @@ class _Worker:
         return f"worker exited with code {code}"
 
 
-def _wait_released(store: ResultStore, configs: Sequence[RunConfig], progress: bool) -> None:
+def _wait_released(store: ResultStore, configs: Sequence[RunConfig]) -> None:
     """Wait until no other live process holds any of ``configs``."""
     print(f"fedbench: waiting for {len(configs)} run(s) that another process is computing", file=sys.stderr)
     while any(store.holder(c.run_id) is not None for c in configs):
@@ -198,7 +205,7 @@ def run_local(
                 _run_pool(configs, todo, store, jobs, str(results), str(data_root) if data_root else None, force, done)
             todo = [i for i in todo if outcomes[i] is not None and outcomes[i].status == "held"]
             if todo:
-                _wait_released(store, [configs[i] for i in todo], progress)
+                _wait_released(store, [configs[i] for i in todo])
                 force = False  # what the other process finished counts: not computed twice
     except KeyboardInterrupt:
         bar.close()
@@ -254,12 +261,8 @@ def _run_pool(configs, todo, store, jobs, results, data_root, force, done) -> No
                         done(i, outcome)
                         feed(w)
                     elif not w.proc.is_alive():
-                        i, cfg = w.task
                         w.proc.join()
-                        why = w.death()
-                        store.abandon(cfg.run_id, w.proc.pid, why)
-                        w.task = None
-                        done(i, RunOutcome(cfg, "failed", error=why))
+                        w.fail(store, done, w.death())
                         workers.remove(w)
                         if queue:
                             fresh = _Worker(jobs, results, data_root, force)
@@ -312,10 +315,7 @@ def _stop_workers(workers: list[_Worker], store: ResultStore, done) -> None:  # 
         except (EOFError, OSError):
             pass
         if w.task is not None:
-            i, cfg = w.task
-            store.abandon(cfg.run_id, w.proc.pid, "interrupted")
-            w.task = None
-            done(i, RunOutcome(cfg, "failed", error="interrupted"))
+            w.fail(store, done, "interrupted")
 
 
 def run_ray(

@@ -110,13 +110,9 @@ def _dist_version(package: str) -> str:
         return "?"
 
 
+@functools.lru_cache(maxsize=256)
 def component_fingerprint(registry: Any, kind: str, name: str) -> str:
     """Hash of the sources behind one registered component, and its distribution's version."""
-    return _component_fingerprint(registry, kind, name)
-
-
-@functools.lru_cache(maxsize=256)
-def _component_fingerprint(registry: Any, kind: str, name: str) -> str:
     entry = registry.entry(kind, name)
     objects = [registry.pm.get_plugin(entry.plugin)]
     for attr in ("load", "build", "cls", "partition"):

@@ -48,16 +48,21 @@ def grid_columns(runs: pd.DataFrame) -> pd.DataFrame:
     return settings[varying]
 
 
+def init_note(registry: Any, model: str, params: dict) -> tuple[str, str] | None:
+    """``(tag, line)`` of the model's :attr:`~fedbench.specs.ModelSpec.init_note` for ``params``, or None
+    (also for a model no longer installed: nothing to say)."""
+    if model not in registry.names("model"):
+        return None
+    note_of = registry.get("model", model).init_note
+    return note_of(params) if note_of is not None else None
+
+
 def init_tags(runs: pd.DataFrame, registry: Any) -> pd.Series:
-    """Per run, the tag of its model's :attr:`~fedbench.specs.ModelSpec.init_note` (e.g. "from scratch"), or ""."""
+    """Per run, the tag of its model's init note (e.g. "from scratch"), or ""."""
     tags = []
     for text in runs["config"]:
         cfg = json.loads(text)
-        try:
-            note_of = registry.get("model", cfg["model"]).init_note
-        except Exception:  # noqa: BLE001 - a model no longer installed: nothing to say
-            note_of = None
-        note = note_of(cfg.get("model_params", {})) if note_of is not None else None
+        note = init_note(registry, cfg["model"], cfg.get("model_params", {}))
         tags.append(note[0] if note else "")
     return pd.Series(tags, index=runs.index, dtype=object)
 

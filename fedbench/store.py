@@ -309,9 +309,13 @@ class ResultStore:
     def _drop_dead_claim(self, run_id: str) -> None:
         row = self._db.execute("SELECT token, host, pid, pid_start, heartbeat FROM claims WHERE run_id = ?", (run_id,)).fetchone()
         if row is not None and not _owner_alive(*row[1:]):
-            self._db.execute("DELETE FROM live_metrics WHERE token = ?", (row[0],))
-            self._db.execute("DELETE FROM claims WHERE run_id = ?", (run_id,))
-            self._end_attempt(row[0], "owner died")
+            self._release(row[0], "owner died")
+
+    def _release(self, token: str, outcome: str) -> None:
+        """End an attempt (inside a write transaction): drop its live metrics and claim, record how it ended."""
+        self._db.execute("DELETE FROM live_metrics WHERE token = ?", (token,))
+        self._db.execute("DELETE FROM claims WHERE token = ?", (token,))
+        self._db.execute("UPDATE attempts SET finished = ?, outcome = ? WHERE token = ?", (time.time(), outcome[:200], token))
 
     # -- the life of a run --------------------------------------------------------------------------------------
 
@@ -369,12 +373,6 @@ class ResultStore:
             ),
         )
 
-    def heartbeat(self, claim: Claim) -> bool:
-        """Refresh ``claim``'s heartbeat; False when the claim was lost (taken over as stale)."""
-        with self._write():
-            cur = self._db.execute("UPDATE claims SET heartbeat = ? WHERE token = ?", (time.time(), claim.token))
-            return cur.rowcount == 1
-
     def log_metrics(self, claim: Claim, round_: int, metrics: dict[str, float]) -> None:
         """Stream one evaluation of the claimed run (visible as live progress, not yet a result)."""
         with self._write():
@@ -393,8 +391,7 @@ class ResultStore:
         with self._write():
             mine = self._db.execute("SELECT started FROM claims WHERE token = ?", (claim.token,)).fetchone()
             if mine is None:  # taken over as stale meanwhile: the new owner's result counts, not ours
-                self._db.execute("DELETE FROM live_metrics WHERE token = ?", (claim.token,))
-                self._end_attempt(claim.token, "claim lost (taken over as stale); discarded")
+                self._release(claim.token, "claim lost (taken over as stale); discarded")
                 return self.status(claim.run_id) or "failed"
             stored = status
             if status == "failed" and claim.previous == "done":
@@ -407,13 +404,8 @@ class ResultStore:
                     (claim.token,),
                 )
                 self._upsert_run(cfg, status, error, engine, started or mine[0], time.time(), seconds, environment())
-            self._db.execute("DELETE FROM live_metrics WHERE token = ?", (claim.token,))
-            self._db.execute("DELETE FROM claims WHERE token = ?", (claim.token,))
-            self._end_attempt(claim.token, error if status == "failed" and error else status)
+            self._release(claim.token, error if status == "failed" and error else status)
         return stored
-
-    def _end_attempt(self, token: str, outcome: str) -> None:
-        self._db.execute("UPDATE attempts SET finished = ?, outcome = ? WHERE token = ?", (time.time(), outcome[:200], token))
 
     def abandon(self, run_id: str, pid: int, why: str) -> None:
         """Fail the run that process ``pid`` held (it died): used by the parent of a dead worker."""
@@ -421,11 +413,8 @@ class ResultStore:
             row = self._db.execute("SELECT token FROM claims WHERE run_id = ? AND pid = ? AND host = ?", (run_id, pid, HOST)).fetchone()
             if row is None:
                 return
-            status = self.status(run_id)
-            self._db.execute("DELETE FROM live_metrics WHERE token = ?", (row[0],))
-            self._db.execute("DELETE FROM claims WHERE token = ?", (row[0],))
-            self._end_attempt(row[0], why)
-            if status != "done":
+            self._release(row[0], why)
+            if self.status(run_id) != "done":
                 self._db.execute("UPDATE runs SET status = 'failed', error = ?, finished = ? WHERE run_id = ?", (why, time.time(), run_id))
 
     # -- reading ------------------------------------------------------------------------------------------------
