@@ -45,6 +45,10 @@ class TrainConfig:
     eval_every: int = 10
     keep_optimizer_state: bool = True
     unseen_fraction: float = 0.0
+    #: evaluate the initial models before round 1 (round 0 of the curves), as the authors' aggregator
+    #: does when it is built; it matters beyond the curves where an evaluation changes state (FedAvg+'s
+    #: carried tuning momentum, FedEM's warm-started pi of unseen clients)
+    eval_at_start: bool = True
 
     def __post_init__(self) -> None:
         checks = [
@@ -78,7 +82,7 @@ class TrainConfig:
 
 #: training settings added after results were first stored, with the default that reproduces the
 #: earlier behaviour: left out of the run id while at that default, so stored results stay valid
-LATER_TRAIN_KEYS: dict[str, Any] = {"unseen_fraction": 0.0}
+LATER_TRAIN_KEYS: dict[str, Any] = {"unseen_fraction": 0.0, "eval_at_start": False}
 
 Params = tuple[tuple[str, Any], ...]
 

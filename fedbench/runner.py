@@ -8,13 +8,15 @@ NaN/inf is stopped and stored as ``diverged``. Metrics already stored stay.
 from __future__ import annotations
 
 import math
+import sys
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from tqdm.auto import tqdm
 
-from fedbench.build import build_simulation
+from fedbench.build import Simulation, build_simulation
 from fedbench.config import RunConfig
 from fedbench.errors import DivergedError, FedbenchError
 from fedbench.metrics import summarise
@@ -92,29 +94,8 @@ def execute_run(
     try:
         sim = build_simulation(registry, cfg, data_root)
         engine = sim.engine
-        bar = tqdm(
-            range(cfg.train.rounds),
-            desc=f"{cfg.dataset}/{cfg.method}/s{cfg.seed}",
-            unit="round",
-            disable=not progress,
-            leave=False,
-        )
-        sent = 0
-        for r in bar:
-            stats = sim.aggregator.fit_round(r)
-            sent += stats.bytes_sent
-            if not math.isfinite(stats.train_loss):
-                raise DivergedError(r + 1, stats.train_loss)
-            if cfg.train.is_eval_round(r):
-                metrics = {**summarise(sim.aggregator.evaluate()), "bytes_sent": float(sent)}
-                new = sim.aggregator.evaluate_new(sim.unseen)
-                if new:
-                    metrics.update({f"unseen_{k}": v for k, v in summarise(new).items() if k.startswith("test")})
-                store.log_metrics(claim, r + 1, metrics)
-                if not math.isfinite(metrics["train_loss"]):
-                    raise DivergedError(r + 1, metrics["train_loss"])
-                bar.set_postfix(test_acc=f"{metrics['test_acc']:.2f}")
-        bar.close()
+        for r, metrics in train(sim, cfg, progress=progress):
+            store.log_metrics(claim, r, metrics)
     except DivergedError as e:
         return finish("diverged", str(e))
     except (KeyboardInterrupt, Interrupted):
@@ -127,6 +108,66 @@ def execute_run(
             raise
         return outcome
     return finish("done")
+
+
+def progress_mode(progress: bool | None) -> str:
+    """``"bar"`` (tqdm bars), ``"lines"`` (a plain line per evaluation, for logs) or ``"off"``.
+
+    ``None`` chooses: bars when stderr is a terminal, plain lines otherwise (no carriage returns or
+    escape codes in a log file).
+    """
+    if progress is None:
+        return "bar" if sys.stderr.isatty() else "lines"
+    return "bar" if progress else "off"
+
+
+def evaluate(sim: Simulation, sent: float) -> dict[str, float]:
+    """One evaluation of every client (and of the unseen clients, when there are any)."""
+    metrics = {**summarise(sim.aggregator.evaluate()), "bytes_sent": float(sent)}
+    new = sim.aggregator.evaluate_new(sim.unseen)
+    if new:
+        metrics.update({f"unseen_{k}": v for k, v in summarise(new).items() if k.startswith("test")})
+    if not math.isfinite(metrics["train_loss"]):
+        raise DivergedError(0, metrics["train_loss"])
+    return metrics
+
+
+def train(sim: Simulation, cfg: RunConfig, *, progress: bool | None = False) -> Iterator[tuple[int, dict[str, float]]]:
+    """Run ``cfg``'s rounds on ``sim``, yielding ``(round, metrics)`` at every evaluation: round 0 (the
+    initial models, before any training, when ``train.eval_at_start``: the authors' protocol), then
+    every ``eval_every`` rounds and the last. Raises :class:`DivergedError` at a NaN/inf loss.
+
+    The one round loop: :func:`execute_run` (results store) and :func:`fedbench.run` (in memory) share it.
+    """
+    mode = progress_mode(progress)
+    label = f"{cfg.dataset}/{cfg.method}/s{cfg.seed}"
+    bar = tqdm(range(cfg.train.rounds), desc=label, unit="round", disable=mode != "bar", leave=False)
+    sent = 0
+
+    def scored(r: int) -> dict[str, float]:
+        try:
+            metrics = evaluate(sim, sent)
+        except DivergedError as e:
+            raise DivergedError(r, e.value) from None
+        if mode == "bar":
+            bar.set_postfix(test_acc=f"{metrics['test_acc']:.2f}")
+        elif mode == "lines":
+            print(f"{label} round {r}/{cfg.train.rounds}: test_acc {metrics['test_acc']:.2f}%, "
+                  f"train_loss {metrics['train_loss']:.4f}", file=sys.stderr, flush=True)
+        return metrics
+
+    try:
+        if cfg.train.eval_at_start:
+            yield 0, scored(0)
+        for r in bar:
+            stats = sim.aggregator.fit_round(r)
+            sent += stats.bytes_sent
+            if not math.isfinite(stats.train_loss):
+                raise DivergedError(r + 1, stats.train_loss)
+            if cfg.train.is_eval_round(r):
+                yield r + 1, scored(r + 1)
+    finally:
+        bar.close()
 
 
 class Interrupted(BaseException):

@@ -35,7 +35,7 @@ from typing import Any, Iterator
 
 import pandas as pd
 
-from fedbench.config import RunConfig, TrainConfig, config_id_of
+from fedbench.config import LATER_TRAIN_KEYS, RunConfig, TrainConfig, config_id_of
 from fedbench.errors import ResultsError
 
 APPLICATION = "fedbench"
@@ -128,8 +128,8 @@ def pid_alive(pid: int, start: str | None) -> bool:
 
 
 def n_evaluations(train: TrainConfig) -> int:
-    """How many evaluations a finished run of ``train`` stores."""
-    return sum(train.is_eval_round(r) for r in range(train.rounds))
+    """How many evaluations a finished run of ``train`` stores (round 0 included when ``eval_at_start``)."""
+    return int(train.eval_at_start) + sum(train.is_eval_round(r) for r in range(train.rounds))
 
 
 @dataclass(frozen=True)
@@ -275,7 +275,8 @@ class ResultStore:
             if status == "done":
                 if n_evals is None:
                     try:
-                        n_evals = n_evaluations(TrainConfig(**json.loads(config)["train"]))
+                        # a config stored before a training key existed ran with that key's earlier behaviour
+                        n_evals = n_evaluations(TrainConfig(**{**LATER_TRAIN_KEYS, **json.loads(config)["train"]}))
                     except Exception:  # noqa: BLE001 - an unreadable config is itself a reason
                         out[run_id] = "its stored configuration cannot be read"
                         continue

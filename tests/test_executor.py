@@ -39,8 +39,8 @@ class TestLocalExecutor:
             assert a.metrics == pytest.approx(b.metrics, rel=1e-6)
         db = sqlite3.connect(tmp_path / "two.sqlite")
         assert db.execute("SELECT count(*), count(DISTINCT run_id) FROM runs WHERE status = 'done'").fetchone() == (4, 4)
-        # two evaluations x six metrics per run, all written by the workers
-        assert db.execute("SELECT count(*) FROM metrics").fetchone()[0] == 4 * 2 * 7
+        # three evaluations (round 0 and two trained) x seven metrics per run, all written by the workers
+        assert db.execute("SELECT count(*) FROM metrics").fetchone()[0] == 4 * 3 * 7
 
     def test_devices_round_robin_and_threads(self, registry):
         configs = assign_devices(_configs(registry), ["cpu", "cuda:0"])
@@ -105,7 +105,7 @@ class TestResume:
         rows = sqlite3.connect(db).execute("SELECT status, count(*) FROM runs GROUP BY status").fetchall()
         assert rows == [("done", 6)]
         per_run = sqlite3.connect(db).execute("SELECT run_id, count(*) FROM metrics GROUP BY run_id").fetchall()
-        assert len(per_run) == 6 and {n for _, n in per_run} == {8 * 7}  # 8 evaluations x 7 metrics, no duplicates
+        assert len(per_run) == 6 and {n for _, n in per_run} == {9 * 7}  # round 0 + 8 evaluations x 7 metrics, no duplicates
 
 
 class TestGrids:
@@ -202,7 +202,7 @@ class TestPlot:
         from fedbench.plot import curves
 
         table = curves(ResultStore(db))
-        assert set(table["round"]) == {2, 4} and set(table.n) == {2}
+        assert set(table["round"]) == {0, 2, 4} and set(table.n) == {2}
         stored = ResultStore(db).metrics()
         fedavg_ids = [o.config.run_id for o in outcomes if o.config.method == "fedavg"]
         at4 = stored[(stored.run_id.isin(fedavg_ids)) & (stored["round"] == 4) & (stored.name == "test_acc")].value

@@ -217,3 +217,43 @@ class TestEmnistNormalisation:
         plain, scaled = load_idx("emnist", tmp_path, dict(opts)), load_idx("emnist", tmp_path, {**opts, "normalize": True})
         torch.testing.assert_close(scaled.train_x, (plain.train_x - 0.1307) / 0.3081)
         assert "normalize" not in registry.get("dataset", "fashion-mnist").params  # only the authors' (F)EMNIST
+
+
+class TestRoundZeroEvaluation:
+    """The authors' aggregator evaluates when it is built (round 0), before any training."""
+
+    def test_round_zero_scores_the_untrained_models_and_the_rest_is_unchanged(self, registry):
+        from fedbench.build import build_simulation, resolve_run
+        from fedbench.config import config_id_of
+        from fedbench.metrics import summarise
+        from fedbench.runner import train
+        from tests.conftest import TINY
+
+        runs = {}
+        for start in (True, False):
+            cfg = resolve_run(registry, dataset="synthetic", method="fedavg", seed=3,
+                              overrides={**TINY, "eval_at_start": start})
+            runs[start] = (cfg, dict(train(build_simulation(registry, cfg), cfg)))
+        (cfg, with0), (cfg_off, without0) = runs[True], runs[False]
+        assert list(with0) == [0, *without0]
+        untrained = summarise(build_simulation(registry, cfg).aggregator.evaluate())
+        assert with0[0]["test_acc"] == untrained["test_acc"] and with0[0]["bytes_sent"] == 0.0
+        # FedAvg's evaluation changes no state: the trained rounds are the same numbers
+        assert {r: m for r, m in with0.items() if r} == without0
+        # a run without the round-0 evaluation keeps the id it had before the setting existed
+        old = cfg_off.to_dict()
+        del old["train"]["eval_at_start"]
+        assert cfg_off.config_id == config_id_of(old) and cfg.config_id != cfg_off.config_id
+
+    def test_fedavg_plus_tunes_at_round_zero_as_the_authors_do(self, registry):
+        from fedbench.build import build_simulation, resolve_run
+        from fedbench.runner import train
+        from tests.conftest import TINY
+
+        finals = {}
+        for start in (True, False):
+            cfg = resolve_run(registry, dataset="synthetic", method="fedavg+", seed=3,
+                              overrides={**TINY, "eval_at_start": start})
+            finals[start] = list(train(build_simulation(registry, cfg), cfg))[-1][1]
+        # the round-0 tuning's carried momentum reaches the last evaluation
+        assert finals[True]["test_acc"] != finals[False]["test_acc"] or finals[True]["test_loss"] != finals[False]["test_loss"]

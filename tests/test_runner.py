@@ -25,7 +25,7 @@ class TestDeterminism:
         assert a.metrics == b.metrics
         ma = ResultStore(tmp_path / "a.sqlite").metrics().drop(columns="run_id")
         mb = ResultStore(tmp_path / "b.sqlite").metrics().drop(columns="run_id")
-        assert ma.equals(mb) and len(ma) == 2 * 7  # eval at rounds 2 and 4, seven metrics each
+        assert ma.equals(mb) and len(ma) == 3 * 7  # eval at rounds 0, 2 and 4, seven metrics each
 
     def test_other_seed_gives_other_numbers(self, registry, tmp_path):
         store = ResultStore(tmp_path / "r.sqlite")

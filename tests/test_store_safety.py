@@ -4,6 +4,7 @@ Real processes, real signals, a real SQLite file."""
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
@@ -62,7 +63,7 @@ class TestAtomicRuns:
         assert "died" in reopened.runs().set_index("run_id").loc[cfg.run_id, "error"]
         outcome = execute_run(registry, cfg, reopened, progress=False)
         assert outcome.status == "done"
-        assert len(reopened.metrics([cfg.run_id])) == 2 * 7 and not _rows(tmp_path / "r.sqlite", "SELECT * FROM live_metrics")
+        assert len(reopened.metrics([cfg.run_id])) == 3 * 7 and not _rows(tmp_path / "r.sqlite", "SELECT * FROM live_metrics")
 
     def test_force_keeps_the_old_result_until_the_new_one_is_complete(self, registry, tmp_path):
         store = ResultStore(tmp_path / "r.sqlite")
@@ -94,6 +95,9 @@ class TestAtomicRuns:
     def test_a_done_row_of_an_older_version_with_missing_metrics_is_repaired(self, registry, tmp_path):
         db = tmp_path / "old.sqlite"
         cfg = _cfg(registry)
+        cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, eval_at_start=False))
+        old = cfg.to_dict()
+        del old["train"]["eval_at_start"]  # older versions had no such key (and no round-0 evaluation)
         con = sqlite3.connect(db)
         con.executescript(
             "CREATE TABLE runs (run_id TEXT PRIMARY KEY, dataset TEXT NOT NULL, method TEXT NOT NULL, seed INTEGER NOT NULL,"
@@ -103,7 +107,7 @@ class TestAtomicRuns:
             " PRIMARY KEY (run_id, round, name));"
         )
         con.execute("INSERT INTO runs VALUES ('old1', 'synthetic', 'fedavg', 0, 4, 'done', NULL, NULL, ?, '0.1.0', 0, 1)",
-                    (json.dumps(cfg.to_dict(), default=str),))
+                    (json.dumps(old, default=str),))
         con.execute("INSERT INTO metrics VALUES ('old1', 2, 'test_acc', 50.0)")  # one of two evaluations
         con.commit()
         con.close()
@@ -151,7 +155,7 @@ class TestOwnership:
         assert [p.returncode for p in procs] == [0, 0], errs
         assert _rows(db, "SELECT status, count(*) FROM runs GROUP BY status") == [("done", 6)]
         assert _rows(db, "SELECT max(n) FROM (SELECT count(*) AS n FROM attempts GROUP BY run_id)") == [(1,)]
-        assert {n for (n,) in _rows(db, "SELECT count(*) FROM metrics GROUP BY run_id")} == {4 * 7}
+        assert {n for (n,) in _rows(db, "SELECT count(*) FROM metrics GROUP BY run_id")} == {5 * 7}
 
 
 SUITE = """
