@@ -1,7 +1,8 @@
 """fedbench: a federated-learning benchmark suite built on plugins.
 
-Public API for plugin authors: the spec records, the hook marker, and the
-FL base classes a plugin subclasses.
+For notebooks and scripts (``docs/api.md``): :func:`load_dataset`, :func:`run`, :func:`run_suite`,
+:func:`results`. For plugin authors (``docs/plugins.md``): the spec records, the hook marker, and
+the FL base classes a plugin subclasses.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from fedbench.client import Client, ClientUpdate, EvalResult
 from fedbench.data import ClientData, FederatedData
 from fedbench.learner import Learner, LearnersEnsemble
 from fedbench.registry import get_registry, hookimpl
+from fedbench.api import RunResult, SuiteResult, configure, load_dataset, results, run, run_suite
 from fedbench.specs import AggregatorSpec, ClientSpec, DatasetSpec, MethodSpec, ModelSpec, PartitionerSpec, SuiteSpec
 
 __all__ = [
@@ -30,10 +32,17 @@ __all__ = [
     "LearnersEnsemble",
     "MethodSpec",
     "ModelSpec",
+    "RunResult",
+    "SuiteResult",
     "PartitionerSpec",
     "SuiteSpec",
     "__version__",
+    "configure",
     "get_registry",
     "hookimpl",
+    "load_dataset",
+    "results",
+    "run",
+    "run_suite",
     "weighted_average",
 ]

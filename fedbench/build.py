@@ -224,10 +224,11 @@ def build_simulation(registry: Registry, cfg: RunConfig, data_root: Path | None 
     reason = vectorisable(models[0], clients)
     slower = prefers_sequential(models[0], device)
     if cfg.engine == "sequential":
-        note = "sequential"
+        note = "sequential (asked for: engine=sequential)"
     elif reason is None and (slower is None or cfg.engine == "vectorized"):
         aggregator.engine = VectorizedEngine(models[0], task, data, cfg.seed)
-        note = "vectorized"
+        note = "vectorized (" + ("asked for: engine=vectorized" if cfg.engine == "vectorized" else
+                                 "the model has no buffers and the client type keeps the standard training loop") + ")"
     elif cfg.engine == "vectorized":
         raise ConfigError(f"the vectorized engine cannot run this: {reason}; use --engine auto or sequential")
     elif reason is not None:

@@ -13,21 +13,22 @@ import sys
 import threading
 from pathlib import Path
 
+import pandas as pd
+
 from tqdm.auto import tqdm
 
 from fedbench import __version__
-from fedbench.build import check_device, resolve_run
+from fedbench.build import resolve_run
 from fedbench.config import parse_assignments
 from fedbench.data import default_data_root
 from fedbench.errors import FedbenchError
 from fedbench.registry import KIND_HOOKS, Registry, get_registry
-from fedbench.executor import assign_devices, run_local, run_ray
 from fedbench.report import (
-    METRICS, comparison_table, human_bytes, init_note, reference_table, runs_table, to_latex, to_markdown,
+    METRICS, comparison_table, human_bytes, reference_table, runs_table, to_latex, to_markdown,
 )
 from fedbench.runner import RunOutcome
 from fedbench.store import DEFAULT_PATH, ResultStore
-from fedbench.suite import load_suite, missing_data
+from fedbench.suite import load_suite
 
 
 def _warn_failures(registry: Registry) -> None:
@@ -65,87 +66,66 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    from fedbench import api
+
     registry = get_registry()
     _warn_failures(registry)
-    check_device(args.device)
-    devices = [d.strip() for d in args.devices.split(",") if d.strip()] if args.devices else None
-    for device in devices or []:
-        check_device(device)
-    overrides = parse_assignments(args.set or [])
+    settings = parse_assignments(args.set or [])
     for key, value in (("rounds", args.rounds), ("eval_every", args.eval_every), ("model", args.model)):
         if value is not None:
-            overrides[key] = value
-    suite = None
+            settings[key] = value
+    progress = False if args.no_progress else None  # None: bars on a terminal, plain lines in a log
     if (args.methods or args.datasets) and not args.suite:
         raise FedbenchError("--methods/--datasets pick runs of a suite; use them with --suite (or --method/--dataset alone)")
-    if args.suite:
-        if args.dataset or args.method:
-            raise FedbenchError("--suite runs the suite's own data sets and methods; drop --dataset/--method")
-        seeds = [args.seed] if args.seed is not None else None
-        suite = load_suite(
-            registry, args.suite, extra=overrides, seeds=seeds, device=args.device, engine=args.engine,
-            only_datasets=_names(args.datasets), only_methods=_names(args.methods),
-        )
-        configs = list(suite.runs)
-        print(f"suite {suite.name}: {len(configs)} runs ({suite.description})", file=sys.stderr)
-    else:
+    if not args.suite:
         if not args.dataset or not args.method:
             raise FedbenchError("fedbench run needs --dataset and --method (or --suite NAME)")
-        seed = args.seed if args.seed is not None else 0
-        configs = [
-            resolve_run(
-                registry, dataset=args.dataset, method=args.method, seed=seed, overrides=overrides,
-                device=args.device, engine=args.engine,
-            )
-        ]
-    if args.download:
-        for name in dict.fromkeys(c.dataset for c in configs):
-            spec = registry.get("dataset", name)
-            if spec.download is not None and spec.check is not None and spec.check(data_root=args.data_root):
-                print(f"downloading {name} into {args.data_root or default_data_root()} ...", file=sys.stderr)
-                _download(name, spec, args.data_root)
-    missing = missing_data(registry, configs, args.data_root)
-    if missing and suite is None:
-        raise FedbenchError(next(iter(missing.values())))
-    for name, problem in missing.items():  # every missing data set up front; the other runs go ahead
-        n = sum(c.dataset == name for c in configs)
-        print(f"fedbench: skipping {n} run(s) of {name}: {problem}", file=sys.stderr)
-    configs = [c for c in configs if c.dataset not in missing]
-    if devices is not None:
-        configs = assign_devices(configs, devices)
-    for line, n in init_notes(registry, configs).items():  # e.g. a model started from scratch: said before any run
-        print(f"fedbench: warning: {n} run(s): {line}", file=sys.stderr)
-    ResultStore(args.results).close()  # a bad results path fails here, before any run
+        if args.executor != "local" or args.jobs != 1:
+            raise FedbenchError("--jobs and --executor schedule the runs of a suite; drop them for one run")
+        devices = _names(args.devices)
+        result = api.run(
+            args.dataset, args.method, args.seed if args.seed is not None else 0, results=args.results,
+            settings=settings, data_root=args.data_root, device=devices[0] if devices else args.device,
+            engine=args.engine, force=args.force, download=args.download, progress=progress,
+        )
+        outcome = RunOutcome(result.config, result.status, result.metrics, result.error, result.seconds, result.engine)
+        print(outcome.summary())
+        if args.tensorboard:
+            _tensorboard(args.results, [outcome], args.tensorboard)
+        return 0 if outcome.ok else 1
+    if args.dataset or args.method:
+        raise FedbenchError("--suite runs the suite's own data sets and methods; drop --dataset/--method")
+    seen = [0]
 
     def report(outcome: RunOutcome) -> None:
-        tqdm.write(outcome.summary(), file=sys.stderr if suite else sys.stdout)  # keeps progress bars intact
+        seen[0] += 1
+        tqdm.write(f"[{seen[0]}] {outcome.summary()}", file=sys.stderr)  # tqdm.write keeps progress bars intact
+        if args.tensorboard:
+            _tensorboard(args.results, [outcome], args.tensorboard)
 
-    if args.executor == "ray":
-        outcomes = run_ray(
-            configs, args.results, address=args.address, data_root=args.data_root, force=args.force, on_outcome=report
-        )
-    else:
-        outcomes = run_local(
-            configs, args.results, jobs=args.jobs, data_root=args.data_root, force=args.force,
-            progress=not args.no_progress, on_outcome=report,
-        )
-    if suite:
-        store = ResultStore(args.results, readonly=True)
-        table = runs_table(store, [c.run_id for c in configs], registry=registry)
-        _print_comparison(table, suite.references, "test_acc", "md")
-        if _has(table, "unseen_test_acc"):
-            _print_comparison(table, None, "unseen_test_acc", "md")
-    return 0 if all(o.ok for o in outcomes) and not missing else 1
+    result = api.run_suite(
+        args.suite, results=args.results, seeds=[args.seed] if args.seed is not None else None,
+        datasets=_names(args.datasets), methods=_names(args.methods), jobs=args.jobs, executor=args.executor,
+        address=args.address, devices=_names(args.devices), data_root=args.data_root, download=args.download,
+        force=args.force, device=args.device, engine=args.engine, progress=progress, on_outcome=report,
+        settings=settings,
+    )
+    _print_comparison(result.table, result.suite.references, "test_acc", "md")
+    if _has(result.table, "unseen_test_acc"):
+        _print_comparison(result.table, None, "unseen_test_acc", "md")
+    return 0 if result.ok else 1
 
 
-def init_notes(registry: Registry, configs) -> dict[str, int]:  # noqa: ANN001
-    """The distinct :attr:`ModelSpec.init_note` lines of ``configs``, with how many runs each concerns."""
-    out: dict[str, int] = {}
-    for c in configs:
-        note = init_note(registry, c.model, dict(c.model_params))
-        if note:
-            out[note[1]] = out.get(note[1], 0) + 1
-    return out
+def _tensorboard(results: str, outcomes: list[RunOutcome], log_dir: str) -> None:
+    from fedbench.export import write_tensorboard
+
+    runs = [o.config.run_id for o in outcomes if o.status in ("done", "diverged", "skipped")]
+    if runs:
+        store = ResultStore(results, readonly=True)
+        try:
+            write_tensorboard(store, runs, Path(log_dir))
+        finally:
+            store.close()
 
 
 def _names(text: str | None) -> list[str] | None:
@@ -170,7 +150,7 @@ def _print_comparison(table, references, metric: str, fmt: str, transpose: bool 
 def cmd_report(args: argparse.Namespace) -> int:
     store = ResultStore(args.results, readonly=True)
     suite = load_suite(get_registry(), args.suite) if args.suite else None
-    table = runs_table(store, configs=suite.runs if suite else None, registry=get_registry()).drop(columns=["run_id"])
+    table = runs_table(store, configs=suite.runs if suite else None, registry=get_registry())
     if table.empty:
         what = f"of suite {suite.name} " if suite else ""
         print(f"no runs {what}stored in {args.results} yet; `fedbench run ...` computes them", file=sys.stderr)
@@ -178,10 +158,15 @@ def cmd_report(args: argparse.Namespace) -> int:
     if args.metric not in table.columns:
         known = [c for c in table.columns if c in METRICS]
         raise FedbenchError(f"unknown metric {args.metric!r}; stored metrics are: {', '.join(known)}")
-    if args.format == "csv":
-        print(table.round(4).to_csv(index=False), end="")
+    if args.format == "csv":  # full run ids, numbers rounded (no float noise such as 67.62599999999999)
+        print(table.round(4).to_csv(index=False, float_format="%.10g"), end="")
         return 0
-    shown = table.assign(bytes_sent=table.bytes_sent.map(human_bytes)) if "bytes_sent" in table else table
+    shown = table.assign(run_id=table.run_id.str[:8])  # a prefix `fedbench show` accepts
+    if "bytes_sent" in shown:
+        shown = shown.assign(bytes_sent=shown.bytes_sent.map(human_bytes))
+    if not shown.error.notna().any():
+        shown = shown.drop(columns=["error"])
+    shown = shown.rename(columns={"seconds": "wall_s"})
     print(to_markdown(shown) if args.format == "md" else to_latex(shown))
     if suite or args.compare:
         _print_comparison(table, suite.references if suite else None, args.metric, args.format, args.transpose)
@@ -195,15 +180,77 @@ def _has(table, metric: str) -> bool:  # noqa: ANN001
 
 
 def cmd_plot(args: argparse.Namespace) -> int:
-    from fedbench.plot import curves, plot_curves
+    from fedbench.plot import curves, default_out_dir, plot_curves
 
     path = Path(args.results)
-    suite = load_suite(get_registry(), args.suite) if args.suite else None
-    table = curves(ResultStore(path, readonly=True), [c.run_id for c in suite.runs] if suite else None, args.metric)
+    registry = get_registry()
+    suite = load_suite(registry, args.suite) if args.suite else None
+    table = curves(ResultStore(path, readonly=True), metric=args.metric, configs=suite.runs if suite else None)
     if table.empty:
-        raise FedbenchError(f"no finished runs in {str(path)!r} to plot")
-    for written in plot_curves(table, Path(args.out), args.metric):
+        what = f" of suite {suite.name}" if suite else ""
+        raise FedbenchError(f"no finished runs{what} in {str(path)!r} to plot; `fedbench run` computes them")
+    headline = args.headline or (suite.headline if suite else None)
+    out = Path(args.out) if args.out else default_out_dir(path)
+    for written in plot_curves(table, out, args.metric, methods=registry.names("method"), headline=headline):
         print(written)
+    return 0
+
+
+def cmd_show(args: argparse.Namespace) -> int:
+    import json
+
+    from fedbench.api import history_of
+
+    store = ResultStore(args.results, readonly=True)
+    runs = store.runs()
+    found = runs[runs.run_id.str.startswith(args.run_id)]
+    if found.empty:
+        raise FedbenchError(f"no run {args.run_id!r} in {args.results}; `fedbench report` lists the stored runs and their ids")
+    if len(found) > 1:
+        raise FedbenchError(f"{args.run_id!r} matches {len(found)} runs ({', '.join(found.run_id)}); give more of the id")
+    row = found.iloc[0]
+    env = json.loads(row.env) if isinstance(row.env, str) and row.env else {}
+    print(f"run {row.run_id}: {row.dataset} / {row.method} / seed {row.seed}: {row.status}")
+    facts = [
+        ("engine", row.engine or ""),
+        ("wall time", f"{row.seconds:.1f} s" if pd.notna(row.seconds) else ""),
+        ("started", _when(row.started)),
+        ("finished", _when(row.finished)),
+        ("config id", row.config_id or ""),
+        ("code", row.code or ""),
+        *[(k, str(v)) for k, v in env.items()],
+        ("error", row.error or ""),
+    ]
+    for key, value in facts:
+        if value:
+            print(f"{key + ':':<12} {value}")
+    print("config:")
+    print(json.dumps(json.loads(row.config), indent=2, default=str))
+    history = history_of(store, row.run_id)
+    print("\nper-round metrics:")
+    print(to_markdown(history.reset_index(), floatfmt="{:.4f}") if len(history) else "(none stored)")
+    return 0
+
+
+def _when(stamp: float | None) -> str:
+    import time
+
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(stamp)) if stamp is not None and pd.notna(stamp) else ""
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from fedbench.export import export, per_round, write_tensorboard
+
+    store = ResultStore(args.results, readonly=True)
+    suite = load_suite(get_registry(), args.suite) if args.suite else None
+    run_ids = list(runs_table(store, configs=suite.runs).run_id) if suite else None
+    if args.format == "tensorboard":
+        folders = write_tensorboard(store, run_ids if run_ids is not None else list(store.runs().run_id), Path(args.out))
+        print(f"{len(folders)} runs written as TensorBoard events under {args.out} (tensorboard --logdir {args.out})")
+        return 0
+    table = per_round(store, run_ids)
+    written = export(table, Path(args.out), args.format)
+    print(f"{len(table)} rows ({table.run_id.nunique()} runs) written to {written}")
     return 0
 
 
@@ -240,25 +287,10 @@ def cmd_data_check(args: argparse.Namespace) -> int:
     return 1 if bad else 0
 
 
-def _download(name: str, spec, data_root: Path | None) -> None:  # noqa: ANN001 - a DatasetSpec
-    try:
-        spec.download(data_root=data_root)
-    except FedbenchError:
-        raise
-    except Exception as e:  # no internet, a moved mirror, a full disk: one line, not a traceback
-        raise FedbenchError(
-            f"downloading {name} failed ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}); fetch the files on a "
-            "machine with internet and pass --data-root (fedbench data check says where they go)"
-        ) from e
-
-
 def cmd_data_download(args: argparse.Namespace) -> int:
-    registry = get_registry()
-    spec = registry.get("dataset", args.dataset)
-    if spec.download is None:
-        problem = spec.check(data_root=args.data_root) if spec.check is not None else None
-        raise FedbenchError(f"{args.dataset} cannot be downloaded by fedbench" + (f"; {problem}" if problem else " (it needs no files)"))
-    _download(args.dataset, spec, args.data_root)
+    from fedbench.api import fetch
+
+    fetch(args.dataset, args.data_root)
     print(f"{args.dataset}: downloaded into {args.data_root or default_data_root()}")
     return 0
 
@@ -299,7 +331,11 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--devices", help="comma-separated devices assigned to runs round-robin, e.g. cpu or cuda:0,cuda:1")
     run.add_argument("--executor", choices=["local", "ray"], default="local", help="local processes (default) or a Ray cluster")
     run.add_argument("--address", help="Ray cluster address (with --executor ray; default: start a local Ray)")
-    run.add_argument("--no-progress", action="store_true", help="no progress bars")
+    run.add_argument(
+        "--no-progress", action="store_true",
+        help="no progress output (default: bars on a terminal, a plain line per evaluation when stderr is a file)",
+    )
+    run.add_argument("--tensorboard", metavar="DIR", help="also write each finished run's curves as TensorBoard events under DIR")
     run.set_defaults(func=cmd_run)
 
     rep = sub.add_parser("report", help="print one row per stored run")
@@ -315,8 +351,24 @@ def build_parser() -> argparse.ArgumentParser:
     plot.add_argument("--results", default=str(DEFAULT_PATH), help=f"SQLite results file (default {DEFAULT_PATH})")
     plot.add_argument("--suite", help="only the runs of this suite (name or TOML path)")
     plot.add_argument("--metric", default="test_acc")
-    plot.add_argument("--out", default="results/plots", help="folder for the PNG files (default results/plots)")
+    plot.add_argument(
+        "--out", help="folder for the PNG files (default: a new plots-<results>-<time> folder in the current one, or "
+        "under ~/.cache/fedbench/plots when that is fedbench's source tree)",
+    )
+    plot.add_argument("--headline", help="method drawn in strong red on top (default: the suite's headline)")
     plot.set_defaults(func=cmd_plot)
+
+    show = sub.add_parser("show", help="one stored run: config, engine, versions, wall time, error, per-round metrics")
+    show.add_argument("run_id", help="a run id or a unique prefix of one (see `fedbench report`)")
+    show.add_argument("--results", default=str(DEFAULT_PATH), help=f"SQLite results file (default {DEFAULT_PATH})")
+    show.set_defaults(func=cmd_show)
+
+    exp = sub.add_parser("export", help="per-round metrics of stored runs as CSV, Parquet or TensorBoard events")
+    exp.add_argument("--results", default=str(DEFAULT_PATH), help=f"SQLite results file (default {DEFAULT_PATH})")
+    exp.add_argument("--format", choices=["csv", "parquet", "tensorboard"], default="csv")
+    exp.add_argument("--out", required=True, help="output file (csv, parquet) or folder (tensorboard)")
+    exp.add_argument("--suite", help="only the runs of this suite (name or TOML path)")
+    exp.set_defaults(func=cmd_export)
 
     data = sub.add_parser("data", help="inspect data sets")
     data_sub = data.add_subparsers(dest="data_command", required=True)
@@ -354,3 +406,6 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("fedbench: interrupted; finished runs are kept in the results file", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # output piped into `head`: not an error
+        sys.stderr.close()
+        return 0

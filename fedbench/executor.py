@@ -168,7 +168,7 @@ def run_local(
     jobs: int = 1,
     data_root: Path | None = None,
     force: bool = False,
-    progress: bool = True,
+    progress: bool | None = True,
     on_outcome=None,  # noqa: ANN001 - callable(RunOutcome) -> None
 ) -> list[RunOutcome]:
     """Run ``configs`` with ``jobs`` worker processes (1: in this process); outcomes in input order.
@@ -183,7 +183,9 @@ def run_local(
     configs = list(configs)
     outcomes: list[RunOutcome | None] = [None] * len(configs)
     store = ResultStore(results)  # creates the file and its schema once, before any worker opens it
-    bar = tqdm(total=len(configs), desc="runs", unit="run", disable=not progress or len(configs) < 2)
+    # progress None is tqdm's own switch: a bar on a terminal, none in a log (where each run's line says enough)
+    quiet = progress is False or len(configs) < 2
+    bar = tqdm(total=len(configs), desc="runs", unit="run", disable=True if quiet else (None if progress is None else False))
 
     def done(i: int, outcome: RunOutcome) -> None:
         outcomes[i] = outcome

@@ -27,7 +27,7 @@ from types import ModuleType
 from typing import Any
 
 #: core modules that only show or schedule results: editing them cannot change a number
-PRESENTATION = frozenset({"cli", "report", "plot", "__main__", "executor", "store", "fingerprint", "suite"})
+PRESENTATION = frozenset({"cli", "report", "plot", "__main__", "executor", "store", "fingerprint", "suite", "api", "export"})
 
 
 def _source(module: ModuleType) -> bytes:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Sequence
 from typing import Any
 
@@ -70,8 +71,9 @@ def init_tags(runs: pd.DataFrame, registry: Any) -> pd.Series:
 def runs_table(store: ResultStore, run_ids: list[str] | None = None, *, configs: Sequence[RunConfig] | None = None,
                registry: Any = None) -> pd.DataFrame:
     """One row per run: its identity, any grid settings, status, its last evaluation's metrics, the best
-    test accuracy over its evaluations (``best_test_acc``), its wall time, and whether other code than
-    the current one computed it (``other_code``, with ``configs``)."""
+    test accuracy over its evaluations (``best_test_acc``), its wall time in seconds, whether other code
+    than the current one computed it (``other_code``, with ``configs``), and the error of a run that
+    failed or diverged."""
     runs = store.runs()
     if configs is not None:
         runs = select_runs(runs, configs)
@@ -91,17 +93,17 @@ def runs_table(store: ResultStore, run_ids: list[str] | None = None, *, configs:
         wide = pd.DataFrame(columns=[*METRICS, "eval_round"])
     grid = grid_columns(runs) if len(runs) else pd.DataFrame(index=runs.index)
     runs = runs.assign(init=init_tags(runs, registry) if registry is not None and len(runs) else "")
-    base = pd.concat([runs[["run_id", "dataset", "method"]], grid, runs[["seed", "rounds", "status", "seconds", "other_code", "init"]]],
-                     axis=1)
+    base = pd.concat([runs[["run_id", "dataset", "method"]], grid,
+                      runs[["seed", "rounds", "status", "seconds", "other_code", "init", "error"]]], axis=1)
     table = base.set_index("run_id").join(wide, how="left")
     cols = ["dataset", "method", *grid.columns, "seed", "rounds", "status", *[m for m in METRICS if m in table],
-            "eval_round", "seconds", "other_code", "init"]
+            "eval_round", "seconds", "other_code", "init", "error"]
     order = ["dataset", "method", *grid.columns, "seed"]
     return table.reset_index()[["run_id", *cols]].sort_values(order).reset_index(drop=True)
 
 
 #: columns of :func:`runs_table` that are not grid settings
-FIXED = {"run_id", "dataset", "method", "seed", "rounds", "status", "eval_round", "seconds", "other_code", "init", *METRICS}
+FIXED = {"run_id", "dataset", "method", "seed", "rounds", "status", "eval_round", "seconds", "other_code", "init", "error", *METRICS}
 
 
 def comparison_table(runs: pd.DataFrame, metric: str = "test_acc") -> pd.DataFrame:
@@ -169,21 +171,42 @@ def reference_table(runs: pd.DataFrame, references: pd.DataFrame, metric: str = 
     return pd.DataFrame(rows)
 
 
+_NUMBER = re.compile(r"^[-+]?\d[\d.,]*(e[-+]?\d+)?( ± [\d.]+)?( \(n=\d+\))?( ?[kMGT]?B| s)?( \[[^\]]*\])*$")
+
+
+def numeric_column(values: pd.Series) -> bool:
+    """A column of numbers or of ``mean ± std (n=k)`` cells (right-aligned in LaTeX)."""
+    if pd.api.types.is_numeric_dtype(values) and not pd.api.types.is_bool_dtype(values):
+        return True
+    cells = [str(v) for v in values if v is not None and not (isinstance(v, float) and pd.isna(v)) and str(v) not in ("", "n/a")]
+    return bool(cells) and all(_NUMBER.match(c) for c in cells)
+
+
 def to_latex(df: pd.DataFrame, floatfmt: str = "{:.2f}", index: bool = False) -> str:
-    """A booktabs LaTeX table (no extra dependency)."""
+    """A LaTeX ``tabular`` with booktabs rules (the preamble needs ``\\usepackage{booktabs}``; the first line
+    says so): numeric columns right-aligned, text left-aligned."""
     if index:
         df = df.reset_index()
 
     def esc(v: object) -> str:
-        text = ("" if pd.isna(v) else floatfmt.format(v)) if isinstance(v, float) else str(v)
+        text = _cell(v, floatfmt)
         for a, b in (("\\", r"\textbackslash{}"), ("&", r"\&"), ("%", r"\%"), ("_", r"\_"), ("#", r"\#"), ("±", r"$\pm$")):
             text = text.replace(a, b)
         return text
 
-    lines = [r"\begin{tabular}{" + "l" * len(df.columns) + "}", r"\toprule", " & ".join(esc(c) for c in df.columns) + r" \\", r"\midrule"]
+    align = "".join("r" if numeric_column(df[c]) else "l" for c in df.columns)
+    lines = [r"% needs \usepackage{booktabs} in the preamble", r"\begin{tabular}{" + align + "}", r"\toprule",
+             " & ".join(esc(c) for c in df.columns) + r" \\", r"\midrule"]
     lines += [" & ".join(esc(v) for v in row) + r" \\" for row in df.itertuples(index=False)]
     lines += [r"\bottomrule", r"\end{tabular}"]
     return "\n".join(lines)
+
+
+def _cell(v: object, floatfmt: str) -> str:
+    """A table cell: floats formatted, missing values (None, NaN) empty."""
+    if v is None or (isinstance(v, float) and pd.isna(v)):
+        return ""
+    return floatfmt.format(v) if isinstance(v, float) else str(v)
 
 
 def to_markdown(df: pd.DataFrame, floatfmt: str = "{:.2f}", index: bool = False) -> str:
@@ -192,12 +215,7 @@ def to_markdown(df: pd.DataFrame, floatfmt: str = "{:.2f}", index: bool = False)
         df = df.reset_index()
     header = [str(c) for c in df.columns]
 
-    def fmt(v: object) -> str:
-        if isinstance(v, float):
-            return "" if pd.isna(v) else floatfmt.format(v)
-        return str(v)
-
-    rows = [[fmt(v) for v in row] for row in df.itertuples(index=False)]
+    rows = [[_cell(v, floatfmt) for v in row] for row in df.itertuples(index=False)]
     lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
     lines += ["| " + " | ".join(r) + " |" for r in rows]
     return "\n".join(lines)

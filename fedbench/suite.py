@@ -40,7 +40,7 @@ from fedbench.config import RunConfig
 from fedbench.errors import ConfigError, FedbenchError
 from fedbench.registry import Registry
 
-KEYS = {"description", "methods", "seeds", "set", "datasets", "references"}
+KEYS = {"description", "methods", "seeds", "set", "datasets", "references", "headline"}
 
 
 @dataclass(frozen=True)
@@ -51,6 +51,8 @@ class Suite:
     runs: tuple[RunConfig, ...]
     #: reference numbers (dataset, method, metric, value, source) or None
     references: pd.DataFrame | None = None
+    #: the method the suite is about (drawn in a strong colour by ``fedbench plot``), or None
+    headline: str | None = None
 
 
 def expand_grid(overrides: dict[str, Any]) -> list[dict[str, Any]]:
@@ -90,16 +92,12 @@ def load_references(path: Path) -> pd.DataFrame:
 
 
 def find_suite(registry: Registry, name_or_path: str) -> Path:
-    """A suite file from a path, a suite name registered by a plugin, or ``benchmarks/suites/NAME.toml``
-    under the current folder (the source tree's own suites)."""
+    """A suite file from a path, or a suite name registered by a plugin (``fedbench list suite``)."""
     path = Path(name_or_path)
     if path.suffix == ".toml" or path.exists():
         if not path.is_file():
             raise ConfigError(f"suite file {name_or_path!r} does not exist; give a TOML file or a suite name")
         return path
-    local = Path("benchmarks") / "suites" / f"{name_or_path}.toml"
-    if name_or_path not in registry.names("suite") and local.is_file():
-        return local
     return Path(registry.get("suite", name_or_path).path)
 
 
@@ -196,4 +194,7 @@ def load_suite(
                         )
                 except FedbenchError as e:
                     raise ConfigError(f"suite {path}: {e}") from e
-    return Suite(path.stem, path, str(doc.get("description", "")), tuple(runs), refs)
+    headline = doc.get("headline")
+    if headline is not None and headline not in methods:
+        raise ConfigError(f"suite {path}: headline {headline!r} is not one of its methods ({', '.join(methods)})")
+    return Suite(path.stem, path, str(doc.get("description", "")), tuple(runs), refs, headline)

@@ -27,6 +27,15 @@ def load_pooled() -> tuple[torch.Tensor, torch.Tensor]:
     return torch.as_tensor(x / 16.0, dtype=torch.float32), torch.as_tensor(y, dtype=torch.long)
 
 
+def check(data_root: Path | None = None) -> str | None:
+    """None when scikit-learn (which ships the images) imports, else one line saying how to install it."""
+    try:
+        import sklearn  # noqa: F401
+    except ImportError:
+        return "digits: needs scikit-learn, which ships its images: pip install 'fedbench-suite[digits]' (or scikit-learn)"
+    return None
+
+
 def load(data_root: Path | None = None, **params: object) -> FederatedData:
     x, y = load_pooled()
     return federate_pool(x, y, 10, params)
@@ -41,6 +50,7 @@ def fedbench_datasets() -> list[DatasetSpec]:
             params=POOLED_PARAMS,
             rules=POOLED_PARAMS,
             load=load,
+            check=check,
             default_model="linear",
         )
     ]

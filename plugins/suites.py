@@ -22,5 +22,10 @@ def fedbench_suites() -> list[SuiteSpec]:
             name="unseen-synthetic", doc="FedEM, FedAvg, FedAvg+ scored on 20 % held-out clients (Table 3 protocol), synthetic, 3 seeds",
             path=str(HERE / "unseen-synthetic.toml"),
         ),
+        SuiteSpec(
+            name="fashion-mnist", doc="Fashion-MNIST (torchvision's or Debian's files) split like the paper's CIFAR-10, MLP, 3 seeds",
+            path=str(HERE / "fashion-mnist.toml"),
+        ),
+        SuiteSpec(name="fedprox-grid", doc="a grid example: FedProx's mu against FedAvg, small synthetic federation", path=str(HERE / "fedprox-grid.toml")),
         SuiteSpec(name="baselines-synthetic", doc="every baseline on the paper's synthetic setting, 3 seeds", path=str(HERE / "baselines-synthetic.toml")),
     ]

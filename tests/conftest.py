@@ -24,5 +24,5 @@ def run_cli(*args: str, env: dict[str, str] | None = None, cwd: Path | None = No
     """Run the real CLI in a fresh interpreter (plugins load from entry points there)."""
     full_env = {**os.environ, **(env or {})}
     return subprocess.run(
-        [sys.executable, "-m", "fedbench", *args], capture_output=True, text=True, env=full_env, cwd=cwd, timeout=600
+        [sys.executable, "-m", "fedbench", *args], capture_output=True, text=True, env=full_env, cwd=cwd
     )

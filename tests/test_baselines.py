@@ -64,7 +64,7 @@ class TestFedProx:
 
     def test_vectorised_prox_equals_sequential(self, registry):
         seq, vec = _sim(registry, "fedprox", "sequential", **{"client.mu": 0.5}), _sim(registry, "fedprox", "vectorized", **{"client.mu": 0.5})
-        assert vec.engine == "vectorized"
+        assert vec.engine.startswith("vectorized")
         for r in range(3):
             s, v = seq.aggregator.fit_round(r), vec.aggregator.fit_round(r)
             assert v.train_loss == pytest.approx(s.train_loss, rel=1e-5)
@@ -230,7 +230,7 @@ class TestScaffold:
 
     def test_vectorised_equals_sequential(self, registry):
         seq, vec = _sim(registry, "scaffold", "sequential"), _sim(registry, "scaffold", "vectorized")
-        assert vec.engine == "vectorized"
+        assert vec.engine.startswith("vectorized")
         for r in range(3):
             seq.aggregator.fit_round(r), vec.aggregator.fit_round(r)
         for a, b in zip(_global(seq), _global(vec)):

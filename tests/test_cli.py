@@ -28,7 +28,7 @@ class TestRunAndReport:
         assert (row.dataset, row.method, row.seed, row.rounds, row.status, row.eval_round) == ("synthetic", "fedem", 5, 3, "done", 3)
         assert 0 <= row.test_acc <= 100
         md = run_cli("report", "--results", str(db))
-        assert md.stdout.startswith("| dataset | method | seed | rounds |")
+        assert md.stdout.startswith("| run_id | dataset | method | seed | rounds |")
 
     def test_suite_file_prints_comparison(self, tmp_path):
         suite = tmp_path / "tiny.toml"

@@ -28,7 +28,7 @@ def _pair(registry, method, extra):
     for engine in ("sequential", "vectorized"):
         cfg = resolve_run(registry, dataset="synthetic", method=method, seed=3, overrides={**TINY, **extra}, engine=engine)
         sims.append(build_simulation(registry, cfg))
-    assert sims[0].engine == "sequential" and sims[1].engine == "vectorized"
+    assert sims[0].engine.startswith("sequential") and sims[1].engine.startswith("vectorized")
     return sims[0].aggregator, sims[1].aggregator
 
 
@@ -72,7 +72,7 @@ def test_final_accuracy_equal_end_to_end(registry, tmp_path):
     for engine in ("sequential", "vectorized"):
         cfg = resolve_run(registry, dataset="synthetic", method="fedem", seed=1, overrides={**TINY, "rounds": 6}, engine=engine)
         outs.append(execute_run(registry, cfg, store, progress=False, force=True))
-    assert outs[0].engine == "sequential" and outs[1].engine == "vectorized"
+    assert outs[0].engine.startswith("sequential") and outs[1].engine.startswith("vectorized")
     assert abs(outs[0].metrics["test_acc"] - outs[1].metrics["test_acc"]) < 0.1
 
 
@@ -155,7 +155,7 @@ class TestConvolutions:
             )
             for e in ("sequential", "vectorized")
         ]
-        assert sims[1].engine == "vectorized"
+        assert sims[1].engine.startswith("vectorized")
         seq, vec = sims[0].aggregator, sims[1].aggregator
         for r in range(2):
             seq.fit_round(r), vec.fit_round(r)

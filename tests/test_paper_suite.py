@@ -119,7 +119,7 @@ def test_paper_suite_runs_as_is_on_the_data_sets_present(tmp_path):
 
 def test_a_failed_download_is_one_line(tmp_path):
     from fedbench import DatasetSpec
-    from fedbench.cli import _download
+    from fedbench.api import fetch
     from fedbench.errors import FedbenchError
 
     def offline(data_root=None):
@@ -127,7 +127,7 @@ def test_a_failed_download_is_one_line(tmp_path):
 
     spec = DatasetSpec(name="x", load=lambda **_: None, default_model="linear", download=offline)
     with pytest.raises(FedbenchError) as err:
-        _download("x", spec, tmp_path)
+        fetch("x", tmp_path, spec=spec)
     assert "\n" not in str(err.value) and "Network is unreachable" in str(err.value) and "--data-root" in str(err.value)
 
 

@@ -171,7 +171,7 @@ class TestPretrainedWeights:
     def test_a_paper_cifar_run_without_weights_is_announced_and_marked_from_scratch(self, registry, tmp_path):
         import pandas as pd
 
-        from fedbench.cli import init_notes
+        from fedbench.api import init_notes
         from fedbench.report import comparison_table
         from fedbench.suite import load_suite
 
