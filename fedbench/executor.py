@@ -183,6 +183,7 @@ def run_local(
     configs = list(configs)
     outcomes: list[RunOutcome | None] = [None] * len(configs)
     store = ResultStore(results)  # creates the file and its schema once, before any worker opens it
+    tqdm.monitor_interval = 0  # no monitor thread (tqdm starts one with any bar): workers can be forked safely
     # progress None is tqdm's own switch: a bar on a terminal, none in a log (where each run's line says enough)
     quiet = progress is False or len(configs) < 2
     bar = tqdm(total=len(configs), desc="runs", unit="run", disable=True if quiet else (None if progress is None else False))
@@ -228,7 +229,6 @@ def _run_pool(configs, todo, store, jobs, results, data_root, force, done) -> No
     """The runs ``todo`` on up to ``jobs`` worker processes that are replaced when they die."""
     from multiprocessing.connection import wait as wait_any
 
-    tqdm.monitor_interval = 0  # no monitor thread: forking a fresh worker stays safe mid-sweep
     queue = list(todo)
     queue.reverse()
     workers: list[_Worker] = []

@@ -92,7 +92,6 @@ def test_fedbn_with_mobilenet_end_to_end(tmp_path):
 def test_mobilenet_runs_give_the_same_numbers_in_every_process(tmp_path):
     """MobileNetV2's dropout draws from torch's global generator: seeded per (seed, round, client), a run gives
     the same numbers whatever the process did before (here: under two Python hash seeds, which used to differ)."""
-    import os
 
     make_cifar(tmp_path, "cifar10", per_file=16)
     outs = []

@@ -16,7 +16,7 @@ EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "fedbench-median"
 
 
 def _pip(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "pip", *args], capture_output=True, text=True, timeout=600)
+    return subprocess.run([sys.executable, "-m", "pip", *args], capture_output=True, text=True)
 
 
 @pytest.fixture(scope="module")
