@@ -10,7 +10,7 @@ from __future__ import annotations
 __version__ = "0.1.0"
 
 from fedbench.aggregator import Aggregator, CentralizedAggregator, weighted_average
-from fedbench.client import Client, ClientUpdate, EvalResult
+from fedbench.client import Client, ClientUpdate, EvalResult, FitIns
 from fedbench.data import ClientData, FederatedData
 from fedbench.learner import Learner, LearnersEnsemble
 from fedbench.registry import get_registry, hookimpl
@@ -28,6 +28,7 @@ __all__ = [
     "DatasetSpec",
     "EvalResult",
     "FederatedData",
+    "FitIns",
     "Learner",
     "LearnersEnsemble",
     "MethodSpec",

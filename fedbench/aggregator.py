@@ -7,12 +7,14 @@ the paired steps ``configure_fit``/``aggregate_fit`` and
 
 from __future__ import annotations
 
+import abc
+import dataclasses
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
 
-from fedbench.client import Client, ClientUpdate, EvalResult
+from fedbench.client import Client, ClientUpdate, EvalResult, FitIns
 from fedbench.config import TrainConfig
 from fedbench.seeding import STREAM_SAMPLE, generator
 
@@ -44,7 +46,7 @@ class RoundStats:
     bytes_sent: int
 
 
-class Aggregator:
+class Aggregator(abc.ABC):
     """Base aggregator: samples clients, sends parameters, collects updates.
 
     Subclasses implement :meth:`configure_fit`, :meth:`aggregate_fit` and
@@ -86,11 +88,12 @@ class Aggregator:
         lr = self.train.learning_rate(round_)
         clients = [self.clients[i] for i in chosen]
         self.send_buffers(clients)
-        params = [self.configure_fit(round_, c) for c in clients]
+        instructions = [self.instructions(round_, lr, c) for c in clients]
+        params = [ins.params for ins in instructions]
         if self.engine is not None:
-            updates = self.engine.step_clients(clients, params, round_, lr)
+            updates = self.engine.step_clients(clients, instructions)
         else:
-            updates = [c.step(p, round_, lr) for c, p in zip(clients, params)]
+            updates = [c.step(ins.params, ins.round, ins.lr, ins.extras) for c, ins in zip(clients, instructions)]
         self.aggregate_fit(round_, updates)
         self.collect_buffers(updates)
         self.rounds_done = round_ + 1
@@ -150,18 +153,26 @@ class Aggregator:
         """The parameters a client that never trained receives (the global ones by default)."""
         return self.global_params
 
-    # ---- what subclasses fill in -------------------------------------------
-    def configure_fit(self, round_: int, client: Client) -> list[torch.Tensor]:
-        """The parameters (one flat tensor per learner) ``client`` trains from this round."""
-        raise NotImplementedError
+    def instructions(self, round_: int, lr: float, client: Client) -> FitIns:
+        """:meth:`configure_fit`'s answer as a :class:`FitIns` with this round's number and learning rate."""
+        ins = self.configure_fit(round_, client)
+        if not isinstance(ins, FitIns):
+            ins = FitIns(list(ins))
+        return dataclasses.replace(ins, round=round_ if ins.round is None else ins.round, lr=lr if ins.lr is None else ins.lr)
 
+    # ---- what subclasses fill in -------------------------------------------
+    @abc.abstractmethod
+    def configure_fit(self, round_: int, client: Client) -> FitIns | list[torch.Tensor]:
+        """What ``client`` trains from this round: a :class:`FitIns` (parameters, one flat tensor per
+        learner, and what else the method sends), or just the parameters."""
+
+    @abc.abstractmethod
     def aggregate_fit(self, round_: int, updates: list[ClientUpdate]) -> None:
         """Fold the round's client updates into the aggregator's state."""
-        raise NotImplementedError
 
+    @abc.abstractmethod
     def configure_evaluate(self, client: Client) -> list[torch.Tensor]:
         """The parameters ``client``'s predictor is evaluated with."""
-        raise NotImplementedError
 
 
 def held_average(old: torch.Tensor, sampled: Sequence[torch.Tensor], weights: Sequence[float], total: float) -> torch.Tensor:

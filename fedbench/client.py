@@ -14,7 +14,8 @@ client with ``keeps_buffers`` (FedBN) keeps its own.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 
 import torch
 
@@ -36,6 +37,22 @@ class ClientUpdate:
     train_loss: float
     #: each learner's buffers after training, for an aggregator that shares them (None: not shared)
     buffers: list[torch.Tensor | None] | None = None
+
+
+@dataclass(frozen=True)
+class FitIns:
+    """One round's instructions to one client: what an aggregator's ``configure_fit`` returns.
+
+    ``params``: one flat tensor per learner to train from; ``extras``: what the method sends besides,
+    by name, one tensor per learner (SCAFFOLD's ``correction``); ``round`` and ``lr`` are filled in by
+    the round loop when the aggregator leaves them None. A client reads ``extras`` in its local
+    objective (:meth:`Client.local_term`) - no aggregator writes into a client.
+    """
+
+    params: list[torch.Tensor]
+    extras: Mapping[str, list[torch.Tensor]] = field(default_factory=dict)
+    round: int | None = None
+    lr: float | None = None
 
 
 @dataclass(frozen=True)
@@ -114,13 +131,37 @@ class Client:
         (unseen clients, the paper's Table 3); ``lr`` is the learning rate of the last training
         round. The plain client uses the parameters as they are."""
 
-    #: mu of the proximal term mu/2 * ||theta - received||^2 in local training (FedProx); 0 for none
-    proximal_mu: float = 0.0
-    #: per learner, a vector added to every local gradient this round (SCAFFOLD's correction), or None
-    gradient_shift: list[torch.Tensor] | None = None
+    # -- the local objective: the data loss plus one optional term, run by both backends ----------------------
 
-    def step(self, params: list[torch.Tensor], round_: int, lr: float) -> ClientUpdate:
-        """Update the sample and learner weights for ``params``, then train from them (:meth:`fit`)."""
+    def local_term(self, theta: torch.Tensor, ctx: Mapping[str, torch.Tensor]) -> torch.Tensor | None:
+        """An extra term of the local objective of one learner, added to every batch loss; None: none.
+
+        A pure torch function of ``theta`` (that learner's flat parameters) and ``ctx`` (that learner's
+        tensors from :meth:`term_context`), using no other per-client attribute: the one-at-a-time
+        backend calls it per client and learner, the vectorised one under ``torch.func.vmap`` over every
+        (client, learner) pair of a round, with the first client's hyper-parameters (a run's clients
+        share them). FedProx: ``mu / 2 * ||theta - ctx["received"]||^2``; SCAFFOLD:
+        ``<ctx["correction"], theta>``.
+        """
+        return None
+
+    def term_context(self, params: list[torch.Tensor], extras: Mapping[str, list[torch.Tensor]]) -> list[dict[str, torch.Tensor]]:
+        """Per learner, what :meth:`local_term` reads: ``received`` (the parameters sent) and each of the
+        round's ``extras``. Override to add this client's own state (FedDyn's gradient memory)."""
+        return [{"received": p, **{k: v[m] for k, v in extras.items()}} for m, p in enumerate(params)]
+
+    def after_fit(self, ins: FitIns, update: ClientUpdate) -> None:
+        """Update this client's own state after a round's local training (``ins``: the round's instructions,
+        with its number and learning rate; ``update``: what training produced). Both backends call it."""
+
+    @classmethod
+    def has_local_term(cls) -> bool:
+        return cls.local_term is not Client.local_term
+
+    def step(self, params: list[torch.Tensor], round_: int, lr: float,
+             extras: Mapping[str, list[torch.Tensor]] | None = None) -> ClientUpdate:
+        """Update the sample and learner weights for ``params``, then train from them (:meth:`fit`) and
+        run :meth:`after_fit`."""
         seed_global(self.seed, STREAM_GLOBAL, round_, self.client_id)  # dropout draws: fixed per (seed, round, client)
         losses = None
         if self.needs_losses:
@@ -128,11 +169,22 @@ class Client:
             losses = self.ensemble.per_sample_losses(self.data.train_x, self.data.train_y)
         self.update_sample_weights(losses)
         self.update_learners_weights()
-        return self.fit(params, lr, generator(self.seed, STREAM_TRAIN, round_, self.client_id))
+        ins = FitIns(params, extras or {}, round_, lr)
+        update = self.fit(params, lr, generator(self.seed, STREAM_TRAIN, round_, self.client_id), ins.extras)
+        self.after_fit(ins, update)
+        return update
 
-    def fit(self, params: list[torch.Tensor], lr: float, gen: torch.Generator) -> ClientUpdate:
-        """One round of local training from ``params`` with this client's weights, proximal term,
-        gradient shift and kept momentum, batch orders drawn from ``gen``."""
+    def terms(self, params: list[torch.Tensor], extras: Mapping[str, list[torch.Tensor]] | None
+              ) -> list[Callable[[torch.Tensor], torch.Tensor]] | None:
+        """Per learner, :meth:`local_term` bound to that learner's context, or None without a term."""
+        if not self.has_local_term():
+            return None
+        return [lambda theta, ctx=ctx: self.local_term(theta, ctx) for ctx in self.term_context(params, extras or {})]
+
+    def fit(self, params: list[torch.Tensor], lr: float, gen: torch.Generator,
+            extras: Mapping[str, list[torch.Tensor]] | None = None) -> ClientUpdate:
+        """One round of local training from ``params`` with this client's weights, local term and kept
+        momentum, batch orders drawn from ``gen``."""
         self.load(params)
         fits: list[FitResult] = self.ensemble.fit_epochs(
             self.data.train_x,
@@ -141,8 +193,7 @@ class Client:
             self.sgd_config(lr),
             gen,
             momentum=self.momentum if self.train.keep_optimizer_state else None,
-            anchors=params if self.proximal_mu > 0 else None,
-            shifts=self.gradient_shift,
+            terms=self.terms(params, extras),
         )
         if self.train.keep_optimizer_state:
             self.momentum = [fit.momentum for fit in fits]
@@ -159,7 +210,6 @@ class Client:
             weight_decay=self.train.weight_decay,
             batch_size=self.train.batch_size,
             epochs=self.train.local_epochs,
-            prox_mu=self.proximal_mu,
         )
 
     def exchanged_bytes(self, params: list[torch.Tensor]) -> int:

@@ -17,9 +17,10 @@ reference; this engine computes the same thing as batched tensor work:
   them under server averaging), and per client otherwise.
 
 It applies when the model has no buffers (e.g. no BatchNorm) and the client
-type keeps the reference's ``step``, ``evaluate`` and ``sgd_config`` (a
-proximal term, ``Client.proximal_mu``, and a gradient shift,
-``Client.gradient_shift``, are supported); otherwise
+type keeps the reference's ``step``, ``evaluate`` and ``sgd_config`` (its local
+objective may add a term, :meth:`Client.local_term`, run here under ``vmap``
+over all rows, and update its own state after training, :meth:`Client.after_fit`);
+otherwise
 :func:`choose_engine` falls back to the one-at-a-time path and says why.
 """
 
@@ -30,9 +31,9 @@ from collections.abc import Sequence
 
 import torch
 from torch import nn
-from torch.func import functional_call, vmap
+from torch.func import functional_call, grad_and_value, vmap
 
-from fedbench.client import Client, ClientUpdate, EvalResult
+from fedbench.client import Client, ClientUpdate, EvalResult, FitIns
 from fedbench.data import FederatedData
 from fedbench.learner import order_keys
 from fedbench.seeding import STREAM_TRAIN, generator
@@ -76,7 +77,7 @@ def vectorisable(model: nn.Module, clients: Sequence[Client]) -> str | None:
     if any(True for _ in model.buffers()):
         return f"model {type(model).__name__} has buffers (e.g. BatchNorm statistics)"
     for cls in {type(c) for c in clients}:
-        for name in ("step", "fit", "evaluate", "sgd_config"):
+        for name in ("step", "fit", "sgd_config"):  # training; a client's own evaluate runs per client
             if getattr(cls, name) is not getattr(Client, name):
                 return f"client type {cls.__name__} overrides {name}()"
     return None
@@ -118,12 +119,12 @@ class VectorizedEngine:
         return functional_call(self.model, self._unflatten(flat), (x,))
 
     # ---- one round of training ------------------------------------------------
-    def step_clients(
-        self, clients: Sequence[Client], params: Sequence[list[torch.Tensor]], round_: int, lr: float
-    ) -> list[ClientUpdate]:
-        """What ``[c.step(p, round_, lr) for c, p in zip(clients, params)]`` returns, batched."""
+    def step_clients(self, clients: Sequence[Client], instructions: Sequence[FitIns]) -> list[ClientUpdate]:
+        """What ``[c.step(i.params, i.round, i.lr, i.extras) for c, i in zip(clients, instructions)]`` returns, batched."""
         if not clients:
             return []
+        params = [ins.params for ins in instructions]
+        round_, lr = instructions[0].round, instructions[0].lr
         needing = [i for i, c in enumerate(clients) if c.needs_losses]
         losses = dict(zip(needing, self._train_losses([clients[i] for i in needing], [params[i] for i in needing])))
         for i, c in enumerate(clients):
@@ -145,13 +146,12 @@ class VectorizedEngine:
         )
         weights = [c.samples_weights[j] for c in clients for j in range(m)]
         schedule, offsets = self._schedule(clients, m, sgd.epochs, sgd.batch_size, round_)
-        anchor = flat.clone() if sgd.prox_mu > 0 else None  # the received parameters
-        shift = None
-        if any(c.gradient_shift is not None for c in clients):
-            shift = torch.stack([
-                s for c in clients for s in (c.gradient_shift or [torch.zeros_like(flat[0])] * m)
-            ])
-        new_flat, new_buf, loss_sum, n_steps = self._sgd(flat, buf, weights, schedule, offsets, sgd, lr, anchor, shift)
+        term, ctx = None, None
+        if clients[0].has_local_term():  # one pure function, vmapped over every (client, learner) row
+            term = clients[0].local_term
+            rows = [row for c, ins in zip(clients, instructions) for row in c.term_context(ins.params, ins.extras)]
+            ctx = {k: torch.stack([torch.as_tensor(row[k]) for row in rows]) for k in rows[0]}
+        new_flat, new_buf, loss_sum, n_steps = self._sgd(flat, buf, weights, schedule, offsets, sgd, lr, term, ctx)
         per_client_flat = new_flat.view(len(clients), m, -1)
         per_client_buf = new_buf.view(len(clients), m, -1)
         mean_loss = (loss_sum / n_steps.clamp_min(1)).view(len(clients), m).mean(dim=1).tolist()
@@ -160,6 +160,7 @@ class VectorizedEngine:
             if keep:
                 c.momentum = list(per_client_buf[ci]) if sgd.momentum > 0 else [None] * m
             updates.append(ClientUpdate(c.client_id, list(per_client_flat[ci]), float(c.n_train), mean_loss[ci]))
+            c.after_fit(instructions[ci], updates[-1])
         return updates
 
     def _schedule(
@@ -194,7 +195,7 @@ class VectorizedEngine:
         offsets = self.data.train_offsets[[c.client_id for c in clients]].repeat_interleave(m)
         return sched.view(len(clients) * m, epochs * nb_max, batch), offsets
 
-    def _sgd(self, flat, buf, weights, schedule, offsets, sgd, lr, anchor, shift):  # noqa: ANN001, ANN202
+    def _sgd(self, flat, buf, weights, schedule, offsets, sgd, lr, term, ctx):  # noqa: ANN001, ANN202
         """Run every row's scheduled batches; returns new params, buffers, loss sums and step counts."""
         device = flat.device
         k = flat.shape[0]
@@ -217,6 +218,7 @@ class VectorizedEngine:
                 per_row = (losses * w).sum(dim=1) / denom
                 (grad,) = torch.autograd.grad(per_row.sum(), theta)
             return grad, per_row.detach()
+        term_grad = vmap(grad_and_value(term)) if term is not None else None  # per row: d term / d theta, term
         loss_sum = torch.zeros(k, device=device)
         n_steps = torch.zeros(k, device=device)
         for s in range(schedule.shape[1]):
@@ -235,11 +237,10 @@ class VectorizedEngine:
                 w = torch.gather(w_pool[active], 1, local) * valid
                 theta = flat[active]
                 g, loss = grad_fn(theta, x, y, w, count[active].to(flat.dtype))
-                if sgd.prox_mu > 0:  # gradient of mu/2 ||theta - received||^2, as in the reference loop
-                    g = g + sgd.prox_mu * (theta - anchor[active])
-                    loss = loss + sgd.prox_mu / 2 * (theta - anchor[active]).pow(2).sum(dim=1)
-                if shift is not None:  # SCAFFOLD-style correction, as in the reference loop
-                    g = g + shift[active]
+                if term is not None:  # the client type's local term, as the reference loop adds it to the loss
+                    term_g, term_v = term_grad(theta, {k: v[active] for k, v in ctx.items()})
+                    g = g + term_g
+                    loss = loss + term_v
                 if sgd.weight_decay:
                     g = g + sgd.weight_decay * theta
                 if sgd.momentum > 0:
@@ -291,7 +292,11 @@ class VectorizedEngine:
 
     @torch.no_grad()
     def evaluate_clients(self, clients: Sequence[Client], params: Sequence[list[torch.Tensor]]) -> list[EvalResult]:
-        """What ``[c.evaluate(p) for c, p in zip(clients, params)]`` returns, batched."""
+        """What ``[c.evaluate(p) for c, p in zip(clients, params)]`` returns, batched (per client for a
+        client type with its own ``evaluate`` or ``score``, e.g. FedAvg+'s fine-tuned copy)."""
+        if any(type(c).evaluate is not Client.evaluate or type(c).score is not Client.score for c in clients):
+            with torch.enable_grad():  # an evaluation may train (a fine-tuned copy)
+                return [c.evaluate(p) for c, p in zip(clients, params)]
         results: list[EvalResult | None] = [None] * len(clients)
         for group in self._groups(clients, params):
             members = [clients[i] for i in group]

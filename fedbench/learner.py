@@ -7,7 +7,7 @@ writing their own loop. Parameters travel as one flat tensor per learner.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -31,7 +31,6 @@ class SGDConfig:
     batch_size: int = 128
     epochs: int = 1
     #: weight mu of the proximal term mu/2 * ||theta - anchor||^2 added to every batch loss
-    prox_mu: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -127,15 +126,14 @@ class Learner:
         sgd: SGDConfig,
         orders: torch.Tensor,
         momentum: torch.Tensor | None = None,
-        anchor: torch.Tensor | None = None,
-        shift: torch.Tensor | None = None,
+        term: Callable[[torch.Tensor], torch.Tensor] | None = None,
         trainable: Sequence[bool] | None = None,
     ) -> FitResult:
         """Run one epoch of mini-batch SGD per row of ``orders`` (sample orders, shape (epochs, n)).
 
         Batches are consecutive slices of ``batch_size`` indices of each order. The batch loss is ``sum_i w_i * loss_i / batch_size`` (``w = 1`` when
-        ``weights`` is None), plus ``sgd.prox_mu / 2 * ||theta - anchor||^2`` when
-        ``sgd.prox_mu > 0`` (``anchor`` flat, e.g. the parameters received). ``momentum``
+        ``weights`` is None), plus ``term(theta)`` (theta: the flat parameters) when a client's local
+        objective has one (:meth:`fedbench.client.Client.local_term`). ``momentum``
         is the buffer left by an earlier fit (flat), or None to start afresh.
         ``trainable`` (one flag per parameter tensor) freezes the tensors flagged False:
         they take no step, no weight decay and no momentum; such a fit starts and
@@ -164,12 +162,9 @@ class Learner:
                 if weights is not None:
                     losses = losses * weights[idx]
                 loss = losses.sum() / idx.numel()
-                if sgd.prox_mu > 0:
-                    loss = loss + sgd.prox_mu / 2 * (parameters_to_vector(self._params) - anchor).pow(2).sum()
+                if term is not None:
+                    loss = loss + term(parameters_to_vector(self._params))
                 loss.backward()
-                if shift is not None:
-                    for p, s in zip(self._params, _split_like(shift, self._params)):
-                        p.grad.add_(s)
                 opt.step()
                 total += float(loss.detach())
                 batches += 1
@@ -233,8 +228,7 @@ class LearnersEnsemble:
         sgd: SGDConfig,
         generator: torch.Generator,
         momentum: Sequence[torch.Tensor | None] | None = None,
-        anchors: Sequence[torch.Tensor] | None = None,
-        shifts: Sequence[torch.Tensor] | None = None,
+        terms: Sequence[Callable[[torch.Tensor], torch.Tensor]] | None = None,
     ) -> list[FitResult]:
         """Fit learner m with row m of ``weights`` (shape (M, n)), one after another.
 
@@ -242,10 +236,9 @@ class LearnersEnsemble:
         ``generator`` (:func:`epoch_orders`), so a run is reproducible for a seed.
         """
         momentum = momentum or [None] * len(self)
-        anchors = anchors or [None] * len(self)
-        shifts = shifts or [None] * len(self)
+        terms = terms or [None] * len(self)
         orders = epoch_orders(generator, len(self) * sgd.epochs, int(y.shape[0])).view(len(self), sgd.epochs, -1)
         return [
-            learner.fit_epochs(x, y, weights[m], sgd, orders[m], momentum[m], anchors[m], shifts[m])
+            learner.fit_epochs(x, y, weights[m], sgd, orders[m], momentum[m], terms[m])
             for m, learner in enumerate(self.learners)
         ]

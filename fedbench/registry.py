@@ -30,6 +30,8 @@ from fedbench.specs import Spec
 GROUP = "fedbench"
 #: the top-level package of the built-in plugins: they are never shadowed without an explicit opt-in
 BUILTIN_PACKAGE = "fedbench_plugins"
+#: plugin name of the core's own components (fedbench/components.py)
+CORE_PLUGIN = "fedbench-core"
 
 
 def _overrides() -> set[str]:
@@ -86,7 +88,7 @@ class Registry:
     def _is_builtin(self, plugin: str) -> bool:
         obj = self.pm.get_plugin(plugin)
         name = getattr(obj, "__name__", None) or type(obj).__module__
-        return name.split(".")[0] == BUILTIN_PACKAGE
+        return name.split(".")[0] in (BUILTIN_PACKAGE, "fedbench")
 
     def _collect(self, kind: str, hook_name: str) -> None:
         hook = getattr(self.pm.hook, hook_name)
@@ -239,9 +241,12 @@ def load_entry_points(pm: pluggy.PluginManager) -> tuple[dict[str, str], dict[st
 @functools.lru_cache(maxsize=1)
 def get_registry() -> Registry:
     """The process-wide registry, loaded from entry points on first use."""
+    from fedbench import components
+
     pm = new_plugin_manager()
+    pm.register(components, name=CORE_PLUGIN)  # the core's own components, through the same hooks
     failures, packages = load_entry_points(pm)
-    return Registry(pm, failures, packages)
+    return Registry(pm, failures, {**packages, CORE_PLUGIN: "fedbench-suite"})
 
 
 def hookimpl(function: Any = None, **kwargs: Any) -> Any:

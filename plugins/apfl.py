@@ -39,7 +39,7 @@ class APFLClient(Client):
             raise ValueError(f"APFL needs n_learners = 2 (shared and personal), got {len(self.ensemble)}")
         self.alpha = alpha
 
-    def step(self, params: list[torch.Tensor], round_: int, lr: float) -> ClientUpdate:
+    def step(self, params: list[torch.Tensor], round_: int, lr: float, extras=None) -> ClientUpdate:  # noqa: ANN001
         learner = self.ensemble.learners[0]
         w, v = params[0].clone(), params[1].clone()
         sgd = self.sgd_config(lr)

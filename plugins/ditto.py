@@ -10,7 +10,6 @@ Local draws); a large lambda keeps v close to w.
 
 from __future__ import annotations
 
-import dataclasses
 
 import torch
 
@@ -36,18 +35,19 @@ class DittoClient(Client):
         self.personal: list[torch.Tensor] | None = None
         self.personal_momentum: list[torch.Tensor | None] = [None] * len(self.ensemble)
 
-    def step(self, params: list[torch.Tensor], round_: int, lr: float) -> ClientUpdate:
+    def step(self, params: list[torch.Tensor], round_: int, lr: float, extras=None) -> ClientUpdate:  # noqa: ANN001
         if self.personal is None:
             self.personal = [p.clone() for p in params]
         # 1. the global model: one FedAvg local fit, on its own random stream
         update = self.fit(params, lr, generator(self.seed, STREAM_DITTO_GLOBAL, round_, self.client_id))
         # 2. the personal model: proximal fit toward the received global model
         self.load(self.personal)
+        pull = [lambda theta, w=w: self.lam / 2 * (theta - w).pow(2).sum() for w in params] if self.lam > 0 else None
         personal = self.ensemble.fit_epochs(
-            self.data.train_x, self.data.train_y, self.samples_weights, dataclasses.replace(self.sgd_config(lr), prox_mu=self.lam),
+            self.data.train_x, self.data.train_y, self.samples_weights, self.sgd_config(lr),
             generator(self.seed, STREAM_TRAIN, round_, self.client_id),
             momentum=self.personal_momentum if self.train.keep_optimizer_state else None,
-            anchors=params if self.lam > 0 else None,
+            terms=pull,
         )
         if self.train.keep_optimizer_state:
             self.personal_momentum = [f.momentum for f in personal]

@@ -46,9 +46,8 @@ class TunedClient(Client):
         #: the learning rate of the last tuning (for tests and logs)
         self.last_tune_lr: float | None = None
 
-    def step(self, params, round_, lr):  # noqa: ANN001, ANN201
-        self.last_lr = lr
-        return super().step(params, round_, lr)
+    def after_fit(self, ins, update) -> None:  # noqa: ANN001 - training stays the plain client's (both backends)
+        self.last_lr = ins.lr
 
     def adapt(self, params: list[torch.Tensor], lr: float) -> None:
         # a new client tunes in evaluate(), like the others

@@ -24,8 +24,8 @@ class LocalBNClient(PartlyPersonalClient):
         bn = {id(p) for m in learner.model.modules() if isinstance(m, _BatchNorm) for p in m.parameters()}
         return [id(p) in bn for p in learner._params]
 
-    def step(self, params: list[torch.Tensor], round_: int, lr: float) -> ClientUpdate:
-        update = super().step(self.merge(params), round_, lr)
+    def step(self, params: list[torch.Tensor], round_: int, lr: float, extras=None) -> ClientUpdate:  # noqa: ANN001
+        update = super().step(self.merge(params), round_, lr, extras)
         self.keep(update.params)
         return update
 

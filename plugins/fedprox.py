@@ -1,15 +1,19 @@
 """FedProx (Li et al., MLSys 2020): FedAvg whose local objective adds mu/2 * ||w - w_global||^2.
 
-The proximal term is fedbench's declarative ``Client.proximal_mu``, so both
-engines run it (the vectorised one adds ``mu * (w - w_global)`` to each
-gradient). As in the FedEM authors' runs, FedProx uses SGD without momentum.
+The proximal term is the client type's local term (``Client.local_term``), so
+both backends run it (the vectorised one under ``vmap`` over every client of a
+round). As in the FedEM authors' runs, FedProx uses SGD without momentum.
 With mu = 0 it is FedAvg exactly.
 """
 
 from __future__ import annotations
 
-from fedbench.params import Param
+from collections.abc import Mapping
+
+import torch
+
 from fedbench import Client, ClientSpec, MethodSpec, hookimpl
+from fedbench.params import Param
 
 
 class ProximalClient(Client):
@@ -19,7 +23,10 @@ class ProximalClient(Client):
         super().__init__(*args, **kwargs)
         if mu < 0:
             raise ValueError(f"FedProx mu must be >= 0, got {mu}")
-        self.proximal_mu = mu
+        self.mu = mu
+
+    def local_term(self, theta: torch.Tensor, ctx: Mapping[str, torch.Tensor]) -> torch.Tensor:
+        return self.mu / 2 * (theta - ctx["received"]).pow(2).sum()
 
 
 @hookimpl

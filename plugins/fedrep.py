@@ -64,7 +64,7 @@ class RepresentationClient(PartlyPersonalClient):
         self.keep(self.ensemble.get_params())
         return sum(losses) / max(len(losses), 1)
 
-    def step(self, params: list[torch.Tensor], round_: int, lr: float) -> ClientUpdate:
+    def step(self, params: list[torch.Tensor], round_: int, lr: float, extras=None) -> ClientUpdate:  # noqa: ANN001
         loss = self._train(self.merge(params), lr, generator(self.seed, STREAM_TRAIN, round_, self.client_id), body=True)
         return ClientUpdate(self.client_id, self.ensemble.get_params(), float(self.n_train), loss)
 

@@ -53,7 +53,7 @@ class PFedMeClient(Client):
         self.lam, self.k_steps, self.personal_lr = lam, k_steps, personal_lr
         self.personal: torch.Tensor | None = None
 
-    def step(self, params: list[torch.Tensor], round_: int, lr: float) -> ClientUpdate:
+    def step(self, params: list[torch.Tensor], round_: int, lr: float, extras=None) -> ClientUpdate:  # noqa: ANN001
         learner = self.ensemble.learners[0]
         w = params[0].clone()
         theta = (self.personal if self.personal is not None else w).clone()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import types
 
 import pytest
 import torch
@@ -52,13 +53,17 @@ class TestFedProx:
             assert torch.equal(a, b)
 
     def test_proximal_step_hand_computed(self):
+        from fedbench_plugins.fedprox import ProximalClient
+
         model = torch.nn.Linear(1, 1)
         with torch.no_grad():
             model.weight.fill_(1.0), model.bias.fill_(0.0)
         learner = Learner(model, BinaryTask())
         anchor = torch.tensor([3.0, -2.0])
         x, y = torch.tensor([[0.0]]), torch.tensor([0.0])  # data gradient only on the bias: sigmoid(0) = 0.5
-        learner.fit_epochs(x, y, None, SGDConfig(lr=0.1, prox_mu=2.0), epoch_orders(generator(0), 1, 1), anchor=anchor)
+        prox = ProximalClient.local_term.__get__(types.SimpleNamespace(mu=2.0))  # the client type's own term
+        learner.fit_epochs(x, y, None, SGDConfig(lr=0.1), epoch_orders(generator(0), 1, 1),
+                           term=lambda theta: prox(theta, {"received": anchor}))
         # grad = data + mu (theta - anchor): weight 0 + 2 (1 - 3) = -4; bias 0.5 + 2 (0 + 2) = 4.5
         torch.testing.assert_close(learner.get_params(), torch.tensor([1.0 + 0.4, 0.0 - 0.45]))
 

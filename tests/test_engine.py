@@ -163,3 +163,56 @@ class TestConvolutions:
             torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
         for a, b in zip(seq.evaluate(), vec.evaluate()):
             assert b.test_loss == pytest.approx(a.test_loss, rel=1e-4) and b.test_acc == a.test_acc
+
+
+class FedDynClient(Client):
+    """FedDyn's client (Acar et al., ICLR 2021), written as an outside plugin author would: local objective
+    f_i(w) - <g_i, w> + alpha/2 ||w - w_received||^2, then g_i <- g_i - alpha (w_i - w_received). Its state g_i
+    reaches the objective through term_context and is updated in after_fit: no core edit, both backends."""
+
+    alpha = 0.1
+
+    def term_context(self, params, extras):  # noqa: ANN001, ANN201
+        if not hasattr(self, "g"):
+            self.g = [torch.zeros_like(p) for p in params]
+        return [{**ctx, "g": g} for ctx, g in zip(super().term_context(params, extras), self.g)]
+
+    def local_term(self, theta, ctx):  # noqa: ANN001, ANN201
+        return -(ctx["g"] * theta).sum() + self.alpha / 2 * (theta - ctx["received"]).pow(2).sum()
+
+    def after_fit(self, ins, update):  # noqa: ANN001, ANN201
+        self.g = [g - self.alpha * (w - p) for g, w, p in zip(self.g, update.params, ins.params)]
+
+
+def test_an_outside_client_with_state_and_a_local_term_runs_vectorised_and_equals_sequential(registry):
+    seq, vec = _pair(registry, "fedavg", {"momentum": 0.0, "participation": 0.5})
+    for agg in (seq, vec):
+        for c in agg.clients:
+            c.__class__ = FedDynClient
+    assert vectorisable(torch.nn.Linear(2, 1), vec.clients) is None
+    for r in range(4):
+        seq.fit_round(r), vec.fit_round(r)
+        for a, b in zip(seq.global_params, vec.global_params):
+            torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+        for cs, cv in zip(seq.clients, vec.clients):
+            assert hasattr(cs, "g") == hasattr(cv, "g")
+            for gs, gv in zip(getattr(cs, "g", []), getattr(cv, "g", [])):
+                torch.testing.assert_close(gs, gv, rtol=1e-5, atol=1e-6)
+    trained = [c for c in vec.clients if hasattr(c, "g")]
+    assert trained and all(float(c.g[0].abs().max()) > 0 for c in trained)  # the state really moved
+    # and it changes training: the same rounds without the term end elsewhere
+    plain, _ = _pair(registry, "fedavg", {"momentum": 0.0, "participation": 0.5})
+    for r in range(4):
+        plain.fit_round(r)
+    assert not torch.allclose(plain.global_params[0], seq.global_params[0])
+
+
+def test_fedavg_plus_trains_vectorised_and_tunes_per_client_with_the_same_numbers(registry):
+    seq, vec = _pair(registry, "fedavg+", {"participation": 0.5})
+    for r in range(4):
+        seq.fit_round(r), vec.fit_round(r)
+        for a, b in zip(seq.global_params, vec.global_params):
+            torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+        es, ev = seq.evaluate(), vec.evaluate()  # the tuned copies, scored per client on both
+        assert [e.test_acc for e in ev] == pytest.approx([e.test_acc for e in es], abs=1e-6)
+        assert [c.last_tune_lr for c in vec.clients] == [c.last_tune_lr for c in seq.clients]

@@ -244,3 +244,24 @@ class TestHookImplementations:
         pm.register(Bad(), name="bad")
         reg = Registry(pm)
         assert "expected a fedbench spec" in reg.failures["bad"] and reg.names("model") == []
+
+
+class TestCoreComponents:
+    def test_the_core_registers_plain_and_centralized_through_the_hooks(self):
+        from fedbench import components
+        from fedbench.registry import CORE_PLUGIN, get_registry
+
+        reg = get_registry()
+        assert reg.entry("client", "plain").plugin == CORE_PLUGIN
+        assert reg.entry("aggregator", "centralized").plugin == CORE_PLUGIN
+        assert reg.pm.get_plugin(CORE_PLUGIN) is components
+
+    def test_disabling_the_fedavg_plugin_leaves_fedem_running(self, tmp_path):
+        env = {"FEDBENCH_DISABLE_PLUGINS": "fedavg"}
+        listed = run_cli("list", "method", env=env)
+        assert listed.returncode == 0 and "\n  fedavg " not in listed.stdout and "\n  fedem " in listed.stdout
+        proc = run_cli("run", "--dataset", "synthetic", "--method", "fedem", "--set", "dataset.n_clients=6",
+                       "--set", "rounds=2", "--results", str(tmp_path / "r.sqlite"), "--no-progress", env=env)
+        assert proc.returncode == 0 and ": done after 2 rounds" in proc.stdout, proc.stderr
+        gone = run_cli("run", "--dataset", "synthetic", "--method", "fedavg", "--results", str(tmp_path / "r.sqlite"), env=env)
+        assert gone.returncode == 2 and "fedavg" in gone.stderr

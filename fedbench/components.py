@@ -1,0 +1,29 @@
+"""The core's own components, registered through the same public hooks as every plugin: the ``plain``
+client and the ``centralized`` aggregator that many methods share (FedEM's mixture client plugin and
+every averaging method build on them). They are the core's FL objects, not a method: disabling any
+method plugin (``FEDBENCH_DISABLE_PLUGINS=fedavg``) leaves them in place."""
+
+from __future__ import annotations
+
+from fedbench.aggregator import CentralizedAggregator
+from fedbench.client import Client
+from fedbench.params import Param
+from fedbench.registry import hookimpl
+from fedbench.specs import AggregatorSpec, ClientSpec
+
+
+@hookimpl
+def fedbench_clients() -> list[ClientSpec]:
+    return [ClientSpec(name="plain", doc="uniform sample weights; trains every learner it is sent", cls=Client)]
+
+
+@hookimpl
+def fedbench_aggregators() -> list[AggregatorSpec]:
+    return [
+        AggregatorSpec(
+            name="centralized",
+            doc="server averages each learner over the clients, weighted by train size (unsampled ones hold the old model)",
+            params={"unsampled": Param("hold", choices=("hold", "drop"))},
+            cls=CentralizedAggregator,
+        )
+    ]
