@@ -15,7 +15,9 @@ from fedbench.data import ClientData, FederatedData
 from fedbench.learner import Learner, LearnersEnsemble
 from fedbench.registry import get_registry, hookimpl
 from fedbench.api import RunResult, SuiteResult, configure, load_dataset, results, run, run_suite
-from fedbench.specs import AggregatorSpec, ClientSpec, DatasetSpec, MethodSpec, ModelSpec, PartitionerSpec, SuiteSpec
+from fedbench.specs import (
+    AggregatorSpec, ClientSpec, DatasetSpec, ExecutorSpec, MethodSpec, ModelSpec, PartitionerSpec, SuiteSpec,
+)
 
 __all__ = [
     "Aggregator",
@@ -27,6 +29,7 @@ __all__ = [
     "ClientUpdate",
     "DatasetSpec",
     "EvalResult",
+    "ExecutorSpec",
     "FederatedData",
     "FitIns",
     "Learner",

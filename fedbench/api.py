@@ -21,7 +21,7 @@ from fedbench.build import _items, _load_cached, build_simulation, check_device,
 from fedbench.config import RunConfig, merge_params
 from fedbench.data import FederatedData, default_data_root
 from fedbench.errors import DivergedError, FedbenchError
-from fedbench.executor import assign_devices, run_local, run_ray
+from fedbench.executor import assign_devices, run_local
 from fedbench.registry import Registry, get_registry
 from fedbench.report import comparison_table, init_note, runs_table
 from fedbench.runner import RunOutcome, train
@@ -225,9 +225,11 @@ def run_suite(suite: str | Path, *, results: str | Path = DEFAULT_PATH, seeds: S
 
     ``datasets``/``methods`` keep part of the suite; ``seeds`` replaces its seeds; settings apply on
     top of the suite's own. Data sets whose files are missing are skipped (``SuiteResult.missing``)
-    and the other runs go ahead. ``executor="ray"`` sends runs to a Ray cluster (``address``).
+    and the other runs go ahead. ``executor="ray"`` sends runs to a Ray cluster (``address``); a
+plugin may register other executors (``fedbench list executor``).
     """
     registry = get_registry()
+    registry.get("executor", executor)  # an unknown name fails before any run
     check_device(device)
     for d in devices or []:
         check_device(d)
@@ -242,13 +244,9 @@ def run_suite(suite: str | Path, *, results: str | Path = DEFAULT_PATH, seeds: S
     if devices:
         configs = assign_devices(configs, list(devices))
     ResultStore(results).close()  # a bad results path fails here, before any run
-    if executor == "ray":
-        outcomes = run_ray(configs, results, address=address, data_root=root, force=force, on_outcome=on_outcome)
-    elif executor == "local":
-        outcomes = run_local(configs, results, jobs=jobs, data_root=root, force=force, progress=progress,
-                             on_outcome=on_outcome)
-    else:
-        raise FedbenchError(f"unknown executor {executor!r}; use local or ray")
+    run_all = registry.get("executor", executor).run  # local, ray, or a plugin's (fedbench list executor)
+    outcomes = run_all(configs, results, jobs=jobs, data_root=root, force=force, progress=progress,
+                       on_outcome=on_outcome, address=address)
     store = ResultStore(results, readonly=True)
     try:
         table = runs_table(store, [c.run_id for c in configs], registry=registry)

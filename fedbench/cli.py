@@ -329,7 +329,10 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--force", action="store_true", help="recompute runs already finished in the results file")
     run.add_argument("--jobs", type=int, default=1, help="worker processes (each gets cores/jobs torch threads)")
     run.add_argument("--devices", help="comma-separated devices assigned to runs round-robin, e.g. cpu or cuda:0,cuda:1")
-    run.add_argument("--executor", choices=["local", "ray"], default="local", help="local processes (default) or a Ray cluster")
+    run.add_argument(
+        "--executor", default="local",
+        help="local worker processes (default), ray (a Ray cluster), or a plugin's (see `fedbench list executor`)",
+    )
     run.add_argument("--address", help="Ray cluster address (with --executor ray; default: start a local Ray)")
     run.add_argument(
         "--no-progress", action="store_true",

@@ -1,7 +1,8 @@
 """The core's own components, registered through the same public hooks as every plugin: the ``plain``
 client and the ``centralized`` aggregator that many methods share (FedEM's mixture client plugin and
-every averaging method build on them). They are the core's FL objects, not a method: disabling any
-method plugin (``FEDBENCH_DISABLE_PLUGINS=fedavg``) leaves them in place."""
+every averaging method build on them), and the ``local`` and ``ray`` executors. They are the core's
+objects, not a method: disabling any method plugin (``FEDBENCH_DISABLE_PLUGINS=fedavg``) leaves them
+in place."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from fedbench.aggregator import CentralizedAggregator
 from fedbench.client import Client
 from fedbench.params import Param
 from fedbench.registry import hookimpl
-from fedbench.specs import AggregatorSpec, ClientSpec
+from fedbench.specs import AggregatorSpec, ClientSpec, ExecutorSpec
 
 
 @hookimpl
@@ -26,4 +27,24 @@ def fedbench_aggregators() -> list[AggregatorSpec]:
             params={"unsampled": Param("hold", choices=("hold", "drop"))},
             cls=CentralizedAggregator,
         )
+    ]
+
+
+def _local(configs, results, *, jobs=1, data_root=None, force=False, progress=True, on_outcome=None, address=None):  # noqa: ANN001, ANN202, ARG001
+    from fedbench.executor import run_local
+
+    return run_local(configs, results, jobs=jobs, data_root=data_root, force=force, progress=progress, on_outcome=on_outcome)
+
+
+def _ray(configs, results, *, jobs=1, data_root=None, force=False, progress=True, on_outcome=None, address=None):  # noqa: ANN001, ANN202, ARG001
+    from fedbench.executor import run_ray
+
+    return run_ray(configs, results, address=address, data_root=data_root, force=force, on_outcome=on_outcome)
+
+
+@hookimpl
+def fedbench_executors() -> list[ExecutorSpec]:
+    return [
+        ExecutorSpec(name="local", doc="this machine: --jobs worker processes (1: in this process)", run=_local),
+        ExecutorSpec(name="ray", doc="a Ray cluster (--address; default: a local Ray), one task per run", run=_ray),
     ]

@@ -18,7 +18,9 @@ from typing import TYPE_CHECKING
 import pluggy
 
 if TYPE_CHECKING:
-    from fedbench.specs import AggregatorSpec, ClientSpec, DatasetSpec, MethodSpec, ModelSpec, PartitionerSpec, SuiteSpec
+    from fedbench.specs import (
+        AggregatorSpec, ClientSpec, DatasetSpec, ExecutorSpec, MethodSpec, ModelSpec, PartitionerSpec, SuiteSpec,
+    )
 
 hookspec = pluggy.HookspecMarker("fedbench")
 
@@ -88,4 +90,14 @@ def fedbench_partitioners() -> list[PartitionerSpec] | None:
     :func:`fedbench.partition.federate`) looks its partitioner up by name;
     ``partition(labels, n_clients, rng, **params)`` returns one index array
     per client.
+    """
+
+
+@hookspec
+def fedbench_executors() -> list[ExecutorSpec] | None:
+    """Return the executors this plugin provides: ways to run a sweep's configurations
+    (``fedbench run --executor NAME``); the core registers ``local`` (worker processes) and ``ray``.
+
+    ``run(configs, results, *, jobs, data_root, force, progress, on_outcome, address)`` must store every
+    run through :func:`fedbench.runner.execute_run` and return one outcome per config, in order.
     """

@@ -48,6 +48,7 @@ KIND_HOOKS: dict[str, str] = {
     "method": "fedbench_methods",
     "suite": "fedbench_suites",
     "partitioner": "fedbench_partitioners",
+    "executor": "fedbench_executors",
 }
 
 

@@ -119,6 +119,20 @@ class SuiteSpec(Spec):
 
 
 @dataclass(frozen=True, kw_only=True)
+class ExecutorSpec(Spec):
+    """A way to run many configurations (``fedbench run --executor NAME``).
+
+    ``run(configs, results, *, jobs, data_root, force, progress, on_outcome, address)`` computes every
+    config into the SQLite results file ``results`` (through :func:`fedbench.runner.execute_run`, which
+    claims, stores and never computes a run twice) and returns one :class:`~fedbench.runner.RunOutcome`
+    per config, in order, calling ``on_outcome(outcome)`` as each run ends. ``jobs`` and ``address``
+    are hints it may ignore.
+    """
+
+    run: Callable[..., list[Any]]
+
+
+@dataclass(frozen=True, kw_only=True)
 class PartitionerSpec(Spec):
     """A way to split one pooled data set over clients.
 

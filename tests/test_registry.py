@@ -167,8 +167,8 @@ class _Plugin:
     """An in-process plugin implementing every hook once, to check what each hook feeds."""
 
     from fedbench import (
-        AggregatorSpec, CentralizedAggregator, Client, ClientSpec, DatasetSpec, MethodSpec, ModelSpec, PartitionerSpec,
-        SuiteSpec, hookimpl,
+        AggregatorSpec, CentralizedAggregator, Client, ClientSpec, DatasetSpec, ExecutorSpec, MethodSpec, ModelSpec,
+        PartitionerSpec, SuiteSpec, hookimpl,
     )
 
     @hookimpl
@@ -198,6 +198,10 @@ class _Plugin:
     @hookimpl
     def fedbench_partitioners(self):
         return [self.PartitionerSpec(name="half", partition=lambda labels, n, rng: [labels[: n // 2], labels[n // 2 :]])]
+
+    @hookimpl
+    def fedbench_executors(self):
+        return [self.ExecutorSpec(name="e", run=lambda configs, results, **kw: [len(configs), results])]
 
 
 @pytest.fixture()
@@ -232,6 +236,9 @@ class TestHookImplementations:
         spec = one_plugin_registry.get("partitioner", "half")
         assert [p.tolist() for p in spec.partition(np.arange(4), 4, None)] == [[0, 1], [2, 3]]
 
+    def test_hook_fedbench_executors(self, one_plugin_registry):
+        assert one_plugin_registry.get("executor", "e").run([1, 2], "r.sqlite", jobs=3) == [2, "r.sqlite"]
+
     def test_non_spec_return_is_a_failure_not_a_crash(self):
         from fedbench import hookimpl
 
@@ -265,3 +272,44 @@ class TestCoreComponents:
         assert proc.returncode == 0 and ": done after 2 rounds" in proc.stdout, proc.stderr
         gone = run_cli("run", "--dataset", "synthetic", "--method", "fedavg", "--results", str(tmp_path / "r.sqlite"), env=env)
         assert gone.returncode == 2 and "fedavg" in gone.stderr
+
+
+class TestOutsideExecutor:
+    def test_a_plugin_executor_runs_a_suite_and_its_runs_are_stored_once(self, tmp_path):
+        make_dist(
+            tmp_path,
+            "reverse_executor",
+            """
+            from fedbench import ExecutorSpec, hookimpl
+
+            def run(configs, results, *, jobs=1, data_root=None, force=False, progress=True, on_outcome=None, address=None):
+                from fedbench.registry import get_registry
+                from fedbench.runner import execute_run
+                from fedbench.store import ResultStore
+
+                store = ResultStore(results)
+                outcomes = {}
+                for i in reversed(range(len(configs))):  # its own order: last run first
+                    outcomes[i] = execute_run(get_registry(), configs[i], store, data_root=data_root, force=force,
+                                              progress=False)
+                    print("reverse_executor ran", configs[i].seed, flush=True)
+                    if on_outcome:
+                        on_outcome(outcomes[i])
+                return [outcomes[i] for i in range(len(configs))]
+
+            @hookimpl
+            def fedbench_executors():
+                return [ExecutorSpec(name="reverse", doc="runs a sweep last run first", run=run)]
+            """,
+        )
+        suite = tmp_path / "s.toml"
+        suite.write_text('methods = ["fedavg"]\nseeds = [1, 2, 3]\n[set]\nrounds = 2\n'
+                         '[datasets.synthetic]\nn_clients = 6\nn_test = 30\ndim = 5\n')
+        env = {"PYTHONPATH": str(tmp_path)}
+        db = tmp_path / "r.sqlite"
+        assert "reverse " in run_cli("list", "executor", env=env).stdout
+        proc = run_cli("run", "--suite", str(suite), "--executor", "reverse", "--results", str(db), "--no-progress", env=env)
+        assert proc.returncode == 0, proc.stderr
+        assert [line.split()[-1] for line in proc.stdout.splitlines() if line.startswith("reverse_executor ran")] == ["3", "2", "1"]
+        again = run_cli("run", "--suite", str(suite), "--results", str(db), "--no-progress", env=env)  # the local executor
+        assert again.returncode == 0 and again.stderr.count("already in the results store") == 3
