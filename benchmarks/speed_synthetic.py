@@ -37,7 +37,7 @@ def _registry_with_bench_data():  # noqa: ANN202
     import torch
 
     from fedbench import DatasetSpec, FederatedData, hookimpl
-    from fedbench.registry import Registry, load_entry_points, new_plugin_manager
+    from fedbench.registry import Registry, load_plugins, new_plugin_manager
 
     def load(data_root=None, n_clients=80, n_train=64, n_test=64, seed=0):  # noqa: ANN001, ANN202
         g = torch.Generator().manual_seed(seed)
@@ -63,7 +63,7 @@ def _registry_with_bench_data():  # noqa: ANN202
             ]
 
     pm = new_plugin_manager()
-    failures, packages = load_entry_points(pm)
+    failures, packages = load_plugins(pm)
     pm.register(BenchPlugin(), name="bench")
     return Registry(pm, failures, packages)
 

@@ -154,15 +154,21 @@ class Client:
         """Update this client's own state after a round's local training (``ins``: the round's instructions,
         with its number and learning rate; ``update``: what training produced). Both backends call it."""
 
+    def receive(self, params: list[torch.Tensor]) -> list[torch.Tensor]:
+        """What this client trains from, given the parameters it was sent: those parameters here; a client
+        that keeps some entries to itself (FedBN) puts its own values back. Both backends call it first."""
+        return params
+
     @classmethod
     def has_local_term(cls) -> bool:
         return cls.local_term is not Client.local_term
 
     def step(self, params: list[torch.Tensor], round_: int, lr: float,
              extras: Mapping[str, list[torch.Tensor]] | None = None) -> ClientUpdate:
-        """Update the sample and learner weights for ``params``, then train from them (:meth:`fit`) and
-        run :meth:`after_fit`."""
+        """Take ``params`` (:meth:`receive`), update the sample and learner weights for them, train from
+        them (:meth:`fit`) and run :meth:`after_fit`."""
         seed_global(self.seed, STREAM_GLOBAL, round_, self.client_id)  # dropout draws: fixed per (seed, round, client)
+        params = self.receive(params)
         losses = None
         if self.needs_losses:
             self.load(params)

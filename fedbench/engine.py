@@ -26,6 +26,7 @@ otherwise
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Sequence
 
@@ -123,6 +124,7 @@ class VectorizedEngine:
         """What ``[c.step(i.params, i.round, i.lr, i.extras) for c, i in zip(clients, instructions)]`` returns, batched."""
         if not clients:
             return []
+        instructions = [dataclasses.replace(ins, params=c.receive(ins.params)) for c, ins in zip(clients, instructions)]
         params = [ins.params for ins in instructions]
         round_, lr = instructions[0].round, instructions[0].lr
         needing = [i for i, c in enumerate(clients) if c.needs_losses]

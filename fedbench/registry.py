@@ -242,12 +242,18 @@ def load_entry_points(pm: pluggy.PluginManager) -> tuple[dict[str, str], dict[st
 @functools.lru_cache(maxsize=1)
 def get_registry() -> Registry:
     """The process-wide registry, loaded from entry points on first use."""
+    pm = new_plugin_manager()
+    return Registry(pm, *load_plugins(pm))
+
+
+def load_plugins(pm: pluggy.PluginManager) -> tuple[dict[str, str], dict[str, str]]:
+    """Register the core's own components (``fedbench/components.py``, through the same hooks) and every
+    entry-point plugin; returns :func:`load_entry_points`' ``(failures, packages)``."""
     from fedbench import components
 
-    pm = new_plugin_manager()
-    pm.register(components, name=CORE_PLUGIN)  # the core's own components, through the same hooks
+    pm.register(components, name=CORE_PLUGIN)
     failures, packages = load_entry_points(pm)
-    return Registry(pm, failures, {**packages, CORE_PLUGIN: "fedbench-suite"})
+    return failures, {**packages, CORE_PLUGIN: "fedbench-suite"}
 
 
 def hookimpl(function: Any = None, **kwargs: Any) -> Any:

@@ -24,10 +24,11 @@ class LocalBNClient(PartlyPersonalClient):
         bn = {id(p) for m in learner.model.modules() if isinstance(m, _BatchNorm) for p in m.parameters()}
         return [id(p) in bn for p in learner._params]
 
-    def step(self, params: list[torch.Tensor], round_: int, lr: float, extras=None) -> ClientUpdate:  # noqa: ANN001
-        update = super().step(self.merge(params), round_, lr, extras)
+    def receive(self, params: list[torch.Tensor]) -> list[torch.Tensor]:
+        return self.merge(params)  # its own BatchNorm entries back in what it was sent
+
+    def after_fit(self, ins, update: ClientUpdate) -> None:  # noqa: ANN001
         self.keep(update.params)
-        return update
 
 
 @hookimpl

@@ -113,7 +113,7 @@ class TestFallback:
 def _registry_with(name, load, default_model):
     """The installed plugins plus a test plugin providing one data set (real pluggy registration)."""
     from fedbench import DatasetSpec, hookimpl
-    from fedbench.registry import Registry, load_entry_points, new_plugin_manager
+    from fedbench.registry import Registry, load_plugins, new_plugin_manager
 
     class TestData:
         @hookimpl
@@ -121,7 +121,7 @@ def _registry_with(name, load, default_model):
             return [DatasetSpec(name=name, load=load, params={"seed": 0}, default_model=default_model)]
 
     pm = new_plugin_manager()
-    failures, packages = load_entry_points(pm)
+    failures, packages = load_plugins(pm)
     pm.register(TestData(), name="testdata")
     return Registry(pm, failures, packages)
 
@@ -216,3 +216,13 @@ def test_fedavg_plus_trains_vectorised_and_tunes_per_client_with_the_same_number
         es, ev = seq.evaluate(), vec.evaluate()  # the tuned copies, scored per client on both
         assert [e.test_acc for e in ev] == pytest.approx([e.test_acc for e in es], abs=1e-6)
         assert [c.last_tune_lr for c in vec.clients] == [c.last_tune_lr for c in seq.clients]
+
+
+def test_fedbn_runs_vectorised_through_receive_and_after_fit(registry):
+    seq, vec = _pair(registry, "fedbn", {"participation": 0.5})
+    for r in range(3):
+        seq.fit_round(r), vec.fit_round(r)
+        for a, b in zip(seq.global_params, vec.global_params):
+            torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+    assert all((cs._own is None) == (cv._own is None) for cs, cv in zip(seq.clients, vec.clients))
+    assert any(cv._own is not None for cv in vec.clients)  # after_fit ran on the vectorised backend
