@@ -44,6 +44,7 @@ def main() -> None:
     p.add_argument("--rounds", type=int, default=10)
     p.add_argument("--clients", type=int, default=300, help="synthetic clients (the paper: 300)")
     p.add_argument("--out", help="also write the table here (Markdown)")
+    p.add_argument("--auto-only", action="store_true", help="time only the engine auto picks (e.g. for an older checkout)")
     args = p.parse_args()
     import torch
 
@@ -54,7 +55,7 @@ def main() -> None:
     rows = []
     for method in args.methods.split(","):
         auto_engine, auto_s, auto_acc = time_method(registry, method, "auto", args.rounds, args.clients)
-        if auto_engine.startswith("sequential"):
+        if auto_engine.startswith("sequential") or args.auto_only:
             seq_s, seq_acc = auto_s, auto_acc
         else:
             _, seq_s, seq_acc = time_method(registry, method, "sequential", args.rounds, args.clients)

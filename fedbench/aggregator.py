@@ -156,8 +156,8 @@ class Aggregator(abc.ABC):
     def instructions(self, round_: int, lr: float, client: Client) -> FitIns:
         """:meth:`configure_fit`'s answer as a :class:`FitIns` with this round's number and learning rate."""
         ins = self.configure_fit(round_, client)
-        if not isinstance(ins, FitIns):
-            ins = FitIns(list(ins))
+        if not isinstance(ins, FitIns):  # the same list object for every client keeps the engine's shared-model path
+            ins = FitIns(ins if isinstance(ins, list) else list(ins))
         return dataclasses.replace(ins, round=round_ if ins.round is None else ins.round, lr=lr if ins.lr is None else ins.lr)
 
     # ---- what subclasses fill in -------------------------------------------
