@@ -190,14 +190,13 @@ def test_an_outside_client_with_state_and_a_local_term_runs_vectorised_and_equal
         for c in agg.clients:
             c.__class__ = FedDynClient
     assert vectorisable(torch.nn.Linear(2, 1), vec.clients) is None
-    for r in range(4):
-        seq.fit_round(r), vec.fit_round(r)
-        for a, b in zip(seq.global_params, vec.global_params):
-            torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+    def memories_agree(seq, vec):  # noqa: ANN001
         for cs, cv in zip(seq.clients, vec.clients):
             assert hasattr(cs, "g") == hasattr(cv, "g")
             for gs, gv in zip(getattr(cs, "g", []), getattr(cv, "g", [])):
                 torch.testing.assert_close(gs, gv, rtol=1e-5, atol=1e-6)
+
+    _in_step(seq, vec, 4, memories_agree)
     trained = [c for c in vec.clients if hasattr(c, "g")]
     assert trained and all(float(c.g[0].abs().max()) > 0 for c in trained)  # the state really moved
     # and it changes training: the same rounds without the term end elsewhere
@@ -207,22 +206,27 @@ def test_an_outside_client_with_state_and_a_local_term_runs_vectorised_and_equal
     assert not torch.allclose(plain.global_params[0], seq.global_params[0])
 
 
-def test_fedavg_plus_trains_vectorised_and_tunes_per_client_with_the_same_numbers(registry):
-    seq, vec = _pair(registry, "fedavg+", {"participation": 0.5})
-    for r in range(4):
+def _in_step(seq, vec, rounds: int, check=None) -> None:  # noqa: ANN001
+    """Train both engines a round at a time: the global parameters, and ``check(seq, vec)``, agree after each."""
+    for r in range(rounds):
         seq.fit_round(r), vec.fit_round(r)
         for a, b in zip(seq.global_params, vec.global_params):
             torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+        if check is not None:
+            check(seq, vec)
+
+
+def test_fedavg_plus_trains_vectorised_and_tunes_per_client_with_the_same_numbers(registry):
+    def tuned_scores_agree(seq, vec):  # noqa: ANN001
         es, ev = seq.evaluate(), vec.evaluate()  # the tuned copies, scored per client on both
         assert [e.test_acc for e in ev] == pytest.approx([e.test_acc for e in es], abs=1e-6)
         assert [c.last_tune_lr for c in vec.clients] == [c.last_tune_lr for c in seq.clients]
 
+    _in_step(*_pair(registry, "fedavg+", {"participation": 0.5}), 4, tuned_scores_agree)
+
 
 def test_fedbn_runs_vectorised_through_receive_and_after_fit(registry):
     seq, vec = _pair(registry, "fedbn", {"participation": 0.5})
-    for r in range(3):
-        seq.fit_round(r), vec.fit_round(r)
-        for a, b in zip(seq.global_params, vec.global_params):
-            torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+    _in_step(seq, vec, 3)
     assert all((cs._own is None) == (cv._own is None) for cs, cv in zip(seq.clients, vec.clients))
     assert any(cv._own is not None for cv in vec.clients)  # after_fit ran on the vectorised backend
