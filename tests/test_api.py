@@ -203,6 +203,7 @@ class TestPlotDefaults:
     def test_default_folder_is_new_and_outside_the_source_tree(self, tmp_path):
         from pathlib import Path
 
+        pytest.importorskip("matplotlib")
         db = tmp_path / "r.sqlite"
         fedbench.run_suite(_suite(tmp_path), results=db, progress=False)
         source = Path(fedbench.__file__).resolve().parents[1]
@@ -218,6 +219,7 @@ class TestPlotDefaults:
         assert {p.parent for p in second}.isdisjoint({p.parent for p in written})
 
     def test_each_method_keeps_its_colour_and_the_headline_is_red(self):
+        pytest.importorskip("matplotlib")
         from fedbench.plot import styles
 
         everyone = fedbench.get_registry().names("method")
@@ -263,6 +265,8 @@ def test_the_public_names_are_exported():
 
 def test_the_example_compares_two_methods_and_draws_a_curve(tmp_path):
     import subprocess
+
+    pytest.importorskip("matplotlib")
     from pathlib import Path
 
     script = Path(__file__).resolve().parents[1] / "examples" / "compare_two_methods.py"
