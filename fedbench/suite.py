@@ -151,6 +151,9 @@ def load_suite(
     if isinstance(methods, list):
         methods = {m: {} for m in methods}
     methods = _table(f"suite {path}: methods", methods)
+    headline = doc.get("headline")
+    if headline is not None and headline not in methods:  # the suite's own methods, before --methods keeps part
+        raise ConfigError(f"suite {path}: headline {headline!r} is not one of its methods ({', '.join(methods)})")
     seed_list = seeds if seeds is not None else doc["seeds"]
     if not isinstance(seed_list, list) or not all(isinstance(s, int) and not isinstance(s, bool) for s in seed_list):
         raise ConfigError(f"suite {path}: seeds must be a list of integers, got {seed_list!r}")
@@ -194,7 +197,4 @@ def load_suite(
                         )
                 except FedbenchError as e:
                     raise ConfigError(f"suite {path}: {e}") from e
-    headline = doc.get("headline")
-    if headline is not None and headline not in methods:
-        raise ConfigError(f"suite {path}: headline {headline!r} is not one of its methods ({', '.join(methods)})")
     return Suite(path.stem, path, str(doc.get("description", "")), tuple(runs), refs, headline)

@@ -19,12 +19,14 @@ from tests.conftest import TINY, run_cli
 SETTINGS = {**TINY}
 
 
+def _suite_text(extra: str = "") -> str:
+    return ('description = "tiny"\nheadline = "fedavg"\nmethods = ["fedavg", "local"]\nseeds = [1, 2]\n'
+            "[set]\nrounds = 4\neval_every = 2\n[datasets.synthetic]\nn_clients = 8\nn_test = 60\ndim = 10\n" + extra)
+
+
 def _suite(tmp_path, *, extra: str = "") -> str:
     path = tmp_path / "tiny.toml"
-    path.write_text(
-        'description = "tiny"\nheadline = "fedavg"\nmethods = ["fedavg", "local"]\nseeds = [1, 2]\n'
-        "[set]\nrounds = 4\neval_every = 2\n[datasets.synthetic]\nn_clients = 8\nn_test = 60\ndim = 10\n" + extra
-    )
+    path.write_text(_suite_text(extra))
     return str(path)
 
 
@@ -278,3 +280,14 @@ def test_the_example_compares_two_methods_and_draws_a_curve(tmp_path):
     direct = {m: fedbench.run("synthetic", m, seed=1, rounds=4, dataset__n_clients=8, progress=False).metrics["test_acc"]
               for m in ("fedem", "fedavg")}
     assert last == pytest.approx({m: round(v, 2) for m, v in direct.items()}, abs=0.006)
+
+
+def test_a_suite_headline_is_checked_against_the_suites_own_methods(tmp_path):
+    from fedbench.suite import load_suite
+
+    part = load_suite(fedbench.get_registry(), "quick", only_methods=["fedavg"])  # keeping part of the suite is fine
+    assert part.headline == "fedem" and {c.method for c in part.runs} == {"fedavg"}
+    bad = tmp_path / "bad.toml"
+    bad.write_text(_suite_text().replace('headline = "fedavg"', 'headline = "fedem"'))
+    with pytest.raises(ConfigError, match="headline 'fedem' is not one of its methods"):
+        load_suite(fedbench.get_registry(), str(bad))
