@@ -24,7 +24,7 @@ from fedbench.data import default_data_root
 from fedbench.errors import FedbenchError
 from fedbench.registry import KIND_HOOKS, Registry, get_registry
 from fedbench.report import (
-    METRICS, comparison_table, human_bytes, reference_table, runs_table, to_latex, to_markdown,
+    METRICS, comparison_table, human_bytes, reference_table, runs_table, select_runs, to_latex, to_markdown,
 )
 from fedbench.runner import RunOutcome
 from fedbench.store import DEFAULT_PATH, ResultStore
@@ -243,7 +243,7 @@ def cmd_export(args: argparse.Namespace) -> int:
 
     store = ResultStore(args.results, readonly=True)
     suite = load_suite(get_registry(), args.suite) if args.suite else None
-    run_ids = list(runs_table(store, configs=suite.runs).run_id) if suite else None
+    run_ids = list(select_runs(store.runs(), suite.runs).run_id) if suite else None
     if args.format == "tensorboard":
         folders = write_tensorboard(store, run_ids if run_ids is not None else list(store.runs().run_id), Path(args.out))
         print(f"{len(folders)} runs written as TensorBoard events under {args.out} (tensorboard --logdir {args.out})")

@@ -178,7 +178,7 @@ def numeric_column(values: pd.Series) -> bool:
     """A column of numbers or of ``mean ± std (n=k)`` cells (right-aligned in LaTeX)."""
     if pd.api.types.is_numeric_dtype(values) and not pd.api.types.is_bool_dtype(values):
         return True
-    cells = [str(v) for v in values if v is not None and not (isinstance(v, float) and pd.isna(v)) and str(v) not in ("", "n/a")]
+    cells = [c for c in (_cell(v, "{}") for v in values) if c not in ("", "n/a")]
     return bool(cells) and all(_NUMBER.match(c) for c in cells)
 
 

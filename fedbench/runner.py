@@ -127,8 +127,6 @@ def evaluate(sim: Simulation, sent: float) -> dict[str, float]:
     new = sim.aggregator.evaluate_new(sim.unseen)
     if new:
         metrics.update({f"unseen_{k}": v for k, v in summarise(new).items() if k.startswith("test")})
-    if not math.isfinite(metrics["train_loss"]):
-        raise DivergedError(0, metrics["train_loss"])
     return metrics
 
 
@@ -145,10 +143,9 @@ def train(sim: Simulation, cfg: RunConfig, *, progress: bool | None = False) -> 
     sent = 0
 
     def scored(r: int) -> dict[str, float]:
-        try:
-            metrics = evaluate(sim, sent)
-        except DivergedError as e:
-            raise DivergedError(r, e.value) from None
+        metrics = evaluate(sim, sent)
+        if not math.isfinite(metrics["train_loss"]):
+            raise DivergedError(r, metrics["train_loss"])
         if mode == "bar":
             bar.set_postfix(test_acc=f"{metrics['test_acc']:.2f}")
         elif mode == "lines":
