@@ -42,7 +42,14 @@ n_test = 100
 dim = 10
 """
 N_RUNS = 24
-N_EVALS = 6
+
+
+def _n_evals() -> int:
+    """Evaluations a finished run of the grid stores, by the store's own rule (round 0 included)."""
+    from fedbench.config import TrainConfig
+    from fedbench.store import n_evaluations
+
+    return n_evaluations(TrainConfig(rounds=60, eval_every=10))
 
 
 def sweep(suite: Path, db: Path, *extra: str) -> subprocess.Popen:
@@ -99,7 +106,7 @@ def audit(db: Path, forced: bool = False) -> dict[str, int]:
         "done once": sum(done_attempts.get(r, 0) == 1 for r in done) if not forced else len(done),
         "lost": N_RUNS - len(done),
         "computed twice": 0 if forced else sum(n > 1 for n in done_attempts.values()),
-        "done, metrics missing": sum(evals.get(r, 0) != N_EVALS for r in done),
+        "done, metrics missing": sum(evals.get(r, 0) != _n_evals() for r in done),
         "left running": sum(s == "running" for s in status.values()) + len(claimed(db)),
     }
 
