@@ -309,6 +309,9 @@ def _stop_workers(workers: list[_Worker], store: ResultStore, done) -> None:  # 
         if w.proc.is_alive():
             w.proc.kill()
             w.proc.join()
+        held = w.task
+        if held is not None:  # the worker is dead: whatever it still holds of its run, if anything, is released
+            store.abandon(held[1].run_id, w.proc.pid, "interrupted")
         try:
             while w.conn.poll():
                 i, outcome = w.conn.recv()

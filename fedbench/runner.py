@@ -8,6 +8,7 @@ NaN/inf is stopped and stored as ``diverged``. Metrics already stored stay.
 from __future__ import annotations
 
 import math
+import os
 import sys
 import time
 from collections.abc import Iterator
@@ -77,6 +78,16 @@ def execute_run(
         return RunOutcome(cfg, "skipped")
     if isinstance(claim, Held):
         return RunOutcome(cfg, "held", error=str(claim))
+    try:
+        return _compute(registry, cfg, store, claim, data_root, progress, reraise)
+    except BaseException:
+        # an interrupt that lands outside the compute's own handlers (just after the claim, or inside the
+        # final commit, which then rolls back) must not leave the claim behind: release it as interrupted
+        store.abandon(cfg.run_id, os.getpid(), "interrupted")
+        raise
+
+
+def _compute(registry: Registry, cfg: RunConfig, store: ResultStore, claim, data_root, progress, reraise) -> RunOutcome:  # noqa: ANN001
     start = time.perf_counter()
     wall = time.time()
     beat = Heartbeat(store.path, claim)

@@ -247,6 +247,8 @@ class ResultStore:
     @contextmanager
     def _transaction(self) -> Iterator[sqlite3.Connection]:
         """One write transaction, taken at once (BEGIN IMMEDIATE) so that read-then-write is atomic."""
+        if self._db.in_transaction:  # one an interrupt cut off between its BEGIN and its try: nothing of it counts
+            self._db.execute("ROLLBACK")
         self._db.execute("BEGIN IMMEDIATE")
         try:
             yield self._db

@@ -117,6 +117,48 @@ class TestAtomicRuns:
         assert row.config_id == cfg.config_id  # an old row is recognised as the same experiment
 
 
+class TestInterruptAnywhere:
+    """A Ctrl-C (or a worker's SIGTERM) can land between any two bytecodes: at none of them may the run's
+    claim outlive the interrupted process (CI once caught one left by an interrupt just after a claim)."""
+
+    def _interrupted(self, registry, tmp_path, monkeypatch, target: str, when) -> tuple[ResultStore, str]:  # noqa: ANN001
+        import fedbench.runner as runner
+        import fedbench.store as store_module
+
+        owner = runner if hasattr(runner, target) else store_module.ResultStore
+        real = getattr(owner, target)
+
+        def cut(*args, **kwargs):  # noqa: ANN002, ANN003
+            if when(*args, **kwargs):
+                raise KeyboardInterrupt
+            return real(*args, **kwargs)
+
+        monkeypatch.setattr(owner, target, cut)
+        store = ResultStore(tmp_path / "r.sqlite")
+        cfg = _cfg(registry)
+        with pytest.raises(KeyboardInterrupt):
+            execute_run(registry, cfg, store, progress=False)
+        return store, cfg.run_id
+
+    @pytest.mark.parametrize("target, when", [
+        ("Heartbeat", lambda *a, **k: True),  # just after the claim, before the run's own handlers
+        ("_upsert_run", lambda self, cfg, status, *a: status == "done"),  # inside the final commit: it rolls back
+    ])
+    def test_no_claim_outlives_an_interrupt(self, registry, tmp_path, monkeypatch, target, when):
+        store, run_id = self._interrupted(registry, tmp_path, monkeypatch, target, when)
+        assert _rows(store.path, "SELECT count(*) FROM claims") == [(0,)]
+        assert _rows(store.path, "SELECT status, error FROM runs") == [("failed", "interrupted")]
+        assert _rows(store.path, "SELECT outcome FROM attempts") == [("interrupted",)]
+        assert store.metrics([run_id]).empty
+
+    def test_a_transaction_an_interrupt_left_open_does_not_block_the_next_write(self, registry, tmp_path):
+        store = ResultStore(tmp_path / "r.sqlite")
+        store._db.execute("BEGIN IMMEDIATE")  # as if interrupted between BEGIN and its try
+        store._db.execute("DELETE FROM runs")
+        outcome = execute_run(registry, _cfg(registry), store, progress=False)
+        assert outcome.status == "done" and store.status(outcome.config.run_id) == "done"
+
+
 class TestOwnership:
     def test_a_run_held_by_a_live_process_is_waited_for_never_computed_twice(self, registry, tmp_path):
         db = tmp_path / "r.sqlite"
