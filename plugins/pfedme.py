@@ -1,13 +1,20 @@
-"""pFedMe (T. Dinh et al., NeurIPS 2020): personalised FL with Moreau envelopes, Algorithm 1.
+"""pFedMe, two ways: as the FedEM authors ran it (method ``pfedme``, the default and the paper
+suite's) and as the pFedMe paper's Algorithm 1 (method ``pfedme-moreau``).
 
-Each local step takes a batch and
+``pfedme`` (the authors' ``personalized`` aggregator with their ``prox_sgd`` optimiser): every client
+keeps a personal model theta_i and never overwrites it with the global one. A round trains theta_i
+from where it was, by the run's SGD (the suite's learning rate and schedule, weight decay, no
+momentum) on f_i(theta) + lam/2 ||theta - w||^2, w the global model of the round (the authors' ``--mu``
+is ``lam``); the server sets w to the train-size weighted average of *every* client's personal model
+(an unsampled client counts with the personal model it holds). Clients are evaluated with theta_i.
+The proximal pull is the client's local term, so both backends run it (vectorised by default).
+
+``pfedme-moreau`` (T. Dinh et al., NeurIPS 2020, Algorithm 1): each local step takes a batch and
   1. approximately solves the personal problem
      theta_hat = argmin_theta f(theta; batch) + lam/2 * ||theta - w_i||^2
      by ``k_steps`` gradient steps of size ``personal_lr`` from the client's current
-     personal model (kept between rounds, as in the authors' code); ``personal_lr = 0``
-     (the default) uses the round's learning rate, so that the suite's ``lr`` drives the
-     personal models as it does in the authors' runs (a fixed ``personal_lr > 0`` is the
-     pFedMe paper's setting);
+     personal model (kept between rounds); ``personal_lr = 0`` (the default) uses the round's
+     learning rate; a fixed ``personal_lr > 0`` is the pFedMe paper's setting;
   2. moves the local copy of the global model toward it: w_i <- w_i - lr * lam * (w_i - theta_hat).
 The server sets w <- (1 - beta) * w + beta * (weighted average of the w_i). A client is
 evaluated with its personal model theta_hat. The optimiser is plain SGD (no momentum, no
@@ -16,14 +23,50 @@ weight decay on the inner problem), as in the paper.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 
 import torch
 
 from fedbench.params import Param
-from fedbench import AggregatorSpec, CentralizedAggregator, Client, ClientSpec, ClientUpdate, EvalResult, MethodSpec, hookimpl
+from fedbench import (
+    AggregatorSpec, CentralizedAggregator, Client, ClientSpec, ClientUpdate, EvalResult, FitIns, MethodSpec, hookimpl, weighted_average,
+)
 from fedbench.learner import epoch_orders
 from fedbench.seeding import STREAM_TRAIN, generator
+from fedbench_plugins.local import NoCommunicationAggregator
+
+
+class PersonalProxClient(Client):
+    """The authors' pFedMe client: trains its own model with lam/2 ||theta - w||^2 toward the round's
+    global model ``w`` (sent as the extra ``anchor``); the aggregator keeps the personal model."""
+
+    serves_new_clients = False
+
+    def __init__(self, *args, lam: float = 1.0, **kwargs) -> None:  # noqa: ANN002, ANN003
+        super().__init__(*args, **kwargs)
+        if lam < 0:
+            raise ValueError(f"pFedMe lam must be >= 0, got {lam}")
+        self.lam = lam
+
+    def local_term(self, theta: torch.Tensor, ctx: Mapping[str, torch.Tensor]) -> torch.Tensor:
+        return self.lam / 2 * (theta - ctx["anchor"]).pow(2).sum()
+
+
+class PersonalizedAggregator(NoCommunicationAggregator):
+    """The authors' ``PersonalizedAggregator``: each client trains its personal model toward the global
+    one, and the global model is the train-size weighted average of every client's personal model."""
+
+    communicates = True
+
+    def configure_fit(self, round_: int, client: Client) -> FitIns:
+        return FitIns(self.personal[client.client_id], {"anchor": self.global_params})
+
+    def aggregate_fit(self, round_: int, updates: list[ClientUpdate]) -> None:
+        super().aggregate_fit(round_, updates)
+        weights = [float(c.n_train) for c in self.clients]
+        self.global_params = [
+            weighted_average([self.personal[c.client_id][m] for c in self.clients], weights) for m in range(len(self.global_params))
+        ]
 
 
 def solve_personal(
@@ -97,6 +140,12 @@ class PFedMeAggregator(CentralizedAggregator):
 def fedbench_clients() -> list[ClientSpec]:
     return [
         ClientSpec(
+            name="personal-prox",
+            doc="trains its own model with a proximal pull lam/2 ||theta - w||^2 toward the round's global model",
+            params={"lam": Param(1.0, low=0.0)},
+            cls=PersonalProxClient,
+        ),
+        ClientSpec(
             name="pfedme",
             doc="personal model solving a Moreau-envelope problem around the global model",
             params={"lam": Param(1.0, low=0.0, low_open=True), "k_steps": Param(5, low=1), "personal_lr": Param(0.0, low=0.0)},
@@ -107,7 +156,13 @@ def fedbench_clients() -> list[ClientSpec]:
 
 @hookimpl
 def fedbench_aggregators() -> list[AggregatorSpec]:
-    return [AggregatorSpec(name="pfedme", doc="averaging with pFedMe's beta step", params={"beta": Param(1.0, low=0.0, low_open=True)}, cls=PFedMeAggregator)]
+    return [
+        AggregatorSpec(name="pfedme", doc="averaging with pFedMe's beta step", params={"beta": Param(1.0, low=0.0, low_open=True)}, cls=PFedMeAggregator),
+        AggregatorSpec(
+            name="personalized", doc="personal models kept by the server; the global model averages all of them",
+            cls=PersonalizedAggregator,
+        ),
+    ]
 
 
 @hookimpl
@@ -115,7 +170,12 @@ def fedbench_methods() -> list[MethodSpec]:
     return [
         MethodSpec(
             name="pfedme",
-            doc="pFedMe: personalised models via Moreau envelopes (Dinh et al. 2020); no momentum",
+            doc="pFedMe as the FedEM authors ran it: personal models trained toward the average of all of them; no momentum",
+            client="personal-prox", aggregator="personalized", params={"momentum": 0.0},
+        ),
+        MethodSpec(
+            name="pfedme-moreau",
+            doc="pFedMe's Algorithm 1: personal models via Moreau envelopes (Dinh et al. 2020); no momentum",
             client="pfedme", aggregator="pfedme", params={"momentum": 0.0},
-        )
+        ),
     ]

@@ -21,7 +21,7 @@ from tests.conftest import TINY
 
 METHODS = [
     "fedem", "fedavg", "local", "fedprox", "fedavg+", "fedavgm", "fedadam", "fedyogi", "clustered", "d-fedavg", "d-fedem",
-    "ditto", "scaffold", "apfl", "pfedme", "qffl",
+    "ditto", "scaffold", "apfl", "pfedme", "pfedme-moreau", "qffl",
 ]
 
 
@@ -262,7 +262,51 @@ class TestAPFL:
         assert sim.aggregator.fit_round(1).bytes_sent == 8 * 2 * 11 * 4  # w down and up, 8 clients
 
 
-class TestPFedMe:
+class TestPFedMeAsTheAuthorsRanIt:
+    """``pfedme``: the authors' personalised aggregator with their proximal SGD."""
+
+    def test_a_round_is_proximal_sgd_from_the_personal_model_toward_the_global_one(self, registry):
+        sim = _sim(registry, "pfedme", lr=0.3, batch_size=10_000, **{"client.lam": 2.0})  # one full batch per round
+        agg = sim.aggregator
+        agg.fit_round(0)  # personal models now differ from the global one
+        c = agg.clients[0]
+        theta, w = agg.personal[c.client_id][0].clone(), agg.global_params[0].clone()
+        assert not torch.equal(theta, w)
+        _, grad = c.ensemble.learners[0].loss_and_grad(theta, c.data.train_x, c.data.train_y)
+        wd = c.sgd_config(0.3).weight_decay
+        agg.fit_round(1)
+        # authors' ProxSGD without momentum: theta - lr (grad + wd theta + lam (theta - w))
+        expected = theta - 0.3 * (grad + wd * theta + 2.0 * (theta - w))
+        torch.testing.assert_close(agg.personal[c.client_id][0], expected, rtol=1e-5, atol=1e-6)
+
+    def test_the_global_model_averages_every_clients_personal_model(self, registry):
+        sim = _sim(registry, "pfedme", participation=0.5)
+        agg = sim.aggregator
+        for r in range(2):
+            agg.fit_round(r)
+        n = torch.tensor([float(c.n_train) for c in agg.clients])
+        stacked = torch.stack([agg.personal[c.client_id][0] for c in agg.clients])
+        torch.testing.assert_close(agg.global_params[0], (n / n.sum()) @ stacked, rtol=1e-5, atol=1e-6)
+
+    def test_personal_models_are_never_reset_and_are_what_is_evaluated(self, registry):
+        sim = _sim(registry, "pfedme")
+        agg = sim.aggregator
+        agg.fit_round(0)
+        assert agg.configure_fit(1, agg.clients[0]).params is agg.personal[agg.clients[0].client_id]
+        for c, res in zip(agg.clients, agg.evaluate()):
+            assert res.test_loss == pytest.approx(Client_evaluate(c, agg.personal[c.client_id]).test_loss, rel=1e-5)
+
+    def test_lam_zero_is_local_training(self, registry):
+        a, b = _sim(registry, "pfedme", **{"client.lam": 0.0}), _sim(registry, "local", momentum=0.0)
+        for r in range(2):
+            a.aggregator.fit_round(r), b.aggregator.fit_round(r)
+        for c in a.aggregator.clients:
+            torch.testing.assert_close(a.aggregator.personal[c.client_id][0], b.aggregator.personal[c.client_id][0])
+
+
+class TestPFedMeMoreau:
+    """``pfedme-moreau``: the pFedMe paper's Algorithm 1."""
+
     def test_personal_solution_on_a_quadratic(self):
         from fedbench_plugins.pfedme import moreau_step, solve_personal
 
@@ -275,13 +319,13 @@ class TestPFedMe:
         torch.testing.assert_close(moreau_step(w, theta, 0.1, lam), w - 0.3 * (w - theta))
 
     def test_beta_blends_old_and_averaged_global(self, registry):
-        one, half = _sim(registry, "pfedme"), _sim(registry, "pfedme", **{"aggregator.beta": 0.5})
+        one, half = _sim(registry, "pfedme-moreau"), _sim(registry, "pfedme-moreau", **{"aggregator.beta": 0.5})
         w0 = _global(half)
         one.aggregator.fit_round(0), half.aggregator.fit_round(0)
         torch.testing.assert_close(_global(half)[0], 0.5 * w0[0] + 0.5 * _global(one)[0], rtol=1e-5, atol=1e-6)
 
     def test_clients_evaluate_their_personal_models(self, registry):
-        sim = _sim(registry, "pfedme", **{"client.lam": 0.5})
+        sim = _sim(registry, "pfedme-moreau", **{"client.lam": 0.5})
         sim.aggregator.fit_round(0)
         c = sim.aggregator.clients[0]
         assert not torch.equal(c.personal, sim.aggregator.global_params[0])

@@ -20,6 +20,7 @@ CASES = [
     ("fedavg", {"batch_size": 7, "weight_decay": 0.01}),
     ("fedavg", {"momentum": 0.0, "keep_optimizer_state": False}),
     ("local", {"batch_size": 32}),
+    ("pfedme", {"participation": 0.5, "batch_size": 16}),  # per-client starting points and a proximal anchor
 ]
 
 
@@ -56,7 +57,7 @@ def test_parameters_equal_after_every_round(registry, method, extra):
                     torch.testing.assert_close(ms, mv, rtol=1e-5, atol=1e-6)
 
 
-@pytest.mark.parametrize("method", ["fedem", "local"])
+@pytest.mark.parametrize("method", ["fedem", "local", "pfedme"])
 def test_evaluation_equal(registry, method):
     seq, vec = _pair(registry, method, {})
     seq.fit_round(0), vec.fit_round(0)

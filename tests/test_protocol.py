@@ -139,7 +139,7 @@ class TestPartialParticipation:
 
 class TestPFedMe:
     def test_the_personal_step_uses_the_rounds_learning_rate(self, registry):
-        sim = _sim(registry, "pfedme", lr=0.3, batch_size=10_000, **{"client.k_steps": 1})
+        sim = _sim(registry, "pfedme-moreau", lr=0.3, batch_size=10_000, **{"client.k_steps": 1})
         client = sim.aggregator.clients[0]
         w = sim.aggregator.global_params[0].clone()
         _, grad = client.ensemble.learners[0].loss_and_grad(w, client.data.train_x, client.data.train_y)
