@@ -193,6 +193,24 @@ def check_device(name: str) -> torch.device:
     raise ConfigError(f"device {name!r} is not available on this machine; use --device cpu")
 
 
+def check_output_shape(cfg: RunConfig, model: torch.nn.Module, data: FederatedData) -> None:
+    """One sample through the model: its logits must have a label's shape plus the class axis (a multiclass
+    data set with a label per window position needs a model that predicts every position)."""
+    if data.task != "multiclass" or data.train_y.shape[0] == 0:
+        return
+    was_training = model.training
+    model.eval()
+    with torch.no_grad():
+        got = tuple(model(data.train_x[:1].to(next(model.parameters()).device)).shape[1:])
+    model.train(was_training)
+    want = (*data.train_y.shape[1:], data.n_outputs)
+    if got != want:
+        raise ConfigError(
+            f"model {cfg.model!r} gives logits of shape {got} per sample but data set {cfg.dataset!r} needs {want} "
+            "(a label per position needs a model that predicts every position); choose matching model and dataset settings"
+        )
+
+
 def build_simulation(registry: Registry, cfg: RunConfig, data_root: Path | None = None) -> Simulation:
     """Build data, learners, clients and aggregator for ``cfg``."""
     device = check_device(cfg.device)
@@ -201,7 +219,7 @@ def build_simulation(registry: Registry, cfg: RunConfig, data_root: Path | None 
     if unseen:  # training clients first (ids 0..), the unseen ones after them
         data = data.select(training + unseen)
     data = data.to(device)
-    task = make_task(data.task)
+    task = make_task(data.task, data.class_weights)
     model_entry = registry.entry("model", cfg.model)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(derive_seed(cfg.seed, STREAM_INIT))
@@ -212,6 +230,7 @@ def build_simulation(registry: Registry, cfg: RunConfig, data_root: Path | None 
             ]
         except Exception as e:
             raise PluginError(f"model {cfg.model!r} (plugin {model_entry.plugin!r}) failed to build: {e}") from e
+    check_output_shape(cfg, models[0], data)
     ensemble = LearnersEnsemble([Learner(m.to(device), task) for m in models])
     client_cls = registry.get("client", cfg.client).cls
     everyone = [

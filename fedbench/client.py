@@ -240,16 +240,20 @@ class Client:
     @torch.no_grad()
     def score(self) -> EvalResult:
         """Score the workspace learners as they are (parameters and buffers), with this client's weights."""
-        task = self.ensemble.task
         d = self.data
-        tr_loss, tr_correct = task.score(self.ensemble.predict_proba(d.train_x, self.learners_weights), d.train_y)
-        te_loss, te_correct = task.score(self.ensemble.predict_proba(d.test_x, self.learners_weights), d.test_y)
-        return EvalResult(
-            self.client_id,
-            d.n_train,
-            d.n_test,
-            float(tr_loss.mean()),
-            float(tr_correct.mean()),
-            float(te_loss.mean()),
-            float(te_correct.mean()),
-        )
+        tr_loss, tr_acc = self._mean_score(d.train_x, d.train_y)
+        te_loss, te_acc = self._mean_score(d.test_x, d.test_y)
+        return EvalResult(self.client_id, d.n_train, d.n_test, tr_loss, tr_acc, te_loss, te_acc)
+
+    def _mean_score(self, x: torch.Tensor, y: torch.Tensor) -> tuple[float, float]:
+        """Mean loss and accuracy of the predictor on (x, y), a chunk at a time (bounded memory)."""
+        task = self.ensemble.task
+        if not len(y):
+            loss, correct = task.score(self.ensemble.predict_proba(x, self.learners_weights), y)
+            return float(loss.mean()), float(correct.mean())
+        size = self.ensemble.learners[0].chunk_size(x)
+        sums = torch.zeros(2, dtype=torch.float64)
+        for xc, yc in zip(x.split(size), y.split(size)):
+            loss, correct = task.score(self.ensemble.predict_proba(xc, self.learners_weights), yc)
+            sums += torch.stack([loss.double().sum(), correct.double().sum()]).cpu()
+        return float(sums[0] / len(y)), float(sums[1] / len(y))

@@ -60,8 +60,11 @@ class FederatedData:
     """A federated data set: pooled tensors plus per-client offsets.
 
     ``task`` is ``"binary"`` (labels 0/1, one logit) or ``"multiclass"``
-    (integer labels in ``[0, num_classes)``). Client ``i``'s train samples are
-    ``train_x[train_offsets[i]:train_offsets[i+1]]``; likewise for test.
+    (integer labels in ``[0, num_classes)``, one per sample or a sequence per
+    sample: see :class:`fedbench.tasks.MulticlassTask`). Client ``i``'s train
+    samples are ``train_x[train_offsets[i]:train_offsets[i+1]]``; likewise for
+    test. ``class_weights`` (multiclass only, ``(num_classes,)``): the weight of
+    each label in the loss, None for none.
     """
 
     train_x: torch.Tensor
@@ -72,10 +75,13 @@ class FederatedData:
     test_offsets: torch.Tensor
     task: str
     num_classes: int
+    class_weights: torch.Tensor | None = None
 
     def __post_init__(self) -> None:
         if self.task not in TASKS:
             raise DataError(f"task must be one of {TASKS}, got {self.task!r}")
+        if self.class_weights is not None and (self.task != "multiclass" or tuple(self.class_weights.shape) != (self.num_classes,)):
+            raise DataError(f"class_weights must be a ({self.num_classes},) tensor of a multiclass data set")
         for split in ("train", "test"):
             x, y, off = (getattr(self, f"{split}_{k}") for k in ("x", "y", "offsets"))
             if x.shape[0] != y.shape[0] or int(off[-1]) != y.shape[0] or int(off[0]) != 0:
@@ -95,6 +101,7 @@ class FederatedData:
         test: Sequence[tuple[torch.Tensor, torch.Tensor]],
         task: str,
         num_classes: int,
+        class_weights: torch.Tensor | None = None,
     ) -> FederatedData:
         """Pool per-client ``(x, y)`` pairs into one container."""
         if len(train) != len(test) or not train:
@@ -108,6 +115,7 @@ class FederatedData:
             test_offsets=_offsets([len(y) for _, y in test]),
             task=task,
             num_classes=num_classes,
+            class_weights=class_weights,
         )
 
     @property
@@ -141,7 +149,8 @@ class FederatedData:
         """A federation of the given clients, in the given order (client ``j`` is old client ``clients[j]``)."""
         parts = [self.client(i) for i in clients]
         return FederatedData.from_clients(
-            [(c.train_x, c.train_y) for c in parts], [(c.test_x, c.test_y) for c in parts], self.task, self.num_classes
+            [(c.train_x, c.train_y) for c in parts], [(c.test_x, c.test_y) for c in parts], self.task, self.num_classes,
+            self.class_weights,
         )
 
     def to(self, device: torch.device | str) -> FederatedData:
@@ -155,4 +164,5 @@ class FederatedData:
             self.test_offsets,
             self.task,
             self.num_classes,
+            self.class_weights,
         )

@@ -216,7 +216,7 @@ class VectorizedEngine:
             theta = theta.detach().requires_grad_(True)
             with torch.enable_grad():
                 logits = forward(theta, x)
-                losses = task.loss(logits.reshape(-1, *logits.shape[2:]), y.reshape(-1)).view(y.shape)
+                losses = task.loss(logits.reshape(-1, *logits.shape[2:]), y.reshape(-1, *y.shape[2:])).view(y.shape[:2])
                 per_row = (losses * w).sum(dim=1) / denom
                 (grad,) = torch.autograd.grad(per_row.sum(), theta)
             return grad, per_row.detach()

@@ -104,15 +104,28 @@ class Learner:
                 p.copy_(chunk)
 
     @torch.no_grad()
+    def chunk_size(self, x: torch.Tensor) -> int:
+        """Samples per no-grad chunk: neither a chunk's inputs nor its logits exceed :data:`EVAL_BUDGET`
+        elements (a model that predicts every position of a window has 80 x 100 logits per sample)."""
+        if not len(x):
+            return 1
+        self.model.eval()
+        return max(1, EVAL_BUDGET // max(x[0].numel(), self.model(x[:1]).numel()))
+
+    @torch.no_grad()
     def logits(self, x: torch.Tensor) -> torch.Tensor:
         self.model.eval()
         if not len(x):
             return self.model(x)
-        return torch.cat([self.model(chunk) for chunk in x.split(max(1, EVAL_BUDGET // x[0].numel()))])
+        return torch.cat([self.model(chunk) for chunk in x.split(self.chunk_size(x))])
 
     @torch.no_grad()
     def per_sample_losses(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        return self.task.loss(self.logits(x), y)
+        self.model.eval()
+        if not len(x):
+            return self.task.loss(self.model(x), y)
+        size = self.chunk_size(x)
+        return torch.cat([self.task.loss(self.model(xc), yc) for xc, yc in zip(x.split(size), y.split(size))])
 
     @torch.no_grad()
     def predict_proba(self, x: torch.Tensor) -> torch.Tensor:

@@ -44,10 +44,32 @@ class BinaryTask(Task):
 
 
 class MulticlassTask(Task):
-    """One logit per class, integer labels; cross-entropy; predict the arg-max."""
+    """One logit per class, integer labels; cross-entropy; predict the arg-max.
+
+    Labels may be one per sample (``y``: ``(n,)``, logits ``(n, C)``) or a sequence per sample (``y``:
+    ``(n, L)``, logits ``(n, L, C)``: every position of a window is predicted, as the FedEM authors'
+    Shakespeare model does); a sample's loss and correctness are then the means over its positions.
+    ``class_weights`` (``(C,)``) weight each label's cross-entropy, as ``torch.nn.CrossEntropyLoss(weight=...,
+    reduction="none")`` does (no renormalisation), in training and in the evaluation loss.
+    """
+
+    def __init__(self, class_weights: torch.Tensor | None = None) -> None:
+        self.class_weights = class_weights
+
+    def _weights(self, like: torch.Tensor) -> torch.Tensor | None:
+        w = self.class_weights
+        return None if w is None else w.to(device=like.device, dtype=like.dtype)
+
+    @staticmethod
+    def _per_sample(values: torch.Tensor) -> torch.Tensor:
+        return values.flatten(1).mean(dim=1) if values.dim() > 1 else values
 
     def loss(self, logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        return F.cross_entropy(logits, y.long(), reduction="none")
+        y = y.long()
+        if y.dim() == 1:
+            return F.cross_entropy(logits, y, weight=self._weights(logits), reduction="none")
+        per_position = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), y.reshape(-1), weight=self._weights(logits), reduction="none")
+        return self._per_sample(per_position.view(y.shape))
 
     def proba(self, logits: torch.Tensor) -> torch.Tensor:
         return torch.softmax(logits, dim=-1)
@@ -56,10 +78,17 @@ class MulticlassTask(Task):
         y = y.long()
         p_true = proba.gather(-1, y.unsqueeze(-1)).squeeze(-1)
         loss = -torch.log(p_true.clamp_min(_EPS))
+        w = self._weights(proba)
+        if w is not None:
+            loss = loss * w[y]
         correct = (proba.argmax(dim=-1) == y).to(proba.dtype)
-        return loss, correct
+        return self._per_sample(loss), self._per_sample(correct)
 
 
-def make_task(kind: str) -> Task:
-    """The task object for a data set's ``task`` field."""
-    return {"binary": BinaryTask, "multiclass": MulticlassTask}[kind]()
+def make_task(kind: str, class_weights: torch.Tensor | None = None) -> Task:
+    """The task object for a data set's ``task`` field (and its class weights, multiclass only)."""
+    if kind == "multiclass":
+        return MulticlassTask(class_weights)
+    if class_weights is not None:
+        raise ValueError(f"class weights need a multiclass task, not {kind!r}")
+    return {"binary": BinaryTask}[kind]()

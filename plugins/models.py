@@ -60,26 +60,29 @@ def femnist_cnn(input_shape: tuple[int, ...], n_outputs: int) -> nn.Module:
 
 
 class NextCharLSTM(nn.Module):
-    """The paper's Shakespeare model: embedding, stacked LSTM, and a dense layer on the last
-    step's output giving the logits of the next character."""
+    """The paper's Shakespeare model: embedding, stacked LSTM, and a dense layer on every step's output
+    (``positions = "all"``, the authors' model: the logits of the character after each position of the
+    window) or on the last step's only (``"last"``: the next character after the window, LEAF's task)."""
 
-    def __init__(self, vocab: int, n_outputs: int, embed: int, hidden: int, layers: int) -> None:
+    def __init__(self, vocab: int, n_outputs: int, embed: int, hidden: int, layers: int, positions: str = "all") -> None:
         super().__init__()
         self.embed = nn.Embedding(vocab, embed)
         self.lstm = nn.LSTM(embed, hidden, num_layers=layers, batch_first=True)
         self.head = nn.Linear(hidden, n_outputs)
+        self.positions = positions
 
     def forward(self, x):  # noqa: ANN001, ANN201
         out, _ = self.lstm(self.embed(x.long()))
-        return self.head(out[:, -1])
+        return self.head(out if self.positions == "all" else out[:, -1])
 
 
 def next_char_lstm(
-    input_shape: tuple[int, ...], n_outputs: int, vocab: int = 100, embed: int = 8, hidden: int = 256, layers: int = 2
+    input_shape: tuple[int, ...], n_outputs: int, vocab: int = 100, embed: int = 8, hidden: int = 256, layers: int = 2,
+    positions: str = "all",
 ) -> nn.Module:
     if len(input_shape) != 1:
         raise ValueError(f"next_char_lstm expects sequences of character ids (one dimension), got shape {input_shape}")
-    return NextCharLSTM(vocab, n_outputs, embed, hidden, layers)
+    return NextCharLSTM(vocab, n_outputs, embed, hidden, layers, positions)
 
 
 def mobilenet_v2(input_shape: tuple[int, ...], n_outputs: int, weights_path: str = "", width_mult: float = 1.0) -> nn.Module:
@@ -148,8 +151,11 @@ def fedbench_models() -> list[ModelSpec]:
         ),
         ModelSpec(
             name="next_char_lstm",
-            doc="embedding 8, 2-layer LSTM 256, dense: next-character logits (Shakespeare)",
-            params={"vocab": Param(100, low=1), "embed": Param(8, low=1), "hidden": Param(256, low=1), "layers": Param(2, low=1)},
+            doc="embedding 8, 2-layer LSTM 256, dense: next-character logits at every position (or the last: positions=last)",
+            params={
+                "vocab": Param(100, low=1), "embed": Param(8, low=1), "hidden": Param(256, low=1), "layers": Param(2, low=1),
+                "positions": Param("all", choices=("all", "last")),
+            },
             build=next_char_lstm,
         ),
     ]

@@ -63,8 +63,9 @@ def test_femnist_through_the_cli(tmp_path):
     assert "femnist / fedem / seed 0" in proc.stdout and "done after 2 rounds" in proc.stdout
 
 
-def make_shakespeare(root, roles=6, width=80, seed=0):
-    """LEAF's shakespeare all_data json: per role, 80-char windows over its lines and the next character."""
+def make_shakespeare(root, roles=6, width=80, seed=0, lengths=None):
+    """LEAF's shakespeare all_data json: per role, 80-char windows over its text and the next character
+    (roles of 480+ characters: long enough to have windows on both sides of the authors' 80/20 cut)."""
     rng = np.random.default_rng(seed)
     folder = root / "shakespeare" / "data" / "all_data"
     folder.mkdir(parents=True)
@@ -72,7 +73,8 @@ def make_shakespeare(root, roles=6, width=80, seed=0):
     texts = {}
     for r in range(roles):
         user = f"THE_TRAGEDY_OF_X_ROLE{r}"
-        text = "".join(rng.choice(list("abcde fgh,.\nXYZ"), size=width + 10 + 5 * r))
+        size = lengths[r] if lengths is not None else width + 400 + 40 * r
+        text = "".join(rng.choice(list("abcde fgh,.\nXYZ"), size=size))
         xs = [text[i : i + width] for i in range(len(text) - width)]
         ys = [text[i + width] for i in range(len(text) - width)]
         doc["users"].append(user)
@@ -85,11 +87,11 @@ def make_shakespeare(root, roles=6, width=80, seed=0):
 
 
 class TestShakespeare:
-    def test_windows_next_char_and_temporal_split(self, tmp_path):
+    def test_leafs_task_windows_split(self, tmp_path):
         texts = make_shakespeare(tmp_path)
-        data = load_shakespeare(tmp_path)
+        data = load_shakespeare(tmp_path, split="windows", targets="next", class_weights="none")
         assert data.n_clients == 6 and data.input_shape == (80,) and data.num_classes == 100 == len(VOCAB)
-        assert data.train_x.dtype == torch.uint8 and data.train_y.dtype == torch.long
+        assert data.train_x.dtype == torch.uint8 and data.train_y.dtype == torch.long and data.class_weights is None
         first = sorted(texts)[0]
         text, n = texts[first], len(texts[first]) - 80
         n_test = round(n * 0.2)
@@ -98,6 +100,36 @@ class TestShakespeare:
         # train is the role's first windows in text order, test its last ones
         assert c.train_x[0].tolist() == encode(text[:80]).tolist() and c.train_y[0].item() == VOCAB.index(text[80])
         assert c.test_x[-1].tolist() == encode(text[n - 1 : n - 1 + 80]).tolist() and c.test_y[-1].item() == VOCAB.index(text[-1])
+
+    def test_authors_protocol_every_position_disjoint_text_and_short_roles_dropped(self, tmp_path):
+        # role 0: 480 characters; role 1: 300 (too short for a test window after the cut); role 2: 1000
+        texts = make_shakespeare(tmp_path, roles=3, lengths=[480, 300, 1000])
+        data = load_shakespeare(tmp_path)
+        assert data.n_clients == 2  # the 300-character role has no window wholly in its last 20 %
+        for c, name in zip([data.client(0), data.client(1)], [sorted(texts)[0], sorted(texts)[2]]):
+            text = texts[name]
+            length, n = len(text), len(text) - 80
+            cut = length - int(0.2 * length)  # 480 -> 384; 1000 -> 800
+            assert c.n_train == cut - 80 and c.n_test == n - cut
+            # a window's labels are the characters after each of its positions
+            assert c.train_y.shape == (cut - 80, 80) and c.train_y[0].tolist() == encode(text[1:81]).tolist()
+            # the last train window's last label is the last train character; the first test window starts at the cut
+            assert c.train_y[-1, -1].item() == VOCAB.index(text[cut - 1])
+            assert c.test_x[0].tolist() == encode(text[cut : cut + 80]).tolist()
+            assert c.test_y[-1].tolist() == encode(text[-80:]).tolist()
+        # the authors' class weights: listed characters at 8x their value, the rest at 8
+        w = data.class_weights
+        assert w[VOCAB.index(" ")].item() == pytest.approx(8 * 0.042500849608091536)
+        assert w[VOCAB.index("e")].item() == pytest.approx(8 * 0.13455606165058104) and w[VOCAB.index("X")].item() == 8.0
+
+    def test_a_next_character_model_on_window_labels_is_refused_in_one_line(self, tmp_path):
+        make_shakespeare(tmp_path, roles=2)
+        proc = run_cli(
+            "run", "--dataset", "shakespeare", "--method", "fedavg", "--rounds", "1", "--data-root", str(tmp_path),
+            "--set", "model.hidden=8", "--set", "model.positions=last", "--results", str(tmp_path / "r.sqlite"), "--no-progress",
+        )
+        assert proc.returncode != 0  # the run is stored as failed with the reason, and the sweep says so
+        assert "gives logits of shape (100,) per sample but data set 'shakespeare' needs (80, 100)" in proc.stdout + proc.stderr
 
     def test_encoding_and_errors(self, tmp_path):
         assert encode("a\n ").tolist() == [VOCAB.index("a"), VOCAB.index("\n"), VOCAB.index(" ")]

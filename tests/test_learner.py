@@ -112,3 +112,32 @@ class TestFunctionalGradient:
         assert loss == pytest.approx((math.log(1 + math.exp(-1.0)) + math.log(1 + math.exp(-1.0))) / 2)
         torch.testing.assert_close(grad, torch.tensor([(r0 * 2.0) / 2, (r0 + r1) / 2]))
         torch.testing.assert_close(learner.get_params(), torch.tensor([5.0, 5.0]))
+
+
+class TestSequenceLabels:
+    """A label per window position (the authors' Shakespeare): per-sample means over positions, class weights."""
+
+    def test_weighted_loss_and_score_by_hand(self):
+        # one sample, two positions, two classes; logits (0, 0) and (ln 3, 0): p = (1/2, 1/2) and (3/4, 1/4)
+        logits = torch.tensor([[[0.0, 0.0], [math.log(3.0), 0.0]]])
+        y = torch.tensor([[1, 0]], dtype=torch.uint8)
+        w = torch.tensor([2.0, 5.0])
+        task = MulticlassTask(w)
+        # position 0: label 1, -ln(1/2) * 5; position 1: label 0, -ln(3/4) * 2; the sample's loss is their mean
+        expected = (5 * math.log(2.0) + 2 * math.log(4.0 / 3.0)) / 2
+        assert task.loss(logits, y).tolist() == pytest.approx([expected])
+        loss, correct = task.score(task.proba(logits), y)
+        assert loss.tolist() == pytest.approx([expected], rel=1e-6)
+        # arg-max: position 0 is a tie (index 0 != label 1), position 1 is right: half the positions
+        assert correct.tolist() == [0.5]
+        # without weights: the plain mean cross-entropy over positions
+        assert MulticlassTask().loss(logits, y).tolist() == pytest.approx([(math.log(2.0) + math.log(4.0 / 3.0)) / 2])
+
+    def test_per_sample_labels_are_unchanged_by_the_sequence_support(self):
+        logits = torch.tensor([[2.0, 0.0, -1.0], [0.0, 1.0, 0.0]])
+        y = torch.tensor([0, 2])
+        torch.testing.assert_close(MulticlassTask().loss(logits, y), torch.nn.functional.cross_entropy(logits, y, reduction="none"))
+        w = torch.tensor([1.0, 2.0, 3.0])
+        torch.testing.assert_close(
+            MulticlassTask(w).loss(logits, y), torch.nn.functional.cross_entropy(logits, y, weight=w, reduction="none")
+        )
