@@ -10,7 +10,7 @@ from __future__ import annotations
 __version__ = "0.1.0"
 
 from fedbench.aggregator import Aggregator, CentralizedAggregator, weighted_average
-from fedbench.client import Client, ClientUpdate, EvalResult, FitIns
+from fedbench.client import Client, ClientUpdate, EvalResult, FitIns, FitPhase
 from fedbench.data import ClientData, FederatedData
 from fedbench.learner import Learner, LearnersEnsemble
 from fedbench.registry import get_registry, hookimpl
@@ -32,6 +32,7 @@ __all__ = [
     "ExecutorSpec",
     "FederatedData",
     "FitIns",
+    "FitPhase",
     "Learner",
     "LearnersEnsemble",
     "MethodSpec",

@@ -14,7 +14,8 @@ client with ``keeps_buffers`` (FedBN) keeps its own.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+import dataclasses
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import torch
@@ -56,6 +57,37 @@ class FitIns:
 
 
 @dataclass(frozen=True)
+class FitPhase:
+    """One local fit of a round. :meth:`Client.fit_phases` lists a client type's phases; both backends
+    run them in order, the vectorised one for every client of the round at once.
+
+    ``start``: what the phase trains from: ``"received"`` (the round's parameters, after
+    :meth:`Client.receive`), ``"previous"`` (the last sent-on phase's result; the received parameters
+    before any) or the name of a model this client keeps (``Client.kept[name]``; the received
+    parameters the first time). ``keep``: None - the result goes on, and the last such result is the
+    update sent; a name - the result is kept as ``Client.kept[name]`` (a personal model) and not sent.
+    ``term``: the name of the client method giving this phase's local term (the signature of
+    :meth:`Client.local_term`), or None. ``trainable``: one flag per parameter tensor, False freezing
+    it (no step, no weight decay, no momentum). ``epochs``: None for the run's ``local_epochs``.
+    ``stream``: the random stream of the phase's batch orders. ``momentum``: ``"main"`` (the client's
+    momentum, kept between rounds when ``train.keep_optimizer_state``), another name (a momentum of
+    its own, kept likewise), or None (fresh every round; required with ``trainable``).
+    """
+
+    start: str = "received"
+    keep: str | None = None
+    term: str | None = "local_term"
+    trainable: tuple[bool, ...] | None = None
+    epochs: int | None = None
+    stream: int = STREAM_TRAIN
+    momentum: str | None = "main"
+
+    def __post_init__(self) -> None:
+        if self.trainable is not None and self.momentum is not None:
+            raise ValueError("a phase with frozen tensors starts a fresh momentum: give it momentum=None")
+
+
+@dataclass(frozen=True)
 class EvalResult:
     """One client's scores of its own (personalised) predictor."""
 
@@ -94,6 +126,9 @@ class Client:
         self.learners_weights = torch.full((m,), 1.0 / m, device=data.train_y.device)
         self.samples_weights = torch.full((m, data.n_train), 1.0 / m, device=data.train_y.device)
         self.momentum: list[torch.Tensor | None] = [None] * m
+        #: models this client keeps between rounds, by phase name (:class:`FitPhase` ``keep``), and their momentum
+        self.kept: dict[str, list[torch.Tensor]] = {}
+        self.kept_momentum: dict[str, list[torch.Tensor | None]] = {}
         #: this client's copy of each learner's buffers (None for models without buffers)
         self.buffers: list[torch.Tensor | None] = ensemble.get_buffers()
 
@@ -163,6 +198,12 @@ class Client:
     def has_local_term(cls) -> bool:
         return cls.local_term is not Client.local_term
 
+    def fit_phases(self) -> tuple[FitPhase, ...]:
+        """This client type's local fits of a round, in order (a property of the type and its settings,
+        the same for every round). The plain client: one fit from the received parameters with its
+        local term and kept momentum."""
+        return (FitPhase(term="local_term" if self.has_local_term() else None),)
+
     def step(self, params: list[torch.Tensor], round_: int, lr: float,
              extras: Mapping[str, list[torch.Tensor]] | None = None) -> ClientUpdate:
         """Take ``params`` (:meth:`receive`), update the sample and learner weights for them, train from
@@ -176,37 +217,62 @@ class Client:
         self.update_sample_weights(losses)
         self.update_learners_weights()
         ins = FitIns(params, extras or {}, round_, lr)
-        update = self.fit(params, lr, generator(self.seed, STREAM_TRAIN, round_, self.client_id), ins.extras)
+        update = self.fit(ins)
         self.after_fit(ins, update)
         return update
 
-    def terms(self, params: list[torch.Tensor], extras: Mapping[str, list[torch.Tensor]] | None
+    def terms(self, name: str | None, params: list[torch.Tensor], extras: Mapping[str, list[torch.Tensor]] | None
               ) -> list[Callable[[torch.Tensor], torch.Tensor]] | None:
-        """Per learner, :meth:`local_term` bound to that learner's context, or None without a term."""
-        if not self.has_local_term():
+        """Per learner, the term method ``name`` bound to that learner's context, or None."""
+        if name is None:
             return None
-        return [lambda theta, ctx=ctx: self.local_term(theta, ctx) for ctx in self.term_context(params, extras or {})]
+        method = getattr(self, name)
+        return [lambda theta, ctx=ctx: method(theta, ctx) for ctx in self.term_context(params, extras or {})]
 
-    def fit(self, params: list[torch.Tensor], lr: float, gen: torch.Generator,
-            extras: Mapping[str, list[torch.Tensor]] | None = None) -> ClientUpdate:
-        """One round of local training from ``params`` with this client's weights, local term and kept
-        momentum, batch orders drawn from ``gen``."""
-        self.load(params)
-        fits: list[FitResult] = self.ensemble.fit_epochs(
-            self.data.train_x,
-            self.data.train_y,
-            self.samples_weights,
-            self.sgd_config(lr),
-            gen,
-            momentum=self.momentum if self.train.keep_optimizer_state else None,
-            terms=self.terms(params, extras),
-        )
-        if self.train.keep_optimizer_state:
-            self.momentum = [fit.momentum for fit in fits]
-        self.buffers = self.ensemble.get_buffers()
-        loss = sum(fit.loss for fit in fits) / len(fits)
-        shared = None if self.keeps_buffers or all(b is None for b in self.buffers) else self.buffers
-        return ClientUpdate(self.client_id, self.ensemble.get_params(), float(self.n_train), loss, shared)
+    def fit(self, ins: FitIns, phases: Sequence[FitPhase] | None = None) -> ClientUpdate:
+        """One round of local training (:meth:`fit_phases`, or ``phases``) from ``ins.params`` with this
+        client's weights, local terms and kept momentum, each phase's batch orders drawn from its stream."""
+        current, losses, shared = ins.params, [], None
+        base = self.sgd_config(ins.lr)
+        for phase in phases if phases is not None else self.fit_phases():
+            start = {"received": ins.params, "previous": current}.get(phase.start) or self.kept.get(phase.start, ins.params)
+            self.load(start)
+            sgd = base if phase.epochs is None else dataclasses.replace(base, epochs=phase.epochs)
+            fits: list[FitResult] = self.ensemble.fit_epochs(
+                self.data.train_x,
+                self.data.train_y,
+                self.samples_weights,
+                sgd,
+                generator(self.seed, phase.stream, ins.round, self.client_id),
+                momentum=self.momentum_slot(phase.momentum),
+                terms=self.terms(phase.term, ins.params, ins.extras),
+                trainable=phase.trainable,
+            )
+            self.set_momentum_slot(phase.momentum, [fit.momentum for fit in fits])
+            result = self.ensemble.get_params()
+            if phase.keep is not None:
+                self.kept[phase.keep] = result
+                continue
+            current = result
+            losses.append(sum(fit.loss for fit in fits) / len(fits))
+            self.buffers = self.ensemble.get_buffers()
+            shared = None if self.keeps_buffers or all(b is None for b in self.buffers) else self.buffers
+        loss = sum(losses) / len(losses) if losses else 0.0
+        return ClientUpdate(self.client_id, current, float(self.n_train), loss, shared)
+
+    def momentum_slot(self, name: str | None) -> list[torch.Tensor | None] | None:
+        """The kept momentum a phase starts from (None: fresh)."""
+        if name is None or not self.train.keep_optimizer_state:
+            return None
+        return self.momentum if name == "main" else self.kept_momentum.get(name)
+
+    def set_momentum_slot(self, name: str | None, buffers: list[torch.Tensor | None]) -> None:
+        if name is None or not self.train.keep_optimizer_state:
+            return
+        if name == "main":
+            self.momentum = buffers
+        else:
+            self.kept_momentum[name] = buffers
 
     def sgd_config(self, lr: float) -> SGDConfig:
         """The local optimiser settings for a round with learning rate ``lr``."""

@@ -132,41 +132,55 @@ class VectorizedEngine:
         for i, c in enumerate(clients):
             c.update_sample_weights(losses.get(i))
             c.update_learners_weights()
-        sgd = clients[0].sgd_config(lr)
-        keep = clients[0].train.keep_optimizer_state
+        base = clients[0].sgd_config(lr)
         m = len(params[0])
-        if all(ps is params[0] for ps in params):  # everyone got the same parameters (server averaging)
-            flat = torch.stack(params[0]).repeat(len(clients), 1)
-        else:
-            flat = torch.stack([p for ps in params for p in ps])  # (K, P), row = client-major, learner-minor
-        buf = torch.stack(
-            [
-                b if (keep and b is not None) else torch.zeros_like(flat[0])
-                for c in clients
-                for b in (c.momentum if keep else [None] * m)
-            ]
-        )
-        weights = [c.samples_weights[j] for c in clients for j in range(m)]
-        schedule, offsets = self._schedule(clients, m, sgd.epochs, sgd.batch_size, round_)
-        term, ctx = None, None
-        if clients[0].has_local_term():  # one pure function, vmapped over every (client, learner) row
-            term = clients[0].local_term
-            rows = [row for c, ins in zip(clients, instructions) for row in c.term_context(ins.params, ins.extras)]
-            ctx = {k: torch.stack([torch.as_tensor(row[k]) for row in rows]) for k in rows[0]}
-        new_flat, new_buf, loss_sum, n_steps = self._sgd(flat, buf, weights, schedule, offsets, sgd, lr, term, ctx)
-        per_client_flat = new_flat.view(len(clients), m, -1)
-        per_client_buf = new_buf.view(len(clients), m, -1)
-        mean_loss = (loss_sum / n_steps.clamp_min(1)).view(len(clients), m).mean(dim=1).tolist()
+        current = params
+        losses: list[torch.Tensor] = []
+        shared_start = all(ps is params[0] for ps in params)  # everyone got the same parameters (server averaging)
+        for phase in clients[0].fit_phases():
+            if phase.start == "received" or (phase.start == "previous" and not losses):
+                starts, same = params, shared_start
+            elif phase.start == "previous":
+                starts, same = current, False
+            else:
+                starts, same = [c.kept.get(phase.start, ps) for c, ps in zip(clients, params)], False
+            if same:
+                flat = torch.stack(starts[0]).repeat(len(clients), 1)
+            else:
+                flat = torch.stack([p for ps in starts for p in ps])  # (K, P), row = client-major, learner-minor
+            slots = [c.momentum_slot(phase.momentum) or [None] * m for c in clients]
+            buf = torch.stack([b if b is not None else torch.zeros_like(flat[0]) for bs in slots for b in bs])
+            sgd = base if phase.epochs is None else dataclasses.replace(base, epochs=phase.epochs)
+            weights = [c.samples_weights[j] for c in clients for j in range(m)]
+            schedule, offsets = self._schedule(clients, m, sgd.epochs, sgd.batch_size, round_, phase.stream)
+            term, ctx = None, None
+            if phase.term is not None:  # one pure function, vmapped over every (client, learner) row
+                term = getattr(clients[0], phase.term)
+                rows = [row for c, ins in zip(clients, instructions) for row in c.term_context(ins.params, ins.extras)]
+                ctx = {k: torch.stack([torch.as_tensor(row[k]) for row in rows]) for k in rows[0]}
+            mask = None
+            if phase.trainable is not None:
+                mask = torch.cat([torch.full((size,), bool(t)) for size, t in zip(self.sizes, phase.trainable)]).to(flat)
+            new_flat, new_buf, loss_sum, n_steps = self._sgd(flat, buf, weights, schedule, offsets, sgd, lr, term, ctx, mask)
+            results = list(new_flat.view(len(clients), m, -1))
+            per_client_buf = new_buf.view(len(clients), m, -1)
+            for ci, c in enumerate(clients):
+                c.set_momentum_slot(phase.momentum, list(per_client_buf[ci]) if sgd.momentum > 0 else [None] * m)
+            if phase.keep is not None:
+                for c, r in zip(clients, results):
+                    c.kept[phase.keep] = list(r)
+                continue
+            current = [list(r) for r in results]
+            losses.append((loss_sum / n_steps.clamp_min(1)).view(len(clients), m).mean(dim=1))
+        mean_loss = (torch.stack(losses).mean(dim=0) if losses else torch.zeros(len(clients))).tolist()
         updates = []
         for ci, c in enumerate(clients):
-            if keep:
-                c.momentum = list(per_client_buf[ci]) if sgd.momentum > 0 else [None] * m
-            updates.append(ClientUpdate(c.client_id, list(per_client_flat[ci]), float(c.n_train), mean_loss[ci]))
+            updates.append(ClientUpdate(c.client_id, current[ci], float(c.n_train), mean_loss[ci]))
             c.after_fit(instructions[ci], updates[-1])
         return updates
 
     def _schedule(
-        self, clients: Sequence[Client], m: int, epochs: int, batch: int, round_: int
+        self, clients: Sequence[Client], m: int, epochs: int, batch: int, round_: int, stream: int = STREAM_TRAIN
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Per row, the local sample index of every batch slot: (K, epochs * nb_max, batch), -1 = padding.
 
@@ -189,7 +203,7 @@ class VectorizedEngine:
         for nb, members in groups.items():
             keys = torch.full((len(members), m * epochs, nb * batch), math.inf, dtype=torch.float64)
             for row, ci in enumerate(members):
-                gen = generator(self.seed, STREAM_TRAIN, round_, clients[ci].client_id)
+                gen = generator(self.seed, stream, round_, clients[ci].client_id)
                 keys[row, :, : sizes[ci]] = order_keys(gen, m * epochs, sizes[ci])
             order = keys.argsort(dim=2, stable=True)
             order[order >= torch.tensor([sizes[ci] for ci in members]).view(-1, 1, 1)] = -1
@@ -197,8 +211,9 @@ class VectorizedEngine:
         offsets = self.data.train_offsets[[c.client_id for c in clients]].repeat_interleave(m)
         return sched.view(len(clients) * m, epochs * nb_max, batch), offsets
 
-    def _sgd(self, flat, buf, weights, schedule, offsets, sgd, lr, term, ctx):  # noqa: ANN001, ANN202
-        """Run every row's scheduled batches; returns new params, buffers, loss sums and step counts."""
+    def _sgd(self, flat, buf, weights, schedule, offsets, sgd, lr, term, ctx, mask=None):  # noqa: ANN001, ANN202
+        """Run every row's scheduled batches; returns new params, buffers, loss sums and step counts.
+        ``mask`` (P,): the coordinates that train (the others take no step, decay or momentum)."""
         device = flat.device
         k = flat.shape[0]
         # per-row sample weights, indexed by local sample index (rows padded with zeros)
@@ -245,6 +260,8 @@ class VectorizedEngine:
                     loss = loss + term_v
                 if sgd.weight_decay:
                     g = g + sgd.weight_decay * theta
+                if mask is not None:
+                    g = g * mask
                 if sgd.momentum > 0:
                     g = buf[active].mul_(sgd.momentum).add_(g)
                     buf.index_copy_(0, active, g)

@@ -242,16 +242,18 @@ class LearnersEnsemble:
         generator: torch.Generator,
         momentum: Sequence[torch.Tensor | None] | None = None,
         terms: Sequence[Callable[[torch.Tensor], torch.Tensor]] | None = None,
+        trainable: Sequence[bool] | None = None,
     ) -> list[FitResult]:
         """Fit learner m with row m of ``weights`` (shape (M, n)), one after another.
 
         The batch orders of all learners and epochs are drawn at once from
         ``generator`` (:func:`epoch_orders`), so a run is reproducible for a seed.
+        ``trainable``: as in :meth:`Learner.fit_epochs`, for every learner.
         """
         momentum = momentum or [None] * len(self)
         terms = terms or [None] * len(self)
         orders = epoch_orders(generator, len(self) * sgd.epochs, int(y.shape[0])).view(len(self), sgd.epochs, -1)
         return [
-            learner.fit_epochs(x, y, weights[m], sgd, orders[m], momentum[m], terms[m])
+            learner.fit_epochs(x, y, weights[m], sgd, orders[m], momentum[m], terms[m], trainable)
             for m, learner in enumerate(self.learners)
         ]

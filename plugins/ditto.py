@@ -14,15 +14,20 @@ from __future__ import annotations
 import torch
 
 from fedbench.params import Param
-from fedbench import Client, ClientSpec, ClientUpdate, EvalResult, MethodSpec, hookimpl
-from fedbench.seeding import STREAM_TRAIN, generator
+from collections.abc import Mapping
+
+from fedbench import Client, ClientSpec, EvalResult, FitPhase, MethodSpec, hookimpl
+from fedbench.seeding import STREAM_TRAIN
 
 #: stream of the global model's local fit (the personal fit uses the standard training stream)
 STREAM_DITTO_GLOBAL = 301
 
 
 class DittoClient(Client):
-    """A plain client that also trains and is evaluated with a personal, proximally regularised model."""
+    """A plain client that also trains and is evaluated with a personal, proximally regularised model.
+
+    Two phases a round (:class:`fedbench.FitPhase`), so both backends run it: the global model's FedAvg
+    fit (sent), then the personal model's fit toward the received global model (kept)."""
 
     #: its predictor involves a personal model that only training produces
     serves_new_clients = False
@@ -32,27 +37,22 @@ class DittoClient(Client):
         if lam < 0:
             raise ValueError(f"Ditto lambda must be >= 0, got {lam}")
         self.lam = lam
-        self.personal: list[torch.Tensor] | None = None
-        self.personal_momentum: list[torch.Tensor | None] = [None] * len(self.ensemble)
 
-    def step(self, params: list[torch.Tensor], round_: int, lr: float, extras=None) -> ClientUpdate:  # noqa: ANN001
-        if self.personal is None:
-            self.personal = [p.clone() for p in params]
-        # 1. the global model: one FedAvg local fit, on its own random stream
-        update = self.fit(params, lr, generator(self.seed, STREAM_DITTO_GLOBAL, round_, self.client_id))
-        # 2. the personal model: proximal fit toward the received global model
-        self.load(self.personal)
-        pull = [lambda theta, w=w: self.lam / 2 * (theta - w).pow(2).sum() for w in params] if self.lam > 0 else None
-        personal = self.ensemble.fit_epochs(
-            self.data.train_x, self.data.train_y, self.samples_weights, self.sgd_config(lr),
-            generator(self.seed, STREAM_TRAIN, round_, self.client_id),
-            momentum=self.personal_momentum if self.train.keep_optimizer_state else None,
-            terms=pull,
+    def fit_phases(self) -> tuple[FitPhase, ...]:
+        return (
+            # 1. the global model: one FedAvg local fit, on its own random stream
+            FitPhase(term=None, stream=STREAM_DITTO_GLOBAL),
+            # 2. the personal model: proximal fit toward the received global model, with its own momentum
+            FitPhase(start="personal", keep="personal", term="pull" if self.lam > 0 else None, stream=STREAM_TRAIN,
+                     momentum="personal"),
         )
-        if self.train.keep_optimizer_state:
-            self.personal_momentum = [f.momentum for f in personal]
-        self.personal = self.ensemble.get_params()
-        return update
+
+    def pull(self, theta: torch.Tensor, ctx: Mapping[str, torch.Tensor]) -> torch.Tensor:
+        return self.lam / 2 * (theta - ctx["received"]).pow(2).sum()
+
+    @property
+    def personal(self) -> list[torch.Tensor] | None:
+        return self.kept.get("personal")
 
     def evaluate(self, params: list[torch.Tensor]) -> EvalResult:
         return super().evaluate(self.personal if self.personal is not None else params)

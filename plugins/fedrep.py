@@ -6,7 +6,9 @@ the received body, trains the head alone for ``head_epochs`` epochs (body
 frozen), then the body alone for ``local_epochs`` epochs (head frozen), keeps
 its head and sends the body (the server averages whole vectors; the averaged
 head is used only as the starting head of a client that never trained). Each
-phase starts a fresh momentum buffer. A client that never trained (an unseen
+phase starts a fresh momentum buffer and draws its batch orders from its own
+random stream. The two phases are :class:`fedbench.FitPhase` s, so both backends
+run FedRep (vectorised by default). A client that never trained (an unseen
 client) adapts by training a head on the received body, ``head_epochs`` epochs at
 the last training round's learning rate.
 
@@ -16,18 +18,17 @@ shared); with no head and ``head_epochs = 0`` it is FedAvg (without momentum).
 
 from __future__ import annotations
 
-import dataclasses
-
 import torch
 
 from fedbench.params import Param
-from fedbench import ClientSpec, ClientUpdate, MethodSpec, hookimpl
-from fedbench.learner import epoch_orders
-from fedbench.seeding import STREAM_TRAIN, generator
+from fedbench import ClientSpec, ClientUpdate, FitIns, FitPhase, MethodSpec, hookimpl
+from fedbench.seeding import STREAM_TRAIN
 from fedbench_plugins.partial import PartlyPersonalClient
 
 #: stream of an unseen client's head training
 STREAM_ADAPT = 102
+#: stream of a training client's body phase when a head phase came first (which uses the standard one)
+STREAM_BODY = 104
 
 
 class RepresentationClient(PartlyPersonalClient):
@@ -44,33 +45,35 @@ class RepresentationClient(PartlyPersonalClient):
         n = len(self.ensemble.learners[0]._params)
         return [i >= n - self.head_tensors for i in range(n)]
 
-    def _train(self, params: list[torch.Tensor], lr: float, gen: torch.Generator, body: bool) -> float:
-        self.load(params)
+    def head_phase(self, stream: int) -> FitPhase | None:
+        """The head's fit (body frozen), or None without a head or head epochs."""
         head = self.personal_tensors()
-        sgd = self.sgd_config(lr)
-        m, n = len(self.ensemble), self.n_train
-        head_orders = epoch_orders(gen, m * self.head_epochs, n).view(m, self.head_epochs, n) if self.head_epochs else None
-        body_orders = epoch_orders(gen, m * sgd.epochs, n).view(m, sgd.epochs, n) if body else None
-        losses = []
-        d = self.data
-        for k, learner in enumerate(self.ensemble.learners):
-            if head_orders is not None and any(head):
-                h = dataclasses.replace(sgd, epochs=self.head_epochs)
-                losses.append(learner.fit_epochs(d.train_x, d.train_y, self.samples_weights[k], h, head_orders[k], trainable=head).loss)
-            if body_orders is not None and not all(head):
-                rest = [not f for f in head]
-                losses.append(learner.fit_epochs(d.train_x, d.train_y, self.samples_weights[k], sgd, body_orders[k], trainable=rest).loss)
-        self.buffers = self.ensemble.get_buffers()
-        self.keep(self.ensemble.get_params())
-        return sum(losses) / max(len(losses), 1)
+        if not self.head_epochs or not any(head):
+            return None
+        return FitPhase(term=None, trainable=tuple(head), epochs=self.head_epochs, stream=stream, momentum=None)
 
-    def step(self, params: list[torch.Tensor], round_: int, lr: float, extras=None) -> ClientUpdate:  # noqa: ANN001
-        loss = self._train(self.merge(params), lr, generator(self.seed, STREAM_TRAIN, round_, self.client_id), body=True)
-        return ClientUpdate(self.client_id, self.ensemble.get_params(), float(self.n_train), loss)
+    def fit_phases(self) -> tuple[FitPhase, ...]:
+        # the first phase draws from the standard training stream (so that all-head FedRep is Local and
+        # head-less FedRep is FedAvg, batch for batch), a body phase after a head phase from its own
+        body = tuple(not f for f in self.personal_tensors())
+        head = self.head_phase(STREAM_TRAIN)
+        phases = [head] if head is not None else []
+        if any(body):
+            stream = STREAM_BODY if phases else STREAM_TRAIN
+            phases.append(FitPhase(start="previous", term=None, trainable=body, stream=stream, momentum=None))
+        return tuple(phases)
+
+    def receive(self, params: list[torch.Tensor]) -> list[torch.Tensor]:
+        return self.merge(params)  # its own head on the received body
+
+    def after_fit(self, ins: FitIns, update: ClientUpdate) -> None:
+        self.keep(update.params)
 
     def adapt(self, params: list[torch.Tensor], lr: float) -> None:
         self._own = None
-        self._train(params, lr, generator(self.seed, STREAM_ADAPT, 0, self.client_id), body=False)
+        phase = self.head_phase(STREAM_ADAPT)
+        if phase is not None:
+            self.keep(self.fit(FitIns(params, {}, 0, lr), phases=[phase]).params)
 
 
 @hookimpl

@@ -201,9 +201,15 @@ class TestDitto:
         g0, g1, g8 = gap(0.0), gap(1.0), gap(8.0)
         assert g8 < g1 < g0 and g8 < 0.5 * g0
 
-    def test_global_model_is_fedavg_on_its_own_stream(self, registry):
-        ditto = _sim(registry, "ditto")
-        assert ditto.engine.startswith("sequential (vectorized engine not applicable: client type DittoClient overrides step()")
+    @pytest.mark.parametrize("engine", ["sequential", "vectorized"])
+    def test_lambda_zero_personal_models_are_local_batch_for_batch(self, registry, engine):
+        ditto, local = _sim(registry, "ditto", engine, **{"client.lam": 0.0}), _sim(registry, "local", engine)
+        assert ditto.engine.startswith(engine if engine == "sequential" else "vectorized")
+        for r in range(3):
+            ditto.aggregator.fit_round(r), local.aggregator.fit_round(r)
+        for c in ditto.aggregator.clients:
+            for a, b in zip(c.kept["personal"], local.aggregator.personal[c.client_id]):
+                torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-7)
 
 
 class TestScaffold:

@@ -21,6 +21,8 @@ CASES = [
     ("fedavg", {"momentum": 0.0, "keep_optimizer_state": False}),
     ("local", {"batch_size": 32}),
     ("pfedme", {"participation": 0.5, "batch_size": 16}),  # per-client starting points and a proximal anchor
+    ("ditto", {"participation": 0.5}),  # two phases: the sent global fit, the kept personal fit with its own momentum
+    ("fedrep", {"batch_size": 16, "client.head_epochs": 2}),  # frozen tensors per phase, a kept head merged in
 ]
 
 
@@ -37,7 +39,10 @@ def _state(agg):
     personal = getattr(agg, "personal", None)
     if personal is not None:
         return [p for cid in sorted(personal) for p in personal[cid]]
-    return agg.global_params
+    # and what clients keep to themselves (Ditto's personal models, FedRep's heads)
+    kept = [p for c in agg.clients for name in sorted(c.kept) for p in c.kept[name]]
+    own = [p for c in agg.clients for p in (getattr(c, "_own", None) or [])]
+    return agg.global_params + kept + own
 
 
 @pytest.mark.parametrize("method, extra", CASES)
@@ -57,7 +62,7 @@ def test_parameters_equal_after_every_round(registry, method, extra):
                     torch.testing.assert_close(ms, mv, rtol=1e-5, atol=1e-6)
 
 
-@pytest.mark.parametrize("method", ["fedem", "local", "pfedme"])
+@pytest.mark.parametrize("method", ["fedem", "local", "pfedme", "ditto", "fedrep"])
 def test_evaluation_equal(registry, method):
     seq, vec = _pair(registry, method, {})
     seq.fit_round(0), vec.fit_round(0)
