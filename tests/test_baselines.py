@@ -12,10 +12,11 @@ from fedbench.build import build_simulation, resolve_run
 from fedbench.learner import Learner, SGDConfig, epoch_orders
 from fedbench.runner import execute_run
 from fedbench.seeding import generator
+from fedbench.errors import ConfigError
 from fedbench.store import ResultStore
 from fedbench.tasks import BinaryTask
 from fedbench_plugins.clustered import complete_linkage_bipartition, cosine_similarities
-from fedbench_plugins.decentralized import erdos_renyi_ring, metropolis_weights
+from fedbench_plugins.decentralized import binomial_graph, erdos_renyi_ring, fmmc_weights, metropolis_weights
 from fedbench_plugins.fedopt import server_step
 from tests.conftest import TINY
 
@@ -153,6 +154,49 @@ class TestClustered:
         assert sorted(sim.aggregator.clusters) == [[0, 2, 4, 6], [1, 3, 5, 7]]
         accs = [e.test_acc for e in sim.aggregator.evaluate()]
         assert min(accs) > 0.8  # each cluster's model fits its own population
+
+
+#: networkx 3.6.1's binomial_graph(n=10, p=0.5, seed=1234) (the FedEM authors' graph), edge list
+NX_EDGES_10 = [(0, 2), (0, 3), (0, 8), (1, 2), (1, 3), (1, 5), (1, 8), (1, 9), (2, 3), (2, 4), (2, 5), (2, 7), (2, 9), (3, 5),
+               (3, 7), (4, 5), (4, 6), (4, 7), (4, 9), (5, 7), (5, 9), (6, 7), (6, 8), (6, 9), (7, 8), (8, 9)]
+#: the optimum ||W - 11^T/n||_2 of the authors' FMMC program on binomial_graph(n, 0.5, 1234), solved by cvxpy 1.9.3
+CVXPY_FMMC = {10: 0.5447823363716815, 50: 0.21855393261772316}
+
+
+class TestFastestMixing:
+    def test_the_graph_is_the_authors_networkx_draw(self):
+        adj = binomial_graph(10, 0.5, 1234)
+        assert [(i, j) for i in range(10) for j in range(i + 1, 10) if adj[i, j]] == NX_EDGES_10
+        torch.testing.assert_close(adj, adj.T)
+
+    @pytest.mark.parametrize("n", [10, 50])
+    def test_fmmc_is_feasible_and_near_the_semidefinite_optimum(self, n):
+        adj = binomial_graph(n, 0.5, 1234)
+        w = fmmc_weights(adj)
+        torch.testing.assert_close(w, w.T)
+        torch.testing.assert_close(w.sum(dim=1), torch.ones(n, dtype=torch.float64), rtol=0, atol=1e-10)
+        assert bool((w >= 0).all()) and float(w.diagonal().abs().max()) == 0.0
+        assert float(w[adj == 0].abs().max()) == 0.0  # nothing off the graph's edges
+        norm = float(torch.linalg.eigvalsh(w - 1.0 / n).abs().max())
+        assert CVXPY_FMMC[n] - 1e-6 <= norm <= CVXPY_FMMC[n] * 1.01
+        assert norm < float(torch.linalg.eigvalsh(metropolis_weights(adj) - 1.0 / n).abs().max())  # it mixes faster
+
+    def test_complete_graph_closed_form(self):
+        # zero trace forces the other eigenvalues to sum to -1: (J - I)/(n - 1), all of them -1/(n - 1), is optimal
+        n = 6
+        adj = torch.ones(n, n, dtype=torch.float64) - torch.eye(n, dtype=torch.float64)
+        torch.testing.assert_close(fmmc_weights(adj), adj / (n - 1), rtol=0, atol=2e-3)
+
+    def test_a_graph_without_such_a_matrix_is_a_one_line_error(self):
+        star = torch.zeros(4, 4, dtype=torch.float64)
+        star[0, 1:] = star[1:, 0] = 1.0  # each leaf must give the centre 1, so the centre's row sums to 3
+        with pytest.raises(ConfigError, match="aggregator.mixing=metropolis"):
+            fmmc_weights(star)
+
+    def test_d_fedem_defaults_to_the_authors_graph_and_matrix(self, registry):
+        agg = _sim(registry, "d-fedem").aggregator
+        n = len(agg.clients)
+        torch.testing.assert_close(agg.mixing, fmmc_weights(binomial_graph(n, 0.5, 4)))
 
 
 class TestDecentralized:

@@ -26,15 +26,21 @@ def test_cnn_layer_sizes_match_the_paper():
 def test_next_char_lstm_shapes_and_parameter_count():
     model = next_char_lstm((80,), 100)
     out = model(torch.randint(0, 100, (3, 80)))
-    assert out.shape == (3, 100)
+    assert out.shape == (3, 80, 100)  # the authors' model: logits after every position
     lstm1 = 4 * (256 * 8 + 256 * 256 + 2 * 256)
     lstm2 = 4 * (256 * 256 + 256 * 256 + 2 * 256)
     assert n_params(model) == 100 * 8 + lstm1 + lstm2 + 256 * 100 + 100
-    # the prediction depends on the last character of the window
+    # position k's prediction depends on characters up to k only (the LSTM reads left to right)
     x = torch.zeros(1, 80, dtype=torch.long)
     y = x.clone()
     y[0, -1] = 5
-    assert not torch.allclose(model(x), model(y))
+    a, b = model(x), model(y)
+    assert torch.equal(a[0, :-1], b[0, :-1]) and not torch.allclose(a[0, -1], b[0, -1])
+    # positions=last: LEAF's next character only, the same weights' last position
+    last = next_char_lstm((80,), 100, positions="last")
+    last.load_state_dict(model.state_dict())
+    assert last(x).shape == (1, 100)
+    torch.testing.assert_close(last(x), a[:, -1])
 
 
 def test_mobilenet_loads_local_weights_but_not_the_classifier(tmp_path):
