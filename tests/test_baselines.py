@@ -15,9 +15,9 @@ from fedbench.seeding import generator
 from fedbench.errors import ConfigError
 from fedbench.store import ResultStore
 from fedbench.tasks import BinaryTask
-from fedbench_plugins.clustered import complete_linkage_bipartition, cosine_similarities
-from fedbench_plugins.decentralized import binomial_graph, erdos_renyi_ring, fmmc_weights, metropolis_weights
-from fedbench_plugins.fedopt import server_step
+from fedbench_plugins.methods.clustered import complete_linkage_bipartition, cosine_similarities
+from fedbench_plugins.methods.decentralized import binomial_graph, erdos_renyi_ring, fmmc_weights, metropolis_weights
+from fedbench_plugins.methods.fedopt import server_step
 from tests.conftest import TINY
 
 METHODS = [
@@ -54,7 +54,7 @@ class TestFedProx:
             assert torch.equal(a, b)
 
     def test_proximal_step_hand_computed(self):
-        from fedbench_plugins.fedprox import ProximalClient
+        from fedbench_plugins.methods.fedprox import ProximalClient
 
         model = torch.nn.Linear(1, 1)
         with torch.no_grad():
@@ -257,6 +257,10 @@ class TestDitto:
 
 
 class TestScaffold:
+    def test_bytes_count_the_control_variates_both_ways(self, registry):
+        stats = _sim(registry, "scaffold").aggregator.fit_round(0)
+        assert stats.bytes_sent == 8 * 4 * 11 * 4  # 8 clients: w and c down, y_i and c_i+ - c_i up, 11 float32 each
+
     @pytest.mark.parametrize("engine", ["sequential", "vectorized"])
     def test_one_client_is_local_sgd(self, registry, engine):
         one = {"dataset.n_clients": 1}
@@ -358,7 +362,7 @@ class TestPFedMeMoreau:
     """``pfedme-moreau``: the pFedMe paper's Algorithm 1."""
 
     def test_personal_solution_on_a_quadratic(self):
-        from fedbench_plugins.pfedme import moreau_step, solve_personal
+        from fedbench_plugins.methods.pfedme import moreau_step, solve_personal
 
         a, w = torch.tensor([2.0, -1.0]), torch.tensor([0.0, 1.0])
         lam = 3.0
@@ -402,7 +406,7 @@ class TestQFFL:
         torch.testing.assert_close(agg.global_params[0], torch.stack(locals_).mean(dim=0), rtol=1e-5, atol=1e-6)
 
     def test_hand_computed_update(self):
-        from fedbench_plugins.qffl import qffl_step
+        from fedbench_plugins.methods.qffl import qffl_step
 
         w = torch.tensor([1.0])
         local = [torch.tensor([0.5]), torch.tensor([2.0])]

@@ -9,7 +9,7 @@ doing K local steps at learning rate eta, and ends at y_i. Then c_i+ = c_i - c +
 weighted average of the y_i (global step size 1) and
 c <- c + (|S| / N) * mean_i (c_i+ - c_i). Every quantity in that update is
 known to the server in a simulation, so the aggregator keeps the c_i for the
-clients. SCAFFOLD is plain SGD: the preset sets momentum to 0.
+clients; the bytes counted are the protocol's (c down and c_i+ - c_i up, besides the models). SCAFFOLD is plain SGD: the preset sets momentum to 0.
 With one client, c = c_i after every round and SCAFFOLD is local SGD.
 """
 
@@ -48,6 +48,11 @@ class ScaffoldAggregator(CentralizedAggregator):
             deltas = [d + (n - o) for d, n, o in zip(deltas, new, old)]
         self.c = [c + d / n_total for c, d in zip(self.c, deltas)]  # (|S|/N) * mean = sum / N
         super().aggregate_fit(round_, updates)
+
+    def round_bytes(self, sent: list[list[torch.Tensor]], updates: list[ClientUpdate]) -> int:
+        """The model both ways, plus the control variates: c travels down with w and the client's
+        c_i+ - c_i up with its model (the simulation computes c_i on the server, the protocol does not)."""
+        return 2 * super().round_bytes(sent, updates)
 
 
 class ScaffoldClient(Client):
