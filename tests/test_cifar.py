@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from fedbench.errors import DataError
-from fedbench_plugins.cifar import LAYOUT, load, read_batches
+from fedbench_plugins.datasets.cifar import LAYOUT, load, read_batches
 from tests.conftest import run_cli
 
 

@@ -6,7 +6,7 @@ import math
 
 import torch
 
-from fedbench_plugins.fedem import e_step, m_step
+from fedbench_plugins.methods.fedem import e_step, m_step
 
 
 class TestEStep:

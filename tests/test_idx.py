@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from fedbench.errors import DataError
-from fedbench_plugins.idx import EMNIST_FILES, MNIST_FILES as FILES, check, load_idx, read_idx
+from fedbench_plugins.datasets.idx import EMNIST_FILES, MNIST_FILES as FILES, check, load_idx, read_idx
 from tests.conftest import run_cli
 
 

@@ -10,7 +10,7 @@ import pytest
 from fedbench.errors import DataError
 import torch
 
-from fedbench_plugins.leaf import VOCAB, check, encode, load_femnist, load_shakespeare
+from fedbench_plugins.datasets.leaf import VOCAB, check, encode, load_femnist, load_shakespeare
 from tests.conftest import run_cli
 
 

@@ -7,7 +7,7 @@ import torch
 from torch import nn
 
 from fedbench.errors import ConfigError
-from fedbench_plugins.models import cifar10cnn, femnist_cnn, mobilenet_v2, next_char_lstm
+from fedbench_plugins.models.networks import cifar10cnn, femnist_cnn, mobilenet_v2, next_char_lstm
 
 
 def n_params(model: nn.Module) -> int:

@@ -12,7 +12,7 @@ from fedbench.learner import Learner, SGDConfig
 from fedbench.runner import execute_run
 from fedbench.store import ResultStore
 from fedbench.tasks import MulticlassTask
-from fedbench_plugins.afl import project_simplex
+from fedbench_plugins.methods.afl import project_simplex
 from tests.conftest import TINY
 
 BN = {"model": "mlp", "model.batch_norm": True, "model.hidden": 6}

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from fedbench.errors import DataError
-from fedbench_plugins import partitioners as P
+from fedbench_plugins.partitioners import label_skew as P
 from tests.conftest import run_cli
 
 LABELS = np.repeat(np.arange(10), 100)  # 1000 samples, 10 classes
@@ -129,7 +129,7 @@ class TestFailure:
 class TestDigits:
     def test_digits_through_a_partitioner(self, registry):
         pytest.importorskip("sklearn")
-        from fedbench_plugins.digits import load
+        from fedbench_plugins.datasets.digits import load
 
         data = load(n_clients=10, partitioner="shards", shards_per_client=1, seed=1)
         assert data.n_clients == 10 and data.task == "multiclass" and data.input_shape == (64,)

@@ -79,7 +79,7 @@ class TestFedAvgPlus:
 
     def test_the_tuned_copy_is_scored_with_the_statistics_the_tuning_left(self, registry):
         from fedbench.seeding import generator
-        from fedbench_plugins.fedavg_plus import STREAM_TUNE
+        from fedbench_plugins.methods.fedavg_plus import STREAM_TUNE
 
         sim = _sim(registry, "fedavg+", model="mlp", **{"model.batch_norm": True, "model.hidden": 8, "client.tune_epochs": 2})
         for r in range(2):
@@ -150,7 +150,7 @@ class TestPFedMe:
 
 class TestClusteredCriterion:
     def test_max_update_norm_closed_forms(self):
-        from fedbench_plugins.clustered import max_update_norm
+        from fedbench_plugins.methods.clustered import max_update_norm
 
         # two clients, two learners, three coordinates
         delta = torch.tensor([[[3.0, 0.0, 1.0], [4.0, 0.0, 0.0]],
@@ -194,7 +194,7 @@ class TestPretrainedWeights:
 
 class TestEmnistNormalisation:
     def test_emnist_and_femnist_pixels_get_the_authors_normalisation_by_default(self, registry, tmp_path):
-        from fedbench_plugins.leaf import load_femnist
+        from fedbench_plugins.datasets.leaf import load_femnist
         from tests.test_leaf import make_leaf
 
         make_leaf(tmp_path)
@@ -204,7 +204,7 @@ class TestEmnistNormalisation:
         assert dict(registry.get("dataset", "emnist").params)["normalize"] is True
         import numpy as np
 
-        from fedbench_plugins.idx import EMNIST_FILES, load_idx
+        from fedbench_plugins.datasets.idx import EMNIST_FILES, load_idx
         from tests.test_idx import write_idx
 
         folder = tmp_path / "EMNIST" / "raw"

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from fedbench.errors import DataError
-from fedbench_plugins import synthetic
+from fedbench_plugins.datasets import synthetic
 
 
 def _reference_client(n, pi, theta, noise):

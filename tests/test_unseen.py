@@ -9,7 +9,7 @@ from fedbench.build import build_simulation, load_data, resolve_run, unseen_spli
 from fedbench.errors import ConfigError
 from fedbench.runner import execute_run
 from fedbench.store import ResultStore
-from fedbench_plugins.fedem import fit_mixture_weights
+from fedbench_plugins.methods.fedem import fit_mixture_weights
 from tests.conftest import TINY
 from tests.test_engine import _registry_with
 
@@ -86,7 +86,7 @@ def test_fedem_unseen_clients_fit_only_their_mixture_weights(registry):
 
 def test_fedem_unseen_clients_take_one_warm_started_em_step_per_evaluation_by_default(registry):
     """The authors' protocol: pi after k evaluations = k EM steps, each from the previous evaluation's pi."""
-    from fedbench_plugins.fedem import e_step, m_step
+    from fedbench_plugins.methods.fedem import e_step, m_step
 
     cfg = resolve_run(registry, dataset="synthetic", method="fedem", seed=1, overrides={**TINY, "unseen_fraction": 0.25})
     sim = build_simulation(registry, cfg)

@@ -22,7 +22,7 @@ import torch
 from fedbench import DatasetSpec, hookimpl
 from fedbench.data import FederatedData, resolve_data_root
 from fedbench.errors import DataError
-from fedbench_plugins.pooled import POOLED_PARAMS, federate_pool
+from fedbench_plugins.datasets.pooled import POOLED_PARAMS, federate_pool
 
 LAYOUT = {
     "cifar10": ("cifar-10-batches-py", [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"], b"labels", 10),

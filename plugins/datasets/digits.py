@@ -15,7 +15,7 @@ import torch
 from fedbench import DatasetSpec, hookimpl
 from fedbench.data import FederatedData
 from fedbench.errors import DataError
-from fedbench_plugins.pooled import POOLED_PARAMS, federate_pool
+from fedbench_plugins.datasets.pooled import POOLED_PARAMS, federate_pool
 
 
 def load_pooled() -> tuple[torch.Tensor, torch.Tensor]:

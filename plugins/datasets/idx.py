@@ -24,7 +24,7 @@ import torch
 from fedbench import DatasetSpec, hookimpl
 from fedbench.data import FederatedData, resolve_data_root
 from fedbench.errors import DataError
-from fedbench_plugins.pooled import POOLED_PARAMS, federate_pool
+from fedbench_plugins.datasets.pooled import POOLED_PARAMS, federate_pool
 
 #: the FedEM authors' normalisation of (F)EMNIST pixels in [0, 1]: (x - mean) / std
 MNIST_MEAN, MNIST_STD = 0.1307, 0.3081

@@ -11,7 +11,7 @@ import torch
 from torch.nn.modules.batchnorm import _BatchNorm
 
 from fedbench import ClientSpec, ClientUpdate, MethodSpec, hookimpl
-from fedbench_plugins.partial import PartlyPersonalClient
+from fedbench_plugins.methods.partial import PartlyPersonalClient
 
 
 class LocalBNClient(PartlyPersonalClient):

@@ -23,7 +23,7 @@ import torch
 from fedbench.params import Param
 from fedbench import ClientSpec, ClientUpdate, FitIns, FitPhase, MethodSpec, hookimpl
 from fedbench.seeding import STREAM_TRAIN
-from fedbench_plugins.partial import PartlyPersonalClient
+from fedbench_plugins.methods.partial import PartlyPersonalClient
 
 #: stream of an unseen client's head training
 STREAM_ADAPT = 102

@@ -20,7 +20,7 @@ from fedbench.params import Param
 from fedbench import AggregatorSpec, MethodSpec, hookimpl, weighted_average
 from fedbench.aggregator import RoundStats
 from fedbench.seeding import generator
-from fedbench_plugins.local import NoCommunicationAggregator
+from fedbench_plugins.methods.local import NoCommunicationAggregator
 
 #: stream of the per-round communication coin
 STREAM_COIN = 103

@@ -33,7 +33,7 @@ from fedbench import (
 )
 from fedbench.learner import epoch_orders
 from fedbench.seeding import STREAM_TRAIN, generator
-from fedbench_plugins.local import NoCommunicationAggregator
+from fedbench_plugins.methods.local import NoCommunicationAggregator
 
 
 class PersonalProxClient(Client):

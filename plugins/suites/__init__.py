@@ -6,7 +6,7 @@ from pathlib import Path
 
 from fedbench import SuiteSpec, hookimpl
 
-HERE = Path(__file__).parent / "suites"
+HERE = Path(__file__).parent
 
 
 @hookimpl
