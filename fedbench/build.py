@@ -24,7 +24,7 @@ from fedbench.registry import Registry
 from fedbench.seeding import STREAM_INIT, STREAM_UNSEEN, derive_seed
 from fedbench.tasks import make_task
 
-GROUPS = ("dataset", "model", "client", "aggregator")
+GROUPS = ("dataset", "model", "client", "aggregator", "method")
 
 
 def resolve_run(
@@ -40,7 +40,8 @@ def resolve_run(
     """A fully resolved :class:`RunConfig` from names and ``--set``-style overrides.
 
     Override keys: a training key (``lr``, ``rounds``, ...), ``model``,
-    ``n_learners``, or ``GROUP.KEY`` for GROUP in dataset/model/client/aggregator.
+    ``n_learners``, or ``GROUP.KEY`` for GROUP in dataset/model/client/aggregator/method
+    (``method.KEY``: a parameter the method shares between its client and its aggregator).
     """
     ds = registry.get("dataset", dataset)
     me = registry.get("method", method)
@@ -69,6 +70,13 @@ def resolve_run(
     agg_spec = registry.get("aggregator", me.aggregator)
     client_defaults = merge_params(f"client {me.client!r}", client_spec.params, me.client_params, client_spec.rules, registry)
     agg_defaults = merge_params(f"aggregator {me.aggregator!r}", agg_spec.params, me.aggregator_params, agg_spec.rules, registry)
+    shared = merge_params(f"method {method!r}", me.shared, grouped["method"], me.shared_rules, registry)
+    clash = sorted(set(shared) & (set(client_defaults) | set(agg_defaults)))
+    if clash:
+        raise ConfigError(
+            f"method {method!r} shares {', '.join(clash)} with its client and aggregator, which also declare it; "
+            "declare a shared parameter once, in the method's shared"
+        )
     ds_defaults, ds_rules, chosen = dataset_parameters(registry, dataset, grouped["dataset"])
     dataset_params = merge_params(f"dataset {dataset!r}", ds_defaults, grouped["dataset"], ds_rules, registry)
     components = [("dataset", dataset), ("method", method), ("model", model), ("client", me.client), ("aggregator", me.aggregator)]
@@ -84,9 +92,11 @@ def resolve_run(
         train=TrainConfig(**train),
         dataset_params=_items(dataset_params),
         model_params=_items(merge_params(f"model {model!r}", model_spec.params, grouped["model"], model_spec.rules, registry)),
-        client_params=_items(merge_params(f"client {me.client!r}", client_defaults, grouped["client"], client_spec.rules, registry)),
+        client_params=_items(
+            {**merge_params(f"client {me.client!r}", client_defaults, grouped["client"], client_spec.rules, registry), **shared}
+        ),
         aggregator_params=_items(
-            merge_params(f"aggregator {me.aggregator!r}", agg_defaults, grouped["aggregator"], agg_spec.rules, registry)
+            {**merge_params(f"aggregator {me.aggregator!r}", agg_defaults, grouped["aggregator"], agg_spec.rules, registry), **shared}
         ),
         device=device,
         engine=engine,

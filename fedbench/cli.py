@@ -57,6 +57,8 @@ def cmd_list(args: argparse.Namespace) -> int:
                     defaults = dict(spec.params) if spec is not None else {}
                     params.update({f"{group}.{k}": v for k, v in {**defaults, **own}.items()})
                     rules.update({f"{group}.{k}": r for k, r in (spec.rules if spec is not None else {}).items()})
+                params.update({f"method.{k}": v for k, v in s.shared.items()})
+                rules.update({f"method.{k}": r for k, r in s.shared_rules.items()})
             if params:  # each default with its valid values, from the one declaration the checks use
                 print(f"  {'':<22} " + " ".join(
                     f"{k}={v}" + (f" ({rules[k].rule()})" if k in rules and rules[k].rule() != "any value" else "")

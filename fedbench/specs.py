@@ -93,6 +93,11 @@ class MethodSpec(Spec):
     ``params`` holds the training hyper-parameters this method changes from
     :class:`fedbench.config.TrainConfig`'s defaults; ``client_params`` and
     ``aggregator_params`` override those components' own defaults.
+    ``shared`` declares the method's own parameters (default, or a
+    :class:`fedbench.params.Param`), set with ``--set method.KEY=VALUE`` and
+    handed to *both* its client type and its aggregator as keyword arguments
+    (FedDyn's ``alpha``, used by the clients' objective and the server's update);
+    after construction ``shared`` holds the defaults and ``shared_rules`` the ranges.
     """
 
     client: str
@@ -100,11 +105,16 @@ class MethodSpec(Spec):
     n_learners: int = 1
     client_params: Mapping[str, Any] = field(default_factory=dict)
     aggregator_params: Mapping[str, Any] = field(default_factory=dict)
+    shared: Mapping[str, Any] = field(default_factory=dict)
+    shared_rules: Mapping[str, Param] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         super().__post_init__()
         object.__setattr__(self, "client_params", _frozen(self.client_params))
         object.__setattr__(self, "aggregator_params", _frozen(self.aggregator_params))
+        defaults, rules = split_params(self.shared)
+        object.__setattr__(self, "shared", _frozen(defaults))
+        object.__setattr__(self, "shared_rules", _frozen({**rules, **self.shared_rules}))
         if not self.client or not self.aggregator:
             raise ValueError(f"method {self.name!r}: client and aggregator must name registered components")
         if self.n_learners < 1:

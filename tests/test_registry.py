@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from fedbench import hookspecs
 from fedbench.errors import UnknownPluginError
@@ -311,3 +312,110 @@ class TestOutsideExecutor:
         assert [line.split()[-1] for line in proc.stdout.splitlines() if line.startswith("reverse_executor ran")] == ["3", "2", "1"]
         again = run_cli("run", "--suite", str(suite), "--results", str(db), "--no-progress", env=env)  # the local executor
         assert again.returncode == 0 and again.stderr.count("already in the results store") == 3
+
+
+FEDDYN = '''
+"""FedDyn (Acar et al., ICLR 2021) as an outside plugin: alpha is the method's own, shared parameter."""
+import torch
+from fedbench import AggregatorSpec, CentralizedAggregator, Client, ClientSpec, MethodSpec, hookimpl
+from fedbench.params import Param
+
+
+class FedDynClient(Client):
+    def __init__(self, *args, alpha, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.alpha = alpha
+
+    def term_context(self, params, extras):
+        if not hasattr(self, "g"):
+            self.g = [torch.zeros_like(p) for p in params]
+        return [{**ctx, "g": g} for ctx, g in zip(super().term_context(params, extras), self.g)]
+
+    def local_term(self, theta, ctx):
+        return -(ctx["g"] * theta).sum() + self.alpha / 2 * (theta - ctx["received"]).pow(2).sum()
+
+    def after_fit(self, ins, update):
+        self.g = [g - self.alpha * (w - p) for g, w, p in zip(self.g, update.params, ins.params)]
+
+
+class FedDynAggregator(CentralizedAggregator):
+    def __init__(self, clients, init_params, train, *, seed, alpha):
+        super().__init__(clients, init_params, train, seed=seed, unsampled="drop")
+        self.alpha = alpha
+        self.h = [torch.zeros_like(p) for p in init_params]
+
+    def aggregate_fit(self, round_, updates):
+        old, m = self.global_params, len(self.clients)
+        self.h = [h - self.alpha / m * sum(u.params[k] - w for u in updates) for k, (h, w) in enumerate(zip(self.h, old))]
+        super().aggregate_fit(round_, updates)
+        self.global_params = [w - h / self.alpha for w, h in zip(self.global_params, self.h)]
+
+
+@hookimpl
+def fedbench_clients():
+    return [ClientSpec(name="feddyn", doc="FedDyn client", cls=FedDynClient)]
+
+
+@hookimpl
+def fedbench_aggregators():
+    return [AggregatorSpec(name="feddyn", doc="FedDyn server", cls=FedDynAggregator)]
+
+
+@hookimpl
+def fedbench_methods():
+    return [MethodSpec(name="feddyn", doc="FedDyn", client="feddyn", aggregator="feddyn",
+                       params={"momentum": 0.0}, shared={"alpha": Param(0.1, low=0.0, low_open=True)})]
+'''
+
+
+class TestSharedMethodParameters:
+    """A method's own parameter reaches its client type and its aggregator (an outside FedDyn, loaded through
+    its entry point)."""
+
+    @pytest.fixture
+    def feddyn_registry(self, tmp_path, monkeypatch):
+        from fedbench.registry import Registry, load_plugins, new_plugin_manager
+
+        make_dist(tmp_path, "feddyn_plugin", FEDDYN)
+        monkeypatch.syspath_prepend(str(tmp_path))
+        pm = new_plugin_manager()
+        reg = Registry(pm, *load_plugins(pm))
+        assert "feddyn" in reg.names("method"), reg.failures
+        return reg
+
+    def test_one_setting_reaches_both_and_the_server_update_uses_it(self, feddyn_registry):
+        from fedbench.build import build_simulation, resolve_run
+        from tests.conftest import TINY
+
+        cfg = resolve_run(feddyn_registry, dataset="synthetic", method="feddyn", seed=0, overrides={**TINY, "method.alpha": 0.05})
+        assert dict(cfg.client_params)["alpha"] == 0.05 == dict(cfg.aggregator_params)["alpha"]
+        sim = build_simulation(feddyn_registry, cfg)
+        agg = sim.aggregator
+        assert sim.engine.startswith("vectorized") and agg.alpha == 0.05 and all(c.alpha == 0.05 for c in agg.clients)
+        w0 = agg.global_params[0].clone()
+        agg.fit_round(0)
+        # every client trained once from w0: g_i = -alpha (theta_i - w0), so theta_i = w0 - g_i / alpha; the server's
+        # h = -alpha/m sum_i (theta_i - w0) = mean_i g_i, and its model sum_i n_i/n theta_i - h / alpha
+        g = torch.stack([c.g[0] for c in agg.clients])
+        n = torch.tensor([float(c.n_train) for c in agg.clients])
+        expected = w0 - (n / n.sum()) @ g / 0.05 - g.mean(dim=0) / 0.05
+        torch.testing.assert_close(agg.global_params[0], expected, rtol=1e-4, atol=1e-5)
+        # and a different alpha gives a different run
+        other = resolve_run(feddyn_registry, dataset="synthetic", method="feddyn", seed=0, overrides={**TINY, "method.alpha": 0.1})
+        assert other.run_id != cfg.run_id
+
+    @pytest.mark.parametrize("key, value, words", [
+        ("method.alpha", -1.0, "alpha must be > 0"),
+        ("method.beta", 1.0, "method 'feddyn' has no parameter 'beta'; its parameters are: alpha"),
+        ("client.alpha", 1.0, "client 'feddyn' has no parameter 'alpha'"),
+    ])
+    def test_bad_settings_are_one_line_errors(self, feddyn_registry, key, value, words):
+        from fedbench.build import resolve_run
+        from fedbench.errors import ConfigError
+
+        with pytest.raises(ConfigError, match=words.replace("(", r"\(").replace(")", r"\)")):
+            resolve_run(feddyn_registry, dataset="synthetic", method="feddyn", seed=0, overrides={key: value})
+
+    def test_built_in_methods_keep_their_run_ids(self, registry):
+        # no built-in method shares a parameter: the new group changes no existing id
+        assert all(not registry.get("method", m).shared for m in registry.names("method"))
