@@ -52,7 +52,8 @@ def measure(cfg, data_root: Path, samples: int, seed: int = 0) -> dict:  # noqa:
     lr = cfg.train.learning_rate(0)
     t = time.perf_counter()
     for c in chosen:
-        c.step(agg.configure_fit(0, c), 0, lr)
+        ins = agg.instructions(0, lr, c)  # the round's FitIns, as the round loop builds it
+        c.step(ins.params, ins.round, ins.lr, ins.extras)
     train_s = time.perf_counter() - t
     t = time.perf_counter()
     for c in chosen:
