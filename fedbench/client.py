@@ -86,6 +86,10 @@ class FitPhase:
         if self.trainable is not None and self.momentum is not None:
             raise ValueError("a phase with frozen tensors starts a fresh momentum: give it momentum=None")
 
+    def sgd(self, base: SGDConfig) -> SGDConfig:
+        """The round's optimiser settings with this phase's epochs."""
+        return base if self.epochs is None else dataclasses.replace(base, epochs=self.epochs)
+
 
 @dataclass(frozen=True)
 class EvalResult:
@@ -235,14 +239,12 @@ class Client:
         current, losses, shared = ins.params, [], None
         base = self.sgd_config(ins.lr)
         for phase in phases if phases is not None else self.fit_phases():
-            start = {"received": ins.params, "previous": current}.get(phase.start) or self.kept.get(phase.start, ins.params)
-            self.load(start)
-            sgd = base if phase.epochs is None else dataclasses.replace(base, epochs=phase.epochs)
+            self.load(self.phase_start(phase, ins.params, current))
             fits: list[FitResult] = self.ensemble.fit_epochs(
                 self.data.train_x,
                 self.data.train_y,
                 self.samples_weights,
-                sgd,
+                phase.sgd(base),
                 generator(self.seed, phase.stream, ins.round, self.client_id),
                 momentum=self.momentum_slot(phase.momentum),
                 terms=self.terms(phase.term, ins.params, ins.extras),
@@ -259,6 +261,15 @@ class Client:
             shared = None if self.keeps_buffers or all(b is None for b in self.buffers) else self.buffers
         loss = sum(losses) / len(losses) if losses else 0.0
         return ClientUpdate(self.client_id, current, float(self.n_train), loss, shared)
+
+    def phase_start(self, phase: FitPhase, received: list[torch.Tensor], previous: list[torch.Tensor]) -> list[torch.Tensor]:
+        """What ``phase`` trains from (see :class:`FitPhase` ``start``); ``previous`` is the last sent-on
+        result, the received parameters before any."""
+        if phase.start == "received":
+            return received
+        if phase.start == "previous":
+            return previous
+        return self.kept.get(phase.start, received)
 
     def momentum_slot(self, name: str | None) -> list[torch.Tensor | None] | None:
         """The kept momentum a phase starts from (None: fresh)."""

@@ -136,21 +136,15 @@ class VectorizedEngine:
         m = len(params[0])
         current = params
         losses: list[torch.Tensor] = []
-        shared_start = all(ps is params[0] for ps in params)  # everyone got the same parameters (server averaging)
         for phase in clients[0].fit_phases():
-            if phase.start == "received" or (phase.start == "previous" and not losses):
-                starts, same = params, shared_start
-            elif phase.start == "previous":
-                starts, same = current, False
-            else:
-                starts, same = [c.kept.get(phase.start, ps) for c, ps in zip(clients, params)], False
-            if same:
+            starts = [c.phase_start(phase, ps, cur) for c, ps, cur in zip(clients, params, current)]
+            if all(ps is starts[0] for ps in starts):  # everyone starts from the same parameters (server averaging)
                 flat = torch.stack(starts[0]).repeat(len(clients), 1)
             else:
                 flat = torch.stack([p for ps in starts for p in ps])  # (K, P), row = client-major, learner-minor
             slots = [c.momentum_slot(phase.momentum) or [None] * m for c in clients]
             buf = torch.stack([b if b is not None else torch.zeros_like(flat[0]) for bs in slots for b in bs])
-            sgd = base if phase.epochs is None else dataclasses.replace(base, epochs=phase.epochs)
+            sgd = phase.sgd(base)
             weights = [c.samples_weights[j] for c in clients for j in range(m)]
             schedule, offsets = self._schedule(clients, m, sgd.epochs, sgd.batch_size, round_, phase.stream)
             term, ctx = None, None

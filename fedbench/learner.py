@@ -63,6 +63,8 @@ class Learner:
         self.model = model
         self.task = task
         self._params = [p for p in model.parameters() if p.requires_grad]
+        #: logits per sample, by input shape (:meth:`chunk_size`)
+        self._logits_per_sample: dict[tuple[int, ...], int] = {}
         self.n_params = int(sum(p.numel() for p in self._params))
         #: floating-point buffers (BatchNorm running statistics): state, not trained by gradients
         self._buffers = [b for b in model.buffers() if b.is_floating_point()]
@@ -109,8 +111,11 @@ class Learner:
         elements (a model that predicts every position of a window has 80 x 100 logits per sample)."""
         if not len(x):
             return 1
-        self.model.eval()
-        return max(1, EVAL_BUDGET // max(x[0].numel(), self.model(x[:1]).numel()))
+        shape = tuple(x.shape[1:])
+        if shape not in self._logits_per_sample:  # one probe per input shape: the output size depends on nothing else
+            self.model.eval()
+            self._logits_per_sample[shape] = self.model(x[:1]).numel()
+        return max(1, EVAL_BUDGET // max(x[0].numel(), self._logits_per_sample[shape]))
 
     @torch.no_grad()
     def logits(self, x: torch.Tensor) -> torch.Tensor:

@@ -66,10 +66,8 @@ class MulticlassTask(Task):
 
     def loss(self, logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         y = y.long()
-        if y.dim() == 1:
-            return F.cross_entropy(logits, y, weight=self._weights(logits), reduction="none")
-        per_position = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), y.reshape(-1), weight=self._weights(logits), reduction="none")
-        return self._per_sample(per_position.view(y.shape))
+        per_label = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), y.reshape(-1), weight=self._weights(logits), reduction="none")
+        return self._per_sample(per_label.view(y.shape))
 
     def proba(self, logits: torch.Tensor) -> torch.Tensor:
         return torch.softmax(logits, dim=-1)
