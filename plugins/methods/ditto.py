@@ -10,14 +10,14 @@ Local draws); a large lambda keeps v close to w.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 
 import torch
 
-from fedbench.params import Param
-from collections.abc import Mapping
-
 from fedbench import Client, ClientSpec, EvalResult, FitPhase, MethodSpec, hookimpl
+from fedbench.params import Param
 from fedbench.seeding import STREAM_TRAIN
+from fedbench_plugins.methods.fedprox import proximal
 
 #: stream of the global model's local fit (the personal fit uses the standard training stream)
 STREAM_DITTO_GLOBAL = 301
@@ -48,7 +48,7 @@ class DittoClient(Client):
         )
 
     def pull(self, theta: torch.Tensor, ctx: Mapping[str, torch.Tensor]) -> torch.Tensor:
-        return self.lam / 2 * (theta - ctx["received"]).pow(2).sum()
+        return proximal(theta, ctx["received"], self.lam)
 
     @property
     def personal(self) -> list[torch.Tensor] | None:

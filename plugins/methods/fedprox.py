@@ -16,6 +16,11 @@ from fedbench import Client, ClientSpec, MethodSpec, hookimpl
 from fedbench.params import Param
 
 
+def proximal(theta: torch.Tensor, anchor: torch.Tensor, weight: float) -> torch.Tensor:
+    """``weight / 2 * ||theta - anchor||^2``: the pull toward a model that FedProx, Ditto and pFedMe add."""
+    return weight / 2 * (theta - anchor).pow(2).sum()
+
+
 class ProximalClient(Client):
     """A plain client whose local loss adds mu/2 * ||w - w_received||^2."""
 
@@ -26,7 +31,7 @@ class ProximalClient(Client):
         self.mu = mu
 
     def local_term(self, theta: torch.Tensor, ctx: Mapping[str, torch.Tensor]) -> torch.Tensor:
-        return self.mu / 2 * (theta - ctx["received"]).pow(2).sum()
+        return proximal(theta, ctx["received"], self.mu)
 
 
 @hookimpl

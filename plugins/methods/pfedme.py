@@ -33,6 +33,7 @@ from fedbench import (
 )
 from fedbench.learner import epoch_orders
 from fedbench.seeding import STREAM_TRAIN, generator
+from fedbench_plugins.methods.fedprox import proximal
 from fedbench_plugins.methods.local import NoCommunicationAggregator
 
 
@@ -49,7 +50,7 @@ class PersonalProxClient(Client):
         self.lam = lam
 
     def local_term(self, theta: torch.Tensor, ctx: Mapping[str, torch.Tensor]) -> torch.Tensor:
-        return self.lam / 2 * (theta - ctx["anchor"]).pow(2).sum()
+        return proximal(theta, ctx["anchor"], self.lam)
 
 
 class PersonalizedAggregator(NoCommunicationAggregator):
