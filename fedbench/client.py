@@ -22,7 +22,7 @@ import torch
 
 from fedbench.config import TrainConfig
 from fedbench.data import ClientData
-from fedbench.learner import FitResult, LearnersEnsemble, SGDConfig
+from fedbench.learner import FitResult, LearnersEnsemble, SGDConfig, batch_loss, eager_grad, epoch_orders, sgd_update
 from fedbench.seeding import STREAM_TRAIN, generator, STREAM_GLOBAL, seed_global
 
 
@@ -67,7 +67,13 @@ class FitPhase:
     parameters the first time). ``keep``: None - the result goes on, and the last such result is the
     update sent; a name - the result is kept as ``Client.kept[name]`` (a personal model) and not sent.
     ``term``: the name of the client method giving this phase's local term (the signature of
-    :meth:`Client.local_term`), or None. ``trainable``: one flag per parameter tensor, False freezing
+    :meth:`Client.local_term`), or None. ``step``: the name of a client method that replaces the phase's
+    SGD step by its own pure function (the signature of :meth:`Client.joint_step`), for a method whose
+    learners train together on the same batches (APFL's mixed model, pFedMe's inner problem); such a
+    phase draws one batch order per epoch, as a single learner does, and takes no ``term`` or
+    ``trainable``. ``carry``: names of kept models (M tensors each) that a ``step`` phase trains
+    beside the learners (stacked after them) and keeps afterwards; the received parameters the first
+    time. ``trainable``: one flag per parameter tensor, False freezing
     it (no step, no weight decay, no momentum). ``epochs``: None for the run's ``local_epochs``.
     ``stream``: the random stream of the phase's batch orders. ``momentum``: ``"main"`` (the client's
     momentum, kept between rounds when ``train.keep_optimizer_state``), another name (a momentum of
@@ -81,10 +87,16 @@ class FitPhase:
     epochs: int | None = None
     stream: int = STREAM_TRAIN
     momentum: str | None = "main"
+    step: str | None = None
+    carry: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if self.trainable is not None and self.momentum is not None:
             raise ValueError("a phase with frozen tensors starts a fresh momentum: give it momentum=None")
+        if self.step is not None and (self.term is not None or self.trainable is not None):
+            raise ValueError("a phase with its own step adds no term and freezes nothing: give it term=None, trainable=None")
+        if self.carry and self.step is None:
+            raise ValueError("only a phase with its own step carries kept models: give it step=")
 
     def sgd(self, base: SGDConfig) -> SGDConfig:
         """The round's optimiser settings with this phase's epochs."""
@@ -189,6 +201,27 @@ class Client:
         round's ``extras``. Override to add this client's own state (FedDyn's gradient memory)."""
         return [{"received": p, **{k: v[m] for k, v in extras.items()}} for m, p in enumerate(params)]
 
+    def joint_step(
+        self, theta: torch.Tensor, momentum: torch.Tensor,
+        grad: Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]], sgd: SGDConfig,
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The signature of a phase's own step (:class:`FitPhase` ``step``), shown with plain SGD on every row.
+
+        A pure torch function of one client's stacked parameters ``theta`` (S, P) (the M learners, then
+        each carried model's M), their momentum buffers (S, P) (zeros when fresh), ``grad`` (``point ->
+        (gradient, loss)`` of the batch's mean loss at any flat parameters ``point``) and ``sgd`` (the
+        round's settings; :func:`fedbench.learner.sgd_update` is torch's SGD step). It returns the new
+        parameters, buffers and the batch loss to report. Using no per-client attribute, it runs per
+        client on the one-at-a-time backend (``grad`` by autograd) and under ``torch.func.vmap`` over the
+        round's clients on the vectorised one (``grad`` by ``torch.func.grad_and_value``).
+        """
+        rows, bufs, values = [], [], []
+        for t, b in zip(theta, momentum):
+            g, value = grad(t)
+            t, b = sgd_update(t, g, b, sgd)
+            rows, bufs, values = rows + [t], bufs + [b], values + [value]
+        return torch.stack(rows), torch.stack(bufs), torch.stack(values).mean()
+
     def after_fit(self, ins: FitIns, update: ClientUpdate) -> None:
         """Update this client's own state after a round's local training (``ins``: the round's instructions,
         with its number and learning rate; ``update``: what training produced). Both backends call it."""
@@ -239,6 +272,14 @@ class Client:
         current, losses, shared = ins.params, [], None
         base = self.sgd_config(ins.lr)
         for phase in phases if phases is not None else self.fit_phases():
+            if phase.step is not None:
+                result, loss = self._fit_joint(phase, phase.sgd(base), ins, current)
+                if phase.keep is not None:
+                    self.kept[phase.keep] = result
+                    continue
+                current = result
+                losses.append(loss)
+                continue
             self.load(self.phase_start(phase, ins.params, current))
             fits: list[FitResult] = self.ensemble.fit_epochs(
                 self.data.train_x,
@@ -261,6 +302,42 @@ class Client:
             shared = None if self.keeps_buffers or all(b is None for b in self.buffers) else self.buffers
         loss = sum(losses) / len(losses) if losses else 0.0
         return ClientUpdate(self.client_id, current, float(self.n_train), loss, shared)
+
+    def joint_start(self, phase: FitPhase, received: list[torch.Tensor], previous: list[torch.Tensor]) -> list[torch.Tensor]:
+        """What a ``step`` phase trains: its learners' start, then each carried model (S = M * (1 + carried))."""
+        start = list(self.phase_start(phase, received, previous))
+        return start + [t for name in phase.carry for t in self.kept.get(name, received)]
+
+    def joint_momentum(self, phase: FitPhase, theta: torch.Tensor) -> torch.Tensor:
+        """The momentum buffers a ``step`` phase starts from, one row per row of ``theta`` (zeros: fresh)."""
+        slot = list(self.momentum_slot(phase.momentum) or [])
+        slot += [None] * (len(theta) - len(slot))
+        return torch.stack([b if b is not None else torch.zeros_like(t) for b, t in zip(slot, theta)])
+
+    def joint_done(self, phase: FitPhase, rows: list[torch.Tensor]) -> list[torch.Tensor]:
+        """Keep a ``step`` phase's carried models; return its learners' parameters (the first M rows)."""
+        m = len(self.ensemble)
+        for i, name in enumerate(phase.carry, start=1):
+            self.kept[name] = rows[i * m:(i + 1) * m]
+        return rows[:m]
+
+    def _fit_joint(self, phase: FitPhase, sgd: SGDConfig, ins: FitIns, previous: list[torch.Tensor]
+                   ) -> tuple[list[torch.Tensor], float]:
+        """One client's ``step`` phase: :meth:`joint_step`'s function on each batch of one order per epoch."""
+        learner, step = self.ensemble.learners[0], getattr(self, phase.step)
+        theta = torch.stack(self.joint_start(phase, ins.params, previous))
+        momentum = self.joint_momentum(phase, theta)
+        orders = epoch_orders(generator(self.seed, phase.stream, ins.round, self.client_id), sgd.epochs, self.n_train)
+        learner.model.train()
+        total, steps = 0.0, 0
+        for perm in orders.to(self.data.train_y.device):
+            for idx in perm.split(sgd.batch_size):
+                ones = torch.ones(idx.numel(), dtype=theta.dtype, device=theta.device)
+                loss = batch_loss(learner.call, learner.task, self.data.train_x[idx], self.data.train_y[idx], ones, float(idx.numel()))
+                theta, momentum, value = step(theta, momentum, eager_grad(loss), sgd)
+                total, steps = total + float(value), steps + 1
+        self.set_momentum_slot(phase.momentum, list(momentum) if sgd.momentum > 0 else [None] * len(theta))
+        return self.joint_done(phase, [t.detach() for t in theta]), total / max(steps, 1)
 
     def phase_start(self, phase: FitPhase, received: list[torch.Tensor], previous: list[torch.Tensor]) -> list[torch.Tensor]:
         """What ``phase`` trains from (see :class:`FitPhase` ``start``); ``previous`` is the last sent-on

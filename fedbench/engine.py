@@ -17,10 +17,12 @@ reference; this engine computes the same thing as batched tensor work:
   them under server averaging), and per client otherwise.
 
 It applies when the model has no buffers (e.g. no BatchNorm) and the client
-type keeps the reference's ``step``, ``evaluate`` and ``sgd_config`` (its local
-objective may add a term, :meth:`Client.local_term`, run here under ``vmap``
-over all rows, and update its own state after training, :meth:`Client.after_fit`);
-otherwise
+type keeps the reference's ``step``, ``fit`` and ``sgd_config``: its local
+objective may add a term (:meth:`Client.local_term`, run here under ``vmap``
+over all rows), train in several phases (:class:`FitPhase`), replace the SGD
+step by its own pure function of one client's stacked learners (``FitPhase``
+``step``, run under ``vmap`` over clients) and update its own state after
+training (:meth:`Client.after_fit`); otherwise
 :func:`choose_engine` falls back to the one-at-a-time path and says why.
 """
 
@@ -34,9 +36,9 @@ import torch
 from torch import nn
 from torch.func import functional_call, grad_and_value, vmap
 
-from fedbench.client import Client, ClientUpdate, EvalResult, FitIns
+from fedbench.client import Client, ClientUpdate, EvalResult, FitIns, FitPhase
 from fedbench.data import FederatedData
-from fedbench.learner import order_keys
+from fedbench.learner import SGDConfig, batch_loss, order_keys
 from fedbench.seeding import STREAM_TRAIN, generator
 from fedbench.tasks import Task
 
@@ -137,6 +139,15 @@ class VectorizedEngine:
         current = params
         losses: list[torch.Tensor] = []
         for phase in clients[0].fit_phases():
+            if phase.step is not None:
+                results, mean = self._fit_joint(clients, phase, phase.sgd(base), round_, params, current)
+                if phase.keep is not None:
+                    for c, r in zip(clients, results):
+                        c.kept[phase.keep] = r
+                    continue
+                current = results
+                losses.append(mean)
+                continue
             starts = [c.phase_start(phase, ps, cur) for c, ps, cur in zip(clients, params, current)]
             if all(ps is starts[0] for ps in starts):  # everyone starts from the same parameters (server averaging)
                 flat = torch.stack(starts[0]).repeat(len(clients), 1)
@@ -172,6 +183,47 @@ class VectorizedEngine:
             updates.append(ClientUpdate(c.client_id, current[ci], float(c.n_train), mean_loss[ci]))
             c.after_fit(instructions[ci], updates[-1])
         return updates
+
+    def _fit_joint(self, clients: Sequence[Client], phase: FitPhase, sgd: SGDConfig, round_: int,
+                   received: Sequence[list[torch.Tensor]], previous: Sequence[list[torch.Tensor]]
+                   ) -> tuple[list[list[torch.Tensor]], torch.Tensor]:
+        """A phase with its own step (:meth:`Client.joint_step`) for every client at once: the client's
+        step function under ``vmap`` over clients, each on the batches of its one order per epoch."""
+        stacks = torch.stack([torch.stack(c.joint_start(phase, r, p)) for c, r, p in zip(clients, received, previous)])
+        n_rows = stacks.shape[1]
+        bufs = torch.stack([c.joint_momentum(phase, rows) for c, rows in zip(clients, stacks)])
+        schedule, offsets = self._schedule(clients, 1, sgd.epochs, sgd.batch_size, round_, phase.stream)
+        schedule, offsets = schedule.to(stacks.device), offsets.to(stacks.device)
+        step, task, call = getattr(clients[0], phase.step), self.task, self._logits
+
+        def one(theta, buf, x, y, w, denom):  # noqa: ANN001, ANN202
+            return step(theta, buf, grad_and_value(batch_loss(call, task, x, y, w, denom)), sgd)
+
+        every = vmap(one)
+        x_all, y_all = self.data.train_x, self.data.train_y
+        loss_sum = torch.zeros(len(clients), device=stacks.device)
+        n_steps = torch.zeros(len(clients), device=stacks.device)
+        self.model.train()
+        for s in range(schedule.shape[1]):
+            idx = schedule[:, s, :]
+            count = (idx >= 0).sum(dim=1)
+            for active in _buckets(count, idx.shape[1], ROW_BUDGET // max(1, x_all[0].numel())):
+                width = int(count[active].max())
+                local = idx[active, :width]
+                valid = local >= 0
+                gidx = (local.clamp_min(0) + offsets[active].unsqueeze(1)).view(-1)
+                x = x_all.index_select(0, gidx).view(*local.shape, *x_all.shape[1:])
+                y = y_all.index_select(0, gidx).view(*local.shape, *y_all.shape[1:])
+                theta, buf, value = every(stacks[active], bufs[active], x, y, valid.to(stacks.dtype), count[active].to(stacks.dtype))
+                stacks.index_copy_(0, active, theta.detach())
+                bufs.index_copy_(0, active, buf.detach())
+                loss_sum.index_add_(0, active, value.detach())
+                n_steps.index_add_(0, active, torch.ones_like(value))
+        results = []
+        for c, rows, buf in zip(clients, stacks, bufs):
+            c.set_momentum_slot(phase.momentum, list(buf) if sgd.momentum > 0 else [None] * n_rows)
+            results.append(c.joint_done(phase, list(rows)))
+        return results, loss_sum / n_steps.clamp_min(1)
 
     def _schedule(
         self, clients: Sequence[Client], m: int, epochs: int, batch: int, round_: int, stream: int = STREAM_TRAIN

@@ -30,7 +30,6 @@ class SGDConfig:
     weight_decay: float = 0.0
     batch_size: int = 128
     epochs: int = 1
-    #: weight mu of the proximal term mu/2 * ||theta - anchor||^2 added to every batch loss
 
 
 @dataclass(frozen=True)
@@ -39,6 +38,47 @@ class FitResult:
 
     loss: float
     momentum: torch.Tensor | None
+
+
+def sgd_update(p: torch.Tensor, g: torch.Tensor, buf: torch.Tensor, sgd: SGDConfig) -> tuple[torch.Tensor, torch.Tensor]:
+    """One ``torch.optim.SGD`` step, out of place: weight decay added to the gradient, momentum
+    ``b <- mu * b + g`` (``buf`` starts at zeros, which makes the first step torch's ``b = g``), then
+    ``p <- p - lr * b``. Returns the new parameters and buffer (``buf`` unchanged without momentum).
+    A pure function, so a client's own step (:attr:`fedbench.client.FitPhase.step`) runs the same
+    arithmetic one client at a time and under ``torch.func.vmap``."""
+    if sgd.weight_decay:
+        g = g + sgd.weight_decay * p
+    if sgd.momentum > 0:
+        buf = sgd.momentum * buf + g
+        g = buf
+    return p - sgd.lr * g, buf
+
+
+def batch_loss(
+    call: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], task: Task, x: torch.Tensor, y: torch.Tensor,
+    weights: torch.Tensor, denom: torch.Tensor | float,
+) -> Callable[[torch.Tensor], torch.Tensor]:
+    """The loss of one batch as a pure function of flat parameters: ``sum_i w_i loss_i(theta) / denom``
+    (``call(theta, x)``: the model's logits at ``theta``). ``weights`` zero a padded sample out."""
+
+    def loss(theta: torch.Tensor) -> torch.Tensor:
+        return (task.loss(call(theta, x), y) * weights).sum() / denom
+
+    return loss
+
+
+def eager_grad(loss: Callable[[torch.Tensor], torch.Tensor]) -> Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]]:
+    """``point -> (d loss / d point, loss)`` by plain autograd: what ``torch.func.grad_and_value(loss)``
+    computes, at about half its cost per call outside ``vmap`` (the one-at-a-time backend's choice)."""
+
+    def fn(point: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        point = point.detach().requires_grad_(True)
+        with torch.enable_grad():
+            value = loss(point)
+            (g,) = torch.autograd.grad(value, point)
+        return g, value.detach()
+
+    return fn
 
 
 def epoch_orders(gen: torch.Generator, count: int, n: int) -> torch.Tensor:
@@ -78,11 +118,14 @@ class Learner:
         """
         self.model.train()
         theta = flat.detach().requires_grad_(True)
-        names = [n for n, p in self.model.named_parameters() if p.requires_grad]
-        params = dict(zip(names, _split_like(theta, self._params)))
-        loss = self.task.loss(functional_call(self.model, params, (x,)), y).mean()
+        loss = self.task.loss(self.call(theta, x), y).mean()
         (grad,) = torch.autograd.grad(loss, theta)
         return float(loss.detach()), grad
+
+    def call(self, flat: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        """The model's logits on ``x`` at parameters ``flat``, functionally (the module is not touched)."""
+        names = [n for n, p in self.model.named_parameters() if p.requires_grad]
+        return functional_call(self.model, dict(zip(names, _split_like(flat, self._params))), (x,))
 
     def get_params(self) -> torch.Tensor:
         """A detached copy of the trainable parameters as one flat tensor."""

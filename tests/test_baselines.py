@@ -367,8 +367,11 @@ class TestPFedMeMoreau:
         a, w = torch.tensor([2.0, -1.0]), torch.tensor([0.0, 1.0])
         lam = 3.0
         # f(theta) = 1/2 ||theta - a||^2: the minimiser of f + lam/2 ||theta - w||^2 is (a + lam w) / (1 + lam)
-        theta = solve_personal(lambda t: t - a, torch.zeros(2), w, lam, lr=0.1, steps=200)
+        theta, last = solve_personal(lambda t: (t - a, 0.5 * ((t - a) ** 2).sum()), torch.zeros(2), w, lam, lr=0.1, steps=200)
         torch.testing.assert_close(theta, (a + lam * w) / (1 + lam))
+        # the loss reported is f at the point of the last gradient, one step before the end
+        before = theta + 0.1 * ((theta - a) + lam * (theta - w)) / (1 - 0.1 * (1 + lam))
+        torch.testing.assert_close(last, 0.5 * ((before - a) ** 2).sum(), rtol=1e-4, atol=1e-6)
         # one local step of the global copy moves it a fraction lr * lam toward theta_hat
         torch.testing.assert_close(moreau_step(w, theta, 0.1, lam), w - 0.3 * (w - theta))
 
@@ -382,9 +385,9 @@ class TestPFedMeMoreau:
         sim = _sim(registry, "pfedme-moreau", **{"client.lam": 0.5})
         sim.aggregator.fit_round(0)
         c = sim.aggregator.clients[0]
-        assert not torch.equal(c.personal, sim.aggregator.global_params[0])
+        assert not torch.equal(c.personal[0], sim.aggregator.global_params[0])
         assert c.evaluate(sim.aggregator.global_params).test_loss == pytest.approx(
-            Client_evaluate(c, [c.personal]).test_loss
+            Client_evaluate(c, c.personal).test_loss
         )
 
 

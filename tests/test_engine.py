@@ -23,6 +23,8 @@ CASES = [
     ("pfedme", {"participation": 0.5, "batch_size": 16}),  # per-client starting points and a proximal anchor
     ("ditto", {"participation": 0.5}),  # two phases: the sent global fit, the kept personal fit with its own momentum
     ("fedrep", {"batch_size": 16, "client.head_epochs": 2}),  # frozen tensors per phase, a kept head merged in
+    ("apfl", {"batch_size": 16, "participation": 0.5}),  # the client's own step: two learners on the same batches
+    ("pfedme-moreau", {"batch_size": 16, "client.k_steps": 2, "participation": 0.5}),  # its own step, a carried personal model
 ]
 
 
@@ -41,6 +43,7 @@ def _state(agg):
         return [p for cid in sorted(personal) for p in personal[cid]]
     # and what clients keep to themselves (Ditto's personal models, FedRep's heads)
     kept = [p for c in agg.clients for name in sorted(c.kept) for p in c.kept[name]]
+    assert len(kept) == sum(len(ps) for c in agg.clients for ps in c.kept.values())
     own = [p for c in agg.clients for p in (getattr(c, "_own", None) or [])]
     return agg.global_params + kept + own
 
@@ -62,7 +65,7 @@ def test_parameters_equal_after_every_round(registry, method, extra):
                     torch.testing.assert_close(ms, mv, rtol=1e-5, atol=1e-6)
 
 
-@pytest.mark.parametrize("method", ["fedem", "local", "pfedme", "ditto", "fedrep"])
+@pytest.mark.parametrize("method", ["fedem", "local", "pfedme", "ditto", "fedrep", "apfl", "pfedme-moreau"])
 def test_evaluation_equal(registry, method):
     seq, vec = _pair(registry, method, {})
     seq.fit_round(0), vec.fit_round(0)

@@ -145,7 +145,7 @@ class TestPFedMe:
         _, grad = client.ensemble.learners[0].loss_and_grad(w, client.data.train_x, client.data.train_y)
         client.step([w], 0, 0.3)
         expected = w - 0.3 * (grad + client.lam * (w - w))  # one step from theta = w at the suite's lr
-        torch.testing.assert_close(client.personal, expected, rtol=1e-5, atol=1e-6)
+        torch.testing.assert_close(client.personal[0], expected, rtol=1e-5, atol=1e-6)
 
 
 class TestClusteredCriterion:

@@ -6,7 +6,8 @@ takes one on the loss of the mixed model alpha * v + (1 - alpha) * w (its
 gradient is alpha times the gradient at the mixed parameters). The server
 averages w only. A client predicts with alpha * v + (1 - alpha) * w.
 alpha = 0 is FedAvg and alpha = 1 is Local, batch for batch: both models follow
-the batch order FedAvg and Local draw. Deviation: alpha is fixed (the paper
+the batch order FedAvg and Local draw. The step is the client's own pure function
+(:class:`fedbench.FitPhase` ``step``), so both backends run it. Deviation: alpha is fixed (the paper
 can also adapt it by gradient steps).
 """
 
@@ -15,9 +16,8 @@ from __future__ import annotations
 import torch
 
 from fedbench.params import Param
-from fedbench import CentralizedAggregator, AggregatorSpec, Client, ClientSpec, ClientUpdate, EvalResult, MethodSpec, hookimpl
-from fedbench.learner import epoch_orders
-from fedbench.seeding import STREAM_TRAIN, generator
+from fedbench import CentralizedAggregator, AggregatorSpec, Client, ClientSpec, ClientUpdate, EvalResult, FitPhase, MethodSpec, hookimpl
+from fedbench.learner import SGDConfig, sgd_update
 
 
 def mixed(alpha: float, v: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
@@ -39,34 +39,19 @@ class APFLClient(Client):
             raise ValueError(f"APFL needs n_learners = 2 (shared and personal), got {len(self.ensemble)}")
         self.alpha = alpha
 
-    def step(self, params: list[torch.Tensor], round_: int, lr: float, extras=None) -> ClientUpdate:  # noqa: ANN001
-        learner = self.ensemble.learners[0]
-        w, v = params[0].clone(), params[1].clone()
-        sgd = self.sgd_config(lr)
-        keep = self.train.keep_optimizer_state
-        bufs = [b.clone() if (keep and b is not None) else torch.zeros_like(w) for b in self.momentum]
-        # the batch orders FedAvg's (and Local's) single learner draws, shared by w and v
-        orders = epoch_orders(generator(self.seed, STREAM_TRAIN, round_, self.client_id), sgd.epochs, self.n_train)
+    def fit_phases(self) -> tuple[FitPhase, ...]:
+        # one order per epoch, as FedAvg's (and Local's) single learner draws it, shared by w and v
+        return (FitPhase(term=None, step="apfl_step"),)
 
-        def sgd_step(p: torch.Tensor, g: torch.Tensor, buf: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-            g = g + sgd.weight_decay * p
-            if sgd.momentum > 0:
-                buf = sgd.momentum * buf + g
-                g = buf
-            return p - lr * g, buf
-
-        total, steps = 0.0, 0
-        for perm in orders:
-            for idx in perm.split(sgd.batch_size):
-                x, y = self.data.train_x[idx], self.data.train_y[idx]
-                loss, gw = learner.loss_and_grad(w, x, y)
-                _, gm = learner.loss_and_grad(mixed(self.alpha, v, w), x, y)
-                w, bufs[0] = sgd_step(w, gw, bufs[0])
-                v, bufs[1] = sgd_step(v, self.alpha * gm, bufs[1])
-                total, steps = total + loss, steps + 1
-        if keep:
-            self.momentum = bufs if sgd.momentum > 0 else [None, None]
-        return ClientUpdate(self.client_id, [w, v], float(self.n_train), total / max(steps, 1))
+    def apfl_step(self, theta: torch.Tensor, momentum: torch.Tensor, grad, sgd: SGDConfig):  # noqa: ANN001, ANN201
+        """On one batch: w steps on its own loss, v on the loss of the mixed model (gradient alpha times
+        the gradient at the mixed parameters); both from their values before the batch."""
+        (w, v), (bw, bv) = theta, momentum
+        gw, value = grad(w)
+        gm, _ = grad(mixed(self.alpha, v, w))
+        w_new, bw = sgd_update(w, gw, bw, sgd)
+        v_new, bv = sgd_update(v, self.alpha * gm, bv, sgd)
+        return torch.stack([w_new, v_new]), torch.stack([bw, bv]), value
 
     def evaluate(self, params: list[torch.Tensor]) -> EvalResult:
         personal = mixed(self.alpha, params[1], params[0])

@@ -29,10 +29,10 @@ import torch
 
 from fedbench.params import Param
 from fedbench import (
-    AggregatorSpec, CentralizedAggregator, Client, ClientSpec, ClientUpdate, EvalResult, FitIns, MethodSpec, hookimpl, weighted_average,
+    AggregatorSpec, CentralizedAggregator, Client, ClientSpec, ClientUpdate, EvalResult, FitIns, FitPhase, MethodSpec, hookimpl,
+    weighted_average,
 )
-from fedbench.learner import epoch_orders
-from fedbench.seeding import STREAM_TRAIN, generator
+from fedbench.learner import SGDConfig
 from fedbench_plugins.methods.fedprox import proximal
 from fedbench_plugins.methods.local import NoCommunicationAggregator
 
@@ -71,12 +71,15 @@ class PersonalizedAggregator(NoCommunicationAggregator):
 
 
 def solve_personal(
-    grad: Callable[[torch.Tensor], torch.Tensor], theta: torch.Tensor, anchor: torch.Tensor, lam: float, lr: float, steps: int
-) -> torch.Tensor:
-    """``steps`` gradient steps on f(theta) + lam/2 ||theta - anchor||^2 from ``theta``."""
+    grad: Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]], theta: torch.Tensor, anchor: torch.Tensor,
+    lam: float, lr: float, steps: int,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``steps`` gradient steps on f(theta) + lam/2 ||theta - anchor||^2 from ``theta`` (``grad``: theta ->
+    (grad f, f)); returns the result and f at the last point its gradient was taken."""
     for _ in range(steps):
-        theta = theta - lr * (grad(theta) + lam * (theta - anchor))
-    return theta
+        g, value = grad(theta)
+        theta = theta - lr * (g + lam * (theta - anchor))
+    return theta, value
 
 
 def moreau_step(w: torch.Tensor, theta_hat: torch.Tensor, lr: float, lam: float) -> torch.Tensor:
@@ -95,31 +98,24 @@ class PFedMeClient(Client):
         if lam <= 0 or k_steps < 1 or personal_lr < 0:
             raise ValueError(f"need lam > 0, k_steps >= 1, personal_lr >= 0; got {lam}, {k_steps}, {personal_lr}")
         self.lam, self.k_steps, self.personal_lr = lam, k_steps, personal_lr
-        self.personal: torch.Tensor | None = None
 
-    def step(self, params: list[torch.Tensor], round_: int, lr: float, extras=None) -> ClientUpdate:  # noqa: ANN001
-        learner = self.ensemble.learners[0]
-        w = params[0].clone()
-        theta = (self.personal if self.personal is not None else w).clone()
-        sgd = self.sgd_config(lr)
-        total, steps = 0.0, 0
-        for perm in epoch_orders(generator(self.seed, STREAM_TRAIN, round_, self.client_id), sgd.epochs, self.n_train):
-            for idx in perm.split(sgd.batch_size):
-                x, y = self.data.train_x[idx], self.data.train_y[idx]
-                last = {}
+    def fit_phases(self) -> tuple[FitPhase, ...]:
+        # the local copy of the global model (sent back) and the personal model (carried, kept)
+        return (FitPhase(term=None, step="moreau_step", carry=("personal",)),)
 
-                def grad(t: torch.Tensor) -> torch.Tensor:
-                    last["loss"], g = learner.loss_and_grad(t, x, y)
-                    return g
+    def moreau_step(self, theta: torch.Tensor, momentum: torch.Tensor, grad, sgd: SGDConfig):  # noqa: ANN001, ANN201
+        """On one batch: ``k_steps`` steps on the personal problem from the personal model, then the local
+        copy of the global model moves toward the result (no momentum, no weight decay, as in the paper)."""
+        w = theta[0]
+        personal, value = solve_personal(grad, theta[1], w, self.lam, self.personal_lr or sgd.lr, self.k_steps)
+        return torch.stack([moreau_step(w, personal, sgd.lr, self.lam), personal]), momentum, value
 
-                theta = solve_personal(grad, theta, w, self.lam, self.personal_lr or lr, self.k_steps)
-                w = moreau_step(w, theta, lr, self.lam)
-                total, steps = total + last["loss"], steps + 1
-        self.personal = theta.detach()
-        return ClientUpdate(self.client_id, [w], float(self.n_train), total / max(steps, 1))
+    @property
+    def personal(self) -> list[torch.Tensor] | None:
+        return self.kept.get("personal")
 
     def evaluate(self, params: list[torch.Tensor]) -> EvalResult:
-        return super().evaluate([self.personal] if self.personal is not None else params)
+        return super().evaluate(self.personal if self.personal is not None else params)
 
 
 class PFedMeAggregator(CentralizedAggregator):
