@@ -11,11 +11,23 @@ Workloads:
   scale      one FedEM round on 10,000 synthetic clients (n_test = 50), vectorised
   cnn        CIFAR10CNN on CIFAR-shaped random tensors, 80 clients x 64 samples,
              M = 3, 2 rounds
+  headline   the paper's synthetic FedEM run as a user starts it, timed from outside
+             (process start, imports, data, 200 rounds, 11 evaluations, the results
+             file): `fedbench run --dataset synthetic --method fedem`, first with an
+             empty data cache (the data are generated), then again (read from the
+             content-addressed cache); wall time and peak RSS of the process
+  authors    with --authors PATH (a checkout of github.com/omarfoq/FedEM): their
+             generate_data.py and run_experiment.py for the same run (FedEM, 3
+             learners, 200 rounds - or --authors-rounds -, batch 128, lr 0.1,
+             multi_step schedule, evaluation every 20 rounds) in a copy of the
+             checkout, with --authors-python (an interpreter with their
+             requirements; default this one); wall time and peak RSS
 
 Usage:
   python benchmarks/speed_synthetic.py                      # everything (several minutes)
   python benchmarks/speed_synthetic.py --only synthetic --rounds 21
   python benchmarks/speed_synthetic.py --device cuda --out results/speed_gpu.md
+  python benchmarks/speed_synthetic.py --only headline,authors --authors ../FedEM --authors-rounds 20
 By default (--device auto) every workload also runs on CUDA when a GPU is present.
 """
 
@@ -23,6 +35,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import platform
 import resource
@@ -115,6 +128,75 @@ def child(workload: str, method: str, engine: str, rounds: int, device: str) -> 
     return out
 
 
+def _timed(cmd: list[str], cwd: str | Path | None = None, env: dict | None = None) -> tuple[float, float, str]:
+    """Wall seconds, peak RSS (MB) and stdout of ``cmd``, run in a process of its own that reports them."""
+    probe = (
+        "import json, resource, subprocess, sys, time\n"
+        "t = time.perf_counter()\n"
+        "p = subprocess.run(sys.argv[1:], capture_output=True, text=True)\n"
+        "wall = time.perf_counter() - t\n"
+        "rss = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024\n"
+        "print(json.dumps({'rc': p.returncode, 'wall': wall, 'rss': rss, 'out': p.stdout[-4000:], 'err': p.stderr[-2000:]}))\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", probe, *cmd], capture_output=True, text=True, cwd=cwd, env=env)
+    res = json.loads(proc.stdout.strip().splitlines()[-1])
+    if res["rc"] != 0:
+        raise SystemExit(f"{' '.join(cmd)} failed ({res['rc']}):\n{res['err']}")
+    return res["wall"], res["rss"], res["out"]
+
+
+def headline(rounds: int) -> list[dict]:
+    """``fedbench run`` of the paper's synthetic FedEM run, timed from outside: cold then warm data cache."""
+    import sqlite3
+    import tempfile
+
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        env = {**os.environ, "FEDBENCH_DATA_CACHE": str(Path(tmp) / "cache")}
+        for label in ("cold data cache", "warm data cache"):
+            results = Path(tmp) / f"{label.split()[0]}.sqlite"
+            cmd = [sys.executable, "-m", "fedbench", "run", "--dataset", "synthetic", "--method", "fedem", "--seed", "1",
+                   "--rounds", str(rounds - 1), "--eval-every", "20", "--results", str(results), "--no-progress"]
+            wall, rss, _ = _timed(cmd, cwd=tmp, env=env)
+            con = sqlite3.connect(results)
+            (engine,) = con.execute("SELECT engine FROM runs").fetchone()
+            acc = con.execute("SELECT value FROM metrics WHERE name = 'test_acc' ORDER BY round DESC LIMIT 1").fetchone()
+            n_eval = con.execute("SELECT COUNT(*) FROM metrics WHERE name = 'test_acc'").fetchone()[0]
+            con.close()
+            rows.append({"workload": f"headline ({label})", "method": "fedem", "engine": engine, "device": "cpu",
+                         "rounds": rounds - 1, "clients": 300, "data_s": float("nan"), "s_per_round": float("nan"),
+                         "eval_s": float("nan"), "n_eval": n_eval, "wall_s": wall, "peak_rss_mb": rss, "test_acc": acc[0]})
+    return rows
+
+
+def authors(checkout: str, python: str, rounds: int) -> dict:
+    """The FedEM authors' code on the same run, in a copy of their checkout (it writes data and logs there)."""
+    import re
+    import shutil
+    import tempfile
+
+    src = Path(checkout)
+    if not (src / "run_experiment.py").is_file() or not (src / "data" / "synthetic" / "generate_data.py").is_file():
+        raise SystemExit(f"--authors {checkout}: not a checkout of github.com/omarfoq/FedEM (no run_experiment.py); "
+                         "clone it and pass its folder")
+    with tempfile.TemporaryDirectory() as tmp:
+        work = Path(tmp) / "FedEM"
+        shutil.copytree(src, work, ignore=shutil.ignore_patterns(".git", "all_data", "logs"))
+        gen_wall, gen_rss, _ = _timed(
+            [python, "generate_data.py", "--n_tasks", "300", "--n_classes", "2", "--n_components", "3", "--dimension", "150",
+             "--noise_level", "0.1", "--n_test", "5000", "--alpha", "0.4", "--seed", "12345"], cwd=work / "data" / "synthetic")
+        wall, rss, out = _timed(
+            [python, "run_experiment.py", "synthetic", "FedEM", "--n_learners", "3", "--n_rounds", str(rounds), "--bz", "128",
+             "--lr", "0.1", "--lr_scheduler", "multi_step", "--log_freq", "20", "--device", "cpu", "--optimizer", "sgd",
+             "--seed", "1234", "--input_dimension", "150", "--output_dimension", "2", "--verbose", "1",
+             "--logs_dir", str(work / "logs")], cwd=work)
+    accs = re.findall(r"Test Acc: ([0-9.]+)%", out)
+    return {"workload": f"authors' code ({rounds} rounds)", "method": "FedEM", "engine": "their code", "device": "cpu",
+            "rounds": rounds, "clients": 300, "data_s": gen_wall, "s_per_round": float("nan"), "eval_s": float("nan"),
+            "n_eval": len(accs) // 2 or len(accs), "wall_s": gen_wall + wall, "peak_rss_mb": max(gen_rss, rss),
+            "test_acc": float(accs[-1]) if accs else None}
+
+
 def run_child(*args: str) -> dict:
     proc = subprocess.run(
         [sys.executable, __file__, "--child", *args], capture_output=True, text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"}
@@ -129,6 +211,11 @@ def fmt(rows: list[dict]) -> str:
     lines = [head, "|" + "---|" * 12]
     for r in rows:
         acc = "" if r["test_acc"] is None else f"{r['test_acc']:.2f}"
+        if math.isnan(r["s_per_round"]):  # timed from outside: only wall time and peak RSS
+            data = "" if math.isnan(r["data_s"]) else f"{r['data_s']:.1f}"
+            lines.append(f"| {r['workload']} | {r['method']} | {r['engine'].split(' ')[0]} | {r['device']} | {r['clients']} "
+                         f"| {r['rounds']} | {data} | | ({r['n_eval']}) | {r['wall_s']:.1f} | {r['peak_rss_mb']:.0f} | {acc} |")
+            continue
         lines.append(
             f"| {r['workload']} | {r['method']} | {r['engine'].split(' ')[0]} | {r['device']} | {r['clients']} | {r['rounds']} "
             f"| {r['data_s']:.2f} | {r['s_per_round']:.4f} | {r['eval_s']:.2f} ({r['n_eval']}) | {r['wall_s']:.1f} "
@@ -159,6 +246,9 @@ def main() -> None:
     p.add_argument("--device", default="auto", help="cpu, cuda, or auto: cpu and, when present, cuda")
     p.add_argument("--engines", default="vectorized,sequential")
     p.add_argument("--out", help="also write the table as Markdown here")
+    p.add_argument("--authors", help="a checkout of github.com/omarfoq/FedEM: also time their code (workload authors)")
+    p.add_argument("--authors-python", default=sys.executable, help="an interpreter with the authors' requirements")
+    p.add_argument("--authors-rounds", type=int, default=200, help="rounds of the authors' run (default 200, the whole run)")
     p.add_argument("--child", nargs=5, help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.child:
@@ -180,8 +270,21 @@ def main() -> None:
             jobs = [("scale", "fedem", "vectorized", 1)]
         elif workload == "cnn":
             jobs = [("cnn", "fedem", e, 2) for e in engines]
+        elif workload in ("headline", "authors"):
+            if device != "cpu":
+                continue
+            if workload == "headline":
+                found = headline(args.rounds)
+            elif not args.authors:
+                raise SystemExit("workload authors needs --authors PATH (a checkout of github.com/omarfoq/FedEM)")
+            else:
+                found = [authors(args.authors, args.authors_python, args.authors_rounds)]
+            for row in found:
+                print(json.dumps(row), file=sys.stderr)
+            rows.extend(found)
+            continue
         else:
-            raise SystemExit(f"unknown workload {workload!r}; choose from synthetic, scale, cnn")
+            raise SystemExit(f"unknown workload {workload!r}; choose from synthetic, scale, cnn, headline, authors")
         for w, m, e, r in jobs:
             row = run_child(w, m, e, str(r), device)
             print(json.dumps(row), file=sys.stderr)

@@ -13,6 +13,7 @@ from typing import Any
 
 import torch
 
+from fedbench import datacache
 from fedbench.aggregator import Aggregator
 from fedbench.config import TRAIN_KEYS, RunConfig, TrainConfig, merge_params
 from fedbench.data import FederatedData, default_data_root
@@ -140,7 +141,13 @@ def _items(params: dict[str, Any]) -> tuple[tuple[str, Any], ...]:
 def _load_cached(registry: Registry, name: str, params: tuple, data_root: str) -> FederatedData:
     entry = registry.entry("dataset", name)
     try:
-        data = entry.spec.load(data_root=Path(data_root), **dict(params))
+        if entry.spec.cache:
+            data = datacache.cached(
+                name, params, lambda: code_fingerprint(registry, [("dataset", name)]),
+                lambda: entry.spec.load(data_root=Path(data_root), **dict(params)),
+            )
+        else:
+            data = entry.spec.load(data_root=Path(data_root), **dict(params))
     except FedbenchError:
         raise
     except Exception as e:

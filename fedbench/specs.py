@@ -51,12 +51,16 @@ class DatasetSpec(Spec):
     to get them (suites use it to report every missing data set up front).
     ``download(data_root)``, when given, fetches the files into ``data_root``
     (only where the machine has internet; ``fedbench data download``).
+    ``cache=True``: ``load`` reads no files, its result depends only on its parameters and its
+    code (a generated data set), so fedbench keeps it on disk, content-addressed
+    (:mod:`fedbench.datacache`), instead of generating it again in every process.
     """
 
     load: Callable[..., Any]
     default_model: str
     check: Callable[..., str | None] | None = None
     download: Callable[..., None] | None = None
+    cache: bool = False
 
 
 @dataclass(frozen=True, kw_only=True)

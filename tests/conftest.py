@@ -3,11 +3,16 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
 
 from fedbench.registry import get_registry
+
+# generated data sets are cached on disk (fedbench.datacache): the tests, and the CLIs they start, use a
+# fresh folder of their own, never the user's cache
+os.environ.setdefault("FEDBENCH_DATA_CACHE", tempfile.mkdtemp(prefix="fedbench-test-cache-"))
 
 #: a tiny synthetic federation that trains in well under a second
 TINY = {"dataset.n_clients": 8, "dataset.n_test": 60, "dataset.dim": 10, "rounds": 4, "eval_every": 2}

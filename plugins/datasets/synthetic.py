@@ -17,8 +17,9 @@ Draw order (all from the global state, seeded once with ``seed``):
      component k: eps ~ N(0, noise) of size c_k and labels; then one
      permutation of (X, y) (what ``sklearn.utils.shuffle`` draws).
 
-Data are generated in memory, converted to float32 client by client, and
-nothing is written to disk.
+Data are generated in memory and converted to float32 client by client; the
+spec is marked ``cache=True``, so fedbench keeps the result in its content-addressed
+data cache (:mod:`fedbench.datacache`) and later runs load it instead of drawing it again.
 """
 
 from __future__ import annotations
@@ -139,6 +140,7 @@ def fedbench_datasets() -> list[DatasetSpec]:
             params=PAPER,
             load=load,
             default_model="linear",
+            cache=True,
         ),
         DatasetSpec(
             name="synthetic-corrected",
@@ -146,5 +148,6 @@ def fedbench_datasets() -> list[DatasetSpec]:
             params=PAPER,
             load=lambda data_root=None, **p: load(data_root, corrected=True, **p),
             default_model="linear",
+            cache=True,
         ),
     ]

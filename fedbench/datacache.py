@@ -1,0 +1,93 @@
+"""A content-addressed disk cache for generated data sets.
+
+A data set whose spec says ``cache=True`` is a pure function of its parameters and its code (the
+synthetic benchmark draws ~2-3 s of numpy random numbers on every run). Its tensors are kept in
+``FEDBENCH_DATA_CACHE`` (default ``~/.cache/fedbench/data``; ``off`` disables the cache) under a
+name that hashes the data set's name, its parameters, the fingerprint of the code that generates
+it (the core and its plugin's modules, :mod:`fedbench.fingerprint`) and the torch and numpy
+versions: editing the generator, or any parameter, makes a new entry, never a stale hit.
+
+Entries are written to a temporary file and renamed into place, so a killed writer or two processes
+writing the same entry at once never leave a partial file; an entry that cannot be read (disk
+damage) is regenerated and rewritten, with a warning. Entries are loaded memory-mapped.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+import warnings
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from fedbench.data import FederatedData
+
+#: the FederatedData fields stored as tensors, and the ones stored as metadata
+TENSORS = ("train_x", "train_y", "train_offsets", "test_x", "test_y", "test_offsets", "class_weights")
+FORMAT = 1
+
+
+def cache_dir() -> Path | None:
+    """Where entries live, or None when ``FEDBENCH_DATA_CACHE=off``."""
+    value = os.environ.get("FEDBENCH_DATA_CACHE", "")
+    if value.strip().lower() in {"off", "0", "no", "false"}:
+        return None
+    return Path(value).expanduser() if value else Path.home() / ".cache" / "fedbench" / "data"
+
+
+def entry_key(name: str, params: tuple, code: str) -> str:
+    """The content address of a data set: a hash of everything its tensors depend on."""
+    import numpy
+
+    blob = json.dumps([FORMAT, name, [list(p) for p in params], code, torch.__version__, numpy.__version__],
+                      default=repr, sort_keys=True)
+    return hashlib.sha256(blob.encode()).hexdigest()[:24]
+
+
+def _save(path: Path, data: FederatedData) -> None:
+    payload: dict[str, Any] = {k: getattr(data, k) for k in TENSORS}
+    payload["meta"] = {"task": data.task, "num_classes": data.num_classes, "format": FORMAT}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            torch.save(payload, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _load(path: Path) -> FederatedData:
+    payload = torch.load(path, mmap=True, weights_only=True)
+    meta = payload.pop("meta")
+    if meta.get("format") != FORMAT:
+        raise ValueError(f"format {meta.get('format')}, expected {FORMAT}")
+    return FederatedData(**{k: payload[k] for k in TENSORS}, task=meta["task"], num_classes=meta["num_classes"])
+
+
+def cached(name: str, params: tuple, code: Callable[[], str], generate: Callable[[], FederatedData]) -> FederatedData:
+    """``generate()``, or the entry it wrote before for the same name, parameters and ``code()`` fingerprint."""
+    root = cache_dir()
+    if root is None:
+        return generate()
+    path = root / f"{name}-{entry_key(name, params, code())}.pt"
+    if path.exists():
+        try:
+            return _load(path)
+        except Exception as e:  # noqa: BLE001 - a damaged entry is regenerated, not fatal
+            warnings.warn(f"data cache entry {path} could not be read ({type(e).__name__}: {e}); regenerating it", stacklevel=2)
+    data = generate()
+    try:
+        _save(path, data)
+    except OSError as e:  # a read-only or full disk costs the next run the generation, nothing else
+        warnings.warn(f"could not write the data cache entry {path} ({e}); set FEDBENCH_DATA_CACHE to a writable folder "
+                      "or to off", stacklevel=2)
+    return data

@@ -1,0 +1,135 @@
+"""The content-addressed cache of generated data sets (fedbench.datacache)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+
+import pytest
+import torch
+
+from fedbench import datacache
+from fedbench.build import _load_cached
+from fedbench.api import load_dataset
+
+SMALL = {"n_clients": 5, "n_test": 20, "dim": 4}
+
+
+def _equal(a, b) -> None:
+    for k in datacache.TENSORS:
+        x, y = getattr(a, k), getattr(b, k)
+        assert (x is None) == (y is None)
+        if x is not None:
+            assert torch.equal(x, y), k
+    assert (a.task, a.num_classes) == (b.task, b.num_classes)
+
+
+@pytest.fixture
+def cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("FEDBENCH_DATA_CACHE", str(tmp_path / "cache"))
+    _load_cached.cache_clear()
+    yield tmp_path / "cache"
+    _load_cached.cache_clear()
+
+
+def _generator(calls: list, seed: int = 1):
+    from fedbench_plugins.datasets.synthetic import load
+
+    def generate():
+        calls.append(seed)
+        return load(**{**SMALL, "noise": 0.1, "alpha": 0.4, "n_components": 2, "seed": seed})
+    return generate
+
+
+class TestCacheSuccess:
+    def test_second_load_reads_the_entry_with_the_same_tensors(self, cache):
+        calls = []
+        first = datacache.cached("synthetic", (("seed", 1),), lambda: "code-a", _generator(calls))
+        again = datacache.cached("synthetic", (("seed", 1),), lambda: "code-a", _generator(calls))
+        assert calls == [1]  # generated once
+        _equal(first, again)
+        assert len(list(cache.glob("synthetic-*.pt"))) == 1
+
+    def test_other_parameters_or_code_make_other_entries(self, cache):
+        calls = []
+        datacache.cached("synthetic", (("seed", 1),), lambda: "code-a", _generator(calls, 1))
+        datacache.cached("synthetic", (("seed", 2),), lambda: "code-a", _generator(calls, 2))
+        datacache.cached("synthetic", (("seed", 1),), lambda: "code-b", _generator(calls, 1))
+        assert calls == [1, 2, 1]  # neither a parameter change nor a code change is a hit
+        assert len(list(cache.glob("*.pt"))) == 3
+
+    def test_load_dataset_through_the_registry_equals_a_fresh_generation(self, cache, monkeypatch):
+        cached_run = load_dataset("synthetic", **SMALL)  # writes the entry
+        _load_cached.cache_clear()
+        hit = load_dataset("synthetic", **SMALL)  # reads it
+        assert len(list(cache.glob("synthetic-*.pt"))) == 1
+        monkeypatch.setenv("FEDBENCH_DATA_CACHE", "off")
+        _load_cached.cache_clear()
+        fresh = load_dataset("synthetic", **SMALL)
+        _equal(cached_run, fresh)
+        _equal(hit, fresh)
+
+    def test_off_writes_nothing(self, cache, monkeypatch):
+        monkeypatch.setenv("FEDBENCH_DATA_CACHE", "off")
+        calls = []
+        datacache.cached("synthetic", (), lambda: "c", _generator(calls))
+        datacache.cached("synthetic", (), lambda: "c", _generator(calls))
+        assert calls == [1, 1] and not cache.exists()
+
+
+class TestCacheFailure:
+    def test_a_damaged_entry_is_regenerated_with_a_warning(self, cache):
+        calls = []
+        good = datacache.cached("synthetic", (), lambda: "c", _generator(calls))
+        (entry,) = cache.glob("*.pt")
+        entry.write_bytes(entry.read_bytes()[:100])  # truncated, as by a disk fault
+        with pytest.warns(UserWarning, match="could not be read"):
+            again = datacache.cached("synthetic", (), lambda: "c", _generator(calls))
+        assert calls == [1, 1]
+        _equal(good, again)
+        _equal(good, datacache._load(entry))  # rewritten whole
+
+    def test_a_writer_killed_mid_write_leaves_no_entry(self, cache):
+        calls = []
+        generate = _generator(calls)
+        cache.mkdir(parents=True)
+        script = textwrap.dedent(f"""
+            import os, torch
+            from fedbench import datacache
+            from fedbench_plugins.datasets.synthetic import load
+            real = torch.save
+            def dying(obj, f, *a, **k):
+                real(obj, f, *a, **k); f.flush(); os._exit(9)   # killed after writing, before the rename
+            torch.save = dying
+            datacache.cached("synthetic", (), lambda: "c", lambda: load(**{SMALL!r}, noise=0.1, alpha=0.4, n_components=2, seed=1))
+        """)
+        done = subprocess.run([sys.executable, "-c", script], env={**__import__("os").environ, "FEDBENCH_DATA_CACHE": str(cache)})
+        assert done.returncode == 9
+        assert not list(cache.glob("*.pt")) and list(cache.glob("*.tmp"))  # only the temporary file is left
+        datacache.cached("synthetic", (), lambda: "c", generate)
+        assert calls == [1]  # the leftover was not taken for an entry
+
+    def test_two_processes_writing_the_same_entry_at_once_leave_one_readable_entry(self, cache):
+        script = textwrap.dedent(f"""
+            from fedbench import datacache
+            from fedbench_plugins.datasets.synthetic import load
+            d = datacache.cached("synthetic", (), lambda: "c", lambda: load(**{SMALL!r}, noise=0.1, alpha=0.4, n_components=2, seed=1))
+            print(float(d.train_x.sum()))
+        """)
+        env = {**__import__("os").environ, "FEDBENCH_DATA_CACHE": str(cache)}
+        procs = [subprocess.Popen([sys.executable, "-c", script], env=env, stdout=subprocess.PIPE, text=True) for _ in range(2)]
+        outs = [p.communicate()[0].strip() for p in procs]
+        assert all(p.returncode == 0 for p in procs) and outs[0] == outs[1]
+        (entry,) = cache.glob("*.pt")
+        calls = []
+        _equal(datacache._load(entry), _generator(calls)())
+
+    def test_an_unwritable_cache_folder_warns_and_still_returns_the_data(self, tmp_path, monkeypatch):
+        blocker = tmp_path / "file"
+        blocker.write_text("not a folder")
+        monkeypatch.setenv("FEDBENCH_DATA_CACHE", str(blocker / "cache"))
+        calls = []
+        with pytest.warns(UserWarning, match="could not write the data cache"):
+            data = datacache.cached("synthetic", (), lambda: "c", _generator(calls))
+        assert calls == [1] and data.n_clients == SMALL["n_clients"]
