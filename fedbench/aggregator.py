@@ -59,7 +59,7 @@ class Aggregator(abc.ABC):
     #: whether :meth:`configure_new_client` gives something a client that never trained can use
     serves_new_clients: bool = False
     #: whether the clients' buffers (BatchNorm statistics) are averaged like the parameters and the
-    #: average handed to every client trained or evaluated (clients with ``keeps_buffers`` excepted)
+    #: average handed to every client trained or evaluated (:meth:`Client.receive_buffers`)
     shares_buffers: bool = False
 
     def __init__(
@@ -114,8 +114,7 @@ class Aggregator(abc.ABC):
         """Hand the averaged buffers to ``clients`` (when this aggregator shares them)."""
         if self.shares_buffers and self.global_buffers is not None:
             for c in clients:
-                if not c.keeps_buffers:
-                    c.buffers = list(self.global_buffers)
+                c.receive_buffers(self.global_buffers)
 
     def collect_buffers(self, updates: Sequence[ClientUpdate]) -> None:
         """Average the buffers sent with ``updates``, weighted like the parameters (when shared)."""

@@ -9,7 +9,8 @@ parameters (:meth:`Client.load`), updated by its training, and sent back with
 its update. An aggregator that shares buffers (the centralised ones, as the
 FedEM authors' code averages every float entry of the state dict) replaces a
 client's copy with the average before the client trains or is evaluated; a
-client with ``keeps_buffers`` (FedBN) keeps its own.
+client decides what it takes (:meth:`Client.receive_buffers`) and what it sends
+(:meth:`Client.sent_buffers`): FedBN's client keeps its own and sends none.
 """
 
 from __future__ import annotations
@@ -170,8 +171,15 @@ class Client:
     def update_learners_weights(self) -> None:
         """Set ``learners_weights`` (M) before training; the plain client keeps them uniform."""
 
-    #: True: this client's buffers (BatchNorm statistics) never leave it, even to an aggregator that shares them
-    keeps_buffers: bool = False
+    def receive_buffers(self, buffers: list[torch.Tensor | None]) -> None:
+        """Take the averaged buffers (BatchNorm statistics) an aggregator that shares them hands out, before
+        this client trains or is evaluated. The plain client takes them; one that keeps its own ignores them."""
+        self.buffers = list(buffers)
+
+    def sent_buffers(self) -> list[torch.Tensor | None] | None:
+        """The buffers this client sends with its update after training (None: none, e.g. a model without
+        buffers, or a client that keeps its own)."""
+        return None if all(b is None for b in self.buffers) else self.buffers
 
     #: whether a client that never trained can be scored with what the aggregator serves new clients
     #: (False for clients whose predictor is a personal model only training would produce)
@@ -299,7 +307,7 @@ class Client:
             current = result
             losses.append(sum(fit.loss for fit in fits) / len(fits))
             self.buffers = self.ensemble.get_buffers()
-            shared = None if self.keeps_buffers or all(b is None for b in self.buffers) else self.buffers
+            shared = self.sent_buffers()
         loss = sum(losses) / len(losses) if losses else 0.0
         return ClientUpdate(self.client_id, current, float(self.n_train), loss, shared)
 

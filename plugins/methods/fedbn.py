@@ -17,7 +17,12 @@ from fedbench_plugins.methods.partial import PartlyPersonalClient
 class LocalBNClient(PartlyPersonalClient):
     """A plain client that keeps its BatchNorm layers' weight, bias and running statistics."""
 
-    keeps_buffers = True
+    def receive_buffers(self, buffers: list[torch.Tensor | None]) -> None:
+        """Its BatchNorm statistics stay its own: the server's average is not taken..."""
+
+    def sent_buffers(self) -> None:
+        """...and its own are not sent."""
+        return None
 
     def personal_tensors(self) -> list[bool]:
         learner = self.ensemble.learners[0]
