@@ -25,6 +25,20 @@ CASES = [
     ("fedrep", {"batch_size": 16, "client.head_epochs": 2}),  # frozen tensors per phase, a kept head merged in
     ("apfl", {"batch_size": 16, "participation": 0.5}),  # the client's own step: two learners on the same batches
     ("pfedme-moreau", {"batch_size": 16, "client.k_steps": 2, "participation": 0.5}),  # its own step, a carried personal model
+    # and every other method of the suite
+    ("fedprox", {"participation": 0.5}),
+    ("scaffold", {}),
+    ("fedavg+", {}),
+    ("fedbn", {"participation": 0.5}),
+    ("fedavgm", {}),
+    ("fedadam", {}),
+    ("fedyogi", {}),
+    ("clustered", {}),
+    ("d-fedavg", {}),
+    ("d-fedem", {}),
+    ("qffl", {"participation": 0.5}),
+    ("afl", {}),
+    ("l2sgd", {}),
 ]
 
 
@@ -46,6 +60,13 @@ def _state(agg):
     assert len(kept) == sum(len(ps) for c in agg.clients for ps in c.kept.values())
     own = [p for c in agg.clients for p in (getattr(c, "_own", None) or [])]
     return agg.global_params + kept + own
+
+
+def test_every_method_of_the_baselines_suite_is_compared(registry):
+    from fedbench.suite import load_suite
+
+    suite = load_suite(registry, "baselines-synthetic")
+    assert {run.method for run in suite.runs} <= {method for method, _ in CASES}
 
 
 @pytest.mark.parametrize("method, extra", CASES)
