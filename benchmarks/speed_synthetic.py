@@ -193,7 +193,7 @@ def authors(checkout: str, python: str, rounds: int) -> dict:
     accs = re.findall(r"Test Acc: ([0-9.]+)%", out)
     return {"workload": f"authors' code ({rounds} rounds)", "method": "FedEM", "engine": "their code", "device": "cpu",
             "rounds": rounds, "clients": 300, "data_s": gen_wall, "s_per_round": float("nan"), "eval_s": float("nan"),
-            "n_eval": len(accs) // 2 or len(accs), "wall_s": gen_wall + wall, "peak_rss_mb": max(gen_rss, rss),
+            "n_eval": len(accs), "wall_s": gen_wall + wall, "peak_rss_mb": max(gen_rss, rss),
             "test_acc": float(accs[-1]) if accs else None}
 
 
