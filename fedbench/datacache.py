@@ -10,6 +10,11 @@ versions: editing the generator, or any parameter, makes a new entry, never a st
 Entries are written to a temporary file and renamed into place, so a killed writer or two processes
 writing the same entry at once never leave a partial file; an entry that cannot be read (disk
 damage) is regenerated and rewritten, with a warning. Entries are loaded memory-mapped.
+
+The folder is bounded: after writing an entry, the least recently used others are deleted until
+the entries take at most ``FEDBENCH_DATA_CACHE_GB`` gigabytes (default 4; the paper's synthetic
+federation is one 0.96 GB entry). Every code change makes new keys, so without a bound a
+developer's cache would grow by an entry per edit.
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ import hashlib
 import json
 import os
 import tempfile
+import time
 import warnings
 from collections.abc import Callable
 from pathlib import Path
@@ -30,6 +36,10 @@ from fedbench.data import FederatedData
 #: the FederatedData fields stored as tensors, and the ones stored as metadata
 TENSORS = ("train_x", "train_y", "train_offsets", "test_x", "test_y", "test_offsets", "class_weights")
 FORMAT = 1
+#: default bound of the folder, in gigabytes (``FEDBENCH_DATA_CACHE_GB``)
+DEFAULT_GB = 4.0
+#: a temporary file older than this (seconds) was left by a killed writer and is deleted
+STALE_TMP_S = 3600
 
 
 def cache_dir() -> Path | None:
@@ -81,13 +91,54 @@ def cached(name: str, params: tuple, code: Callable[[], str], generate: Callable
     path = root / f"{name}-{entry_key(name, params, code())}.pt"
     if path.exists():
         try:
-            return _load(path)
+            data = _load(path)
         except Exception as e:  # noqa: BLE001 - a damaged entry is regenerated, not fatal
             warnings.warn(f"data cache entry {path} could not be read ({type(e).__name__}: {e}); regenerating it", stacklevel=2)
+        else:
+            try:
+                os.utime(path)  # recently used: the last to be evicted
+            except OSError:  # a read-only cache is still read
+                pass
+            return data
     data = generate()
     try:
         _save(path, data)
+        evict(root, keep=path)
     except OSError as e:  # a read-only or full disk costs the next run the generation, nothing else
         warnings.warn(f"could not write the data cache entry {path} ({e}); set FEDBENCH_DATA_CACHE to a writable folder "
                       "or to off", stacklevel=2)
     return data
+
+
+def evict(root: Path, keep: Path) -> list[Path]:
+    """Delete the least recently used entries other than ``keep`` until the folder's entries take at most
+    ``FEDBENCH_DATA_CACHE_GB`` gigabytes, and temporary files killed writers left; returns the deleted entries. (A process still reading a deleted
+    entry keeps its memory map: the file goes when the last reader closes it.)"""
+    try:
+        limit = float(os.environ.get("FEDBENCH_DATA_CACHE_GB", DEFAULT_GB)) * 1e9
+    except ValueError:
+        limit = DEFAULT_GB * 1e9
+    for p in root.glob("*.tmp"):  # left by a writer killed more than an hour ago (a live one is writing now)
+        try:
+            if time.time() - p.stat().st_mtime > STALE_TMP_S:
+                p.unlink(missing_ok=True)
+        except OSError:
+            pass
+    entries = []
+    for p in root.glob("*.pt"):
+        try:
+            st = p.stat()
+        except OSError:  # deleted meanwhile by another process
+            continue
+        entries.append((st.st_mtime, st.st_size, p))
+    total = sum(size for _, size, _ in entries)
+    gone = []
+    for _, size, p in sorted(entries, key=lambda e: e[0]):
+        if total <= limit:
+            break
+        if p == keep:
+            continue
+        p.unlink(missing_ok=True)
+        total -= size
+        gone.append(p)
+    return gone

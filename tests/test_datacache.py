@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import textwrap
@@ -78,6 +79,31 @@ class TestCacheSuccess:
         assert calls == [1, 1] and not cache.exists()
 
 
+    def test_the_folder_is_bounded_and_the_least_recently_used_entry_goes_first(self, cache, monkeypatch):
+        calls = []
+        datacache.cached("synthetic", (("seed", 1),), lambda: "c", _generator(calls, 1))
+        (first,) = cache.glob("*.pt")
+        size = first.stat().st_size
+        monkeypatch.setenv("FEDBENCH_DATA_CACHE_GB", str(2.5 * size / 1e9))  # room for two entries
+        datacache.cached("synthetic", (("seed", 2),), lambda: "c", _generator(calls, 2))
+        second = next(p for p in cache.glob("*.pt") if p != first)
+        os.utime(first, (1, 1)), os.utime(second, (2, 2))  # first is the older...
+        datacache.cached("synthetic", (("seed", 1),), lambda: "c", _generator(calls, 1))  # ...until a hit uses it
+        datacache.cached("synthetic", (("seed", 3),), lambda: "c", _generator(calls, 3))
+        assert calls == [1, 2, 3]  # the hit generated nothing
+        left = set(cache.glob("*.pt"))
+        assert first in left and second not in left and len(left) == 2  # the least recently used went
+
+    def test_a_bound_below_one_entry_keeps_only_the_newest(self, cache, monkeypatch):
+        monkeypatch.setenv("FEDBENCH_DATA_CACHE_GB", "0")
+        calls = []
+        datacache.cached("synthetic", (("seed", 1),), lambda: "c", _generator(calls, 1))
+        datacache.cached("synthetic", (("seed", 2),), lambda: "c", _generator(calls, 2))
+        (only,) = cache.glob("*.pt")
+        datacache.cached("synthetic", (("seed", 2),), lambda: "c", _generator(calls, 2))
+        assert calls == [1, 2]  # the newest entry survived its own eviction and is read back
+
+
 class TestCacheFailure:
     def test_a_damaged_entry_is_regenerated_with_a_warning(self, cache):
         calls = []
@@ -104,11 +130,17 @@ class TestCacheFailure:
             torch.save = dying
             datacache.cached("synthetic", (), lambda: "c", lambda: load(**{SMALL!r}, noise=0.1, alpha=0.4, n_components=2, seed=1))
         """)
-        done = subprocess.run([sys.executable, "-c", script], env={**__import__("os").environ, "FEDBENCH_DATA_CACHE": str(cache)})
+        done = subprocess.run([sys.executable, "-c", script], env={**os.environ, "FEDBENCH_DATA_CACHE": str(cache)})
         assert done.returncode == 9
         assert not list(cache.glob("*.pt")) and list(cache.glob("*.tmp"))  # only the temporary file is left
         datacache.cached("synthetic", (), lambda: "c", generate)
         assert calls == [1]  # the leftover was not taken for an entry
+        (leftover,) = cache.glob("*.tmp")
+        os.utime(leftover, (1, 1))  # an hour and more later, the next write deletes it
+        fresh = cache / "synthetic-writing.pt.tmp"
+        fresh.write_bytes(b"a writer at work")
+        datacache.cached("synthetic", (("seed", 2),), lambda: "c", _generator(calls, 2))
+        assert not leftover.exists() and fresh.exists()
 
     def test_two_processes_writing_the_same_entry_at_once_leave_one_readable_entry(self, cache):
         script = textwrap.dedent(f"""
@@ -117,7 +149,7 @@ class TestCacheFailure:
             d = datacache.cached("synthetic", (), lambda: "c", lambda: load(**{SMALL!r}, noise=0.1, alpha=0.4, n_components=2, seed=1))
             print(float(d.train_x.sum()))
         """)
-        env = {**__import__("os").environ, "FEDBENCH_DATA_CACHE": str(cache)}
+        env = {**os.environ, "FEDBENCH_DATA_CACHE": str(cache)}
         procs = [subprocess.Popen([sys.executable, "-c", script], env=env, stdout=subprocess.PIPE, text=True) for _ in range(2)]
         outs = [p.communicate()[0].strip() for p in procs]
         assert all(p.returncode == 0 for p in procs) and outs[0] == outs[1]
