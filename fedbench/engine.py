@@ -200,20 +200,14 @@ class VectorizedEngine:
             return step(theta, buf, grad_and_value(batch_loss(call, task, x, y, w, denom)), sgd)
 
         every = vmap(one)
-        x_all, y_all = self.data.train_x, self.data.train_y
         loss_sum = torch.zeros(len(clients), device=stacks.device)
         n_steps = torch.zeros(len(clients), device=stacks.device)
         self.model.train()
         for s in range(schedule.shape[1]):
             idx = schedule[:, s, :]
             count = (idx >= 0).sum(dim=1)
-            for active in _buckets(count, idx.shape[1], ROW_BUDGET // max(1, x_all[0].numel())):
-                width = int(count[active].max())
-                local = idx[active, :width]
-                valid = local >= 0
-                gidx = (local.clamp_min(0) + offsets[active].unsqueeze(1)).view(-1)
-                x = x_all.index_select(0, gidx).view(*local.shape, *x_all.shape[1:])
-                y = y_all.index_select(0, gidx).view(*local.shape, *y_all.shape[1:])
+            for active in self._row_sets(idx, count):
+                local, valid, x, y = self._gather(idx, count, active, offsets)
                 theta, buf, value = every(stacks[active], bufs[active], x, y, valid.to(stacks.dtype), count[active].to(stacks.dtype))
                 stacks.index_copy_(0, active, theta.detach())
                 bufs.index_copy_(0, active, buf.detach())
@@ -257,6 +251,24 @@ class VectorizedEngine:
         offsets = self.data.train_offsets[[c.client_id for c in clients]].repeat_interleave(m)
         return sched.view(len(clients) * m, epochs * nb_max, batch), offsets
 
+    def _row_sets(self, idx: torch.Tensor, count: torch.Tensor) -> list[torch.Tensor]:
+        """The rows of a schedule slice ``idx`` (K, B) with a batch this step, in :func:`_buckets` (rows with
+        short batches padded only to their bucket's width; chunks bounded by :data:`ROW_BUDGET` inputs)."""
+        return _buckets(count, idx.shape[1], ROW_BUDGET // max(1, self.data.train_x[0].numel()))
+
+    def _gather(self, idx: torch.Tensor, count: torch.Tensor, active: torch.Tensor, offsets: torch.Tensor
+                ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """One step's batches of the ``active`` rows of a schedule slice ``idx`` (K, B), padded only to the
+        widest of them: local sample indices (padding -> 0), the valid mask, inputs and labels."""
+        local = idx[active, : int(count[active].max())]
+        valid = local >= 0
+        local = local.clamp_min(0)
+        gidx = (local + offsets[active].unsqueeze(1)).view(-1)
+        x_all, y_all = self.data.train_x, self.data.train_y
+        x = x_all.index_select(0, gidx).view(*local.shape, *x_all.shape[1:])
+        y = y_all.index_select(0, gidx).view(*local.shape, *y_all.shape[1:])
+        return local, valid, x, y
+
     def _sgd(self, flat, buf, weights, schedule, offsets, sgd, lr, term, ctx, mask=None):  # noqa: ANN001, ANN202
         """Run every row's scheduled batches; returns new params, buffers, loss sums and step counts.
         ``mask`` (P,): the coordinates that train (the others take no step, decay or momentum)."""
@@ -266,7 +278,6 @@ class VectorizedEngine:
         w_pool = torch.nn.utils.rnn.pad_sequence(list(weights), batch_first=True).to(device)
         schedule = schedule.to(device)
         offsets = offsets.to(device)
-        x_all, y_all = self.data.train_x, self.data.train_y
         task, model_call = self.task, self._logits
 
         forward = vmap(model_call)
@@ -287,16 +298,8 @@ class VectorizedEngine:
         for s in range(schedule.shape[1]):
             idx = schedule[:, s, :]  # (K, B); a row's valid indices come first
             count = (idx >= 0).sum(dim=1)
-            # rows with short batches are padded only to their bucket's width, not to B;
-            # big buckets are cut into chunks so that one gather stays under ROW_BUDGET inputs
-            for active in _buckets(count, idx.shape[1], ROW_BUDGET // max(1, x_all[0].numel())):
-                width = int(count[active].max())
-                local = idx[active, :width]
-                valid = local >= 0
-                local = local.clamp_min(0)
-                gidx = (local + offsets[active].unsqueeze(1)).view(-1)
-                x = x_all.index_select(0, gidx).view(*local.shape, *x_all.shape[1:])
-                y = y_all.index_select(0, gidx).view(local.shape)
+            for active in self._row_sets(idx, count):
+                local, valid, x, y = self._gather(idx, count, active, offsets)
                 w = torch.gather(w_pool[active], 1, local) * valid
                 theta = flat[active]
                 g, loss = grad_fn(theta, x, y, w, count[active].to(flat.dtype))

@@ -103,6 +103,7 @@ class Learner:
         self.model = model
         self.task = task
         self._params = [p for p in model.parameters() if p.requires_grad]
+        self._names = [n for n, p in model.named_parameters() if p.requires_grad]
         #: logits per sample, by input shape (:meth:`chunk_size`)
         self._logits_per_sample: dict[tuple[int, ...], int] = {}
         self.n_params = int(sum(p.numel() for p in self._params))
@@ -124,8 +125,7 @@ class Learner:
 
     def call(self, flat: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         """The model's logits on ``x`` at parameters ``flat``, functionally (the module is not touched)."""
-        names = [n for n, p in self.model.named_parameters() if p.requires_grad]
-        return functional_call(self.model, dict(zip(names, _split_like(flat, self._params))), (x,))
+        return functional_call(self.model, dict(zip(self._names, _split_like(flat, self._params))), (x,))
 
     def get_params(self) -> torch.Tensor:
         """A detached copy of the trainable parameters as one flat tensor."""

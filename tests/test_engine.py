@@ -260,3 +260,31 @@ def test_fedbn_runs_vectorised_through_receive_and_after_fit(registry):
     _in_step(seq, vec, 3)
     assert all((cs._own is None) == (cv._own is None) for cs, cv in zip(seq.clients, vec.clients))
     assert any(cv._own is not None for cv in vec.clients)  # after_fit ran on the vectorised backend
+
+
+class JointSGDClient(Client):
+    """The plain client with its SGD written as a client's own step: ``Client.joint_step``, the default."""
+
+    def fit_phases(self):
+        from fedbench import FitPhase
+
+        return (FitPhase(term=None, step="joint_step"),)
+
+
+@pytest.mark.parametrize("engine", ["sequential", "vectorized"])
+def test_the_default_joint_step_is_the_reference_sgd(registry, engine):
+    # one learner: the step's unweighted batch loss is the reference's (weights 1), and both draw one
+    # order per epoch from the same stream, so the two give the same parameters and momentum every round
+    extra = {**TINY, "momentum": 0.9, "weight_decay": 0.01, "batch_size": 16}
+    sims = [build_simulation(registry, resolve_run(registry, dataset="synthetic", method="fedavg", seed=2,
+                                                   overrides=extra, engine=engine)) for _ in range(2)]
+    for c in sims[1].aggregator.clients:
+        c.__class__ = JointSGDClient
+    assert all(s.engine.startswith(engine) for s in sims)
+    for r in range(3):
+        plain, joint = sims[0].aggregator.fit_round(r), sims[1].aggregator.fit_round(r)
+        assert joint.train_loss == pytest.approx(plain.train_loss, rel=1e-5)
+        torch.testing.assert_close(sims[1].aggregator.global_params[0], sims[0].aggregator.global_params[0],
+                                   rtol=1e-5, atol=1e-6)
+        for a, b in zip(sims[0].aggregator.clients, sims[1].aggregator.clients):
+            torch.testing.assert_close(b.momentum[0], a.momentum[0], rtol=1e-5, atol=1e-6)
