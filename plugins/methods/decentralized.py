@@ -200,7 +200,7 @@ class DecentralizedAggregator(Aggregator):
         ids = [c.client_id for c in self.clients]
         for m in range(len(self.global_params)):
             stacked = torch.stack([self.personal[i][m] for i in ids])
-            mixed = (self.mixing.to(stacked.dtype) @ stacked).unbind()
+            mixed = (self.mixing.to(stacked) @ stacked).unbind()  # its dtype and device (a GPU run)
             for i, row in zip(ids, mixed):
                 self.personal[i][m] = row
         self.global_params = [
