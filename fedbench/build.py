@@ -235,7 +235,12 @@ def build_simulation(registry: Registry, cfg: RunConfig, data_root: Path | None 
     training, unseen = unseen_split(data.n_clients, cfg.train.unseen_fraction)
     if unseen:  # training clients first (ids 0..), the unseen ones after them
         data = data.select(training + unseen)
-    data = data.to(device)
+    on_device = data.to(device)
+    if on_device.test_x is not data.test_x:  # the run reads its own copy: a memory-mapped cache entry's pages can go
+        for name in datacache.TENSORS:
+            if getattr(data, name) is not None:
+                datacache.release(getattr(data, name))
+    data = on_device
     task = make_task(data.task, data.class_weights)
     model_entry = registry.entry("model", cfg.model)
     with torch.random.fork_rng(devices=[]):

@@ -7,9 +7,13 @@ name that hashes the data set's name, its parameters, the fingerprint of the cod
 it (the core and its plugin's modules, :mod:`fedbench.fingerprint`) and the torch and numpy
 versions: editing the generator, or any parameter, makes a new entry, never a stale hit.
 
-Entries are written to a temporary file and renamed into place, so a killed writer or two processes
-writing the same entry at once never leave a partial file; an entry that cannot be read (disk
-damage) is regenerated and rewritten, with a warning. Entries are loaded memory-mapped.
+Entries are written to a temporary file and renamed into place, never written in place (a run maps
+them: a file truncated under a reader's memory map kills it with SIGBUS), so a killed writer or two
+processes writing the same entry at once never leave a partial file; an entry that cannot be read (disk
+damage) is regenerated and rewritten, with a warning. Entries are loaded memory-mapped (a fresh entry
+too, once written), and :func:`release` lets a reader hand the pages it has read back to the page
+cache: the evaluation streams the 0.9 GB test set of the paper's synthetic federation chunk by chunk
+without holding it all resident.
 
 The folder is bounded: after writing an entry, the least recently used others are deleted until
 the entries take at most ``FEDBENCH_DATA_CACHE_GB`` gigabytes (default 4; the paper's synthetic
@@ -104,6 +108,7 @@ def cached(name: str, params: tuple, code: Callable[[], str], generate: Callable
     try:
         _save(path, data)
         evict(root, keep=path)
+        data = _load(path)  # the same tensors, now file-backed: their pages can be released (release)
     except OSError as e:  # a read-only or full disk costs the next run the generation, nothing else
         warnings.warn(f"could not write the data cache entry {path} ({e}); set FEDBENCH_DATA_CACHE to a writable folder "
                       "or to off", stacklevel=2)
@@ -142,3 +147,53 @@ def evict(root: Path, keep: Path) -> list[Path]:
         total -= size
         gone.append(p)
     return gone
+
+
+MADV_DONTNEED = 4  # Linux
+
+
+def _mapping_of(start: int, end: int) -> str | None:
+    """The file mapped at ``[start, end)`` of this process's memory (Linux), or None."""
+    try:
+        with open("/proc/self/maps") as f:
+            for line in f:
+                fields = line.split(maxsplit=5)
+                lo, hi = (int(v, 16) for v in fields[0].split("-"))
+                if lo <= start and end <= hi:
+                    return fields[5].strip() if len(fields) == 6 else None
+    except OSError:
+        return None
+    return None
+
+
+def release(tensor: torch.Tensor) -> int:
+    """Drop ``tensor``'s resident pages from this process if it lies in a memory-mapped entry of the data
+    cache; returns the bytes released (0 for any other tensor, which is left alone).
+
+    The data stay in the operating system's page cache, so the next read maps them back without disk I/O;
+    they no longer count in this process's resident memory. Only whole pages inside the tensor are released.
+    Entries are never written through the mapping, so nothing is lost (Linux only; elsewhere a no-op).
+    """
+    import sys
+
+    root = cache_dir()
+    if not sys.platform.startswith("linux") or root is None or tensor.device.type != "cpu" or tensor.numel() == 0:
+        return 0
+    if not tensor.is_contiguous():
+        return 0
+    start = tensor.data_ptr()
+    end = start + tensor.numel() * tensor.element_size()
+    page = os.sysconf("SC_PAGE_SIZE")
+    lo, hi = -(-start // page) * page, end // page * page
+    if hi <= lo:
+        return 0
+    path = _mapping_of(start, end)
+    if path is None or Path(path).parent != root.resolve() and Path(path).parent != root:
+        return 0  # anonymous memory (a generated or copied tensor) or another file: never touched
+    import ctypes
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.madvise.argtypes = (ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int)
+    if libc.madvise(lo, hi - lo, MADV_DONTNEED) != 0:
+        return 0
+    return hi - lo

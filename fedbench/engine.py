@@ -36,6 +36,7 @@ import torch
 from torch import nn
 from torch.func import functional_call, grad_and_value, vmap
 
+from fedbench import datacache
 from fedbench.client import Client, ClientUpdate, EvalResult, FitIns, FitPhase
 from fedbench.data import FederatedData
 from fedbench.learner import SGDConfig, batch_loss, order_keys
@@ -384,6 +385,7 @@ class VectorizedEngine:
                     loss, correct = self.task.score(mix, y[part])
                     sums[0].index_add_(0, owner[part], loss.double())
                     sums[1].index_add_(0, owner[part], correct.double())
+                    datacache.release(x[part])  # a memory-mapped cache entry's pages go back to the page cache
                 n = torch.tensor(sizes, dtype=torch.float64, device=x.device).clamp_min(1)
                 scores[split] = (sums / n).cpu()
             for k, (i, c) in enumerate(zip(group, members)):

@@ -109,7 +109,11 @@ class TestCacheFailure:
         calls = []
         good = datacache.cached("synthetic", (), lambda: "c", _generator(calls))
         (entry,) = cache.glob("*.pt")
-        entry.write_bytes(entry.read_bytes()[:100])  # truncated, as by a disk fault
+        # truncated, as by a disk fault; put in place by a rename, since `good` maps the old file: truncating a
+        # file under its memory map kills the reader (SIGBUS), and fedbench never writes an entry in place
+        damaged = entry.with_suffix(".bad")
+        damaged.write_bytes(entry.read_bytes()[:100])
+        os.replace(damaged, entry)
         with pytest.warns(UserWarning, match="could not be read"):
             again = datacache.cached("synthetic", (), lambda: "c", _generator(calls))
         assert calls == [1, 1]
@@ -165,3 +169,75 @@ class TestCacheFailure:
         with pytest.warns(UserWarning, match="could not write the data cache"):
             data = datacache.cached("synthetic", (), lambda: "c", _generator(calls))
         assert calls == [1] and data.n_clients == SMALL["n_clients"]
+
+
+def _mapped_rss_kb(path) -> int:
+    """Resident kB of this process's mappings of ``path`` (Linux /proc/self/smaps)."""
+    total, inside = 0, False
+    with open("/proc/self/smaps") as f:
+        for line in f:
+            head = line.split()
+            if head and "-" in head[0] and len(head) >= 5 and not head[0].endswith(":"):
+                inside = line.rstrip("\n").endswith(str(path)) or line.rstrip("\n").endswith(f"{path} (deleted)")
+            elif inside and head and head[0] == "Rss:":
+                total += int(head[1])
+    return total
+
+
+def _big(calls: list):
+    from fedbench.data import FederatedData
+
+    def generate():
+        calls.append(1)
+        g = torch.Generator().manual_seed(0)
+        clients = [(torch.randn(n, 256, generator=g), torch.randint(0, 3, (n,), generator=g)) for n in (900, 1100)]
+        tests = [(torch.randn(n, 256, generator=g), torch.randint(0, 3, (n,), generator=g)) for n in (2000, 2500)]
+        return FederatedData.from_clients(clients, tests, task="multiclass", num_classes=3)
+    return generate
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="page release is Linux only")
+class TestRelease:
+    def test_read_pages_of_an_entry_leave_the_process_and_read_back_the_same(self, cache):
+        data = datacache.cached("big", (), lambda: "code", _big([]))  # written, then loaded memory-mapped
+        (entry,) = cache.glob("big-*.pt")
+        want = data.test_x.clone()
+        float(data.test_x.sum())  # every page read: resident
+        before = _mapped_rss_kb(entry)
+        assert before * 1024 >= data.test_x.numel() * 4 * 0.9
+        released = datacache.release(data.test_x)
+        assert released >= data.test_x.numel() * 4 - 2 * os.sysconf("SC_PAGE_SIZE")
+        assert _mapped_rss_kb(entry) <= before - released // 1024 + 8  # those pages left the process
+        assert torch.equal(data.test_x, want)  # and read back from the page cache unchanged
+        assert _mapped_rss_kb(entry) * 1024 >= data.test_x.numel() * 4 * 0.9
+
+    def test_anonymous_or_foreign_tensors_are_never_touched(self, cache, tmp_path):
+        generated = _big([])()
+        x = generated.test_x
+        want = x.clone()
+        assert datacache.release(x) == 0  # a generated tensor: madvise would zero it
+        assert torch.equal(x, want)
+        outside = tmp_path / "elsewhere.pt"
+        torch.save({"x": want}, outside)
+        mapped = torch.load(outside, mmap=True, weights_only=True)["x"]
+        assert datacache.release(mapped) == 0  # a file, but not an entry of the cache
+        assert torch.equal(mapped, want)
+        assert datacache.release(want[:, ::2]) == 0  # not contiguous
+
+    def test_a_run_streams_its_test_set_and_scores_as_without_release(self, cache, registry, monkeypatch):
+        from fedbench.build import build_simulation, resolve_run
+        from fedbench.runner import evaluate
+        from tests.conftest import TINY
+
+        cfg = resolve_run(registry, dataset="synthetic", method="fedem", seed=2, overrides={**TINY, "dataset.n_test": 3000})
+        sim = build_simulation(registry, cfg)  # generated, written, loaded memory-mapped
+        sim.aggregator.fit_round(0)
+        (entry,) = cache.glob("synthetic-*.pt")
+        released = []
+        real = datacache.release
+        monkeypatch.setattr(datacache, "release", lambda t: released.append(real(t)) or released[-1])
+        got = evaluate(sim, 0)
+        assert sum(released) > sim.data.test_x.numel() * 4 // 2  # the evaluation gave its test pages back
+        assert _mapped_rss_kb(entry) * 1024 < sim.data.test_x.numel() * 4 // 2
+        monkeypatch.setattr(datacache, "release", lambda t: 0)
+        assert evaluate(sim, 0) == got
