@@ -362,7 +362,7 @@ class TestPFedMeMoreau:
     """``pfedme-moreau``: the pFedMe paper's Algorithm 1."""
 
     def test_personal_solution_on_a_quadratic(self):
-        from fedbench_plugins.methods.pfedme import moreau_step, solve_personal
+        from fedbench_plugins.methods.pfedme import solve_personal, toward_personal
 
         a, w = torch.tensor([2.0, -1.0]), torch.tensor([0.0, 1.0])
         lam = 3.0
@@ -373,7 +373,7 @@ class TestPFedMeMoreau:
         before = theta + 0.1 * ((theta - a) + lam * (theta - w)) / (1 - 0.1 * (1 + lam))
         torch.testing.assert_close(last, 0.5 * ((before - a) ** 2).sum(), rtol=1e-4, atol=1e-6)
         # one local step of the global copy moves it a fraction lr * lam toward theta_hat
-        torch.testing.assert_close(moreau_step(w, theta, 0.1, lam), w - 0.3 * (w - theta))
+        torch.testing.assert_close(toward_personal(w, theta, 0.1, lam), w - 0.3 * (w - theta))
 
     def test_beta_blends_old_and_averaged_global(self, registry):
         one, half = _sim(registry, "pfedme-moreau"), _sim(registry, "pfedme-moreau", **{"aggregator.beta": 0.5})

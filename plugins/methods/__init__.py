@@ -1,2 +1,2 @@
 """Built-in methods: one module per method (client types, aggregators and the method that pairs them);
-``partial`` is a helper shared by FedRep and FedBN."""
+``partial`` (shared by FedRep and FedBN) and ``personal`` (by Ditto and pFedMe) are helpers."""

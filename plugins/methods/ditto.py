@@ -14,16 +14,17 @@ from collections.abc import Mapping
 
 import torch
 
-from fedbench import Client, ClientSpec, EvalResult, FitPhase, MethodSpec, hookimpl
+from fedbench import ClientSpec, FitPhase, MethodSpec, hookimpl
 from fedbench.params import Param
 from fedbench.seeding import STREAM_TRAIN
 from fedbench_plugins.methods.fedprox import proximal
+from fedbench_plugins.methods.personal import PersonalModelClient
 
 #: stream of the global model's local fit (the personal fit uses the standard training stream)
 STREAM_DITTO_GLOBAL = 301
 
 
-class DittoClient(Client):
+class DittoClient(PersonalModelClient):
     """A plain client that also trains and is evaluated with a personal, proximally regularised model.
 
     Two phases a round (:class:`fedbench.FitPhase`), so both backends run it: the global model's FedAvg
@@ -49,13 +50,6 @@ class DittoClient(Client):
 
     def pull(self, theta: torch.Tensor, ctx: Mapping[str, torch.Tensor]) -> torch.Tensor:
         return proximal(theta, ctx["received"], self.lam)
-
-    @property
-    def personal(self) -> list[torch.Tensor] | None:
-        return self.kept.get("personal")
-
-    def evaluate(self, params: list[torch.Tensor]) -> EvalResult:
-        return super().evaluate(self.personal if self.personal is not None else params)
 
 
 @hookimpl

@@ -29,11 +29,12 @@ import torch
 
 from fedbench.params import Param
 from fedbench import (
-    AggregatorSpec, CentralizedAggregator, Client, ClientSpec, ClientUpdate, EvalResult, FitIns, FitPhase, MethodSpec, hookimpl,
+    AggregatorSpec, CentralizedAggregator, Client, ClientSpec, ClientUpdate, FitIns, FitPhase, MethodSpec, hookimpl,
     weighted_average,
 )
 from fedbench.learner import SGDConfig
 from fedbench_plugins.methods.fedprox import proximal
+from fedbench_plugins.methods.personal import PersonalModelClient
 from fedbench_plugins.methods.local import NoCommunicationAggregator
 
 
@@ -82,12 +83,12 @@ def solve_personal(
     return theta, value
 
 
-def moreau_step(w: torch.Tensor, theta_hat: torch.Tensor, lr: float, lam: float) -> torch.Tensor:
+def toward_personal(w: torch.Tensor, theta_hat: torch.Tensor, lr: float, lam: float) -> torch.Tensor:
     """The local update of the global model: w - lr * lam * (w - theta_hat)."""
     return w - lr * lam * (w - theta_hat)
 
 
-class PFedMeClient(Client):
+class PFedMeClient(PersonalModelClient):
     """Keeps a personal model; sends back its local copy of the global model."""
 
     #: its predictor involves a personal model that only training produces
@@ -108,14 +109,7 @@ class PFedMeClient(Client):
         copy of the global model moves toward the result (no momentum, no weight decay, as in the paper)."""
         w = theta[0]
         personal, value = solve_personal(grad, theta[1], w, self.lam, self.personal_lr or sgd.lr, self.k_steps)
-        return torch.stack([moreau_step(w, personal, sgd.lr, self.lam), personal]), momentum, value
-
-    @property
-    def personal(self) -> list[torch.Tensor] | None:
-        return self.kept.get("personal")
-
-    def evaluate(self, params: list[torch.Tensor]) -> EvalResult:
-        return super().evaluate(self.personal if self.personal is not None else params)
+        return torch.stack([toward_personal(w, personal, sgd.lr, self.lam), personal]), momentum, value
 
 
 class PFedMeAggregator(CentralizedAggregator):
