@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sqlite3
 import subprocess
 import sys
@@ -27,12 +28,14 @@ from pathlib import Path
 
 
 def sweep(python: str, suite: str, seed: int, jobs: int, results: Path, extra: list[str]) -> float:
-    """Run the suite with ``python``'s fedbench into ``results``; return its wall time in seconds."""
+    """Run the suite with ``python``'s fedbench into ``results``; return its wall time in seconds. The sweep
+    starts with an empty data cache of its own (an install that has one generates each data set once)."""
     cmd = [python, "-m", "fedbench", "run", "--suite", suite, "--seed", str(seed), "--jobs", str(jobs),
            "--results", str(results), *extra]
     start = time.perf_counter()
     # run outside any checkout: ``python -m`` puts the working directory first on sys.path
-    done = subprocess.run(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, cwd=results.parent)
+    env = {**os.environ, "FEDBENCH_DATA_CACHE": str(results.with_suffix(".cache"))}
+    done = subprocess.run(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, cwd=results.parent, env=env)
     wall = time.perf_counter() - start
     if done.returncode != 0:
         sys.exit(f"{' '.join(cmd)} failed ({done.returncode}): {done.stderr.strip().splitlines()[-1:]}")
