@@ -269,7 +269,7 @@ def build_simulation(registry: Registry, cfg: RunConfig, data_root: Path | None 
     elif reason is None and (slower is None or cfg.engine == "vectorized"):
         aggregator.engine = VectorizedEngine(models[0], task, data, cfg.seed)
         note = "vectorized (" + ("asked for: engine=vectorized" if cfg.engine == "vectorized" else
-                                 "buffer-free model, standard client loop") + ")"
+                                 "model and client loop allow it") + ")"
     elif cfg.engine == "vectorized":
         raise ConfigError(f"the vectorized engine cannot run this: {reason}; use --engine auto or sequential")
     elif reason is not None:

@@ -16,7 +16,10 @@ reference; this engine computes the same thing as batched tensor work:
   parameters over the pooled samples of the clients that received it (all of
   them under server averaging), and per client otherwise.
 
-It applies when the model has no buffers (e.g. no BatchNorm) and the client
+It applies when the model's buffers are floating-point (BatchNorm statistics: every
+client's copy is a row like its parameters, updated in place by its batches; rows
+are then batched only with rows of the same batch size, since a padded sample
+would enter the batch statistics) and it draws no dropout masks, and the client
 type keeps the reference's ``step``, ``fit`` and ``sgd_config``: its local
 objective may add a term (:meth:`Client.local_term`, run here under ``vmap``
 over all rows), train in several phases (:class:`FitPhase`), replace the SGD
@@ -76,14 +79,30 @@ def prefers_sequential(model: nn.Module, device: torch.device) -> str | None:
     return None
 
 
+def _state_buffers(model: nn.Module) -> list[tuple[str, torch.Tensor]]:
+    """The buffers a client keeps its own copy of (:meth:`fedbench.learner.Learner.get_buffers`): the
+    floating-point ones, e.g. BatchNorm's running statistics (not its integer batch counter)."""
+    return [(n, b) for n, b in model.named_buffers() if b.is_floating_point()]
+
+
+def _batch_norm(model: nn.Module) -> bool:
+    return any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules())
+
+
 def vectorisable(model: nn.Module, clients: Sequence[Client]) -> str | None:
     """None if the vectorised engine can run this model and these clients, else the reason."""
-    if any(True for _ in model.buffers()):
-        return f"model {type(model).__name__} has buffers (e.g. BatchNorm statistics)"
+    kept = {id(b) for _, b in _state_buffers(model)}
+    other = [n for n, b in model.named_buffers() if id(b) not in kept and not n.endswith("num_batches_tracked")]
+    if other:
+        return f"model {type(model).__name__} has non-floating-point buffers ({', '.join(other)})"
+    if any(isinstance(m, nn.modules.dropout._DropoutNd) for m in model.modules()):
+        return f"model {type(model).__name__} draws dropout masks, which the reference draws per client and batch"
     for cls in {type(c) for c in clients}:
         for name in ("step", "fit", "sgd_config"):  # training; a client's own evaluate runs per client
             if getattr(cls, name) is not getattr(Client, name):
                 return f"client type {cls.__name__} overrides {name}()"
+    if kept and clients and any(phase.step is not None for phase in clients[0].fit_phases()):
+        return f"client type {type(clients[0]).__name__} trains with its own step, not yet vectorised with buffers (BatchNorm)"
     return None
 
 
@@ -110,6 +129,13 @@ class VectorizedEngine:
         self.names = [n for n, p in model.named_parameters() if p.requires_grad]
         self.shapes = [p.shape for n, p in model.named_parameters() if p.requires_grad]
         self.sizes = [math.prod(s) for s in self.shapes]
+        #: the per-client buffers (BatchNorm statistics), passed per row like the parameters
+        self.buffer_names = [n for n, _ in _state_buffers(model)]
+        self.buffer_shapes = [b.shape for _, b in _state_buffers(model)]
+        self.buffer_sizes = [math.prod(s) for s in self.buffer_shapes]
+        #: whether a batch's statistics enter the model (BatchNorm in training): then rows are batched only
+        #: with rows of the same batch size (no padding) and a lone last sample is skipped, as the reference does
+        self.batch_stats = _batch_norm(model)
         self.train_sizes = data.train_sizes().tolist()
         self.test_sizes = data.test_sizes().tolist()
 
@@ -119,8 +145,28 @@ class VectorizedEngine:
         lead = flat.shape[:-1]
         return {n: c.reshape(*lead, *s) for n, c, s in zip(self.names, flat.split(self.sizes, dim=-1), self.shapes)}
 
-    def _logits(self, flat: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-        return functional_call(self.model, self._unflatten(flat), (x,))
+    def _logits(self, flat: torch.Tensor, x: torch.Tensor, buffers: Sequence[torch.Tensor] | None = None) -> torch.Tensor:
+        """The model at parameters ``flat`` (and ``buffers``, from :meth:`_split_buffers`: a BatchNorm in
+        training updates them in place) on ``x``."""
+        tensors = self._unflatten(flat)
+        if buffers is not None:
+            tensors.update(zip(self.buffer_names, buffers))
+        return functional_call(self.model, tensors, (x,))
+
+    def _split_buffers(self, flat: torch.Tensor) -> list[torch.Tensor]:
+        """(K, B) -> one contiguous (K, *shape) tensor per buffer (an in-place update under ``vmap`` reaches
+        a contiguous tensor, not a strided view of a wider one)."""
+        return [c.reshape(flat.shape[0], *s).contiguous() for c, s in
+                zip(flat.split(self.buffer_sizes, dim=-1), self.buffer_shapes)]
+
+    def _join_buffers(self, parts: Sequence[torch.Tensor]) -> torch.Tensor:
+        return torch.cat([p.reshape(p.shape[0], -1) for p in parts], dim=1)
+
+    def _buffers_of(self, clients: Sequence[Client]) -> torch.Tensor | None:
+        """Every client's buffers, one row per (client, learner), or None for a buffer-free model."""
+        if not self.buffer_names:
+            return None
+        return torch.stack([b for c in clients for b in c.buffers])
 
     # ---- one round of training ------------------------------------------------
     def step_clients(self, clients: Sequence[Client], instructions: Sequence[FitIns]) -> list[ClientUpdate]:
@@ -139,6 +185,7 @@ class VectorizedEngine:
         m = len(params[0])
         current = params
         losses: list[torch.Tensor] = []
+        trained_buffers = False
         for phase in clients[0].fit_phases():
             if phase.step is not None:
                 results, mean = self._fit_joint(clients, phase, phase.sgd(base), round_, params, current)
@@ -167,21 +214,27 @@ class VectorizedEngine:
             mask = None
             if phase.trainable is not None:
                 mask = torch.cat([torch.full((size,), bool(t)) for size, t in zip(self.sizes, phase.trainable)]).to(flat)
-            new_flat, new_buf, loss_sum, n_steps = self._sgd(flat, buf, weights, schedule, offsets, sgd, lr, term, ctx, mask)
+            bufs = self._buffers_of(clients)
+            new_flat, new_buf, loss_sum, n_steps = self._sgd(flat, buf, weights, schedule, offsets, sgd, lr, term, ctx, mask, bufs)
             results = list(new_flat.view(len(clients), m, -1))
             per_client_buf = new_buf.view(len(clients), m, -1)
             for ci, c in enumerate(clients):
                 c.set_momentum_slot(phase.momentum, list(per_client_buf[ci]) if sgd.momentum > 0 else [None] * m)
-            if phase.keep is not None:
+            if phase.keep is not None:  # its buffers go with it, as in the reference
                 for c, r in zip(clients, results):
                     c.kept[phase.keep] = list(r)
                 continue
+            if bufs is not None:
+                for ci, c in enumerate(clients):
+                    c.buffers = list(bufs.view(len(clients), m, -1)[ci].clone())
+                trained_buffers = True
             current = [list(r) for r in results]
             losses.append((loss_sum / n_steps.clamp_min(1)).view(len(clients), m).mean(dim=1))
         mean_loss = (torch.stack(losses).mean(dim=0) if losses else torch.zeros(len(clients))).tolist()
         updates = []
         for ci, c in enumerate(clients):
-            updates.append(ClientUpdate(c.client_id, current[ci], float(c.n_train), mean_loss[ci]))
+            updates.append(ClientUpdate(c.client_id, current[ci], float(c.n_train), mean_loss[ci],
+                                        c.sent_buffers() if trained_buffers else None))
             c.after_fit(instructions[ci], updates[-1])
         return updates
 
@@ -252,10 +305,23 @@ class VectorizedEngine:
         offsets = self.data.train_offsets[[c.client_id for c in clients]].repeat_interleave(m)
         return sched.view(len(clients) * m, epochs * nb_max, batch), offsets
 
-    def _row_sets(self, idx: torch.Tensor, count: torch.Tensor) -> list[torch.Tensor]:
+    def _row_sets(self, idx: torch.Tensor, count: torch.Tensor, n_rows: torch.Tensor | None = None) -> list[torch.Tensor]:
         """The rows of a schedule slice ``idx`` (K, B) with a batch this step, in :func:`_buckets` (rows with
-        short batches padded only to their bucket's width; chunks bounded by :data:`ROW_BUDGET` inputs)."""
-        return _buckets(count, idx.shape[1], ROW_BUDGET // max(1, self.data.train_x[0].numel()))
+        short batches padded only to their bucket's width; chunks bounded by :data:`ROW_BUDGET` inputs).
+
+        With batch statistics (BatchNorm) a padded sample would enter them: rows go together only with rows
+        of the same batch size, and a lone last sample of a row with more (``n_rows``: samples per row) is
+        skipped, as :meth:`fedbench.learner.Learner.fit_epochs` skips it."""
+        per_chunk = ROW_BUDGET // max(1, self.data.train_x[0].numel())
+        if not self.batch_stats:
+            return _buckets(count, idx.shape[1], per_chunk)
+        if n_rows is not None:
+            count = torch.where((count == 1) & (n_rows > 1), torch.zeros_like(count), count)
+        out = []
+        for size in count.unique().tolist():
+            if size:
+                out.extend((count == size).nonzero().squeeze(1).split(max(1, per_chunk // size)))
+        return out
 
     def _gather(self, idx: torch.Tensor, count: torch.Tensor, active: torch.Tensor, offsets: torch.Tensor
                 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -270,9 +336,10 @@ class VectorizedEngine:
         y = y_all.index_select(0, gidx).view(*local.shape, *y_all.shape[1:])
         return local, valid, x, y
 
-    def _sgd(self, flat, buf, weights, schedule, offsets, sgd, lr, term, ctx, mask=None):  # noqa: ANN001, ANN202
-        """Run every row's scheduled batches; returns new params, buffers, loss sums and step counts.
-        ``mask`` (P,): the coordinates that train (the others take no step, decay or momentum)."""
+    def _sgd(self, flat, buf, weights, schedule, offsets, sgd, lr, term, ctx, mask=None, bufs=None):  # noqa: ANN001, ANN202
+        """Run every row's scheduled batches; returns new params, momentum buffers, loss sums and step counts.
+        ``mask`` (P,): the coordinates that train (the others take no step, decay or momentum). ``bufs`` (K, B):
+        every row's model buffers (BatchNorm statistics), updated in place by its batches."""
         device = flat.device
         k = flat.shape[0]
         # per-row sample weights, indexed by local sample index (rows padded with zeros)
@@ -280,15 +347,16 @@ class VectorizedEngine:
         schedule = schedule.to(device)
         offsets = offsets.to(device)
         task, model_call = self.task, self._logits
-
+        self.model.train()
         forward = vmap(model_call)
+        n_rows = (schedule >= 0).sum(dim=(1, 2)) // max(1, sgd.epochs) if self.batch_stats else None
 
-        def grad_fn(theta, x, y, w, denom):  # noqa: ANN001, ANN202
+        def grad_fn(theta, x, y, w, denom, state=None):  # noqa: ANN001, ANN202
             # Rows are independent, so the gradient of the sum of the rows' batch losses
             # with respect to the stacked parameters is every row's own gradient.
             theta = theta.detach().requires_grad_(True)
             with torch.enable_grad():
-                logits = forward(theta, x)
+                logits = forward(theta, x) if state is None else forward(theta, x, state)
                 losses = task.loss(logits.reshape(-1, *logits.shape[2:]), y.reshape(-1, *y.shape[2:])).view(y.shape[:2])
                 per_row = (losses * w).sum(dim=1) / denom
                 (grad,) = torch.autograd.grad(per_row.sum(), theta)
@@ -299,11 +367,14 @@ class VectorizedEngine:
         for s in range(schedule.shape[1]):
             idx = schedule[:, s, :]  # (K, B); a row's valid indices come first
             count = (idx >= 0).sum(dim=1)
-            for active in self._row_sets(idx, count):
+            for active in self._row_sets(idx, count, n_rows):
                 local, valid, x, y = self._gather(idx, count, active, offsets)
                 w = torch.gather(w_pool[active], 1, local) * valid
                 theta = flat[active]
-                g, loss = grad_fn(theta, x, y, w, count[active].to(flat.dtype))
+                state = None if bufs is None else self._split_buffers(bufs[active])
+                g, loss = grad_fn(theta, x, y, w, count[active].to(flat.dtype), state)
+                if state is not None:  # the batches' statistics, as the model left them
+                    bufs.index_copy_(0, active, self._join_buffers(state))
                 if term is not None:  # the client type's local term, as the reference loop adds it to the loss
                     term_g, term_v = term_grad(theta, {k: v[active] for k, v in ctx.items()})
                     g = g + term_g
@@ -322,20 +393,29 @@ class VectorizedEngine:
 
     # ---- no-grad passes -------------------------------------------------------
     def _groups(self, clients: Sequence[Client], params: Sequence[list[torch.Tensor]]) -> list[list[int]]:
-        """Indices of clients grouped by the identity of the parameter list they received."""
-        groups: dict[int, list[int]] = {}
+        """Indices of clients grouped by the identity of the parameter list they received (and of their
+        buffers, for a model with buffers)."""
+        groups: dict[tuple, list[int]] = {}
         for i, ps in enumerate(params):
-            groups.setdefault(id(ps), []).append(i)
+            key = (id(ps), *(id(b) for b in clients[i].buffers)) if self.buffer_names else (id(ps),)
+            groups.setdefault(key, []).append(i)
         return list(groups.values())
 
     @torch.no_grad()
-    def _learner_outputs(self, params: list[torch.Tensor], x: torch.Tensor, fn) -> torch.Tensor:  # noqa: ANN001
-        """fn(logits) of every learner on x: (M, n, ...), all learners in one vmapped pass per chunk."""
+    def _learner_outputs(self, params: list[torch.Tensor], x: torch.Tensor, fn, client: Client | None = None) -> torch.Tensor:  # noqa: ANN001
+        """fn(logits) of every learner on x: (M, n, ...), all learners in one vmapped pass per chunk (with
+        ``client``'s buffers, for a model with buffers)."""
         self.model.eval()
         stacked = torch.stack(list(params))
-        every = vmap(lambda flat, chunk: fn(self._logits(flat, chunk)), in_dims=(0, None))
+        state = self._buffers_of([client]) if client is not None else None
+        state = self._split_buffers(state) if state is not None else None
+        if state is None:
+            every = vmap(lambda flat, chunk: fn(self._logits(flat, chunk)), in_dims=(0, None))
+        else:
+            every = vmap(lambda flat, chunk, b: fn(self._logits(flat, chunk, b)), in_dims=(0, None, 0))
         size = max(1, EVAL_BUDGET // max(1, x[0].numel() if len(x) else 1))
-        parts = [every(stacked, chunk) for chunk in (x.split(size) if len(x) else [x])]
+        chunks = x.split(size) if len(x) else [x]
+        parts = [every(stacked, chunk) if state is None else every(stacked, chunk, state) for chunk in chunks]
         return torch.cat(parts, dim=1)
 
     def _pool(self, clients: Sequence[Client], split: str) -> tuple[torch.Tensor, torch.Tensor, list[int]]:
@@ -353,7 +433,7 @@ class VectorizedEngine:
         for group in self._groups(clients, params):
             members = [clients[i] for i in group]
             x, y, sizes = self._pool(members, "train")
-            logits = self._learner_outputs(params[group[0]], x, lambda z: z)
+            logits = self._learner_outputs(params[group[0]], x, lambda z: z, members[0])
             losses = torch.stack([task.loss(logits[j], y) for j in range(logits.shape[0])])
             for i, part in zip(group, losses.split(sizes, dim=1)):
                 out[i] = part
@@ -379,7 +459,7 @@ class VectorizedEngine:
                 step = max(1, EVAL_BUDGET * 8 // max(1, x[0].numel() if len(x) else 1))
                 for start in range(0, len(y), step):  # chunks bound the temporaries' memory
                     part = slice(start, start + step)
-                    proba = self._learner_outputs(params[group[0]], x[part], self.task.proba)  # (M, n, ...)
+                    proba = self._learner_outputs(params[group[0]], x[part], self.task.proba, members[0])  # (M, n, ...)
                     w = pi_dev[owner[part]].T  # (M, n)
                     mix = (w.reshape(*w.shape, *([1] * (proba.dim() - 2))) * proba).sum(dim=0)
                     loss, correct = self.task.score(mix, y[part])

@@ -107,8 +107,12 @@ def test_final_accuracy_equal_end_to_end(registry, tmp_path):
 
 
 class TestFallback:
-    def test_model_with_buffers_is_not_vectorisable(self):
-        assert "buffers" in vectorisable(nn.Sequential(nn.Linear(2, 2), nn.BatchNorm1d(2)), [])
+    def test_models_whose_state_cannot_be_vectorised_fall_back(self):
+        counter = nn.Linear(2, 2)
+        counter.register_buffer("steps", torch.zeros((), dtype=torch.long))
+        assert "non-floating-point buffers (steps)" in vectorisable(counter, [])
+        assert "dropout" in vectorisable(nn.Sequential(nn.Linear(2, 2), nn.Dropout(0.5)), [])
+        assert vectorisable(nn.Sequential(nn.Linear(2, 2), nn.BatchNorm1d(2)), []) is None  # per-row buffers
 
     def test_client_overriding_the_loop_is_not_vectorisable(self):
         class Custom(Client):
@@ -122,14 +126,48 @@ class TestFallback:
         seq, vec = _pair(registry, "fedem", {})
         assert vectorisable(nn.Linear(2, 1), vec.clients) is None
 
-    def test_batchnorm_model_falls_back_and_forcing_vectorized_fails_clearly(self, registry):
+    def test_a_batchnorm_model_with_a_clients_own_step_falls_back_and_forcing_vectorized_fails_clearly(self, registry):
         bn = {**TINY, "model": "mlp", "model.batch_norm": True}
-        cfg = resolve_run(registry, dataset="synthetic", method="fedavg", seed=0, overrides=bn, engine="vectorized")
-        with pytest.raises(ConfigError, match="vectorized engine cannot run this: model Sequential has buffers"):
+        cfg = resolve_run(registry, dataset="synthetic", method="apfl", seed=0, overrides=bn, engine="vectorized")
+        with pytest.raises(ConfigError, match="vectorized engine cannot run this: client type .* own step"):
             build_simulation(registry, cfg)
-        auto = build_simulation(registry, resolve_run(registry, dataset="synthetic", method="fedavg", seed=0, overrides=bn))
-        assert auto.engine.startswith("sequential (vectorized engine not applicable: model Sequential has buffers")
+        auto = build_simulation(registry, resolve_run(registry, dataset="synthetic", method="apfl", seed=0, overrides=bn))
+        assert auto.engine.startswith("sequential (vectorized engine not applicable: client type")
         auto.aggregator.fit_round(0)  # and the fallback really trains
+
+
+BATCHNORM = [  # the model's running statistics per client: shared and averaged, kept (FedBN), with mixtures
+    ("fedavg", {"batch_size": 16}),
+    ("fedavg", {"batch_size": 17, "participation": 0.5}),  # a lone last sample (86 = 5 x 17 + 1): skipped, as the reference does
+    ("fedbn", {"batch_size": 16}),
+    ("fedem", {"batch_size": 16, "local_epochs": 2}),
+    ("ditto", {"batch_size": 16, "participation": 0.5}),  # a kept phase: its statistics are not the client's
+    ("local", {"batch_size": 16}),
+]
+
+
+@pytest.mark.parametrize("method, extra", BATCHNORM)
+def test_batchnorm_models_train_vectorised_with_the_reference_statistics(registry, method, extra):
+    seq, vec = _pair(registry, method, {"model": "mlp", "model.hidden": 8, "model.batch_norm": True, **extra})
+    assert vectorisable(vec.engine.model, vec.clients) is None
+    if extra["batch_size"] == 17:
+        assert any(c.n_train % 17 == 1 for c in vec.clients)
+    for r in range(3):
+        a, b = seq.fit_round(r), vec.fit_round(r)
+        assert b.train_loss == pytest.approx(a.train_loss, rel=1e-5)
+        for p, q in zip(_state(seq), _state(vec)):
+            torch.testing.assert_close(q, p, rtol=1e-5, atol=1e-6)
+        for cs, cv in zip(seq.clients, vec.clients):  # every client's running statistics
+            for p, q in zip(cs.buffers, cv.buffers):
+                torch.testing.assert_close(q, p, rtol=1e-5, atol=1e-6)
+        assert (seq.global_buffers is None) == (vec.global_buffers is None)
+        for p, q in zip(seq.global_buffers or [], vec.global_buffers or []):
+            torch.testing.assert_close(q, p, rtol=1e-5, atol=1e-6)
+    moved = [c for c in vec.clients if not torch.equal(c.buffers[0], vec.clients[0].ensemble.learners[0].get_buffers() * 0)]
+    assert moved  # statistics really were computed
+    for a, b in zip(seq.evaluate(), vec.evaluate()):
+        assert b.test_loss == pytest.approx(a.test_loss, rel=1e-4) and b.test_acc == pytest.approx(a.test_acc)
+
 
     def test_mlp_without_batchnorm_is_vectorised_and_equal(self, registry):
         extra = {"model": "mlp", "model.hidden": 8}
