@@ -3,6 +3,7 @@ against one client at a time, in one process, each timed over the same rounds.
 
     python benchmarks/methods_speed.py --rounds 10 --out results/methods_speed.md
     python benchmarks/methods_speed.py --methods fedavg+,fedprox --rounds 5
+    python benchmarks/methods_speed.py --methods fedavg,fedem --set model=mlp --set model.batch_norm=true
 
 Each (method, engine) is built afresh (data generation not timed), trained ``--rounds`` rounds
 (the first one, with torch's warm-up, is not counted), then evaluated once. Printed per method: the
@@ -22,12 +23,12 @@ METHODS = ["fedem", "fedavg", "local", "fedprox", "fedavg+", "fedavgm", "fedadam
            "d-fedem", "ditto", "scaffold", "apfl", "pfedme", "qffl", "fedrep", "fedbn", "afl", "l2sgd"]
 
 
-def time_method(registry, method: str, engine: str, rounds: int, clients: int):  # noqa: ANN001, ANN201
+def time_method(registry, method: str, engine: str, rounds: int, clients: int, extra: dict | None = None):  # noqa: ANN001, ANN201
     from fedbench.build import build_simulation, resolve_run
     from fedbench.metrics import summarise
 
     cfg = resolve_run(registry, dataset="synthetic", method=method, seed=1,
-                      overrides={"dataset.n_clients": clients, "rounds": 200}, engine=engine)
+                      overrides={"dataset.n_clients": clients, "rounds": 200, **(extra or {})}, engine=engine)
     sim = build_simulation(registry, cfg)
     times = []
     for r in range(rounds):
@@ -45,20 +46,25 @@ def main() -> None:
     p.add_argument("--clients", type=int, default=300, help="synthetic clients (the paper: 300)")
     p.add_argument("--out", help="also write the table here (Markdown)")
     p.add_argument("--auto-only", action="store_true", help="time only the engine auto picks (e.g. for an older checkout)")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="a setting for every run, as fedbench run --set (e.g. model=mlp)")
     args = p.parse_args()
     import torch
 
     from fedbench.registry import get_registry
 
     torch.set_num_threads(max(1, torch.get_num_threads()))
+    from fedbench.config import parse_assignments
+
     registry = get_registry()
+    extra = parse_assignments(args.set)
     rows = []
     for method in args.methods.split(","):
-        auto_engine, auto_s, auto_acc = time_method(registry, method, "auto", args.rounds, args.clients)
+        auto_engine, auto_s, auto_acc = time_method(registry, method, "auto", args.rounds, args.clients, extra)
         if auto_engine.startswith("sequential") or args.auto_only:
             seq_s, seq_acc = auto_s, auto_acc
         else:
-            _, seq_s, seq_acc = time_method(registry, method, "sequential", args.rounds, args.clients)
+            _, seq_s, seq_acc = time_method(registry, method, "sequential", args.rounds, args.clients, extra)
         row = (method, auto_engine.split(" ")[0], auto_s, seq_s, seq_s / auto_s, auto_acc, seq_acc)
         rows.append(row)
         print(f"{method:<10} {row[1]:<11} auto {auto_s:7.3f} s/round  sequential {seq_s:7.3f} s/round  "
@@ -67,7 +73,7 @@ def main() -> None:
     fedem = next((r[2] for r in rows if r[0] == "fedem"), None)
     lines = [
         f"Synthetic benchmark, {args.clients} clients, median s/round over rounds 2-{args.rounds} "
-        f"(torch {torch.__version__}, {torch.get_num_threads()} threads)",
+        f"(torch {torch.__version__}, {torch.get_num_threads()} threads)" + (f", settings {extra}" if extra else ""),
         "",
         "| method | engine (auto) | s/round auto | s/round sequential | speed-up | x FedEM's round | test_acc auto | test_acc sequential |",
         "|---|---|---|---|---|---|---|---|",
