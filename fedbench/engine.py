@@ -42,7 +42,7 @@ from torch.func import functional_call, grad_and_value, vmap
 from fedbench import datacache
 from fedbench.client import Client, ClientUpdate, EvalResult, FitIns, FitPhase
 from fedbench.data import FederatedData
-from fedbench.learner import SGDConfig, batch_loss, order_keys
+from fedbench.learner import SGDConfig, batch_loss, order_keys, uses_batch_statistics
 from fedbench.seeding import STREAM_TRAIN, generator
 from fedbench.tasks import Task
 
@@ -83,10 +83,6 @@ def _state_buffers(model: nn.Module) -> list[tuple[str, torch.Tensor]]:
     """The buffers a client keeps its own copy of (:meth:`fedbench.learner.Learner.get_buffers`): the
     floating-point ones, e.g. BatchNorm's running statistics (not its integer batch counter)."""
     return [(n, b) for n, b in model.named_buffers() if b.is_floating_point()]
-
-
-def _batch_norm(model: nn.Module) -> bool:
-    return any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules())
 
 
 def vectorisable(model: nn.Module, clients: Sequence[Client]) -> str | None:
@@ -130,12 +126,13 @@ class VectorizedEngine:
         self.shapes = [p.shape for n, p in model.named_parameters() if p.requires_grad]
         self.sizes = [math.prod(s) for s in self.shapes]
         #: the per-client buffers (BatchNorm statistics), passed per row like the parameters
-        self.buffer_names = [n for n, _ in _state_buffers(model)]
-        self.buffer_shapes = [b.shape for _, b in _state_buffers(model)]
+        buffers = _state_buffers(model)
+        self.buffer_names = [n for n, _ in buffers]
+        self.buffer_shapes = [b.shape for _, b in buffers]
         self.buffer_sizes = [math.prod(s) for s in self.buffer_shapes]
         #: whether a batch's statistics enter the model (BatchNorm in training): then rows are batched only
         #: with rows of the same batch size (no padding) and a lone last sample is skipped, as the reference does
-        self.batch_stats = _batch_norm(model)
+        self.batch_stats = uses_batch_statistics(model)
         self.train_sizes = data.train_sizes().tolist()
         self.test_sizes = data.test_sizes().tolist()
 
@@ -145,17 +142,18 @@ class VectorizedEngine:
         lead = flat.shape[:-1]
         return {n: c.reshape(*lead, *s) for n, c, s in zip(self.names, flat.split(self.sizes, dim=-1), self.shapes)}
 
-    def _logits(self, flat: torch.Tensor, x: torch.Tensor, buffers: Sequence[torch.Tensor] | None = None) -> torch.Tensor:
+    def _logits(self, flat: torch.Tensor, x: torch.Tensor, buffers: Sequence[torch.Tensor] = ()) -> torch.Tensor:
         """The model at parameters ``flat`` (and ``buffers``, from :meth:`_split_buffers`: a BatchNorm in
         training updates them in place) on ``x``."""
         tensors = self._unflatten(flat)
-        if buffers is not None:
-            tensors.update(zip(self.buffer_names, buffers))
+        tensors.update(zip(self.buffer_names, buffers))
         return functional_call(self.model, tensors, (x,))
 
-    def _split_buffers(self, flat: torch.Tensor) -> list[torch.Tensor]:
+    def _split_buffers(self, flat: torch.Tensor | None) -> list[torch.Tensor]:
         """(K, B) -> one contiguous (K, *shape) tensor per buffer (an in-place update under ``vmap`` reaches
-        a contiguous tensor, not a strided view of a wider one)."""
+        a contiguous tensor, not a strided view of a wider one); no buffers ([]) for None."""
+        if flat is None:
+            return []
         return [c.reshape(flat.shape[0], *s).contiguous() for c, s in
                 zip(flat.split(self.buffer_sizes, dim=-1), self.buffer_shapes)]
 
@@ -225,8 +223,8 @@ class VectorizedEngine:
                     c.kept[phase.keep] = list(r)
                 continue
             if bufs is not None:
-                for ci, c in enumerate(clients):
-                    c.buffers = list(bufs.view(len(clients), m, -1)[ci].clone())
+                for c, rows in zip(clients, bufs.view(len(clients), m, -1)):
+                    c.buffers = list(rows.clone())
                 trained_buffers = True
             current = [list(r) for r in results]
             losses.append((loss_sum / n_steps.clamp_min(1)).view(len(clients), m).mean(dim=1))
@@ -351,12 +349,12 @@ class VectorizedEngine:
         forward = vmap(model_call)
         n_rows = (schedule >= 0).sum(dim=(1, 2)) // max(1, sgd.epochs) if self.batch_stats else None
 
-        def grad_fn(theta, x, y, w, denom, state=None):  # noqa: ANN001, ANN202
+        def grad_fn(theta, x, y, w, denom, state):  # noqa: ANN001, ANN202
             # Rows are independent, so the gradient of the sum of the rows' batch losses
             # with respect to the stacked parameters is every row's own gradient.
             theta = theta.detach().requires_grad_(True)
             with torch.enable_grad():
-                logits = forward(theta, x) if state is None else forward(theta, x, state)
+                logits = forward(theta, x, state)
                 losses = task.loss(logits.reshape(-1, *logits.shape[2:]), y.reshape(-1, *y.shape[2:])).view(y.shape[:2])
                 per_row = (losses * w).sum(dim=1) / denom
                 (grad,) = torch.autograd.grad(per_row.sum(), theta)
@@ -371,9 +369,9 @@ class VectorizedEngine:
                 local, valid, x, y = self._gather(idx, count, active, offsets)
                 w = torch.gather(w_pool[active], 1, local) * valid
                 theta = flat[active]
-                state = None if bufs is None else self._split_buffers(bufs[active])
+                state = self._split_buffers(None if bufs is None else bufs[active])
                 g, loss = grad_fn(theta, x, y, w, count[active].to(flat.dtype), state)
-                if state is not None:  # the batches' statistics, as the model left them
+                if bufs is not None:  # the batches' statistics, as the model left them
                     bufs.index_copy_(0, active, self._join_buffers(state))
                 if term is not None:  # the client type's local term, as the reference loop adds it to the loss
                     term_g, term_v = term_grad(theta, {k: v[active] for k, v in ctx.items()})
@@ -402,20 +400,15 @@ class VectorizedEngine:
         return list(groups.values())
 
     @torch.no_grad()
-    def _learner_outputs(self, params: list[torch.Tensor], x: torch.Tensor, fn, client: Client | None = None) -> torch.Tensor:  # noqa: ANN001
+    def _learner_outputs(self, params: list[torch.Tensor], x: torch.Tensor, fn, client: Client) -> torch.Tensor:  # noqa: ANN001
         """fn(logits) of every learner on x: (M, n, ...), all learners in one vmapped pass per chunk (with
         ``client``'s buffers, for a model with buffers)."""
         self.model.eval()
         stacked = torch.stack(list(params))
-        state = self._buffers_of([client]) if client is not None else None
-        state = self._split_buffers(state) if state is not None else None
-        if state is None:
-            every = vmap(lambda flat, chunk: fn(self._logits(flat, chunk)), in_dims=(0, None))
-        else:
-            every = vmap(lambda flat, chunk, b: fn(self._logits(flat, chunk, b)), in_dims=(0, None, 0))
+        state = self._split_buffers(self._buffers_of([client]))
+        every = vmap(lambda flat, chunk, b: fn(self._logits(flat, chunk, b)), in_dims=(0, None, 0))
         size = max(1, EVAL_BUDGET // max(1, x[0].numel() if len(x) else 1))
-        chunks = x.split(size) if len(x) else [x]
-        parts = [every(stacked, chunk) if state is None else every(stacked, chunk, state) for chunk in chunks]
+        parts = [every(stacked, chunk, state) for chunk in (x.split(size) if len(x) else [x])]
         return torch.cat(parts, dim=1)
 
     def _pool(self, clients: Sequence[Client], split: str) -> tuple[torch.Tensor, torch.Tensor, list[int]]:
@@ -453,6 +446,7 @@ class VectorizedEngine:
             scores = {}
             for split in ("train", "test"):
                 x, y, sizes = self._pool(members, split)
+                own = x is getattr(self.data, f"{split}_x")  # the data set's tensor, not a gathered copy
                 owner = torch.repeat_interleave(torch.arange(len(members), device=x.device), torch.tensor(sizes, device=x.device))
                 pi_dev = pi.to(x.device)
                 sums = torch.zeros(2, len(members), dtype=torch.float64, device=x.device)
@@ -465,7 +459,8 @@ class VectorizedEngine:
                     loss, correct = self.task.score(mix, y[part])
                     sums[0].index_add_(0, owner[part], loss.double())
                     sums[1].index_add_(0, owner[part], correct.double())
-                    datacache.release(x[part])  # a memory-mapped cache entry's pages go back to the page cache
+                    if own:  # a memory-mapped cache entry's pages go back to the page cache
+                        datacache.release(x[part])
                 n = torch.tensor(sizes, dtype=torch.float64, device=x.device).clamp_min(1)
                 scores[split] = (sums / n).cpu()
             for k, (i, c) in enumerate(zip(group, members)):

@@ -212,7 +212,7 @@ class Learner:
         self.model.train()
         # BatchNorm cannot train on one sample: a lone last sample (a client of k * batch_size + 1) is
         # left out of that epoch, as the authors' loaders drop incomplete last batches
-        batch_norm = any(isinstance(m, torch.nn.modules.batchnorm._BatchNorm) for m in self.model.modules())
+        batch_norm = uses_batch_statistics(self.model)
         total, batches = 0.0, 0
         for perm in orders.to(y.device):
             for idx in perm.split(sgd.batch_size):
@@ -236,6 +236,12 @@ class Learner:
         elif sgd.momentum > 0 and batches:
             buf = torch.cat([opt.state[p]["momentum_buffer"].reshape(-1) for p in self._params]).detach()
         return FitResult(total / max(batches, 1), buf)
+
+
+def uses_batch_statistics(model: nn.Module) -> bool:
+    """Whether a batch's own statistics enter the model in training (BatchNorm): then a batch must hold
+    only real samples, and a one-sample batch cannot train."""
+    return any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules())
 
 
 def _split_like(flat: torch.Tensor, params: Sequence[torch.Tensor]) -> list[torch.Tensor]:
