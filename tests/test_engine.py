@@ -326,3 +326,30 @@ def test_the_default_joint_step_is_the_reference_sgd(registry, engine):
                                    rtol=1e-5, atol=1e-6)
         for a, b in zip(sims[0].aggregator.clients, sims[1].aggregator.clients):
             torch.testing.assert_close(b.momentum[0], a.momentum[0], rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("budget", [None, 2_000, 40])
+def test_e_step_losses_of_clients_with_their_own_parameters_are_batched_over_clients_and_exact(registry, monkeypatch, budget):
+    """D-FedEM's clients each hold their own learners: their E-step losses are computed many clients per
+    pass (padded to the widest of a block); whatever the blocks and pass widths, each client's losses are
+    those of a pass over that client alone and of its own ensemble (to rounding: the matrix products
+    group the sums differently)."""
+    import fedbench.engine as engine_module
+
+    cfg = resolve_run(registry, dataset="synthetic", method="d-fedem", seed=3, overrides=TINY, engine="vectorized")
+    agg = build_simulation(registry, cfg).aggregator
+    agg.fit_round(0)
+    clients = agg.clients
+    params = [agg.instructions(1, 0.1, c).params for c in clients]
+    assert len({id(p) for p in params}) == len(clients)  # every client its own parameters
+    eng = agg.engine
+    alone = [eng._learner_outputs(ps, c.data.train_x, lambda z: z, c) for c, ps in zip(clients, params)]
+    if budget is not None:  # 8 * budget input elements per pass: several blocks, several passes per client
+        monkeypatch.setattr(engine_module, "EVAL_BUDGET", budget)
+    batched = eng._train_losses(clients, params)
+    for c, ps, logits, losses in zip(clients, params, alone, batched):
+        expected = torch.stack([eng.task.loss(logits[j], c.data.train_y) for j in range(len(ps))])
+        assert losses.shape == expected.shape == (len(ps), c.n_train)
+        torch.testing.assert_close(losses, expected, rtol=1e-6, atol=1e-7)
+        c.load(ps)
+        torch.testing.assert_close(losses, c.ensemble.per_sample_losses(c.data.train_x, c.data.train_y))
