@@ -19,14 +19,15 @@ from fedbench.config import TrainConfig
 from fedbench.seeding import STREAM_SAMPLE, generator
 
 
-def weighted_average(tensors: Sequence[torch.Tensor], weights: Sequence[float]) -> torch.Tensor:
-    """sum_i w_i * t_i / sum_i w_i."""
-    if len(tensors) != len(weights) or not tensors:
+def weighted_average(tensors: Sequence[torch.Tensor] | torch.Tensor, weights: Sequence[float]) -> torch.Tensor:
+    """sum_i w_i * t_i / sum_i w_i (``tensors``: a sequence of tensors, or one tensor whose first
+    dimension indexes them)."""
+    if len(tensors) != len(weights) or not len(tensors):
         raise ValueError(f"need as many weights as tensors (>0), got {len(weights)} and {len(tensors)}")
     w = torch.as_tensor(list(weights), dtype=tensors[0].dtype, device=tensors[0].device)
     if float(w.sum()) <= 0:
         raise ValueError(f"weights must sum to a positive number, got {list(weights)}")
-    stacked = torch.stack(list(tensors))
+    stacked = tensors if isinstance(tensors, torch.Tensor) else torch.stack(list(tensors))
     return torch.tensordot(w / w.sum(), stacked, dims=1)
 
 
@@ -98,7 +99,7 @@ class Aggregator(abc.ABC):
         self.collect_buffers(updates)
         self.rounds_done = round_ + 1
         loss = float(weighted_average(
-            [torch.tensor(u.train_loss, dtype=torch.float64) for u in updates], [u.weight for u in updates]
+            torch.tensor([u.train_loss for u in updates], dtype=torch.float64), [u.weight for u in updates]
         ))
         return RoundStats(loss, self.round_bytes(params, updates))
 
@@ -156,7 +157,9 @@ class Aggregator(abc.ABC):
         """:meth:`configure_fit`'s answer as a :class:`FitIns` with this round's number and learning rate."""
         ins = self.configure_fit(round_, client)
         if not isinstance(ins, FitIns):  # the same list object for every client keeps the engine's shared-model path
-            ins = FitIns(ins if isinstance(ins, list) else list(ins))
+            return FitIns(ins if isinstance(ins, list) else list(ins), round=round_, lr=lr)
+        if ins.round is not None and ins.lr is not None:
+            return ins
         return dataclasses.replace(ins, round=round_ if ins.round is None else ins.round, lr=lr if ins.lr is None else ins.lr)
 
     # ---- what subclasses fill in -------------------------------------------

@@ -33,6 +33,15 @@ def generator(*keys: int) -> torch.Generator:
     return torch.Generator().manual_seed(derive_seed(*keys))
 
 
+def generators(prefix: tuple[int, ...], last: list[int]) -> list[torch.Generator]:
+    """``[generator(*prefix, k) for k in last]``, hashing the shared prefix once (a round's per-client
+    generators: ``prefix`` = (seed, stream, round), ``last`` = the client ids)."""
+    h = _splitmix64(len(prefix) + 1)
+    for k in prefix:
+        h = _splitmix64(h ^ (int(k) & _MASK))
+    return [torch.Generator().manual_seed(_splitmix64(h ^ (int(k) & _MASK)) >> 1) for k in last]
+
+
 def seed_global(*keys: int) -> None:
     """Seed torch's global generators from the keys: layers that draw from them (dropout in
     MobileNetV2's classifier) then give the same numbers in every process, whatever ran before.

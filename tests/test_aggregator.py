@@ -18,13 +18,19 @@ class TestWeightedAverageSuccess:
         # (1*[1,2] + 3*[3,6] + 4*[0,-4]) / 8 = ([10, 4]) / 8
         torch.testing.assert_close(out, torch.tensor([1.25, 0.5]))
 
+    def test_a_stacked_tensor_is_its_rows(self):
+        rows = torch.tensor([[1.0, 2.0], [3.0, 6.0], [0.0, -4.0]], dtype=torch.float64)
+        assert torch.equal(weighted_average(rows, [1, 3, 4]), weighted_average(list(rows), [1, 3, 4]))
+        torch.testing.assert_close(weighted_average(rows, [1, 3, 4]), torch.tensor([1.25, 0.5], dtype=torch.float64))
+
     def test_single_tensor_is_identity(self):
         t = torch.randn(5)
         torch.testing.assert_close(weighted_average([t], [7.0]), t)
 
 
 class TestWeightedAverageFailure:
-    @pytest.mark.parametrize("tensors, weights", [([], []), ([torch.zeros(2)], [1, 2]), ([torch.zeros(2)], [0.0])])
+    @pytest.mark.parametrize("tensors, weights", [([], []), ([torch.zeros(2)], [1, 2]), ([torch.zeros(2)], [0.0]),
+                                                  (torch.zeros(0, 2), []), (torch.zeros(2, 3), [1.0])])
     def test_bad_input(self, tensors, weights):
         with pytest.raises(ValueError):
             weighted_average(tensors, weights)

@@ -29,3 +29,17 @@ def test_seed_global_formats_no_stack_trace_for_a_cuda_that_never_started(monkey
     for client in range(5):
         seed_global(1, 5, 0, client)
     assert calls == []
+
+
+def test_generators_of_a_round_are_those_of_generator_with_the_same_keys():
+    from fedbench.seeding import generator, generators
+
+    ids = [0, 7, 299, 2**40 + 3]
+    for prefix in [(1, 3, 0), (12345, 3, 199), ()]:
+        many = generators(prefix, ids)
+        for k, gen in zip(ids, many):
+            assert torch.equal(torch.rand(5, generator=gen, dtype=torch.float64),
+                               torch.rand(5, generator=generator(*prefix, k), dtype=torch.float64))
+    # and the last key matters, as in generator()
+    a, b = generators((1, 3, 0), [1, 2])
+    assert not torch.equal(torch.rand(5, generator=a), torch.rand(5, generator=b))
