@@ -353,3 +353,46 @@ def test_e_step_losses_of_clients_with_their_own_parameters_are_batched_over_cli
         torch.testing.assert_close(losses, expected, rtol=1e-6, atol=1e-7)
         c.load(ps)
         torch.testing.assert_close(losses, c.ensemble.per_sample_losses(c.data.train_x, c.data.train_y))
+
+
+def test_row_major_linear_is_the_same_linear_layer_and_gradient():
+    """The engine's layout of F.linear (RowMajorLinear) computes the same outputs and gradients as
+    F.linear, under vmap over rows and on plain inputs of any rank, with or without bias."""
+    import torch.nn.functional as F
+    from torch.func import vmap
+
+    from fedbench.engine import RowMajorLinear
+
+    gen = torch.Generator().manual_seed(0)
+    for x_shape, out_features, bias in [((5, 7, 11), 1, True), ((5, 7, 11), 3, False), ((4, 6, 2, 9), 10, True)]:
+        x = torch.randn(*x_shape, generator=gen, dtype=torch.float64)
+        w = torch.randn(x_shape[0], out_features, x_shape[-1], generator=gen, dtype=torch.float64)
+        b = torch.randn(x_shape[0], out_features, generator=gen, dtype=torch.float64) if bias else None
+        g = torch.randn(*x_shape[:-1], out_features, generator=gen, dtype=torch.float64)
+        results = []
+        for row_major in (False, True):
+            wr = w.clone().requires_grad_(True)
+            br = b.clone().requires_grad_(True) if bias else None
+            fn = (lambda xx, ww, bb: F.linear(xx, ww, bb)) if bias else (lambda xx, ww, bb: F.linear(xx, ww))
+            if row_major:
+                with RowMajorLinear():
+                    out = vmap(fn, in_dims=(0, 0, 0 if bias else None))(x, wr, br)
+            else:
+                out = vmap(fn, in_dims=(0, 0, 0 if bias else None))(x, wr, br)
+            grads = torch.autograd.grad((out * g).sum(), [wr] + ([br] if bias else []))
+            results.append((out, grads))
+        (out_a, grads_a), (out_b, grads_b) = results
+        assert out_b.shape == out_a.shape and out_b.is_contiguous()
+        torch.testing.assert_close(out_b, out_a)
+        for ga, gb in zip(grads_a, grads_b):
+            torch.testing.assert_close(gb, ga)
+    # a one-sample input (a vector) and other functions pass through unchanged
+    v, w2 = torch.randn(11, generator=gen), torch.randn(3, 11, generator=gen)
+    plain_v, plain_relu = F.linear(v, w2), torch.relu(v)
+    with RowMajorLinear():
+        assert torch.equal(F.linear(v, w2), plain_v)
+        assert torch.equal(torch.relu(v), plain_relu)
+    manual = torch.randn(4, 11, generator=gen)
+    with RowMajorLinear():
+        inside = F.linear(manual, w2)
+    torch.testing.assert_close(inside, manual @ w2.T)
