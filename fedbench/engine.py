@@ -14,7 +14,11 @@ reference; this engine computes the same thing as batched tensor work:
   buffer ``b <- mu * b + g``, step ``p <- p - lr * b``);
 * the E-step losses and the evaluation are computed once per distinct set of
   parameters over the pooled samples of the clients that received it (all of
-  them under server averaging), and per client otherwise.
+  them under server averaging); clients that each hold their own parameters
+  (D-FedEM) get their E-step losses many clients per pass and are evaluated
+  per client (a client's learners then share one matrix product);
+* on a CPU the linear layers train in a row-major layout (:class:`RowMajorLinear`)
+  and each step's inputs are gathered into one reused buffer (:meth:`VectorizedEngine._take`).
 
 It applies when the model's buffers are floating-point (BatchNorm statistics: every
 client's copy is a row like its parameters, updated in place by its batches; rows
