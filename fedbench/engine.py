@@ -528,7 +528,7 @@ class VectorizedEngine:
                 for k, r in enumerate(rows.tolist()):
                     parts[alone[r]].append(losses[k][:, valid[k]])
             for i in alone:
-                out[i] = torch.cat(parts[i], dim=1) if parts[i] else torch.zeros(len(params[i]), 0)
+                out[i] = torch.cat(parts[i], dim=1) if parts[i] else torch.zeros(len(params[i]), 0, device=params[i][0].device)
             groups = [g for g in groups if len(g) > 1]
         for group in groups:
             members = [clients[i] for i in group]
