@@ -12,6 +12,7 @@ alternations), their ratio with its range, and the largest difference between th
 from __future__ import annotations
 
 import argparse
+import contextlib
 import statistics
 import time
 
@@ -41,10 +42,7 @@ def main() -> None:
 
         def run(row_major: bool, x=x, w=w, bias=bias, g=g):  # noqa: ANN001, ANN202
             wr, br = w.detach().requires_grad_(True), bias.detach().requires_grad_(True)
-            if row_major:
-                with RowMajorLinear():
-                    out = vmap(F.linear)(x, wr, br)
-            else:
+            with RowMajorLinear() if row_major else contextlib.nullcontext():
                 out = vmap(F.linear)(x, wr, br)
             return torch.autograd.grad((out * g).sum(), (wr, br))
 

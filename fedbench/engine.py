@@ -35,6 +35,7 @@ training (:meth:`Client.after_fit`); otherwise
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import math
 from collections.abc import Sequence
@@ -85,7 +86,6 @@ class RowMajorLinear(TorchFunctionMode):
             out = torch.matmul(w, x.mT).mT.contiguous()
             return out if b is None else out + b
         return func(*args, **kwargs)
-
 
 
 def prefers_sequential(model: nn.Module, device: torch.device) -> str | None:
@@ -393,17 +393,14 @@ class VectorizedEngine:
         n_rows = (schedule >= 0).sum(dim=(1, 2)) // max(1, sgd.epochs) if self.batch_stats else None
 
         # measured faster for the linear layers of models without BatchNorm, slower with it
-        row_major = device.type == "cpu" and not self.batch_stats
+        layout = RowMajorLinear if device.type == "cpu" and not self.batch_stats else contextlib.nullcontext
 
         def grad_fn(theta, x, y, w, denom, state):  # noqa: ANN001, ANN202
             # Rows are independent, so the gradient of the sum of the rows' batch losses
             # with respect to the stacked parameters is every row's own gradient.
             theta = theta.detach().requires_grad_(True)
             with torch.enable_grad():
-                if row_major:
-                    with RowMajorLinear():
-                        logits = forward(theta, x, state)
-                else:
+                with layout():
                     logits = forward(theta, x, state)
                 losses = task.loss(logits.reshape(-1, *logits.shape[2:]), y.reshape(-1, *y.shape[2:])).view(y.shape[:2])
                 per_row = (losses * w).sum(dim=1) / denom

@@ -20,12 +20,16 @@ def _splitmix64(x: int) -> int:
     return x ^ (x >> 31)
 
 
-def derive_seed(*keys: int) -> int:
-    """A 63-bit seed that depends on every key and on their order (hash-chained SplitMix64)."""
-    h = _splitmix64(len(keys))
+def _chain(h: int, keys: tuple[int, ...] | list[int]) -> int:
+    """``h`` hash-chained with each key in turn."""
     for k in keys:
         h = _splitmix64(h ^ (int(k) & _MASK))
-    return h >> 1
+    return h
+
+
+def derive_seed(*keys: int) -> int:
+    """A 63-bit seed that depends on every key and on their order (hash-chained SplitMix64)."""
+    return _chain(_splitmix64(len(keys)), keys) >> 1
 
 
 def generator(*keys: int) -> torch.Generator:
@@ -36,10 +40,8 @@ def generator(*keys: int) -> torch.Generator:
 def generators(prefix: tuple[int, ...], last: list[int]) -> list[torch.Generator]:
     """``[generator(*prefix, k) for k in last]``, hashing the shared prefix once (a round's per-client
     generators: ``prefix`` = (seed, stream, round), ``last`` = the client ids)."""
-    h = _splitmix64(len(prefix) + 1)
-    for k in prefix:
-        h = _splitmix64(h ^ (int(k) & _MASK))
-    return [torch.Generator().manual_seed(_splitmix64(h ^ (int(k) & _MASK)) >> 1) for k in last]
+    h = _chain(_splitmix64(len(prefix) + 1), prefix)
+    return [torch.Generator().manual_seed(_chain(h, (k,)) >> 1) for k in last]
 
 
 def seed_global(*keys: int) -> None:

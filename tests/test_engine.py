@@ -329,7 +329,7 @@ def test_the_default_joint_step_is_the_reference_sgd(registry, engine):
 
 
 @pytest.mark.parametrize("budget", [None, 2_000, 40])
-def test_e_step_losses_of_clients_with_their_own_parameters_are_batched_over_clients_and_exact(registry, monkeypatch, budget):
+def test_e_step_losses_of_clients_with_their_own_parameters_are_batched_over_clients_and_equal(registry, monkeypatch, budget):
     """D-FedEM's clients each hold their own learners: their E-step losses are computed many clients per
     pass (padded to the widest of a block); whatever the blocks and pass widths, each client's losses are
     those of a pass over that client alone and of its own ensemble (to rounding: the matrix products
