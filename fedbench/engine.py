@@ -15,7 +15,7 @@ reference; this engine computes the same thing as batched tensor work:
 * the E-step losses and the evaluation are computed once per distinct set of
   parameters over the pooled samples of the clients that received it (all of
   them under server averaging); clients that each hold their own parameters
-  (D-FedEM) get their E-step losses many clients per pass and are evaluated
+  (decentralised training) get their E-step losses many clients per pass and are evaluated
   per client (a client's learners then share one matrix product);
 * on a CPU the linear layers train in a row-major layout (:class:`RowMajorLinear`)
   and each step's inputs are gathered into one reused buffer (:meth:`VectorizedEngine._take`).
@@ -515,7 +515,7 @@ class VectorizedEngine:
         task = self.task
         groups = self._groups(clients, params)
         alone = [g[0] for g in groups if len(g) == 1]
-        if len(alone) > 1:  # clients with parameters of their own (D-FedEM): many per pass
+        if len(alone) > 1:  # clients with parameters of their own (decentralised training): many per pass
             parts: dict[int, list[torch.Tensor]] = {i: [] for i in alone}
             for rows, valid, y, logits in self._own_outputs([clients[i] for i in alone], [params[i] for i in alone],
                                                             "train", lambda z: z):
