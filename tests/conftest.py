@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -11,8 +12,15 @@ import pytest
 from fedbench.registry import get_registry
 
 # generated data sets are cached on disk (fedbench.datacache): the tests, and the CLIs they start, use a
-# fresh folder of their own, never the user's cache
-os.environ.setdefault("FEDBENCH_DATA_CACHE", tempfile.mkdtemp(prefix="fedbench-test-cache-"))
+# fresh folder of their own, never the user's cache, removed when the session ends (tens of MB each)
+_OWN_CACHE = None
+if "FEDBENCH_DATA_CACHE" not in os.environ:
+    _OWN_CACHE = os.environ["FEDBENCH_DATA_CACHE"] = tempfile.mkdtemp(prefix="fedbench-test-cache-")
+
+
+def pytest_sessionfinish(session, exitstatus):  # noqa: ANN001, ANN201, ARG001
+    if _OWN_CACHE is not None:
+        shutil.rmtree(_OWN_CACHE, ignore_errors=True)
 
 #: a tiny synthetic federation that trains in well under a second
 TINY = {"dataset.n_clients": 8, "dataset.n_test": 60, "dataset.dim": 10, "rounds": 4, "eval_every": 2}
