@@ -57,6 +57,10 @@ from fedbench.tasks import Task
 EVAL_BUDGET = 1 << 21
 #: input elements gathered at most at once in a training step (bounds memory for big inputs)
 ROW_BUDGET = 1 << 24
+#: a row set's fixed cost in a training step, in padded input elements of a small model (a model's padded
+#: sample costs max(its input elements, its parameters)): rows with short batches join the full ones when
+#: padding them costs less (FedAvg on the synthetic benchmark 1.2x faster a round; benchmarks/methods_speed.py)
+SET_COST = 1 << 22
 #: module types that run faster one client at a time on a CPU (measured by benchmarks/speed_synthetic.py)
 CPU_SEQUENTIAL_MODULES = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.RNNBase)
 
@@ -129,15 +133,26 @@ def vectorisable(model: nn.Module, clients: Sequence[Client]) -> str | None:
     return None
 
 
-def _buckets(count: torch.Tensor, batch: int, samples_per_chunk: int) -> list[torch.Tensor]:
-    """Row indices with a non-empty batch, grouped by batch size into (0, B/4], (B/4, B/2], (B/2, B],
-    each group cut into chunks of at most ``samples_per_chunk`` padded samples."""
-    bounds = [0, batch // 2, batch]
+def _buckets(count: torch.Tensor, batch: int, samples_per_chunk: int, merge_padding: int = 0) -> list[torch.Tensor]:
+    """Row indices with a non-empty batch, grouped by batch size into (0, B/2] and (B/2, B], each group
+    cut into as few chunks of at most ``samples_per_chunk`` padded samples as it needs, of even sizes.
+
+    A group is a row set: one gather and one vmapped step, whose fixed cost (dispatch, vmap, autograd)
+    does not depend on its size. The short group therefore joins the long one when that pads its rows
+    by at most ``merge_padding`` samples in all: the padding costs less than the second row set."""
+    rows = (count > 0).nonzero().squeeze(1)
+    if not rows.numel():
+        return []
+    c = count[rows]
+    short = c <= batch // 2
+    groups = [(rows, batch // 2 if short.all() else batch)]
+    if short.any() and not short.all():
+        added = int(short.sum()) * (int(c.max()) - int(c[short].max()))
+        if added > merge_padding:
+            groups = [(rows[short], batch // 2), (rows[~short], batch)]
     out = []
-    for lo, hi in zip(bounds, bounds[1:]):
-        rows = ((count > lo) & (count <= hi)).nonzero().squeeze(1)
-        if rows.numel():
-            out.extend(rows.split(max(1, samples_per_chunk // max(hi, 1))))
+    for g, width in groups:
+        out.extend(g.tensor_split(math.ceil(g.numel() / max(1, samples_per_chunk // max(width, 1)))))
     return out
 
 
@@ -160,6 +175,8 @@ class VectorizedEngine:
         #: whether a batch's statistics enter the model (BatchNorm in training): then rows are batched only
         #: with rows of the same batch size (no padding) and a lone last sample is skipped, as the reference does
         self.batch_stats = uses_batch_statistics(model)
+        #: what a padded sample costs in a training step, in input elements (:data:`SET_COST`)
+        self.sample_cost = max(1, data.train_x[0].numel() if len(data.train_x) else 1, sum(self.sizes))
         self.train_sizes = data.train_sizes().tolist()
         self.test_sizes = data.test_sizes().tolist()
         #: the reused buffer of :meth:`_take`
@@ -344,7 +361,7 @@ class VectorizedEngine:
         skipped, as :meth:`fedbench.learner.Learner.fit_epochs` skips it."""
         per_chunk = ROW_BUDGET // max(1, self.data.train_x[0].numel())
         if not self.batch_stats:
-            return _buckets(count, idx.shape[1], per_chunk)
+            return _buckets(count, idx.shape[1], per_chunk, SET_COST // self.sample_cost)
         if n_rows is not None:
             count = torch.where((count == 1) & (n_rows > 1), torch.zeros_like(count), count)
         out = []

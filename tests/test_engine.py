@@ -396,3 +396,45 @@ def test_row_major_linear_is_the_same_linear_layer_and_gradient():
     with RowMajorLinear():
         inside = F.linear(manual, w2)
     torch.testing.assert_close(inside, manual @ w2.T)
+
+
+def test_buckets_split_short_batches_from_full_ones_unless_padding_them_is_cheaper():
+    """Rows with a batch of at most B/2 samples form their own row set, unless padding them to the full
+    rows' width adds at most ``merge_padding`` samples; chunks are even and hold every row once."""
+    from fedbench.engine import _buckets
+
+    count = torch.tensor([0, 128, 10, 100, 60, 0])
+    # merging pads rows 2 and 4 from width 60 to 128: 2 * 68 = 136 padded samples
+    split = _buckets(count, 128, 10**6, merge_padding=135)
+    assert [s.tolist() for s in split] == [[2, 4], [1, 3]]
+    merged = _buckets(count, 128, 10**6, merge_padding=136)
+    assert [s.tolist() for s in merged] == [[1, 2, 3, 4]]
+    assert _buckets(torch.zeros(4, dtype=torch.long), 128, 10**6) == []
+    only_short = _buckets(torch.tensor([3, 0, 64]), 128, 10**6)  # one group: nothing to merge
+    assert [s.tolist() for s in only_short] == [[0, 2]]
+    assert [len(c) for c in _buckets(torch.tensor([64] * 4), 128, 128)] == [2, 2]  # chunked by its width, 64
+    # 7 full rows, at most 3 rows (3 * 128 samples) per chunk: 3 even chunks, not 3 + 3 + 1
+    chunks = _buckets(torch.full((7,), 128), 128, 3 * 128)
+    assert [len(c) for c in chunks] == [3, 2, 2] and torch.cat(chunks).tolist() == list(range(7))
+    # short rows are chunked by their own width: 64 samples each
+    assert [len(c) for c in _buckets(torch.tensor([64] * 5 + [128]), 128, 128, merge_padding=0)] == [2, 2, 1, 1]
+
+
+@pytest.mark.parametrize("set_cost", [0, 1 << 40])
+@pytest.mark.parametrize("method, extra", [CASES[1], CASES[7]])
+def test_short_batches_alone_or_padded_into_the_full_rows_give_the_reference_numbers(registry, monkeypatch, set_cost, method, extra):
+    """Whether the rows with short last batches train as a row set of their own (SET_COST 0) or padded
+    into the full rows' set (the tiny model always merges), every round equals the one-at-a-time path."""
+    import fedbench.engine as engine_module
+
+    monkeypatch.setattr(engine_module, "SET_COST", set_cost)
+    calls = []
+    real = engine_module._buckets
+    monkeypatch.setattr(engine_module, "_buckets", lambda *a: calls.append(real(*a)) or calls[-1])
+    seq, vec = _pair(registry, method, extra)
+    for r in range(2):
+        seq.fit_round(r), vec.fit_round(r)
+        for a, b in zip(_state(seq), _state(vec)):
+            torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+    # SET_COST 0 splits a step with both kinds of rows into two sets; a huge one never does
+    assert any(len(sets) >= 2 for sets in calls) == (set_cost == 0)
