@@ -49,7 +49,7 @@ from torch.func import functional_call, grad_and_value, vmap
 from fedbench import datacache
 from fedbench.client import Client, ClientUpdate, EvalResult, FitIns, FitPhase
 from fedbench.data import FederatedData
-from fedbench.learner import SGDConfig, batch_loss, order_keys, uses_batch_statistics
+from fedbench.learner import SGDConfig, batch_loss, uses_batch_statistics
 from fedbench.seeding import STREAM_TRAIN, generators
 from fedbench.tasks import Task
 
@@ -249,7 +249,7 @@ class VectorizedEngine:
             slots = [c.momentum_slot(phase.momentum) or [None] * m for c in clients]
             buf = torch.stack([b if b is not None else torch.zeros_like(flat[0]) for bs in slots for b in bs])
             sgd = phase.sgd(base)
-            weights = [c.samples_weights[j] for c in clients for j in range(m)]
+            weights = [c.samples_weights for c in clients]
             schedule, offsets = self._schedule(clients, m, sgd.epochs, sgd.batch_size, round_, phase.stream)
             term, ctx = None, None
             if phase.term is not None:  # one pure function, vmapped over every (client, learner) row
@@ -342,12 +342,14 @@ class VectorizedEngine:
         gens = generators((self.seed, stream, round_), [c.client_id for c in clients])
         for nb, members in groups.items():
             keys = torch.full((len(members), m * epochs, nb * batch), math.inf, dtype=torch.float64)
-            for row, ci in enumerate(members):
-                keys[row, :, : sizes[ci]] = order_keys(gens[ci], m * epochs, sizes[ci])
-            # the keys are in [0, 1] or +inf, whose bit patterns order as int64 as the floats do: the same
+            for row, ci in enumerate(members):  # fedbench.learner.order_keys, drawn in place
+                keys[row, :, : sizes[ci]].uniform_(generator=gens[ci])
+            # the keys are in [0, 1) or +inf, whose bit patterns order as int64 as the floats do: the same
             # order as sorting the floats, about 1.4x faster
             order = keys.view(torch.int64).argsort(dim=2, stable=True)
-            order[order >= torch.tensor([sizes[ci] for ci in members]).view(-1, 1, 1)] = -1
+            # the +inf padding sorts last: the positions from a row's size on hold it
+            size = torch.tensor([sizes[ci] for ci in members]).view(-1, 1, 1)
+            order.masked_fill_(torch.arange(nb * batch).view(1, 1, -1) >= size, -1)
             sched[members, :, :, : nb * batch] = order.view(len(members), m, epochs, nb * batch)
         offsets = self.data.train_offsets[[c.client_id for c in clients]].repeat_interleave(m)
         return sched.view(len(clients) * m, epochs * nb_max, batch), offsets
@@ -400,8 +402,12 @@ class VectorizedEngine:
         every row's model buffers (BatchNorm statistics), updated in place by its batches."""
         device = flat.device
         k = flat.shape[0]
-        # per-row sample weights, indexed by local sample index (rows padded with zeros)
-        w_pool = torch.nn.utils.rnn.pad_sequence(list(weights), batch_first=True).to(device)
+        # per-row sample weights, indexed by local sample index (rows padded with zeros); ``weights``: one
+        # (M, n) tensor per client (a block of M rows)
+        w_pool = torch.zeros(k, max((w.shape[1] for w in weights), default=0), dtype=weights[0].dtype, device=weights[0].device)
+        for ci, w in enumerate(weights):
+            w_pool[ci * len(w): (ci + 1) * len(w), : w.shape[1]] = w
+        w_pool = w_pool.to(device)
         schedule = schedule.to(device)
         offsets = offsets.to(device)
         task, model_call = self.task, self._logits

@@ -438,3 +438,29 @@ def test_short_batches_alone_or_padded_into_the_full_rows_give_the_reference_num
             torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
     # SET_COST 0 splits a step with both kinds of rows into two sets; a huge one never does
     assert any(len(sets) >= 2 for sets in calls) == (set_cost == 0)
+
+
+def test_the_schedule_holds_every_rows_reference_orders_batch_by_batch(registry):
+    """The vectorised schedule draws each client's keys in place and masks its padding by position: row
+    (client, learner) at epoch e is epoch_orders of the client's round generator, cut into batches, with
+    -1 after its last sample and in the steps it idles."""
+    from fedbench.learner import epoch_orders
+    from fedbench.seeding import STREAM_TRAIN, generator
+
+    over = {**TINY, "dataset.n_clients": 6}
+    cfg = resolve_run(registry, dataset="synthetic", method="fedem", seed=5, overrides=over, engine="vectorized")
+    agg = build_simulation(registry, cfg).aggregator
+    eng, clients, m, epochs, batch = agg.engine, agg.clients, 3, 2, 4
+    sizes = [c.n_train for c in clients]
+    assert len(set(sizes)) > 1 and max(sizes) > 2 * batch  # clients with different numbers of batches
+    sched, offsets = eng._schedule(clients, m, epochs, batch, 7)
+    nb_max = -(-max(sizes) // batch)
+    assert sched.shape == (len(clients) * m, epochs * nb_max, batch)
+    for ci, c in enumerate(clients):
+        orders = epoch_orders(generator(5, STREAM_TRAIN, 7, c.client_id), m * epochs, c.n_train).view(m, epochs, -1)
+        for j in range(m):
+            row = sched[ci * m + j].view(epochs, nb_max * batch)
+            for e in range(epochs):
+                assert torch.equal(row[e, : c.n_train], orders[j, e])
+                assert (row[e, c.n_train:] == -1).all()
+            assert offsets[ci * m + j] == eng.data.train_offsets[c.client_id]
