@@ -9,7 +9,10 @@ reference; this engine computes the same thing as batched tensor work:
   (:func:`fedbench.learner.epoch_orders` on the client's round generator);
   pairs with fewer batches simply drop out of later steps, and a short last
   batch is padded with zero-weight samples while its loss is still divided by
-  the real batch size, so the arithmetic is the reference's;
+  the real batch size, so the arithmetic is the reference's (to rounding);
+* a step's rows run as few row sets as pay: rows with short batches form a set
+  of their own only when padding them into the full rows' set would cost more
+  than a second set's fixed overhead (:data:`SET_COST`);
 * SGD follows ``torch.optim.SGD`` (weight decay added to the gradient, momentum
   buffer ``b <- mu * b + g``, step ``p <- p - lr * b``);
 * the E-step losses and the evaluation are computed once per distinct set of
@@ -356,7 +359,7 @@ class VectorizedEngine:
 
     def _row_sets(self, idx: torch.Tensor, count: torch.Tensor, n_rows: torch.Tensor | None = None) -> list[torch.Tensor]:
         """The rows of a schedule slice ``idx`` (K, B) with a batch this step, in :func:`_buckets` (rows with
-        short batches padded only to their bucket's width; chunks bounded by :data:`ROW_BUDGET` inputs).
+        short batches in a set of their own where that pays; chunks bounded by :data:`ROW_BUDGET` inputs).
 
         With batch statistics (BatchNorm) a padded sample would enter them: rows go together only with rows
         of the same batch size, and a lone last sample of a row with more (``n_rows``: samples per row) is
@@ -528,10 +531,12 @@ class VectorizedEngine:
         x_all, y_all = getattr(self.data, f"{split}_x"), getattr(self.data, f"{split}_y")
         offs = getattr(self.data, f"{split}_offsets")
         ids = [c.client_id for c in clients]
+        every = self.train_sizes if split == "train" else self.test_sizes
+        sizes = [every[i] for i in ids]
         if ids == list(range(self.data.n_clients)):
-            return x_all, y_all, [int(offs[i + 1] - offs[i]) for i in ids]
+            return x_all, y_all, sizes
         idx = torch.cat([torch.arange(int(offs[i]), int(offs[i + 1])) for i in ids]).to(x_all.device)
-        return x_all[idx], y_all[idx], [int(offs[i + 1] - offs[i]) for i in ids]
+        return x_all[idx], y_all[idx], sizes
 
     def _train_losses(self, clients: Sequence[Client], params: Sequence[list[torch.Tensor]]) -> list[torch.Tensor]:
         out: list[torch.Tensor | None] = [None] * len(clients)
