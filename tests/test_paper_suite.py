@@ -98,6 +98,7 @@ def test_data_check_lists_each_data_set(tmp_path):
     assert proc.returncode == 2 and "cannot be downloaded" in proc.stderr
 
 
+@pytest.mark.slow  # 14 runs through the CLI, ~37 s: the default run keeps under 10 minutes on 2 cores
 def test_paper_suite_runs_as_is_on_the_data_sets_present(tmp_path):
     # a user with only the LEAF files: FEMNIST and Shakespeare run with the paper's models and
     # learning rates (one round), the three others are named up front and skipped
