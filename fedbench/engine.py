@@ -52,7 +52,7 @@ from torch.func import functional_call, grad_and_value, vmap
 from fedbench import datacache
 from fedbench.client import Client, ClientUpdate, EvalResult, FitIns, FitPhase
 from fedbench.data import FederatedData
-from fedbench.learner import SGDConfig, batch_loss, uses_batch_statistics
+from fedbench.learner import SGDConfig, batch_loss, order_keys, uses_batch_statistics
 from fedbench.seeding import STREAM_TRAIN, generators
 from fedbench.tasks import Task
 
@@ -62,7 +62,7 @@ EVAL_BUDGET = 1 << 21
 ROW_BUDGET = 1 << 24
 #: a row set's fixed cost in a training step, in padded input elements of a small model (a model's padded
 #: sample costs max(its input elements, its parameters)): rows with short batches join the full ones when
-#: padding them costs less (FedAvg on the synthetic benchmark 1.2x faster a round; benchmarks/methods_speed.py)
+#: padding them costs less (1.15-1.25x a round on the synthetic benchmark; python benchmarks/row_sets.py)
 SET_COST = 1 << 22
 #: module types that run faster one client at a time on a CPU (measured by benchmarks/speed_synthetic.py)
 CPU_SEQUENTIAL_MODULES = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.RNNBase)
@@ -345,8 +345,8 @@ class VectorizedEngine:
         gens = generators((self.seed, stream, round_), [c.client_id for c in clients])
         for nb, members in groups.items():
             keys = torch.full((len(members), m * epochs, nb * batch), math.inf, dtype=torch.float64)
-            for row, ci in enumerate(members):  # fedbench.learner.order_keys, drawn in place
-                keys[row, :, : sizes[ci]].uniform_(generator=gens[ci])
+            for row, ci in enumerate(members):
+                order_keys(gens[ci], m * epochs, sizes[ci], out=keys[row, :, : sizes[ci]])
             # the keys are in [0, 1) or +inf, whose bit patterns order as int64 as the floats do: the same
             # order as sorting the floats, about 1.4x faster
             order = keys.view(torch.int64).argsort(dim=2, stable=True)

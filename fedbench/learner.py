@@ -91,9 +91,12 @@ def epoch_orders(gen: torch.Generator, count: int, n: int) -> torch.Tensor:
     return order_keys(gen, count, n).argsort(dim=1, stable=True)
 
 
-def order_keys(gen: torch.Generator, count: int, n: int) -> torch.Tensor:
-    """The random keys whose stable arg-sort is :func:`epoch_orders` (float64, shape (count, n))."""
-    return torch.rand(count, n, generator=gen, dtype=torch.float64)
+def order_keys(gen: torch.Generator, count: int, n: int, out: torch.Tensor | None = None) -> torch.Tensor:
+    """The random keys whose stable arg-sort is :func:`epoch_orders` (float64, shape (count, n)), uniform
+    in [0, 1) (what ``torch.rand`` draws). ``out``: a float64 (count, n) view to draw them into (the
+    vectorised engine draws every client's keys into its rows of one padded tensor)."""
+    keys = torch.empty(count, n, dtype=torch.float64) if out is None else out
+    return keys.uniform_(generator=gen)
 
 
 class Learner:

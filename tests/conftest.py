@@ -22,6 +22,7 @@ def pytest_sessionfinish(session, exitstatus):  # noqa: ANN001, ANN201, ARG001
     if _OWN_CACHE is not None:
         shutil.rmtree(_OWN_CACHE, ignore_errors=True)
 
+
 #: a tiny synthetic federation that trains in well under a second
 TINY = {"dataset.n_clients": 8, "dataset.n_test": 60, "dataset.dim": 10, "rounds": 4, "eval_every": 2}
 #: the data-set part of TINY as CLI arguments
