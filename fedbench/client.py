@@ -171,6 +171,16 @@ class Client:
     def update_learners_weights(self) -> None:
         """Set ``learners_weights`` (M) before training; the plain client keeps them uniform."""
 
+    @classmethod
+    def update_weights(cls, clients: Sequence[Client], losses: Sequence[torch.Tensor | None]) -> None:
+        """:meth:`update_sample_weights` then :meth:`update_learners_weights` for many clients of this
+        type (``losses[i]`` for ``clients[i]``), as the vectorised backend calls them once a round. This
+        default runs them client by client; a type may override it with one batched computation that
+        sets the same weights (tests check FedEM's bit for bit)."""
+        for client, client_losses in zip(clients, losses):
+            client.update_sample_weights(client_losses)
+            client.update_learners_weights()
+
     def receive_buffers(self, buffers: list[torch.Tensor | None]) -> None:
         """Take the averaged buffers (BatchNorm statistics) an aggregator that shares them hands out, before
         this client trains or is evaluated. The plain client takes them; one that keeps its own ignores them."""

@@ -43,6 +43,7 @@ import dataclasses
 import math
 from collections.abc import Sequence
 
+import numpy as np
 import torch
 from torch import nn
 from torch.nn import functional as F
@@ -136,27 +137,46 @@ def vectorisable(model: nn.Module, clients: Sequence[Client]) -> str | None:
     return None
 
 
-def _buckets(count: torch.Tensor, batch: int, samples_per_chunk: int, merge_padding: int = 0) -> list[torch.Tensor]:
+def _buckets(count: np.ndarray | torch.Tensor, batch: int, samples_per_chunk: int, merge_padding: int = 0) -> list[np.ndarray]:
     """Row indices with a non-empty batch, grouped by batch size into (0, B/2] and (B/2, B], each group
     cut into as few chunks of at most ``samples_per_chunk`` padded samples as it needs, of even sizes.
 
     A group is a row set: one gather and one vmapped step, whose fixed cost (dispatch, vmap, autograd)
     does not depend on its size. The short group therefore joins the long one when that pads its rows
-    by at most ``merge_padding`` samples in all: the padding costs less than the second row set."""
-    rows = (count > 0).nonzero().squeeze(1)
-    if not rows.numel():
+    by at most ``merge_padding`` samples in all: the padding costs less than the second row set.
+    (In numpy: these are a few dozen tiny operations per step, each several times cheaper than torch's.)"""
+    count = np.asarray(count)
+    rows = np.flatnonzero(count > 0)
+    if not len(rows):
         return []
     c = count[rows]
     short = c <= batch // 2
-    groups = [(rows, batch // 2 if short.all() else batch)]
-    if short.any() and not short.all():
-        added = int(short.sum()) * (int(c.max()) - int(c[short].max()))
+    n_short = int(short.sum())
+    groups = [(rows, batch // 2 if n_short == len(rows) else batch)]
+    if 0 < n_short < len(rows):
+        added = n_short * (int(c.max()) - int(c[short].max()))
         if added > merge_padding:
             groups = [(rows[short], batch // 2), (rows[~short], batch)]
     out = []
     for g, width in groups:
-        out.extend(g.tensor_split(math.ceil(g.numel() / max(1, samples_per_chunk // max(width, 1)))))
+        out.extend(np.array_split(g, math.ceil(len(g) / max(1, samples_per_chunk // max(width, 1)))))
     return out
+
+
+@dataclasses.dataclass
+class _Steps:
+    """A phase's batches, as its step loop reads them: ``gidx`` (K, S, B), the global index of the sample in
+    every row's every step's every batch slot, a row's valid samples first (slots after them hold the
+    row's first sample, with weight 0; slots of a step the row idles in are never read); ``counts`` (K,
+    S), a numpy array, the valid samples there (the row sets are cut from it on the host, without a
+    device round trip per step); ``first`` (K,), every row's first sample."""
+
+    gidx: torch.Tensor
+    counts: np.ndarray
+    first: torch.Tensor
+
+    def to(self, device: torch.device) -> _Steps:
+        return _Steps(self.gidx.to(device), self.counts, self.first.to(device))
 
 
 class VectorizedEngine:
@@ -226,9 +246,11 @@ class VectorizedEngine:
         round_, lr = instructions[0].round, instructions[0].lr
         needing = [i for i, c in enumerate(clients) if c.needs_losses]
         losses = dict(zip(needing, self._train_losses([clients[i] for i in needing], [params[i] for i in needing])))
+        by_type: dict[type, list[int]] = {}
         for i, c in enumerate(clients):
-            c.update_sample_weights(losses.get(i))
-            c.update_learners_weights()
+            by_type.setdefault(type(c), []).append(i)
+        for cls, members in by_type.items():  # a client type's E- and M-steps, batched where it batches them
+            cls.update_weights([clients[i] for i in members], [losses.get(i) for i in members])
         base = clients[0].sgd_config(lr)
         m = len(params[0])
         current = params
@@ -253,17 +275,17 @@ class VectorizedEngine:
             buf = torch.stack([b if b is not None else torch.zeros_like(flat[0]) for bs in slots for b in bs])
             sgd = phase.sgd(base)
             weights = [c.samples_weights for c in clients]
-            schedule, offsets = self._schedule(clients, m, sgd.epochs, sgd.batch_size, round_, phase.stream)
+            steps = self._schedule(clients, m, sgd.epochs, sgd.batch_size, round_, phase.stream)
             term, ctx = None, None
             if phase.term is not None:  # one pure function, vmapped over every (client, learner) row
                 term = getattr(clients[0], phase.term)
                 rows = [row for c, ins in zip(clients, instructions) for row in c.term_context(ins.params, ins.extras)]
                 ctx = {k: torch.stack([torch.as_tensor(row[k]) for row in rows]) for k in rows[0]}
             mask = None
-            if phase.trainable is not None:
+            if phase.trainable is not None and not all(phase.trainable):  # (all trainable: no mask to apply)
                 mask = torch.cat([torch.full((size,), bool(t)) for size, t in zip(self.sizes, phase.trainable)]).to(flat)
             bufs = self._buffers_of(clients)
-            new_flat, new_buf, loss_sum, n_steps = self._sgd(flat, buf, weights, schedule, offsets, sgd, lr, term, ctx, mask, bufs)
+            new_flat, new_buf, loss_sum, n_steps = self._sgd(flat, buf, weights, steps, sgd, lr, term, ctx, mask, bufs)
             results = list(new_flat.view(len(clients), m, -1))
             per_client_buf = new_buf.view(len(clients), m, -1)
             for ci, c in enumerate(clients):
@@ -294,8 +316,7 @@ class VectorizedEngine:
         stacks = torch.stack([torch.stack(c.joint_start(phase, r, p)) for c, r, p in zip(clients, received, previous)])
         n_rows = stacks.shape[1]
         bufs = torch.stack([c.joint_momentum(phase, rows) for c, rows in zip(clients, stacks)])
-        schedule, offsets = self._schedule(clients, 1, sgd.epochs, sgd.batch_size, round_, phase.stream)
-        schedule, offsets = schedule.to(stacks.device), offsets.to(stacks.device)
+        steps = self._schedule(clients, 1, sgd.epochs, sgd.batch_size, round_, phase.stream).to(stacks.device)
         step, task, call = getattr(clients[0], phase.step), self.task, self._logits
 
         def one(theta, buf, x, y, w, denom):  # noqa: ANN001, ANN202
@@ -303,28 +324,27 @@ class VectorizedEngine:
 
         every = vmap(one)
         loss_sum = torch.zeros(len(clients), device=stacks.device)
-        n_steps = torch.zeros(len(clients), device=stacks.device)
+        n_steps = np.zeros(len(clients), dtype=np.int64)
         self.model.train()
-        for s in range(schedule.shape[1]):
-            idx = schedule[:, s, :]
-            count = (idx >= 0).sum(dim=1)
-            for active in self._row_sets(idx, count):
-                local, valid, x, y = self._gather(idx, count, active, offsets)
-                theta, buf, value = every(stacks[active], bufs[active], x, y, valid.to(stacks.dtype), count[active].to(stacks.dtype))
+        for s in range(steps.counts.shape[1]):
+            for rows in self._row_sets(steps.counts[:, s], steps.gidx.shape[2]):
+                active, valid, x, y, _, denom = self._gather(steps, s, rows, stacks.dtype)
+                theta, buf, value = every(stacks[active], bufs[active], x, y, valid.to(stacks.dtype), denom)
                 stacks.index_copy_(0, active, theta.detach())
                 bufs.index_copy_(0, active, buf.detach())
                 loss_sum.index_add_(0, active, value.detach())
-                n_steps.index_add_(0, active, torch.ones_like(value))
+                n_steps[rows] += 1
         results = []
         for c, rows, buf in zip(clients, stacks, bufs):
             c.set_momentum_slot(phase.momentum, list(buf) if sgd.momentum > 0 else [None] * n_rows)
             results.append(c.joint_done(phase, list(rows)))
-        return results, loss_sum / n_steps.clamp_min(1)
+        return results, loss_sum / torch.from_numpy(n_steps).to(loss_sum).clamp_min(1)
 
     def _schedule(
         self, clients: Sequence[Client], m: int, epochs: int, batch: int, round_: int, stream: int = STREAM_TRAIN
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Per row, the local sample index of every batch slot: (K, epochs * nb_max, batch), -1 = padding.
+    ) -> _Steps:
+        """Every row's batches of the phase (:class:`_Steps`): rows client-major, learner-minor; steps
+        epoch-major, ``epochs * nb_max`` of them.
 
         Each client's keys come from its own round generator exactly as in
         :func:`fedbench.learner.epoch_orders`. Clients with the same number of
@@ -337,7 +357,9 @@ class VectorizedEngine:
         sizes = [c.n_train for c in clients]
         nbs = [math.ceil(n / batch) for n in sizes]
         nb_max = max(max(nbs), 1)
-        sched = torch.full((len(clients), m, epochs, nb_max * batch), -1, dtype=torch.long)
+        first = self.data.train_offsets[[c.client_id for c in clients]]
+        # the slots of steps a row idles in are never read: left as allocated
+        sched = torch.empty((len(clients), m, epochs, nb_max * batch), dtype=torch.long)
         groups: dict[int, list[int]] = {}
         for ci, nb in enumerate(nbs):
             if nb:
@@ -350,30 +372,50 @@ class VectorizedEngine:
             # the keys are in [0, 1) or +inf, whose bit patterns order as int64 as the floats do: the same
             # order as sorting the floats, about 1.4x faster
             order = keys.view(torch.int64).argsort(dim=2, stable=True)
-            # the +inf padding sorts last: the positions from a row's size on hold it
+            # the +inf padding sorts last: the positions from a row's size on hold it; they become the
+            # client's first sample (a padded slot, weight 0), the others its samples' global indices
             size = torch.tensor([sizes[ci] for ci in members]).view(-1, 1, 1)
-            order.masked_fill_(torch.arange(nb * batch).view(1, 1, -1) >= size, -1)
+            padding = torch.arange(nb * batch).view(1, 1, -1) >= size
+            order.masked_fill_(padding, 0).add_(first[members].view(-1, 1, 1))
             sched[members, :, :, : nb * batch] = order.view(len(members), m, epochs, nb * batch)
-        offsets = self.data.train_offsets[[c.client_id for c in clients]].repeat_interleave(m)
-        return sched.view(len(clients) * m, epochs * nb_max, batch), offsets
+        # real samples of every row's batch at every step: min(B, n - j * B) at batch j of each epoch
+        n = np.asarray(sizes, dtype=np.int64)
+        per_epoch = np.clip(n[:, None] - np.arange(nb_max)[None, :] * batch, 0, batch)  # (C, nb_max)
+        counts = np.repeat(np.tile(per_epoch, (1, epochs)), m, axis=0)
+        return _Steps(sched.view(len(clients) * m, epochs * nb_max, batch), counts, first.repeat_interleave(m))
 
-    def _row_sets(self, idx: torch.Tensor, count: torch.Tensor, n_rows: torch.Tensor | None = None) -> list[torch.Tensor]:
-        """The rows of a schedule slice ``idx`` (K, B) with a batch this step, in :func:`_buckets` (rows with
-        short batches in a set of their own where that pays; chunks bounded by :data:`ROW_BUDGET` inputs).
+    def _row_sets(self, count: np.ndarray, batch: int, n_rows: np.ndarray | None = None) -> list[np.ndarray]:
+        """The rows with a batch in a step (``count``: every row's samples in it), in :func:`_buckets` (rows
+        with short batches in a set of their own where that pays; chunks bounded by :data:`ROW_BUDGET` inputs).
 
         With batch statistics (BatchNorm) a padded sample would enter them: rows go together only with rows
         of the same batch size, and a lone last sample of a row with more (``n_rows``: samples per row) is
         skipped, as :meth:`fedbench.learner.Learner.fit_epochs` skips it."""
         per_chunk = ROW_BUDGET // max(1, self.data.train_x[0].numel())
         if not self.batch_stats:
-            return _buckets(count, idx.shape[1], per_chunk, SET_COST // self.sample_cost)
+            return _buckets(count, batch, per_chunk, SET_COST // self.sample_cost)
         if n_rows is not None:
-            count = torch.where((count == 1) & (n_rows > 1), torch.zeros_like(count), count)
+            count = np.where((count == 1) & (n_rows > 1), 0, count)
         out = []
-        for size in count.unique().tolist():
+        for size in np.unique(count).tolist():
             if size:
-                out.extend((count == size).nonzero().squeeze(1).split(max(1, per_chunk // size)))
+                rows = np.flatnonzero(count == size)
+                out.extend(np.array_split(rows, math.ceil(len(rows) / max(1, per_chunk // size))))
         return out
+
+    def _pooled_weights(self, weights: Sequence[torch.Tensor], steps: _Steps) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Sample weights as :meth:`_gather` reads them: ``weights`` (one (M, n) tensor per client, its M
+        rows a block of rows) as one flat tensor, and per row the shift from a sample's global index to
+        its weight's position there; or, when every sample has the same weight, that weight and None."""
+        m = len(steps.first) // max(1, len(weights))
+        sizes = torch.tensor([w.shape[1] for w in weights], dtype=torch.long)
+        starts = torch.cumsum(sizes, 0) - sizes  # each client's first column in the pooled weights
+        device = steps.gidx.device
+        pooled = torch.cat(list(weights), dim=1).to(device)  # (M, N)
+        if pooled.numel() and bool((pooled == pooled[0, 0]).all()):  # one weight for every sample (the plain client)
+            return pooled[0, 0], None
+        at = torch.arange(m).repeat(len(weights)) * pooled.shape[1] + starts.repeat_interleave(m)
+        return pooled.view(-1), at.to(device) - steps.first
 
     def _take(self, x_all: torch.Tensor, gidx: torch.Tensor) -> torch.Tensor:
         """``x_all.index_select(0, gidx)``, written into a buffer this engine keeps and reuses: a fresh
@@ -386,37 +428,41 @@ class VectorizedEngine:
             buf = self._scratch = torch.empty(need, dtype=x_all.dtype, device=x_all.device)
         return torch.index_select(x_all, 0, gidx, out=buf[:need].view(gidx.numel(), *x_all.shape[1:]))
 
-    def _gather(self, idx: torch.Tensor, count: torch.Tensor, active: torch.Tensor, offsets: torch.Tensor
-                ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-        """One step's batches of the ``active`` rows of a schedule slice ``idx`` (K, B), padded only to the
-        widest of them: local sample indices (padding -> 0), the valid mask, inputs and labels."""
-        local = idx[active, : int(count[active].max())]
-        valid = local >= 0
-        local = local.clamp_min(0)
-        gidx = (local + offsets[active].unsqueeze(1)).view(-1)
+    def _gather(self, steps: _Steps, s: int, rows: np.ndarray, dtype: torch.dtype,
+                weights: tuple[torch.Tensor, torch.Tensor | None] | None = None
+                ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor | None, torch.Tensor]:
+        """Step ``s``'s batches of ``rows``, padded only to the widest of them: the rows (a tensor), the
+        valid mask, inputs, labels, sample weights (0 for padding; None without ``weights``, from
+        :meth:`_pooled_weights`) and the real batch sizes (``dtype``)."""
+        device = steps.gidx.device
+        count = steps.counts[rows, s]
+        width = int(count.max())
+        active = torch.from_numpy(rows).to(device)
+        n = torch.from_numpy(count).to(device)
+        gidx = steps.gidx[active, s, :width]
+        valid = torch.arange(width, device=device) < n.unsqueeze(1)
+        w = None
+        if weights is not None:
+            pooled, shift = weights
+            w = (pooled if shift is None else pooled[gidx + shift[active].unsqueeze(1)]) * valid
         x_all, y_all = self.data.train_x, self.data.train_y
-        x = self._take(x_all, gidx).view(*local.shape, *x_all.shape[1:])
-        y = y_all.index_select(0, gidx).view(*local.shape, *y_all.shape[1:])
-        return local, valid, x, y
+        flat = gidx.view(-1)
+        x = self._take(x_all, flat).view(*gidx.shape, *x_all.shape[1:])
+        y = y_all.index_select(0, flat).view(*gidx.shape, *y_all.shape[1:])
+        return active, valid, x, y, w, n.to(dtype)
 
-    def _sgd(self, flat, buf, weights, schedule, offsets, sgd, lr, term, ctx, mask=None, bufs=None):  # noqa: ANN001, ANN202
+    def _sgd(self, flat, buf, weights, steps, sgd, lr, term, ctx, mask=None, bufs=None):  # noqa: ANN001, ANN202
         """Run every row's scheduled batches; returns new params, momentum buffers, loss sums and step counts.
         ``mask`` (P,): the coordinates that train (the others take no step, decay or momentum). ``bufs`` (K, B):
         every row's model buffers (BatchNorm statistics), updated in place by its batches."""
         device = flat.device
         k = flat.shape[0]
-        # per-row sample weights, indexed by local sample index (rows padded with zeros); ``weights``: one
-        # (M, n) tensor per client (a block of M rows)
-        w_pool = torch.zeros(k, max((w.shape[1] for w in weights), default=0), dtype=weights[0].dtype, device=weights[0].device)
-        for ci, w in enumerate(weights):
-            w_pool[ci * len(w): (ci + 1) * len(w), : w.shape[1]] = w
-        w_pool = w_pool.to(device)
-        schedule = schedule.to(device)
-        offsets = offsets.to(device)
+        steps = steps.to(device)
+        pooled = self._pooled_weights(weights, steps)
         task, model_call = self.task, self._logits
         self.model.train()
         forward = vmap(model_call)
-        n_rows = (schedule >= 0).sum(dim=(1, 2)) // max(1, sgd.epochs) if self.batch_stats else None
+        n_rows = steps.counts.sum(axis=1) // max(1, sgd.epochs) if self.batch_stats else None
 
         # measured faster for the linear layers of models without BatchNorm, slower with it
         layout = RowMajorLinear if device.type == "cpu" and not self.batch_stats else contextlib.nullcontext
@@ -434,16 +480,13 @@ class VectorizedEngine:
             return grad, per_row.detach()
         term_grad = vmap(grad_and_value(term)) if term is not None else None  # per row: d term / d theta, term
         loss_sum = torch.zeros(k, device=device)
-        n_steps = torch.zeros(k, device=device)
-        for s in range(schedule.shape[1]):
-            idx = schedule[:, s, :]  # (K, B); a row's valid indices come first
-            count = (idx >= 0).sum(dim=1)
-            for active in self._row_sets(idx, count, n_rows):
-                local, valid, x, y = self._gather(idx, count, active, offsets)
-                w = w_pool[active.unsqueeze(1), local] * valid  # (not w_pool[active]: a copy of every row's weights)
+        n_steps = np.zeros(k, dtype=np.int64)
+        for s in range(steps.counts.shape[1]):
+            for rows in self._row_sets(steps.counts[:, s], steps.gidx.shape[2], n_rows):
+                active, _, x, y, w, denom = self._gather(steps, s, rows, flat.dtype, pooled)
                 theta = flat[active]
                 state = self._split_buffers(None if bufs is None else bufs[active])
-                g, loss = grad_fn(theta, x, y, w, count[active].to(flat.dtype), state)
+                g, loss = grad_fn(theta, x, y, w, denom, state)
                 if bufs is not None:  # the batches' statistics, as the model left them
                     bufs.index_copy_(0, active, self._join_buffers(state))
                 if term is not None:  # the client type's local term, as the reference loop adds it to the loss
@@ -459,7 +502,8 @@ class VectorizedEngine:
                     buf.index_copy_(0, active, g)
                 flat.index_copy_(0, active, theta.sub_(g, alpha=lr))
                 loss_sum.index_add_(0, active, loss)
-                n_steps.index_add_(0, active, torch.ones_like(loss))
+                n_steps[rows] += 1
+        n_steps = torch.from_numpy(n_steps).to(device=device, dtype=loss_sum.dtype)
         return flat, buf, loss_sum, n_steps
 
     # ---- no-grad passes -------------------------------------------------------

@@ -415,7 +415,7 @@ def test_buckets_split_short_batches_from_full_ones_unless_padding_them_is_cheap
     assert [len(c) for c in _buckets(torch.tensor([64] * 4), 128, 128)] == [2, 2]  # chunked by its width, 64
     # 7 full rows, at most 3 rows (3 * 128 samples) per chunk: 3 even chunks, not 3 + 3 + 1
     chunks = _buckets(torch.full((7,), 128), 128, 3 * 128)
-    assert [len(c) for c in chunks] == [3, 2, 2] and torch.cat(chunks).tolist() == list(range(7))
+    assert [len(c) for c in chunks] == [3, 2, 2] and [r for c in chunks for r in c.tolist()] == list(range(7))
     # short rows are chunked by their own width: 64 samples each
     assert [len(c) for c in _buckets(torch.tensor([64] * 5 + [128]), 128, 128, merge_padding=0)] == [2, 2, 1, 1]
 
@@ -442,8 +442,9 @@ def test_short_batches_alone_or_padded_into_the_full_rows_give_the_reference_num
 
 def test_the_schedule_holds_every_rows_reference_orders_batch_by_batch(registry):
     """The vectorised schedule draws each client's keys in place and masks its padding by position: row
-    (client, learner) at epoch e is epoch_orders of the client's round generator, cut into batches, with
-    -1 after its last sample and in the steps it idles."""
+    (client, learner) at epoch e is epoch_orders of the client's round generator, cut into batches, as
+    global sample indices, the last batch padded with the client's first sample; ``counts`` give every
+    batch's real samples (min(B, n - j B) at batch j), 0 in the steps the row idles."""
     from fedbench.learner import epoch_orders
     from fedbench.seeding import STREAM_TRAIN, generator
 
@@ -452,15 +453,20 @@ def test_the_schedule_holds_every_rows_reference_orders_batch_by_batch(registry)
     agg = build_simulation(registry, cfg).aggregator
     eng, clients, m, epochs, batch = agg.engine, agg.clients, 3, 2, 4
     sizes = [c.n_train for c in clients]
-    assert len(set(sizes)) > 1 and max(sizes) > 2 * batch  # clients with different numbers of batches
-    sched, offsets = eng._schedule(clients, m, epochs, batch, 7)
+    assert len(set(sizes)) > 1 and max(sizes) > 2 * batch and min(sizes) % batch  # different numbers of batches
+    steps = eng._schedule(clients, m, epochs, batch, 7)
     nb_max = -(-max(sizes) // batch)
-    assert sched.shape == (len(clients) * m, epochs * nb_max, batch)
+    assert steps.gidx.shape == (len(clients) * m, epochs * nb_max, batch) and steps.counts.shape == steps.gidx.shape[:2]
     for ci, c in enumerate(clients):
+        first = int(eng.data.train_offsets[c.client_id])
         orders = epoch_orders(generator(5, STREAM_TRAIN, 7, c.client_id), m * epochs, c.n_train).view(m, epochs, -1)
+        nb = -(-c.n_train // batch)
         for j in range(m):
-            row = sched[ci * m + j].view(epochs, nb_max * batch)
+            r = ci * m + j
+            assert int(steps.first[r]) == first
+            row = steps.gidx[r].view(epochs, nb_max * batch)
+            counts = steps.counts[r].reshape(epochs, nb_max)
             for e in range(epochs):
-                assert torch.equal(row[e, : c.n_train], orders[j, e])
-                assert (row[e, c.n_train:] == -1).all()
-            assert offsets[ci * m + j] == eng.data.train_offsets[c.client_id]
+                assert torch.equal(row[e, : c.n_train] - first, orders[j, e])
+                assert (row[e, c.n_train: nb * batch] == first).all()
+                assert counts[e].tolist() == [min(batch, c.n_train - b * batch) for b in range(nb)] + [0] * (nb_max - nb)

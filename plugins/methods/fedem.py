@@ -14,6 +14,8 @@ and the E/M-steps run once per round before the local epochs.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 
 from fedbench import Client, ClientSpec, MethodSpec, hookimpl
@@ -22,7 +24,12 @@ from fedbench.params import Param
 
 def e_step(log_pi: torch.Tensor, losses: torch.Tensor) -> torch.Tensor:
     """Posterior q (M x n) of each component for each sample: softmax_m(log pi_m - loss_mi)."""
-    return torch.softmax(log_pi.unsqueeze(1) - losses, dim=0)
+    return e_step_columns(log_pi.unsqueeze(1), losses)
+
+
+def e_step_columns(log_pi: torch.Tensor, losses: torch.Tensor) -> torch.Tensor:
+    """:func:`e_step` with a prior per sample: ``log_pi`` (M x n) holds each sample's log pi."""
+    return torch.softmax(log_pi - losses, dim=0)
 
 
 def m_step(q: torch.Tensor) -> torch.Tensor:
@@ -74,6 +81,28 @@ class MixtureClient(Client):
 
     def update_learners_weights(self) -> None:
         self.learners_weights = m_step(self.samples_weights)
+
+    @classmethod
+    def update_weights(cls, clients: Sequence[Client], losses: Sequence[torch.Tensor | None]) -> None:
+        """Every client's E-step in one softmax over their pooled samples (each sample's column with its
+        client's log pi) and every M-step in one sum over them, instead of a few small tensor calls per
+        client: the arithmetic of :meth:`update_sample_weights` and :meth:`update_learners_weights`, to
+        rounding (the pooled softmax's vector lanes and the M-step's sums fall differently). A subclass
+        that overrides either step gets its steps client by client."""
+        own = cls.update_sample_weights is MixtureClient.update_sample_weights
+        if not own or cls.update_learners_weights is not MixtureClient.update_learners_weights or not clients:
+            super().update_weights(clients, losses)
+            return
+        sizes = [int(loss.shape[1]) for loss in losses]  # type: ignore[union-attr]  # needs_losses
+        pooled = torch.cat(list(losses), dim=1)  # type: ignore[arg-type]  # (M, N)
+        device = pooled.device
+        log_pi = torch.log(torch.stack([c.learners_weights for c in clients]))  # (C, M)
+        owner = torch.repeat_interleave(torch.arange(len(clients), device=device), torch.tensor(sizes, device=device))
+        q = e_step_columns(log_pi.T.index_select(1, owner), pooled)
+        counts = torch.tensor(sizes, dtype=q.dtype, device=device).unsqueeze(1)
+        pi = torch.zeros_like(log_pi).index_add_(0, owner, q.T) / counts  # the M-step: each client's mean of q
+        for client, part, weights in zip(clients, q.split(sizes, dim=1), pi):
+            client.samples_weights, client.learners_weights = part, weights
 
 
 @hookimpl
