@@ -174,9 +174,15 @@ class _Steps:
     gidx: torch.Tensor
     counts: np.ndarray
     first: torch.Tensor
+    #: positions (in the round's clients) of the clients whose batch is always their whole data (n <= B), and
+    #: their ids; the step loop may train them from :meth:`VectorizedEngine._whole_block` instead
+    whole: np.ndarray = dataclasses.field(default_factory=lambda: np.zeros(0, dtype=np.int64))
+    whole_ids: tuple[int, ...] = ()
+    #: rows per client (its learners)
+    m: int = 1
 
     def to(self, device: torch.device) -> _Steps:
-        return _Steps(self.gidx.to(device), self.counts, self.first.to(device))
+        return dataclasses.replace(self, gidx=self.gidx.to(device), first=self.first.to(device))
 
 
 class VectorizedEngine:
@@ -204,6 +210,8 @@ class VectorizedEngine:
         self.test_sizes = data.test_sizes().tolist()
         #: the reused buffer of :meth:`_take`
         self._scratch: torch.Tensor | None = None
+        #: :meth:`_whole_block`'s blocks, by batch size
+        self._blocks: dict[tuple, tuple] = {}
 
     # ---- parameters ---------------------------------------------------------
     def _unflatten(self, flat: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -275,7 +283,8 @@ class VectorizedEngine:
             buf = torch.stack([b if b is not None else torch.zeros_like(flat[0]) for bs in slots for b in bs])
             sgd = phase.sgd(base)
             weights = [c.samples_weights for c in clients]
-            steps = self._schedule(clients, m, sgd.epochs, sgd.batch_size, round_, phase.stream)
+            steps = self._schedule(clients, m, sgd.epochs, sgd.batch_size, round_, phase.stream,
+                                   whole=self._whole_fits(sgd.batch_size))
             term, ctx = None, None
             if phase.term is not None:  # one pure function, vmapped over every (client, learner) row
                 term = getattr(clients[0], phase.term)
@@ -341,7 +350,8 @@ class VectorizedEngine:
         return results, loss_sum / torch.from_numpy(n_steps).to(loss_sum).clamp_min(1)
 
     def _schedule(
-        self, clients: Sequence[Client], m: int, epochs: int, batch: int, round_: int, stream: int = STREAM_TRAIN
+        self, clients: Sequence[Client], m: int, epochs: int, batch: int, round_: int, stream: int = STREAM_TRAIN,
+        whole: bool = False,
     ) -> _Steps:
         """Every row's batches of the phase (:class:`_Steps`): rows client-major, learner-minor; steps
         epoch-major, ``epochs * nb_max`` of them.
@@ -353,6 +363,10 @@ class VectorizedEngine:
         reference order first. Epoch e of every row occupies steps
         ``[e * nb_max, (e + 1) * nb_max)``; a client with fewer batches idles
         in the remaining slots.
+
+        ``whole``: the clients with one batch (at most ``batch`` samples) are listed in ``whole`` instead, for
+        the step loop to train from :meth:`_whole_block`; their orders are not drawn (a batch of all of a
+        client's samples is the same batch in any order) and their slots are left unset.
         """
         sizes = [c.n_train for c in clients]
         nbs = [math.ceil(n / batch) for n in sizes]
@@ -366,6 +380,8 @@ class VectorizedEngine:
                 groups.setdefault(nb, []).append(ci)
         gens = generators((self.seed, stream, round_), [c.client_id for c in clients])
         for nb, members in groups.items():
+            if whole and nb == 1:
+                continue
             keys = torch.full((len(members), m * epochs, nb * batch), math.inf, dtype=torch.float64)
             for row, ci in enumerate(members):
                 order_keys(gens[ci], m * epochs, sizes[ci], out=keys[row, :, : sizes[ci]])
@@ -382,7 +398,9 @@ class VectorizedEngine:
         n = np.asarray(sizes, dtype=np.int64)
         per_epoch = np.clip(n[:, None] - np.arange(nb_max)[None, :] * batch, 0, batch)  # (C, nb_max)
         counts = np.repeat(np.tile(per_epoch, (1, epochs)), m, axis=0)
-        return _Steps(sched.view(len(clients) * m, epochs * nb_max, batch), counts, first.repeat_interleave(m))
+        whole = np.flatnonzero((n > 0) & (n <= batch)) if whole else np.zeros(0, dtype=np.int64)
+        return _Steps(sched.view(len(clients) * m, epochs * nb_max, batch), counts, first.repeat_interleave(m),
+                      whole, tuple(clients[ci].client_id for ci in whole.tolist()), m)
 
     def _row_sets(self, count: np.ndarray, batch: int, n_rows: np.ndarray | None = None) -> list[np.ndarray]:
         """The rows with a batch in a step (``count``: every row's samples in it), in :func:`_buckets` (rows
@@ -416,6 +434,29 @@ class VectorizedEngine:
             return pooled[0, 0], None
         at = torch.arange(m).repeat(len(weights)) * pooled.shape[1] + starts.repeat_interleave(m)
         return pooled.view(-1), at.to(device) - steps.first
+
+    def _whole_block(self, ids: Sequence[int], batch: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The train samples of clients ``ids`` (each with at most ``batch``), one padded row per client: inputs
+        (C, W, ...), labels (C, W, ...), global sample indices (C, W; padding repeats the client's last
+        sample) and sizes (C,), W the largest size. Built once per engine for every client of the data with
+        at most ``batch`` samples, and indexed for a subset of them."""
+        key = ("whole", batch)
+        if key not in self._blocks:
+            every = [i for i, n in enumerate(self.train_sizes) if 0 < n <= batch]
+            sizes = torch.tensor([self.train_sizes[i] for i in every], dtype=torch.long)
+            width = int(sizes.max()) if len(every) else 0
+            starts = self.data.train_offsets[every] if every else torch.zeros(0, dtype=torch.long)
+            gidx = starts.unsqueeze(1) + torch.minimum(torch.arange(width).unsqueeze(0), sizes.unsqueeze(1) - 1)
+            x_all, y_all = self.data.train_x, self.data.train_y
+            flat = gidx.view(-1).to(x_all.device)
+            x = x_all.index_select(0, flat).view(len(every), width, *x_all.shape[1:])
+            y = y_all.index_select(0, flat).view(len(every), width, *y_all.shape[1:])
+            self._blocks[key] = ({cid: k for k, cid in enumerate(every)}, x, y, gidx.to(x_all.device), sizes.to(x_all.device))
+        position, x, y, gidx, sizes = self._blocks[key]
+        if len(ids) == len(position) and all(position[cid] == k for k, cid in enumerate(ids)):
+            return x, y, gidx, sizes  # every such client, in order: no copy
+        at = torch.tensor([position[cid] for cid in ids], dtype=torch.long, device=x.device)
+        return x[at], y[at], gidx[at], sizes[at]
 
     def _take(self, x_all: torch.Tensor, gidx: torch.Tensor) -> torch.Tensor:
         """``x_all.index_select(0, gidx)``, written into a buffer this engine keeps and reuses: a fresh
@@ -451,6 +492,68 @@ class VectorizedEngine:
         y = y_all.index_select(0, flat).view(*gidx.shape, *y_all.shape[1:])
         return active, valid, x, y, w, n.to(dtype)
 
+    def _whole_fits(self, batch: int) -> bool:
+        """Whether clients with at most ``batch`` samples train from :meth:`_whole_block`: for a model
+        without buffers (no batch statistics: a padded sample would enter them), when the block of every
+        such client of the data stays within :data:`ROW_BUDGET` inputs."""
+        if self.buffer_names or self.batch_stats:
+            return False
+        feat = max(1, self.data.train_x[0].numel())
+        return sum(1 for n in self.train_sizes if 0 < n <= batch) * batch * feat <= ROW_BUDGET
+
+    def _whole_batches(self, steps: _Steps, pooled: tuple[torch.Tensor, torch.Tensor | None]):  # noqa: ANN202
+        """For the clients whose batch is always their whole data (:attr:`_Steps.whole`): their rows (numpy)
+        and, per chunk of clients, (rows, rows in numpy, inputs (C, W, ...), labels, weights (C, M, W), sizes)
+        from :meth:`_whole_block`; None when there are none (or the schedule did not list them:
+        :meth:`_whole_fits`).
+
+        Such a batch holds the same samples whatever the order the reference draws, only summed in
+        another order (the gradients agree to rounding), and every learner of the client sees the same
+        batch: its inputs are read once for all of them (:meth:`_whole_grad`), with no gather per step.
+        On the paper's synthetic federation 178 of the 300 clients have at most 128 samples."""
+        if not len(steps.whole):
+            return None
+        batch = steps.gidx.shape[2]
+        feat = max(1, self.data.train_x[0].numel())
+        m = steps.m
+        rows_np = (steps.whole[:, None] * m + np.arange(m)[None, :]).reshape(-1)
+        x, y, gidx, sizes = self._whole_block(steps.whole_ids, batch)
+        device, width = steps.gidx.device, x.shape[1]
+        valid = torch.arange(width, device=device).unsqueeze(0) < sizes.unsqueeze(1)  # (C, W)
+        weights, shift = pooled
+        rows = torch.from_numpy(rows_np).to(device)
+        if shift is None:
+            w = (weights * valid).unsqueeze(1).expand(len(sizes), m, width)
+        else:
+            w = weights[gidx.unsqueeze(1) + shift[rows].view(-1, m, 1)] * valid.unsqueeze(1)
+        per_chunk = max(1, ROW_BUDGET // (width * feat))
+        chunks = []
+        for part in np.array_split(np.arange(len(sizes)), math.ceil(len(sizes) / per_chunk)):
+            at = torch.from_numpy(part).to(device)
+            r = rows_np.reshape(-1, m)[part].reshape(-1)
+            chunks.append((torch.from_numpy(r).to(device), r, x[at] if len(part) < len(sizes) else x,
+                           y[at] if len(part) < len(sizes) else y, w[at], sizes[at]))
+        return rows_np, chunks
+
+    def _whole_grad(self, theta: torch.Tensor, x: torch.Tensor, y: torch.Tensor, w: torch.Tensor,
+                    denom: torch.Tensor, layout) -> tuple[torch.Tensor, torch.Tensor]:  # noqa: ANN001
+        """Every row's gradient and batch loss for clients whose M learners share their batch: ``theta``
+        (C * M, P), ``x`` (C, W, ...) and ``y`` one batch per client, ``w`` (C, M, W) sample weights,
+        ``denom`` (C,) the real batch sizes. Under ``vmap`` over clients, then over the client's learners
+        with the inputs shared (one matrix product per client for a linear layer, not M)."""
+        c, m = x.shape[0], theta.shape[0] // max(1, x.shape[0])
+        call = self._logits
+        forward = vmap(vmap(lambda flat, inputs: call(flat, inputs), in_dims=(0, None)))
+        theta = theta.detach().view(c, m, -1).requires_grad_(True)
+        with torch.enable_grad():
+            with layout():
+                logits = forward(theta, x)  # (C, M, W, ...)
+            labels = y.unsqueeze(1).expand(c, m, *y.shape[1:])
+            losses = self.task.loss(logits.reshape(-1, *logits.shape[3:]), labels.reshape(-1, *y.shape[2:])).view(w.shape)
+            per_row = (losses * w).sum(dim=2) / denom.to(losses.dtype).unsqueeze(1)
+            (grad,) = torch.autograd.grad(per_row.sum(), theta)
+        return grad.view(c * m, -1), per_row.detach().view(-1)
+
     def _sgd(self, flat, buf, weights, steps, sgd, lr, term, ctx, mask=None, bufs=None):  # noqa: ANN001, ANN202
         """Run every row's scheduled batches; returns new params, momentum buffers, loss sums and step counts.
         ``mask`` (P,): the coordinates that train (the others take no step, decay or momentum). ``bufs`` (K, B):
@@ -481,28 +584,43 @@ class VectorizedEngine:
         term_grad = vmap(grad_and_value(term)) if term is not None else None  # per row: d term / d theta, term
         loss_sum = torch.zeros(k, device=device)
         n_steps = np.zeros(k, dtype=np.int64)
-        for s in range(steps.counts.shape[1]):
-            for rows in self._row_sets(steps.counts[:, s], steps.gidx.shape[2], n_rows):
+
+        def apply(active, rows, theta, g, loss):  # noqa: ANN001, ANN202
+            """The SGD step of ``active`` rows (``rows``: the same, in numpy) from ``theta`` with gradient ``g``."""
+            if term is not None:  # the client type's local term, as the reference loop adds it to the loss
+                term_g, term_v = term_grad(theta, {k: v[active] for k, v in ctx.items()})
+                g = g + term_g
+                loss = loss + term_v
+            if sgd.weight_decay:
+                g = g + sgd.weight_decay * theta
+            if mask is not None:
+                g = g * mask
+            if sgd.momentum > 0:
+                g = buf[active].mul_(sgd.momentum).add_(g)
+                buf.index_copy_(0, active, g)
+            flat.index_copy_(0, active, theta.sub_(g, alpha=lr))
+            loss_sum.index_add_(0, active, loss)
+            n_steps[rows] += 1
+
+        counts = steps.counts
+        whole = self._whole_batches(steps, pooled)
+        if whole is not None:  # these rows train below, from their clients' blocks
+            counts = counts.copy()
+            counts[whole[0]] = 0
+        for s in range(counts.shape[1]):
+            if whole is not None and steps.counts[whole[0][0], s]:  # (they all have a batch at an epoch's first step)
+                for active, rows, x, y, w, denom in whole[1]:
+                    theta = flat[active]
+                    g, loss = self._whole_grad(theta, x, y, w, denom, layout)
+                    apply(active, rows, theta, g, loss)
+            for rows in self._row_sets(counts[:, s], steps.gidx.shape[2], n_rows):
                 active, _, x, y, w, denom = self._gather(steps, s, rows, flat.dtype, pooled)
                 theta = flat[active]
                 state = self._split_buffers(None if bufs is None else bufs[active])
                 g, loss = grad_fn(theta, x, y, w, denom, state)
                 if bufs is not None:  # the batches' statistics, as the model left them
                     bufs.index_copy_(0, active, self._join_buffers(state))
-                if term is not None:  # the client type's local term, as the reference loop adds it to the loss
-                    term_g, term_v = term_grad(theta, {k: v[active] for k, v in ctx.items()})
-                    g = g + term_g
-                    loss = loss + term_v
-                if sgd.weight_decay:
-                    g = g + sgd.weight_decay * theta
-                if mask is not None:
-                    g = g * mask
-                if sgd.momentum > 0:
-                    g = buf[active].mul_(sgd.momentum).add_(g)
-                    buf.index_copy_(0, active, g)
-                flat.index_copy_(0, active, theta.sub_(g, alpha=lr))
-                loss_sum.index_add_(0, active, loss)
-                n_steps[rows] += 1
+                apply(active, rows, theta, g, loss)
         n_steps = torch.from_numpy(n_steps).to(device=device, dtype=loss_sum.dtype)
         return flat, buf, loss_sum, n_steps
 

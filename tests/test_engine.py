@@ -470,3 +470,42 @@ def test_the_schedule_holds_every_rows_reference_orders_batch_by_batch(registry)
                 assert torch.equal(row[e, : c.n_train] - first, orders[j, e])
                 assert (row[e, c.n_train: nb * batch] == first).all()
                 assert counts[e].tolist() == [min(batch, c.n_train - b * batch) for b in range(nb)] + [0] * (nb_max - nb)
+
+@pytest.mark.parametrize("method, extra", [
+    ("fedem", {"local_epochs": 2, "participation": 0.5}),  # M = 3 learners sharing a block, a subset of it
+    ("fedprox", {"batch_size": 90}),  # a local term; clients of 67, 69 and 86 samples
+    ("fedrep", {"client.head_epochs": 3}),  # frozen tensors, the block reused every epoch
+])
+def test_clients_whose_batch_is_their_whole_data_train_from_one_block_and_equal_the_reference(registry, monkeypatch, method, extra):
+    """A client with at most B samples has one batch per epoch, its whole data in the order drawn: the
+    engine trains every such client's learners from one padded block of their samples (the inputs read
+    once for all M learners, no gather per step). The gradients are summed in another order than the
+    reference's shuffled one: every round still equals the one-at-a-time path to rounding."""
+    from fedbench.engine import VectorizedEngine
+
+    calls = []
+    real = VectorizedEngine._whole_grad
+    monkeypatch.setattr(VectorizedEngine, "_whole_grad", lambda self, theta, *a: calls.append(theta.shape[0]) or real(self, theta, *a))
+    seq, vec = _pair(registry, method, extra)
+    batch = vec.train.batch_size
+    whole = [c for c in vec.clients if c.n_train <= batch]
+    assert whole and len(whole) < len(vec.clients)
+    for r in range(3):
+        seq.fit_round(r), vec.fit_round(r)
+        for a, b in zip(_state(seq), _state(vec)):
+            torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+    m = len(vec.clients[0].ensemble)
+    assert calls and all(rows % m == 0 and rows <= len(whole) * m for rows in calls)
+
+
+def test_a_block_over_the_row_budget_leaves_those_clients_to_the_gathered_batches(registry, monkeypatch):
+    import fedbench.engine as engine_module
+
+    monkeypatch.setattr(engine_module, "ROW_BUDGET", 128 * 10)  # less than the block of 4 clients x 128 x 10 inputs
+    calls = []
+    monkeypatch.setattr(engine_module.VectorizedEngine, "_whole_grad", lambda *a: calls.append(1))
+    seq, vec = _pair(registry, "fedem", {})
+    seq.fit_round(0), vec.fit_round(0)
+    assert not calls
+    for a, b in zip(_state(seq), _state(vec)):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
