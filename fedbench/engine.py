@@ -13,6 +13,14 @@ reference; this engine computes the same thing as batched tensor work:
 * a step's rows run as few row sets as pay: rows with short batches form a set
   of their own only when padding them into the full rows' set would cost more
   than a second set's fixed overhead (:data:`SET_COST`);
+* a client with at most B samples has one batch per epoch, all of its samples,
+  whatever order the reference draws: such clients train from one padded block
+  of their samples built once per run, each client's M learners under a nested
+  ``vmap`` that reads the inputs once for all of them
+  (:meth:`VectorizedEngine._whole_batches`; the sums run in another order, so
+  the gradients agree to rounding);
+* the client type's E- and M-steps run once a round for all its clients
+  (:meth:`Client.update_weights`, batched where the type batches them);
 * SGD follows ``torch.optim.SGD`` (weight decay added to the gradient, momentum
   buffer ``b <- mu * b + g``, step ``p <- p - lr * b``);
 * the E-step losses and the evaluation are computed once per distinct set of
