@@ -735,6 +735,29 @@ class VectorizedEngine:
         return out  # type: ignore[return-value]
 
     @torch.no_grad()
+    def _evaluate_own(self, clients: Sequence[Client], params: Sequence[list[torch.Tensor]]) -> list[EvalResult]:
+        """:meth:`evaluate_clients` for clients that each hold their own parameters, many clients per
+        vmapped pass (:meth:`_own_outputs`) instead of a pass per client: each client's mixture
+        ``sum_m pi_m p_m`` on its padded samples, scored, the padding masked out, summed per client in
+        float64 as :meth:`Client.score` sums."""
+        pi = torch.stack([c.learners_weights for c in clients])  # (C, M)
+        scores = {}
+        for split in ("train", "test"):
+            sums = torch.zeros(2, len(clients), dtype=torch.float64)
+            for rows, valid, y, proba in self._own_outputs(clients, params, split, self.task.proba):
+                w = pi[rows].to(proba.device)  # (A, M)
+                mix = (w.reshape(*w.shape, *([1] * (proba.dim() - 2))) * proba).sum(dim=1)  # (A, W, ...)
+                a, width = mix.shape[:2]
+                loss, correct = self.task.score(mix.reshape(a * width, *mix.shape[2:]), y.reshape(a * width, *y.shape[2:]))
+                part = torch.stack([loss.double().view(a, width), correct.double().view(a, width)]) * valid
+                sums.index_add_(1, rows, part.sum(dim=2).cpu())
+            sizes = self.train_sizes if split == "train" else self.test_sizes
+            n = torch.tensor([sizes[c.client_id] for c in clients], dtype=torch.float64).clamp_min(1)
+            scores[split] = sums / n
+        return [EvalResult(c.client_id, c.n_train, c.data.n_test, float(scores["train"][0, k]), float(scores["train"][1, k]),
+                           float(scores["test"][0, k]), float(scores["test"][1, k])) for k, c in enumerate(clients)]
+
+    @torch.no_grad()
     def evaluate_clients(self, clients: Sequence[Client], params: Sequence[list[torch.Tensor]]) -> list[EvalResult]:
         """What ``[c.evaluate(p) for c, p in zip(clients, params)]`` returns, batched (per client for a
         client type with its own ``evaluate`` or ``score``, e.g. FedAvg+'s fine-tuned copy)."""
@@ -742,7 +765,13 @@ class VectorizedEngine:
             with torch.enable_grad():  # an evaluation may train (a fine-tuned copy)
                 return [c.evaluate(p) for c, p in zip(clients, params)]
         results: list[EvalResult | None] = [None] * len(clients)
-        for group in self._groups(clients, params):
+        groups = self._groups(clients, params)
+        alone = [g[0] for g in groups if len(g) == 1]
+        if len(alone) > 1:  # clients with parameters of their own (local or decentralised training): many per pass
+            for i, result in zip(alone, self._evaluate_own([clients[i] for i in alone], [params[i] for i in alone])):
+                results[i] = result
+            groups = [g for g in groups if len(g) > 1]
+        for group in groups:
             members = [clients[i] for i in group]
             pi = torch.stack([c.learners_weights for c in members])  # (C, M)
             scores = {}

@@ -86,7 +86,7 @@ def test_parameters_equal_after_every_round(registry, method, extra):
                     torch.testing.assert_close(ms, mv, rtol=1e-5, atol=1e-6)
 
 
-@pytest.mark.parametrize("method", ["fedem", "local", "pfedme", "ditto", "fedrep", "apfl", "pfedme-moreau"])
+@pytest.mark.parametrize("method", ["fedem", "local", "d-fedem", "pfedme", "ditto", "fedrep", "apfl", "pfedme-moreau"])
 def test_evaluation_equal(registry, method):
     seq, vec = _pair(registry, method, {})
     seq.fit_round(0), vec.fit_round(0)
