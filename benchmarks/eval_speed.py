@@ -15,8 +15,9 @@ mean test accuracy of both (the two sum in other orders: equal to rounding).
 from __future__ import annotations
 
 import argparse
-import statistics
 import time
+
+from alternation import compare
 
 
 def main() -> None:
@@ -55,10 +56,7 @@ def main() -> None:
                 times[name].append(time.perf_counter() - start)
                 acc[name] = summarise(results)["test_acc"]
         VectorizedEngine._evaluate_own = batched
-        ratios = [a / b for a, b in zip(times["per"], times["many"])]
-        med = {k: statistics.median(v) for k, v in times.items()}
-        print(f"| {method} | {med['per']:.3f} | {med['many']:.3f} | {med['per'] / med['many']:.2f} "
-              f"({min(ratios):.2f}-{max(ratios):.2f}) | {acc['per']:.4f}, {acc['many']:.4f} |", flush=True)
+        print(f"| {method} | {compare(times['per'], times['many'])} | {acc['per']:.4f}, {acc['many']:.4f} |", flush=True)
 
 
 if __name__ == "__main__":

@@ -15,8 +15,9 @@ variants pad short batches differently, so their numbers agree to rounding, not 
 from __future__ import annotations
 
 import argparse
-import statistics
 import time
+
+from alternation import compare
 
 
 def main() -> None:
@@ -67,11 +68,9 @@ def main() -> None:
                     r += 1
                 times[name].append((time.perf_counter() - start) / args.rounds)
         engine.SET_COST = merged
-        ratios = [a / b for a, b in zip(times["split"], times["merged"])]
-        med = {k: statistics.median(v) for k, v in times.items()}
         per_round = {k: v / (args.repeat * args.rounds) for k, v in sets.items()}
-        print(f"| {method} | {med['split']:.3f} | {med['merged']:.3f} | {med['split'] / med['merged']:.2f} "
-              f"({min(ratios):.2f}-{max(ratios):.2f}) | {per_round['split']:.0f}, {per_round['merged']:.0f} |", flush=True)
+        print(f"| {method} | {compare(times['split'], times['merged'])} | {per_round['split']:.0f}, {per_round['merged']:.0f} |",
+              flush=True)
 
 
 if __name__ == "__main__":

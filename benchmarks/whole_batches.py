@@ -20,8 +20,9 @@ rounding (``tests/test_engine.py`` and ``tests/test_fedem_math.py`` check each a
 from __future__ import annotations
 
 import argparse
-import statistics
 import time
+
+from alternation import compare
 
 
 def main() -> None:
@@ -71,10 +72,7 @@ def main() -> None:
                     r += 1
                 times[name].append((time.perf_counter() - start) / args.rounds)
         variant(True)
-        ratios = [a / b for a, b in zip(times["off"], times["on"])]
-        med = {k: statistics.median(v) for k, v in times.items()}
-        print(f"| {method} | {med['off']:.3f} | {med['on']:.3f} | {med['off'] / med['on']:.2f} "
-              f"({min(ratios):.2f}-{max(ratios):.2f}) | {min(times['off']) / min(times['on']):.2f} |", flush=True)
+        print(f"| {method} | {compare(times['off'], times['on'])} | {min(times['off']) / min(times['on']):.2f} |", flush=True)
 
 
 if __name__ == "__main__":
