@@ -193,6 +193,18 @@ class _Steps:
         return dataclasses.replace(self, gidx=self.gidx.to(device), first=self.first.to(device))
 
 
+def _mix(weights: torch.Tensor, proba: torch.Tensor, dim: int) -> torch.Tensor:
+    """The mixture ``sum_m pi_m p_m``: ``weights`` (its learner axis at ``dim``) broadcast over ``proba``'s
+    trailing axes, summed over ``dim``."""
+    return (weights.reshape(*weights.shape, *([1] * (proba.dim() - weights.dim()))) * proba).sum(dim=dim)
+
+
+def _eval_results(clients: Sequence[Client], scores: dict[str, torch.Tensor]) -> list[EvalResult]:
+    """Per client, its :class:`EvalResult` from ``scores[split]`` (2, C): mean loss and accuracy."""
+    return [EvalResult(c.client_id, c.n_train, c.data.n_test, float(scores["train"][0, k]), float(scores["train"][1, k]),
+                       float(scores["test"][0, k]), float(scores["test"][1, k])) for k, c in enumerate(clients)]
+
+
 class VectorizedEngine:
     """Batched local training, E-step losses and evaluation for one run."""
 
@@ -450,7 +462,7 @@ class VectorizedEngine:
         at most ``batch`` samples, and indexed for a subset of them."""
         key = ("whole", batch)
         if key not in self._blocks:
-            every = [i for i, n in enumerate(self.train_sizes) if 0 < n <= batch]
+            every = self._whole_clients(batch)
             sizes = torch.tensor([self.train_sizes[i] for i in every], dtype=torch.long)
             width = int(sizes.max()) if len(every) else 0
             starts = self.data.train_offsets[every] if every else torch.zeros(0, dtype=torch.long)
@@ -500,6 +512,10 @@ class VectorizedEngine:
         y = y_all.index_select(0, flat).view(*gidx.shape, *y_all.shape[1:])
         return active, valid, x, y, w, n.to(dtype)
 
+    def _whole_clients(self, batch: int) -> list[int]:
+        """The ids of the data's clients whose train data fit in one batch (1 to ``batch`` samples)."""
+        return [i for i, n in enumerate(self.train_sizes) if 0 < n <= batch]
+
     def _whole_fits(self, batch: int) -> bool:
         """Whether clients with at most ``batch`` samples train from :meth:`_whole_block`: for a model
         without buffers (no batch statistics: a padded sample would enter them), when the block of every
@@ -507,7 +523,7 @@ class VectorizedEngine:
         if self.buffer_names or self.batch_stats:
             return False
         feat = max(1, self.data.train_x[0].numel())
-        return sum(1 for n in self.train_sizes if 0 < n <= batch) * batch * feat <= ROW_BUDGET
+        return len(self._whole_clients(batch)) * batch * feat <= ROW_BUDGET
 
     def _whole_batches(self, steps: _Steps, pooled: tuple[torch.Tensor, torch.Tensor | None]):  # noqa: ANN202
         """For the clients whose batch is always their whole data (:attr:`_Steps.whole`): their rows (numpy)
@@ -745,8 +761,7 @@ class VectorizedEngine:
         for split in ("train", "test"):
             sums = torch.zeros(2, len(clients), dtype=torch.float64)
             for rows, valid, y, proba in self._own_outputs(clients, params, split, self.task.proba):
-                w = pi[rows].to(proba.device)  # (A, M)
-                mix = (w.reshape(*w.shape, *([1] * (proba.dim() - 2))) * proba).sum(dim=1)  # (A, W, ...)
+                mix = _mix(pi[rows].to(proba.device), proba, 1)  # (A, W, ...)
                 a, width = mix.shape[:2]
                 loss, correct = self.task.score(mix.reshape(a * width, *mix.shape[2:]), y.reshape(a * width, *y.shape[2:]))
                 part = torch.stack([loss.double().view(a, width), correct.double().view(a, width)]) * valid
@@ -754,8 +769,7 @@ class VectorizedEngine:
             sizes = self.train_sizes if split == "train" else self.test_sizes
             n = torch.tensor([sizes[c.client_id] for c in clients], dtype=torch.float64).clamp_min(1)
             scores[split] = sums / n
-        return [EvalResult(c.client_id, c.n_train, c.data.n_test, float(scores["train"][0, k]), float(scores["train"][1, k]),
-                           float(scores["test"][0, k]), float(scores["test"][1, k])) for k, c in enumerate(clients)]
+        return _eval_results(clients, scores)
 
     @torch.no_grad()
     def evaluate_clients(self, clients: Sequence[Client], params: Sequence[list[torch.Tensor]]) -> list[EvalResult]:
@@ -785,8 +799,7 @@ class VectorizedEngine:
                 for start in range(0, len(y), step):  # chunks bound the temporaries' memory
                     part = slice(start, start + step)
                     proba = self._learner_outputs(params[group[0]], x[part], self.task.proba, members[0])  # (M, n, ...)
-                    w = pi_dev[owner[part]].T  # (M, n)
-                    mix = (w.reshape(*w.shape, *([1] * (proba.dim() - 2))) * proba).sum(dim=0)
+                    mix = _mix(pi_dev[owner[part]].T, proba, 0)  # weights (M, n)
                     loss, correct = self.task.score(mix, y[part])
                     sums[0].index_add_(0, owner[part], loss.double())
                     sums[1].index_add_(0, owner[part], correct.double())
@@ -794,14 +807,6 @@ class VectorizedEngine:
                         datacache.release(x[part])
                 n = torch.tensor(sizes, dtype=torch.float64, device=x.device).clamp_min(1)
                 scores[split] = (sums / n).cpu()
-            for k, (i, c) in enumerate(zip(group, members)):
-                results[i] = EvalResult(
-                    c.client_id,
-                    c.n_train,
-                    c.data.n_test,
-                    float(scores["train"][0, k]),
-                    float(scores["train"][1, k]),
-                    float(scores["test"][0, k]),
-                    float(scores["test"][1, k]),
-                )
+            for i, result in zip(group, _eval_results(members, scores)):
+                results[i] = result
         return results  # type: ignore[return-value]
