@@ -176,7 +176,7 @@ class Client:
         """:meth:`update_sample_weights` then :meth:`update_learners_weights` for many clients of this
         type (``losses[i]`` for ``clients[i]``), as the vectorised backend calls them once a round. This
         default runs them client by client; a type may override it with one batched computation that
-        sets the same weights to rounding (``tests/test_fedem_math.py`` checks FedEM's)."""
+        sets the same weights to rounding (the built-in mixture client's is tested against this default)."""
         for client, client_losses in zip(clients, losses):
             client.update_sample_weights(client_losses)
             client.update_learners_weights()

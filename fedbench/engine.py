@@ -71,7 +71,7 @@ EVAL_BUDGET = 1 << 21
 ROW_BUDGET = 1 << 24
 #: a row set's fixed cost in a training step, in padded input elements of a small model (a model's padded
 #: sample costs max(its input elements, its parameters)): rows with short batches join the full ones when
-#: padding them costs less (1.15-1.25x a round on the synthetic benchmark; python benchmarks/row_sets.py)
+#: padding them costs less (1.15-1.25x a round, measured by python benchmarks/row_sets.py)
 SET_COST = 1 << 22
 #: module types that run faster one client at a time on a CPU (measured by benchmarks/speed_synthetic.py)
 CPU_SEQUENTIAL_MODULES = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.RNNBase)
@@ -533,8 +533,8 @@ class VectorizedEngine:
 
         Such a batch holds the same samples whatever the order the reference draws, only summed in
         another order (the gradients agree to rounding), and every learner of the client sees the same
-        batch: its inputs are read once for all of them (:meth:`_whole_grad`), with no gather per step.
-        On the paper's synthetic federation 178 of the 300 clients have at most 128 samples."""
+        batch: its inputs are read once for all of them (:meth:`_whole_grad`), with no gather per step
+        (``benchmarks/whole_batches.py`` measures it)."""
         if not len(steps.whole):
             return None
         batch = steps.gidx.shape[2]
