@@ -568,15 +568,27 @@ class VectorizedEngine:
         c, m = x.shape[0], theta.shape[0] // max(1, x.shape[0])
         call = self._logits
         forward = vmap(vmap(lambda flat, inputs: call(flat, inputs), in_dims=(0, None)))
-        theta = theta.detach().view(c, m, -1).requires_grad_(True)
+        labels = y.unsqueeze(1).expand(c, m, *y.shape[1:])
+        grad, per_row = self._rows_grad(theta.view(c, m, -1), lambda t: forward(t, x), labels, w,
+                                        denom.to(w.dtype).unsqueeze(1), layout)
+        return grad.view(c * m, -1), per_row.view(-1)
+
+    def _rows_grad(self, theta: torch.Tensor, forward, y: torch.Tensor, w: torch.Tensor, denom: torch.Tensor,
+                   layout) -> tuple[torch.Tensor, torch.Tensor]:  # noqa: ANN001
+        """Every row's gradient and batch loss, for both step paths: ``forward(theta)`` gives the logits of
+        rows ``theta`` (..., P) on their batches (..., W, ...), scored against labels ``y`` (..., W, ...),
+        weighted by ``w`` (..., W) and summed over each batch, divided by ``denom`` (...): the real batch
+        sizes. Rows are independent, so the gradient of the sum of the rows' batch losses with respect to
+        the stacked parameters is every row's own gradient."""
+        lead = w.dim()
+        theta = theta.detach().requires_grad_(True)
         with torch.enable_grad():
             with layout():
-                logits = forward(theta, x)  # (C, M, W, ...)
-            labels = y.unsqueeze(1).expand(c, m, *y.shape[1:])
-            losses = self.task.loss(logits.reshape(-1, *logits.shape[3:]), labels.reshape(-1, *y.shape[2:])).view(w.shape)
-            per_row = (losses * w).sum(dim=2) / denom.to(losses.dtype).unsqueeze(1)
+                logits = forward(theta)
+            losses = self.task.loss(logits.reshape(-1, *logits.shape[lead:]), y.reshape(-1, *y.shape[lead:])).view(w.shape)
+            per_row = (losses * w).sum(dim=-1) / denom
             (grad,) = torch.autograd.grad(per_row.sum(), theta)
-        return grad.view(c * m, -1), per_row.detach().view(-1)
+        return grad, per_row.detach()
 
     def _sgd(self, flat, buf, weights, steps, sgd, lr, term, ctx, mask=None, bufs=None):  # noqa: ANN001, ANN202
         """Run every row's scheduled batches; returns new params, momentum buffers, loss sums and step counts.
@@ -586,7 +598,7 @@ class VectorizedEngine:
         k = flat.shape[0]
         steps = steps.to(device)
         pooled = self._pooled_weights(weights, steps)
-        task, model_call = self.task, self._logits
+        model_call = self._logits
         self.model.train()
         forward = vmap(model_call)
         n_rows = steps.counts.sum(axis=1) // max(1, sgd.epochs) if self.batch_stats else None
@@ -595,16 +607,7 @@ class VectorizedEngine:
         layout = RowMajorLinear if device.type == "cpu" and not self.batch_stats else contextlib.nullcontext
 
         def grad_fn(theta, x, y, w, denom, state):  # noqa: ANN001, ANN202
-            # Rows are independent, so the gradient of the sum of the rows' batch losses
-            # with respect to the stacked parameters is every row's own gradient.
-            theta = theta.detach().requires_grad_(True)
-            with torch.enable_grad():
-                with layout():
-                    logits = forward(theta, x, state)
-                losses = task.loss(logits.reshape(-1, *logits.shape[2:]), y.reshape(-1, *y.shape[2:])).view(y.shape[:2])
-                per_row = (losses * w).sum(dim=1) / denom
-                (grad,) = torch.autograd.grad(per_row.sum(), theta)
-            return grad, per_row.detach()
+            return self._rows_grad(theta, lambda t: forward(t, x, state), y, w, denom, layout)
         term_grad = vmap(grad_and_value(term)) if term is not None else None  # per row: d term / d theta, term
         loss_sum = torch.zeros(k, device=device)
         n_steps = np.zeros(k, dtype=np.int64)
