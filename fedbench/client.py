@@ -350,6 +350,8 @@ class Client:
         total, steps = 0.0, 0
         for perm in orders.to(self.data.train_y.device):
             for idx in perm.split(sgd.batch_size):
+                if sgd.drop_last and idx.numel() < sgd.batch_size < perm.numel():
+                    continue
                 ones = torch.ones(idx.numel(), dtype=theta.dtype, device=theta.device)
                 loss = batch_loss(learner.call, learner.task, self.data.train_x[idx], self.data.train_y[idx], ones, float(idx.numel()))
                 theta, momentum, value = step(theta, momentum, eager_grad(loss), sgd)
@@ -388,6 +390,7 @@ class Client:
             weight_decay=self.train.weight_decay,
             batch_size=self.train.batch_size,
             epochs=self.train.local_epochs,
+            drop_last=self.data.drop_last,
         )
 
     def exchanged_bytes(self, params: list[torch.Tensor]) -> int:

@@ -39,6 +39,8 @@ class ClientData:
     train_y: torch.Tensor
     test_x: torch.Tensor
     test_y: torch.Tensor
+    #: the data set's training protocol drops an incomplete last batch (:attr:`FederatedData.drop_last`)
+    drop_last: bool = False
 
     @property
     def n_train(self) -> int:
@@ -64,7 +66,10 @@ class FederatedData:
     sample: see :class:`fedbench.tasks.MulticlassTask`). Client ``i``'s train
     samples are ``train_x[train_offsets[i]:train_offsets[i+1]]``; likewise for
     test. ``class_weights`` (multiclass only, ``(num_classes,)``): the weight of
-    each label in the loss, None for none.
+    each label in the loss, None for none. ``drop_last``: local training leaves
+    out each epoch's incomplete last batch of a client that has more than one
+    batch (a data set's protocol: the FedEM authors' CIFAR loaders do, for
+    MobileNetV2's BatchNorm; no other of their data sets does).
     """
 
     train_x: torch.Tensor
@@ -76,6 +81,7 @@ class FederatedData:
     task: str
     num_classes: int
     class_weights: torch.Tensor | None = None
+    drop_last: bool = False
 
     def __post_init__(self) -> None:
         if self.task not in TASKS:
@@ -102,6 +108,7 @@ class FederatedData:
         task: str,
         num_classes: int,
         class_weights: torch.Tensor | None = None,
+        drop_last: bool = False,
     ) -> FederatedData:
         """Pool per-client ``(x, y)`` pairs into one container."""
         if len(train) != len(test) or not train:
@@ -116,6 +123,7 @@ class FederatedData:
             task=task,
             num_classes=num_classes,
             class_weights=class_weights,
+            drop_last=drop_last,
         )
 
     @property
@@ -143,14 +151,14 @@ class FederatedData:
             raise IndexError(f"client index {i} out of range for {self.n_clients} clients")
         a, b = int(self.train_offsets[i]), int(self.train_offsets[i + 1])
         c, d = int(self.test_offsets[i]), int(self.test_offsets[i + 1])
-        return ClientData(self.train_x[a:b], self.train_y[a:b], self.test_x[c:d], self.test_y[c:d])
+        return ClientData(self.train_x[a:b], self.train_y[a:b], self.test_x[c:d], self.test_y[c:d], self.drop_last)
 
     def select(self, clients: Sequence[int]) -> FederatedData:
         """A federation of the given clients, in the given order (client ``j`` is old client ``clients[j]``)."""
         parts = [self.client(i) for i in clients]
         return FederatedData.from_clients(
             [(c.train_x, c.train_y) for c in parts], [(c.test_x, c.test_y) for c in parts], self.task, self.num_classes,
-            self.class_weights,
+            self.class_weights, self.drop_last,
         )
 
     def to(self, device: torch.device | str) -> FederatedData:
@@ -165,4 +173,5 @@ class FederatedData:
             self.task,
             self.num_classes,
             self.class_weights,
+            self.drop_last,
         )

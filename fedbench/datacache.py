@@ -65,7 +65,7 @@ def entry_key(name: str, params: tuple, code: str) -> str:
 
 def _save(path: Path, data: FederatedData) -> None:
     payload: dict[str, Any] = {k: getattr(data, k) for k in TENSORS}
-    payload["meta"] = {"task": data.task, "num_classes": data.num_classes, "format": FORMAT}
+    payload["meta"] = {"task": data.task, "num_classes": data.num_classes, "drop_last": data.drop_last, "format": FORMAT}
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
     try:
@@ -84,7 +84,8 @@ def _load(path: Path) -> FederatedData:
     meta = payload.pop("meta")
     if meta.get("format") != FORMAT:
         raise ValueError(f"format {meta.get('format')}, expected {FORMAT}")
-    return FederatedData(**{k: payload[k] for k in TENSORS}, task=meta["task"], num_classes=meta["num_classes"])
+    return FederatedData(**{k: payload[k] for k in TENSORS}, task=meta["task"], num_classes=meta["num_classes"],
+                         drop_last=bool(meta.get("drop_last", False)))
 
 
 def cached(name: str, params: tuple, code: Callable[[], str], generate: Callable[[], FederatedData]) -> FederatedData:

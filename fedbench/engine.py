@@ -304,7 +304,7 @@ class VectorizedEngine:
             sgd = phase.sgd(base)
             weights = [c.samples_weights for c in clients]
             steps = self._schedule(clients, m, sgd.epochs, sgd.batch_size, round_, phase.stream,
-                                   whole=self._whole_fits(sgd.batch_size))
+                                   whole=self._whole_fits(sgd.batch_size), drop_last=sgd.drop_last)
             term, ctx = None, None
             if phase.term is not None:  # one pure function, vmapped over every (client, learner) row
                 term = getattr(clients[0], phase.term)
@@ -345,7 +345,8 @@ class VectorizedEngine:
         stacks = torch.stack([torch.stack(c.joint_start(phase, r, p)) for c, r, p in zip(clients, received, previous)])
         n_rows = stacks.shape[1]
         bufs = torch.stack([c.joint_momentum(phase, rows) for c, rows in zip(clients, stacks)])
-        steps = self._schedule(clients, 1, sgd.epochs, sgd.batch_size, round_, phase.stream).to(stacks.device)
+        steps = self._schedule(clients, 1, sgd.epochs, sgd.batch_size, round_, phase.stream,
+                               drop_last=sgd.drop_last).to(stacks.device)
         step, task, call = getattr(clients[0], phase.step), self.task, self._logits
 
         def one(theta, buf, x, y, w, denom):  # noqa: ANN001, ANN202
@@ -371,7 +372,7 @@ class VectorizedEngine:
 
     def _schedule(
         self, clients: Sequence[Client], m: int, epochs: int, batch: int, round_: int, stream: int = STREAM_TRAIN,
-        whole: bool = False,
+        whole: bool = False, drop_last: bool = False,
     ) -> _Steps:
         """Every row's batches of the phase (:class:`_Steps`): rows client-major, learner-minor; steps
         epoch-major, ``epochs * nb_max`` of them.
@@ -417,6 +418,8 @@ class VectorizedEngine:
         # real samples of every row's batch at every step: min(B, n - j * B) at batch j of each epoch
         n = np.asarray(sizes, dtype=np.int64)
         per_epoch = np.clip(n[:, None] - np.arange(nb_max)[None, :] * batch, 0, batch)  # (C, nb_max)
+        if drop_last:
+            per_epoch[(per_epoch < batch) & (n[:, None] > batch)] = 0
         counts = np.repeat(np.tile(per_epoch, (1, epochs)), m, axis=0)
         whole = np.flatnonzero((n > 0) & (n <= batch)) if whole else np.zeros(0, dtype=np.int64)
         return _Steps(sched.view(len(clients) * m, epochs * nb_max, batch), counts, first.repeat_interleave(m),

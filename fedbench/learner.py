@@ -7,6 +7,7 @@ writing their own loop. Parameters travel as one flat tensor per learner.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -30,6 +31,17 @@ class SGDConfig:
     weight_decay: float = 0.0
     batch_size: int = 128
     epochs: int = 1
+    #: leave out each epoch's incomplete last batch when there is more than one batch (the data set's
+    #: protocol, :attr:`fedbench.data.FederatedData.drop_last`)
+    drop_last: bool = False
+
+
+def batches_per_epoch(n: int, sgd: SGDConfig) -> int:
+    """The SGD steps one epoch of ``n`` samples takes under ``sgd`` (the short last batch dropped when
+    ``sgd.drop_last`` and there is more than one batch; BatchNorm's lone-sample rule aside)."""
+    if sgd.drop_last and n > sgd.batch_size:
+        return n // sgd.batch_size
+    return math.ceil(n / sgd.batch_size)
 
 
 @dataclass(frozen=True)
@@ -214,11 +226,15 @@ class Learner:
                 opt.state[p]["momentum_buffer"] = buf.clone()
         self.model.train()
         # BatchNorm cannot train on one sample: a lone last sample (a client of k * batch_size + 1) is
-        # left out of that epoch, as the authors' loaders drop incomplete last batches
+        # left out of that epoch. A data set whose protocol drops incomplete last batches (sgd.drop_last:
+        # the authors' CIFAR loaders, and no other of theirs) leaves out any short last batch of a client
+        # with more than one batch.
         batch_norm = uses_batch_statistics(self.model)
         total, batches = 0.0, 0
         for perm in orders.to(y.device):
             for idx in perm.split(sgd.batch_size):
+                if sgd.drop_last and idx.numel() < sgd.batch_size < perm.numel():
+                    continue
                 if batch_norm and idx.numel() == 1 and perm.numel() > 1:
                     continue
                 opt.zero_grad(set_to_none=True)

@@ -38,8 +38,8 @@ def test_batches_are_read_in_layout_order(tmp_path, name):
     assert (coarse is None) == (name == "cifar10")
     if coarse is not None:
         assert coarse.tolist() == (y // 5).tolist()
-    assert x.shape == (len(y_raw), 3, 32, 32) and x.dtype == torch.float32
-    torch.testing.assert_close(x[3], torch.from_numpy(x_raw[3].reshape(3, 32, 32).astype(np.float32) / 255.0))
+    assert x.shape == (len(y_raw), 3, 32, 32) and x.dtype == torch.uint8  # floats only after the split
+    torch.testing.assert_close(x[3], torch.from_numpy(x_raw[3].reshape(3, 32, 32)))
     assert y.tolist() == y_raw.tolist()
 
 

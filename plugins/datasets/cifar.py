@@ -7,12 +7,17 @@ client's samples 80/20 into train/test. Defaults follow the FedEM paper:
 CIFAR-10 over 80 clients by ``label_groups`` (3 groups, Dirichlet 0.4);
 CIFAR-100 over 100 clients x 600 samples by ``pachinko`` (coarse labels
 ~ Dirichlet(0.4), fine labels within a coarse one ~ Dirichlet(10); the
-batches' ``coarse_labels`` give the hierarchy). Images are scaled to [0, 1];
-no normalisation or augmentation.
+batches' ``coarse_labels`` give the hierarchy). As in the FedEM authors' code
+(``datasets.py``, CIFAR-10 and CIFAR-100 alike), images are scaled to [0, 1]
+and normalised per channel with mean (0.4914, 0.4822, 0.4465) and std
+(0.2023, 0.1994, 0.2010) (``normalize=false``: raw [0, 1] pixels), no
+augmentation; and local training drops each client's incomplete last batch
+(``drop_last``, their loaders' rule for MobileNetV2's BatchNorm).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import pickle
 from pathlib import Path
 
@@ -22,7 +27,17 @@ import torch
 from fedbench import DatasetSpec, hookimpl
 from fedbench.data import FederatedData, resolve_data_root
 from fedbench.errors import DataError
+from fedbench.params import Param
 from fedbench_plugins.datasets.pooled import POOLED_PARAMS, federate_pool
+
+#: the FedEM authors' CIFAR transform, ``Normalize(MEAN, STD)`` after scaling to [0, 1] (both data sets)
+MEAN = (0.4914, 0.4822, 0.4465)
+STD = (0.2023, 0.1994, 0.2010)
+#: protocol settings of both CIFAR data sets (the authors' defaults)
+PROTOCOL_PARAMS = {
+    "normalize": Param(True, choices=(True, False), doc="the authors' per-channel normalisation (false: raw [0, 1])"),
+    "drop_last": Param(True, choices=(True, False), doc="local training drops each client's incomplete last batch"),
+}
 
 LAYOUT = {
     "cifar10": ("cifar-10-batches-py", [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"], b"labels", 10),
@@ -45,7 +60,7 @@ def check(name: str, root: Path | None) -> str | None:
 
 
 def read_batches(name: str, root: Path) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
-    """Images (N, 3, 32, 32) in [0, 1], labels, and (CIFAR-100) coarse labels."""
+    """Images (N, 3, 32, 32) as uint8, labels, and (CIFAR-100) coarse labels."""
     folder, files, label_key, _ = LAYOUT[name]
     base = root / folder
     problem = check(name, root)
@@ -65,15 +80,29 @@ def read_batches(name: str, root: Path) -> tuple[torch.Tensor, torch.Tensor, tor
         ys.append(labels)
         if b"coarse_labels" in batch:
             coarse.append(np.asarray(batch[b"coarse_labels"], dtype=np.int64))
-    x = torch.from_numpy(np.concatenate(xs).reshape(-1, 3, 32, 32).astype(np.float32) / 255.0)
+    x = torch.from_numpy(np.concatenate(xs).reshape(-1, 3, 32, 32))
     c = torch.from_numpy(np.concatenate(coarse)) if len(coarse) == len(files) else None
     return x, torch.from_numpy(np.concatenate(ys)), c
 
 
+def to_float(x: torch.Tensor, normalize: bool) -> torch.Tensor:
+    """uint8 images as float32 in [0, 1], normalised as the authors do when ``normalize``: one float copy,
+    the rest in place."""
+    out = x.to(torch.float32).div_(255.0)
+    if normalize:
+        out.sub_(torch.tensor(MEAN).view(1, 3, 1, 1)).div_(torch.tensor(STD).view(1, 3, 1, 1))
+    return out
+
+
 def load(name: str, data_root: Path | None, params: dict) -> FederatedData:
     root = resolve_data_root(data_root)
+    params = dict(params)
+    normalize, drop_last = (bool(params.pop(k, PROTOCOL_PARAMS[k].default)) for k in ("normalize", "drop_last"))
     x, y, coarse = read_batches(name, root)
-    return federate_pool(x, y, LAYOUT[name][3], params, coarse=coarse)
+    data = federate_pool(x, y, LAYOUT[name][3], params, coarse=coarse)
+    # the split works on uint8 images (a quarter of the float32 bytes); only the kept ones become floats
+    return dataclasses.replace(data, train_x=to_float(data.train_x, normalize), test_x=to_float(data.test_x, normalize),
+                               drop_last=drop_last)
 
 
 def download(name: str, data_root: Path | None) -> None:
@@ -103,8 +132,8 @@ def fedbench_datasets() -> list[DatasetSpec]:
         DatasetSpec(
             name=name,
             doc=f"{name.upper()} python batches under --data-root; {doc}",
-            params={**POOLED_PARAMS, **split},
-            rules=POOLED_PARAMS,
+            params={**POOLED_PARAMS, **PROTOCOL_PARAMS, **split},
+            rules={**POOLED_PARAMS, **PROTOCOL_PARAMS},
             load=lambda data_root=None, _name=name, **p: load(_name, data_root, p),
             default_model="cifar10cnn",
             check=lambda data_root=None, _name=name: check(_name, data_root),

@@ -15,12 +15,12 @@ With one client, c = c_i after every round and SCAFFOLD is local SGD.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping
 
 import torch
 
 from fedbench import AggregatorSpec, CentralizedAggregator, Client, ClientSpec, ClientUpdate, FitIns, MethodSpec, hookimpl
+from fedbench.learner import batches_per_epoch
 
 
 class ScaffoldAggregator(CentralizedAggregator):
@@ -41,7 +41,7 @@ class ScaffoldAggregator(CentralizedAggregator):
         deltas = [torch.zeros_like(p) for p in self.c]
         for u in updates:
             client = self.clients[u.client_id]
-            steps = self.train.local_epochs * math.ceil(client.n_train / self.train.batch_size)
+            steps = self.train.local_epochs * batches_per_epoch(client.n_train, client.sgd_config(lr))
             old = self.c_i[u.client_id]
             new = [ci - c + (w - y) / (steps * lr) for ci, c, w, y in zip(old, self.c, sent, u.params)]
             self.c_i[u.client_id] = new

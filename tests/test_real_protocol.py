@@ -1,0 +1,97 @@
+"""The paper's real cells follow the FedEM authors' protocol (issue 24): each item with the test that fails
+without it. "A:" cites omarfoq/FedEM at 996fadd."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from fedbench import FederatedData
+from fedbench.build import build_simulation, resolve_run
+from fedbench.learner import Learner, SGDConfig, batches_per_epoch
+from fedbench.tasks import make_task
+from fedbench_plugins.datasets.cifar import MEAN, STD, load as load_cifar
+from tests.test_cifar import make_cifar
+from tests.test_engine import _registry_with, _state
+
+
+class TestCifarNormalisation:
+    """A: datasets.py:172-179 and :234-242, Normalize(MEAN, STD) after ToTensor, on both CIFAR data sets."""
+
+    @pytest.mark.parametrize("name", ["cifar10", "cifar100"])
+    def test_pixels_are_normalised_per_channel_by_default(self, tmp_path, name):
+        x_raw, _ = make_cifar(tmp_path, name, per_file=20)
+        data = load_cifar(name, tmp_path, {"n_clients": 1, "partitioner": "iid", "test_fraction": 0.5})
+        raw = torch.from_numpy(x_raw.reshape(-1, 3, 32, 32)).double() / 255
+        pool = torch.cat([data.train_x, data.test_x]).double()
+        assert pool.shape == raw.shape and pool.dtype == torch.float64
+        # the same multiset of images: compare per-channel sums, which the split's order does not change
+        for ch in range(3):
+            expected = ((raw[:, ch] - MEAN[ch]) / STD[ch]).sum()
+            assert float(pool[:, ch].sum()) == pytest.approx(float(expected), rel=1e-6)
+        # a hand-computed pixel: value v becomes (v / 255 - mean) / std
+        v = x_raw.reshape(-1, 3, 32, 32)[:, 1].min()
+        assert float(pool[:, 1].min()) == pytest.approx((v / 255 - MEAN[1]) / STD[1], rel=1e-6)
+
+    def test_raw_pixels_on_request(self, tmp_path):
+        make_cifar(tmp_path, "cifar10", per_file=20)
+        data = load_cifar("cifar10", tmp_path, {"n_clients": 2, "partitioner": "iid", "normalize": False})
+        assert float(data.train_x.min()) >= 0 and float(data.train_x.max()) <= 1
+
+
+class TestDropLast:
+    """A: utils/utils.py:302-305, drop_last = CIFAR and len(dataset) > batch_size and train."""
+
+    def test_cifar_drops_and_says_so_in_its_data(self, tmp_path):
+        make_cifar(tmp_path, "cifar10", per_file=20)
+        assert load_cifar("cifar10", tmp_path, {"n_clients": 2, "partitioner": "iid"}).drop_last
+        assert not load_cifar("cifar10", tmp_path, {"n_clients": 2, "partitioner": "iid", "drop_last": False}).drop_last
+
+    @pytest.mark.parametrize("n, batch, drop, expected", [
+        (10, 4, True, 2), (10, 4, False, 3), (8, 4, True, 2), (3, 4, True, 1), (4, 4, True, 1), (5, 4, True, 1),
+        (349 * 128 + 5, 128, True, 349), (349 * 128 + 5, 128, False, 350),
+    ])
+    def test_steps_per_epoch(self, n, batch, drop, expected):
+        assert batches_per_epoch(n, SGDConfig(lr=1, batch_size=batch, drop_last=drop)) == expected
+
+    def test_the_short_last_batch_takes_no_step(self):
+        """Training on 10 samples in batches of 4 with drop_last equals training on the order's first 8."""
+        torch.manual_seed(0)
+        x, y = torch.randn(10, 3), torch.randint(0, 2, (10,))
+        order = torch.randperm(10).view(1, -1)
+
+        def fit(orders, drop):
+            torch.manual_seed(1)
+            learner = Learner(nn.Linear(3, 2), make_task("multiclass"))
+            learner.fit_epochs(x, y, None, SGDConfig(lr=0.5, momentum=0.9, batch_size=4, drop_last=drop), orders)
+            return [p.detach().clone() for p in learner.model.parameters()]
+
+        dropped, first_eight, kept = fit(order, True), fit(order[:, :8], False), fit(order, False)
+        for a, b in zip(dropped, first_eight):
+            torch.testing.assert_close(a, b, rtol=0, atol=0)
+        assert any(not torch.equal(a, b) for a, b in zip(dropped, kept))
+
+    @pytest.mark.parametrize("method, extra", [
+        ("fedavg", {}), ("fedem", {"local_epochs": 2}), ("fedavg", {"model.batch_norm": True}),
+        ("pfedme", {}), ("apfl", {}),  # the client's own step (apfl) and a proximal anchor (pfedme)
+    ])
+    def test_both_engines_drop_the_same_batches(self, method, extra):
+        def load(data_root=None, seed=0):
+            g = torch.Generator().manual_seed(seed)
+            sizes = (13, 8, 3, 9, 17)  # short last batches (13, 9, 17), an exact multiple (8), one batch (3)
+            tr = [(torch.randn(n, 6, generator=g), torch.randint(0, 3, (n,), generator=g)) for n in sizes]
+            te = [(torch.randn(4, 6, generator=g), torch.randint(0, 3, (4,), generator=g)) for _ in sizes]
+            return FederatedData.from_clients(tr, te, task="multiclass", num_classes=3, drop_last=True)
+
+        reg = _registry_with("tiny-drop", load, "mlp")
+        overrides = {"batch_size": 4, "lr": 0.05, "model.hidden": 8, "rounds": 3, **extra}
+        aggs = [build_simulation(reg, resolve_run(reg, dataset="tiny-drop", method=method, seed=1, overrides=overrides,
+                                                  engine=e)).aggregator for e in ("sequential", "vectorized")]
+        seq, vec = aggs
+        assert all(c.sgd_config(0.1).drop_last for c in seq.clients)
+        for r in range(2):
+            a, b = seq.fit_round(r), vec.fit_round(r)
+            assert b.train_loss == pytest.approx(a.train_loss, rel=1e-5)
+            for p, q in zip(_state(seq), _state(vec)):
+                torch.testing.assert_close(q, p, rtol=1e-5, atol=1e-6)
