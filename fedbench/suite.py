@@ -168,6 +168,7 @@ def load_suite(
             raise ConfigError(f"suite {path.stem} has no {what} {', '.join(unknown)}; its {what}s: {', '.join(have)}")
     if only_datasets:
         datasets = {k: v for k, v in datasets.items() if k in only_datasets}
+    suite_methods = set(methods)  # a per-data-set table is checked against these, then used for the kept ones
     if only_methods:
         methods = {k: v for k, v in methods.items() if k in only_methods}
     refs = load_references(path.parent / str(doc["references"])) if "references" in doc else None
@@ -176,7 +177,7 @@ def load_suite(
         ds_params = dict(_table(f"suite {path}: datasets.{ds_name}", ds_params))
         ds_set = _table(f"suite {path}: datasets.{ds_name}.set", ds_params.pop("set", {}))
         ds_methods = _table(f"suite {path}: datasets.{ds_name}.methods", ds_params.pop("methods", {}))
-        stray = sorted(set(ds_methods) - set(methods))
+        stray = sorted(set(ds_methods) - suite_methods)
         if stray:
             raise ConfigError(
                 f"suite {path}: datasets.{ds_name}.methods names {', '.join(stray)}, not in the suite's methods; "
