@@ -50,7 +50,9 @@ class MulticlassTask(Task):
     ``(n, L)``, logits ``(n, L, C)``: every position of a window is predicted, as the FedEM authors'
     Shakespeare model does); a sample's loss and correctness are then the means over its positions.
     ``class_weights`` (``(C,)``) weight each label's cross-entropy, as ``torch.nn.CrossEntropyLoss(weight=...,
-    reduction="none")`` does (no renormalisation), in training and in the evaluation loss.
+    reduction="none")`` does (no renormalisation), in training and in the E-step; the evaluation loss
+    (:meth:`score`) is unweighted, as the FedEM authors' evaluation (``nn.NLLLoss()`` without weights,
+    ``learners_ensemble.py:224``) is.
     """
 
     def __init__(self, class_weights: torch.Tensor | None = None) -> None:
@@ -76,9 +78,6 @@ class MulticlassTask(Task):
         y = y.long()
         p_true = proba.gather(-1, y.unsqueeze(-1)).squeeze(-1)
         loss = -torch.log(p_true.clamp_min(_EPS))
-        w = self._weights(proba)
-        if w is not None:
-            loss = loss * w[y]
         correct = (proba.argmax(dim=-1) == y).to(proba.dtype)
         return self._per_sample(loss), self._per_sample(correct)
 

@@ -3,6 +3,7 @@ without it. "A:" cites omarfoq/FedEM at 996fadd."""
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 from torch import nn
@@ -129,3 +130,41 @@ class TestPickingPartOfASuite:
         # 1: every selected run was skipped for its missing files (a refused suite exits 2 before any run)
         assert proc.returncode == 1, proc.stderr
         assert "suite paper: 3 runs" in proc.stderr + proc.stdout and "skipping 3 run(s) of cifar10" in proc.stderr
+
+
+class TestEvaluationFrequency:
+    """A: paper_experiments/*/run_*.sh use --log_freq 10 on CIFAR-10 and 5 on the other real data sets."""
+
+    def test_the_paper_suite_evaluates_as_their_scripts(self, registry):
+        from fedbench.suite import load_suite
+
+        expected = {"cifar10": 10, "cifar100": 5, "emnist": 5, "femnist": 5, "shakespeare": 5}
+        suite = load_suite(registry, "paper", seeds=[1])
+        assert {c.dataset: c.train.eval_every for c in suite.runs} == expected
+
+
+class TestSplitRounding:
+    """A: sklearn's train_test_split(train_size=0.8) keeps floor(0.8 n) train samples."""
+
+    @pytest.mark.parametrize("n, n_train", [(7, 5), (10, 8), (3, 2), (227, 181), (600, 480)])
+    def test_pooled_clients(self, n, n_train):
+        from fedbench.partition import federate
+
+        x, y = torch.randn(n, 2), torch.zeros(n, dtype=torch.long)
+        data = federate(x, y, [np.arange(n)], test_fraction=0.2, seed=0, task="multiclass", num_classes=2)
+        assert (data.client(0).n_train, data.client(0).n_test) == (n_train, n - n_train)
+
+    def test_femnist_writers_filtered_first_then_int_of_fraction(self, tmp_path):
+        """A: data_to_tensor.py:59 keeps writers with more than 2 images; generate_data.py:83 takes int(0.15 N)."""
+        from fedbench_plugins.datasets.leaf import load_femnist
+        from tests.test_leaf import make_leaf
+
+        sizes = make_leaf(tmp_path, writers=20, per_writer=(1, 12), seed=3)
+        eligible = [n for n in sizes.values() if n > 2]
+        assert len(eligible) < 20  # some writers have 1 or 2 samples
+        data = load_femnist(tmp_path, fraction=0.15, seed=1)
+        assert data.n_clients == max(1, int(0.15 * len(eligible)))
+        for i in range(data.n_clients):
+            c = data.client(i)
+            n = c.n_train + c.n_test
+            assert n > 2 and c.n_train == int(np.floor(0.8 * n))

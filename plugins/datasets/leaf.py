@@ -4,9 +4,10 @@ LEAF writes ``{"users": [...], "num_samples": [...], "user_data": {user: {"x": [
 files; we read every ``*.json`` in ``ROOT/NAME/all_data/`` (or
 ``ROOT/NAME/data/all_data/``, LEAF's own layout).
 
-FEMNIST: one client per writer; a random ``fraction`` of the writers (the
-paper keeps 15 %); each writer's samples shuffled and split 80/20 into
-train/test. A sample is a 28x28 image given as 784 floats in [0, 1]; 62 classes.
+FEMNIST: one client per writer; of the writers with more than 2 samples, a
+random ``int(fraction * N)`` (the paper keeps 15 %: 539 of LEAF's 3,597); each
+writer's samples shuffled, the first ``floor(0.8 n)`` train, the rest test
+(the authors' order and rounding). A sample is a 28x28 image given as 784 floats in [0, 1]; 62 classes.
 
 Shakespeare: one client per speaking role; a sample is an 80-character window.
 Characters are encoded by their index in Python's ``string.printable`` (the
@@ -95,9 +96,10 @@ def check(name: str, data_root: Path | None) -> str | None:
     return None
 
 
-def _keep_users(users: dict, fraction: float, rng: np.random.Generator) -> list[str]:
+def _keep_users(users: dict, fraction: float, rng: np.random.Generator, rounding=round) -> list[str]:  # noqa: ANN001
+    """A random ``rounding(fraction * len(users))`` of the users (at least one), in sorted order."""
     names = sorted(users)
-    return [names[i] for i in sorted(rng.choice(len(names), size=max(1, int(round(fraction * len(names)))), replace=False))]
+    return [names[i] for i in sorted(rng.choice(len(names), size=max(1, int(rounding(fraction * len(names)))), replace=False))]
 
 
 def _check_fractions(name: str, fraction: float, test_fraction: float) -> None:
@@ -113,12 +115,16 @@ def load_femnist(
     users = read_leaf(files, _femnist_arrays)
     rng = np.random.default_rng(seed)
     train, test = [], []
-    for user in _keep_users(users, fraction, rng):
+    # the authors' order (data_to_tensor.py:59, generate_data.py:83): writers with more than 2 images, then
+    # int(fraction * their number) of them (539 of LEAF's 3,597), each cut floor(0.8 n) / the rest as
+    # sklearn's train_test_split(train_size=0.8) does
+    eligible = {u: v for u, v in users.items() if sum(len(c) for c in v[1]) > 2}
+    if not eligible:
+        raise DataError("femnist: no writer has more than 2 samples; these are not LEAF's FEMNIST files")
+    for user in _keep_users(eligible, fraction, rng, rounding=int):
         x, y = np.concatenate(users[user][0]), np.concatenate(users[user][1])
-        if len(y) < 2:
-            continue
         order = rng.permutation(len(y))
-        n_test = max(1, int(round(len(y) * test_fraction)))
+        n_test = len(y) - int(np.floor((1 - test_fraction) * len(y)))
         xs = torch.from_numpy(x[order]).view(-1, 1, 28, 28)
         if normalize:  # the FedEM authors' transform, (x - 0.1307) / 0.3081
             xs = (xs - 0.1307) / 0.3081

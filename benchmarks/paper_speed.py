@@ -1,0 +1,290 @@
+"""The paper's real cells, timed in whole rounds, fedbench beside the FedEM authors' code on the same files and device.
+
+    python benchmarks/standin_data.py --root STANDIN --only cifar10,emnist
+    python benchmarks/paper_speed.py --data-root STANDIN --device cuda --datasets emnist,cifar10 \
+        --methods fedavg,fedem --rounds 2 [--engines auto,sequential,vectorized] \
+        [--authors CHECKOUT --authors-python PYTHON] [--out results/paper-speed.md]
+
+Per cell (data set x method, the paper suite's settings, seed 1), in a process of its own:
+
+- **fedbench, in process**: load the data set through its loader, build the run (the engine that ``--engine``
+  picks, and why), then ``rounds`` training rounds with an evaluation of every client before the first and
+  after each (the authors' protocol with ``--log_freq 1``). Prints seconds to load, per round and per
+  evaluation, peak host RSS and (CUDA) peak device memory, and the final weighted test accuracy.
+- **the authors' code** (``--authors``, a checkout of github.com/omarfoq/FedEM): their ``generate_data.py`` on
+  the same stand-in files (the split of their README's Table 2 commands), then ``run_experiment.py`` with
+  ``--n_rounds rounds-1 --log_freq 1`` (their loop runs ``n_rounds + 1`` rounds, and evaluates when built and
+  after each: the same rounds and evaluations as ours), timed from outside: whole process, peak RSS.
+  fedbench is timed the same way from outside (``wall``), so the two walls compare.
+
+Two shims are put on their path, both written by this script into its scratch folder and named in the output:
+a ``cvxpy`` module that fails on use (their ``utils/decentralized.py`` imports it at module level and their
+centralised runs never call it), and, for CIFAR, a ``sitecustomize`` that skips torchvision's md5 check of the
+batches (stand-ins are not the real files, so their checksums differ; the format is the same).
+Only CIFAR-10 and EMNIST run in both codes: the authors read FEMNIST and Shakespeare from their own
+preprocessing of LEAF's raw files (images, play text), not from LEAF's json that our stand-ins write.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+#: the authors' Table 2 split commands (their data/*/README.md) and run flags per (data set, method)
+AUTHORS_SPLIT = {
+    "emnist": ["--n_tasks", "100", "--n_components", "-1", "--alpha", "0.4", "--s_frac", "0.1", "--tr_frac", "0.8",
+               "--seed", "12345"],
+    "cifar10": ["--n_tasks", "80", "--n_components", "3", "--alpha", "0.4", "--s_frac", "1.0", "--tr_frac", "0.8",
+                "--seed", "12345"],
+}
+#: where their data scripts find the raw files: (folder under data/<name>/raw_data, our stand-in folder)
+AUTHORS_RAW = {"emnist": ("EMNIST", "EMNIST"), "cifar10": ("cifar-10-batches-py", "cifar-10-batches-py")}
+AUTHORS_METHOD = {"fedavg": ("FedAvg", "1"), "fedem": ("FedEM", "3"), "local": ("local", "1")}
+
+SITECUSTOMIZE = """\
+# written by fedbench benchmarks/paper_speed.py: stand-ins are not the real CIFAR files, so their md5 differ
+try:
+    import torchvision.datasets as _d
+    _d.CIFAR10._check_integrity = lambda self: True
+except Exception:  # noqa: BLE001
+    pass
+"""
+CVXPY = """\
+# written by fedbench benchmarks/paper_speed.py: their decentralised mixing matrix only, never called here
+def __getattr__(name):
+    raise ImportError("cvxpy stand-in: not installed on this machine")
+"""
+
+
+def child(dataset: str, method: str, engine: str, rounds: int, device: str, data_root: str) -> dict:
+    """One cell in this process: load, build, ``rounds`` rounds with an evaluation before and after each."""
+    import resource
+
+    import torch
+
+    torch.set_num_threads(int(os.environ.get("FEDBENCH_THREADS", torch.get_num_threads())))
+    from fedbench.build import build_simulation, load_data
+    from fedbench.registry import get_registry
+    from fedbench.suite import load_suite
+
+    def sync() -> None:
+        if device.startswith("cuda"):
+            torch.cuda.synchronize()
+
+    registry = get_registry()
+    suite = load_suite(registry, "paper", seeds=[1], device=device, engine=engine, only_datasets=[dataset],
+                       only_methods=[method])
+    (cfg,) = suite.runs
+    t = time.perf_counter()
+    load_data(registry, cfg, Path(data_root))
+    load_s = time.perf_counter() - t
+    t = time.perf_counter()
+    sim = build_simulation(registry, cfg, Path(data_root))
+    sync()
+    build_s = time.perf_counter() - t
+    agg = sim.aggregator
+
+    def evaluate() -> tuple[float, float]:
+        t = time.perf_counter()
+        res = agg.evaluate()
+        sync()
+        n = sum(r.n_test for r in res)
+        return time.perf_counter() - t, 100 * sum(r.test_acc * r.n_test for r in res) / max(n, 1)
+
+    evals, rounds_s, loss = [evaluate()], [], float("nan")
+    for r in range(rounds):
+        t = time.perf_counter()
+        loss = agg.fit_round(r).train_loss
+        sync()
+        rounds_s.append(time.perf_counter() - t)
+        evals.append(evaluate())
+    out = {
+        "engine": sim.engine, "clients": len(agg.clients), "train_samples": int(sim.data.train_sizes().sum()),
+        "load_s": load_s, "build_s": build_s, "round_s": rounds_s, "eval_s": [e for e, _ in evals],
+        "test_acc": evals[-1][1], "train_loss": loss,
+        "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+    }
+    if device.startswith("cuda"):
+        out["peak_gpu_mb"] = torch.cuda.max_memory_allocated() / 2**20
+    return out
+
+
+def timed(cmd: list[str], cwd: str | Path | None = None, env: dict | None = None, timeout: float | None = None) -> dict:
+    """``cmd`` in a process of its own: wall seconds, its peak RSS (MB), return code and output tails."""
+    probe = (
+        "import json, resource, subprocess, sys, time\n"
+        "t = time.perf_counter()\n"
+        "p = subprocess.run(sys.argv[2:], capture_output=True, text=True, timeout=float(sys.argv[1]) or None)\n"
+        "wall = time.perf_counter() - t\n"
+        "rss = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024\n"
+        "print(json.dumps({'rc': p.returncode, 'wall': wall, 'rss': rss, 'out': p.stdout[-6000:], 'err': p.stderr[-3000:]}))\n"
+    )
+    try:
+        proc = subprocess.run([sys.executable, "-c", probe, str(timeout or 0), *cmd], capture_output=True, text=True,
+                              cwd=cwd, env=env, timeout=(timeout + 30) if timeout else None)
+        return json.loads(proc.stdout.strip().splitlines()[-1])
+    except (subprocess.TimeoutExpired, IndexError, json.JSONDecodeError) as e:
+        return {"rc": -1, "wall": float("nan"), "rss": float("nan"), "out": "", "err": f"{type(e).__name__}: {e}"}
+
+
+def ours(dataset: str, method: str, engine: str, rounds: int, device: str, data_root: Path, timeout: float) -> dict:
+    res = timed([sys.executable, __file__, "--child", dataset, method, engine, str(rounds), device, str(data_root)],
+                env={**os.environ, "PYTHONUNBUFFERED": "1"}, timeout=timeout)
+    row = {"code": "fedbench", "dataset": dataset, "method": method, "wall_s": res["wall"], "rss_mb": res["rss"]}
+    if res["rc"] != 0:
+        return {**row, "error": (res["err"].strip().splitlines() or ["?"])[-1]}
+    return {**row, **json.loads(res["out"].strip().splitlines()[-1])}
+
+
+def prepare_authors(checkout: Path, python: str, scratch: Path, dataset: str, data_root: Path, timeout: float) -> dict:
+    """A copy of their checkout with ``dataset`` split by their generate_data.py on our stand-in files."""
+    work = scratch / "FedEM"
+    if not work.exists():
+        shutil.copytree(checkout, work, ignore=shutil.ignore_patterns(".git", "all_data", "logs"))
+        shims = scratch / "shims"
+        shims.mkdir(exist_ok=True)
+        (shims / "cvxpy.py").write_text(CVXPY)
+        (shims / "sitecustomize.py").write_text(SITECUSTOMIZE)
+    folder, ours_folder = AUTHORS_RAW[dataset]
+    raw = work / "data" / dataset / "raw_data"
+    raw.mkdir(parents=True, exist_ok=True)
+    if not (raw / folder).exists():
+        (raw / folder).symlink_to((data_root / ours_folder).resolve())
+    res = timed([python, "generate_data.py", *AUTHORS_SPLIT[dataset]], cwd=work / "data" / dataset, env=authors_env(scratch),
+                timeout=timeout)
+    return {"wall_s": res["wall"], "rss_mb": res["rss"], "rc": res["rc"], "err": res["err"]}
+
+
+def authors_env(scratch: Path) -> dict:
+    return {**os.environ, "PYTHONPATH": str(scratch / "shims"), "PYTHONUNBUFFERED": "1"}
+
+
+def theirs(python: str, scratch: Path, dataset: str, method: str, lr: float, rounds: int, device: str, timeout: float) -> dict:
+    name, learners = AUTHORS_METHOD[method]
+    work = scratch / "FedEM"
+    cmd = [python, "run_experiment.py", dataset, name, "--n_learners", learners, "--n_rounds", str(rounds - 1),
+           "--bz", "128", "--lr", f"{lr:g}", "--lr_scheduler", "multi_step", "--log_freq", "1", "--device",
+           device.split(":")[0], "--optimizer", "sgd", "--seed", "1234", "--verbose", "1",
+           "--logs_dir", str(scratch / "logs" / f"{dataset}-{method}")]
+    res = timed(cmd, cwd=work, env=authors_env(scratch), timeout=timeout)
+    row = {"code": "authors", "dataset": dataset, "method": method, "wall_s": res["wall"], "rss_mb": res["rss"],
+           "command": " ".join(cmd[1:])}
+    if res["rc"] != 0:
+        return {**row, "error": (res["err"].strip().splitlines() or ["?"])[-1]}
+    accs = re.findall(r"Test Acc: ([0-9.]+)%", res["out"])
+    return {**row, "test_acc": float(accs[-1]) if accs else float("nan"), "n_eval": len(accs) // 2 or None}
+
+
+def suite_lr(dataset: str, method: str) -> float:
+    from fedbench.registry import get_registry
+    from fedbench.suite import load_suite
+
+    (cfg,) = load_suite(get_registry(), "paper", seeds=[1], only_datasets=[dataset], only_methods=[method]).runs
+    return cfg.train.lr
+
+
+def fmt(rows: list[dict]) -> list[str]:
+    lines = ["| data set | method | code | engine | clients | load s | s / round | s / evaluation | wall s | "
+             "peak RSS MB | peak GPU MB | test acc % |", "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+
+    def f(v: object, spec: str = ".1f") -> str:
+        return "" if v is None or v != v else format(v, spec)
+
+    for r in rows:
+        if "error" in r:
+            lines.append(f"| {r['dataset']} | {r['method']} | {r['code']} | failed: {r['error'][:160]} |||||||||")
+            continue
+        rs, es = r.get("round_s"), r.get("eval_s")
+        per_round = f"{min(rs):.2f} (first {rs[0]:.2f})" if rs else ""
+        per_eval = f"{sum(es) / len(es):.2f}" if es else ""
+        engine = r.get("engine", "their code").replace("|", "/")
+        lines.append(f"| {r['dataset']} | {r['method']} | {r['code']} | {engine} | {r.get('clients', '')} | "
+                     f"{f(r.get('load_s'))} | {per_round} | {per_eval} | {f(r['wall_s'])} | {f(r['rss_mb'], '.0f')} | "
+                     f"{f(r.get('peak_gpu_mb'), '.0f')} | {f(r.get('test_acc'), '.2f')} |")
+    return lines
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--child", nargs=6, help=argparse.SUPPRESS)
+    p.add_argument("--data-root", type=Path)
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--datasets", default="emnist,cifar10")
+    p.add_argument("--methods", default="fedavg,fedem")
+    p.add_argument("--engines", default="auto", help="comma-separated: auto, sequential, vectorized")
+    p.add_argument("--rounds", type=int, default=2)
+    p.add_argument("--authors", type=Path, help="a checkout of github.com/omarfoq/FedEM")
+    p.add_argument("--authors-python", default=sys.executable)
+    p.add_argument("--timeout", type=float, default=1800, help="seconds per process before it is stopped")
+    p.add_argument("--out", default="results/paper-speed.md")
+    args = p.parse_args()
+    if args.child:
+        dataset, method, engine, rounds, device, root = args.child
+        print(json.dumps(child(dataset, method, engine, int(rounds), device, root)))
+        return
+    if args.data_root is None:
+        p.error("--data-root is required")
+    started = time.time()
+    rows: list[dict] = []
+    lines_head = [
+        "## " + time.strftime("%Y-%m-%d") + f": {args.device}",
+        "",
+        f"`python benchmarks/paper_speed.py --data-root STANDIN --device {args.device} --datasets {args.datasets} "
+        f"--methods {args.methods} --engines {args.engines} --rounds {args.rounds}"
+        f"{' --authors CHECKOUT' if args.authors else ''}` on {platform.machine()}, {os.cpu_count()} CPUs.",
+        f"Every cell: {args.rounds} rounds and {args.rounds + 1} evaluations (before the first round, after each).",
+        "",
+    ]
+
+    def write() -> None:
+        device = args.device
+        if device.startswith("cuda"):
+            import torch
+
+            device = f"{device} ({torch.cuda.get_device_name(torch.device(device))})"
+        text = "\n".join([*lines_head, f"Device: {device}; {time.time() - started:.0f} s in all.", "", *fmt(rows)]) + "\n"
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.out).write_text(text)
+
+    scratch = Path(tempfile.mkdtemp(prefix="paper-speed-"))
+    try:
+        for dataset in args.datasets.split(","):
+            prepared = None
+            for method in args.methods.split(","):
+                for engine in args.engines.split(","):
+                    row = ours(dataset, method, engine, args.rounds, args.device, args.data_root, args.timeout)
+                    rows.append(row)
+                    print(fmt([row])[-1], flush=True)
+                    write()
+                if args.authors and dataset in AUTHORS_SPLIT and method in AUTHORS_METHOD:
+                    if prepared is None:
+                        prepared = prepare_authors(args.authors, args.authors_python, scratch, dataset, args.data_root,
+                                                   args.timeout)
+                        print(f"authors' generate_data.py for {dataset}: {prepared['wall_s']:.1f} s, "
+                              f"{prepared['rss_mb']:.0f} MB, rc {prepared['rc']} {prepared['err'][-300:] if prepared['rc'] else ''}",
+                              flush=True)
+                    if prepared["rc"] == 0:
+                        row = theirs(args.authors_python, scratch, dataset, method, suite_lr(dataset, method),
+                                     args.rounds, args.device, args.timeout)
+                        rows.append(row)
+                        print(fmt([row])[-1], flush=True)
+                        if "command" in row:
+                            lines_head.append(f"- authors, {dataset} {method}: `{row['command']}`")
+                        write()
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+    write()
+    print(Path(args.out).read_text())
+
+
+if __name__ == "__main__":
+    main()
