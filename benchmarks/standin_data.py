@@ -8,9 +8,12 @@ counts and client structure, but with class-dependent noise instead of images
 and text (so a model can learn something, and nothing real is redistributed):
 
 - ``cifar-10-batches-py/``: five ``data_batch_i`` and ``test_batch`` python-2
-  style pickles (bytes keys), 50,000 + 10,000 images of 3 x 32 x 32 uint8;
+  pickles (protocol 2, every byte string a Python 2 ``str``: ``encoding="bytes"`` reads bytes keys,
+  torchvision's ``encoding="latin1"`` str keys, as with the real files), 50,000 + 10,000 images of
+  3 x 32 x 32 uint8;
 - ``cifar-100-python/``: ``train`` and ``test`` with fine and coarse labels
-  (100 fine labels in 20 coarse groups of 5);
+  (100 fine labels in 20 coarse groups of 5); both with the label-name file
+  (``batches.meta``, ``meta``) torchvision's loader also reads;
 - ``EMNIST/raw/``: EMNIST ByClass IDX files, 697,932 + 116,323 images of 28 x 28,
   62 classes;
 - ``femnist/data/all_data/``: LEAF json, 3,597 writers, 817,851 samples of 784
@@ -72,7 +75,35 @@ def cifar(root: Path, name: str, scale: float, rng: np.random.Generator) -> None
             batch[b"fine_labels"] = labels.tolist()
             batch[b"coarse_labels"] = (labels // 5).tolist()
         with open(folder / fname, "wb") as fh:
-            pickle.dump(batch, fh, protocol=2)
+            Py2Pickler(fh, protocol=2).dump(batch)
+    # the label-name file torchvision's loader reads too (stand-in names)
+    if name == "cifar10":
+        meta_name, meta = "batches.meta", {b"label_names": [f"class_{i}".encode() for i in range(10)],
+                                           b"num_cases_per_batch": 10_000, b"num_vis": 3072}
+    else:
+        meta_name, meta = "meta", {b"fine_label_names": [f"fine_{i}".encode() for i in range(100)],
+                                   b"coarse_label_names": [f"coarse_{i}".encode() for i in range(20)]}
+    with open(folder / meta_name, "wb") as fh:
+        Py2Pickler(fh, protocol=2).dump(meta)
+
+
+class Py2Pickler(pickle._Pickler):
+    """Protocol 2 as Python 2 wrote it (the real CIFAR batches): a byte string is a Python 2 ``str``
+    (``SHORT_BINSTRING``/``BINSTRING``), which ``pickle.load`` turns into bytes with ``encoding="bytes"``
+    and into str with ``encoding="latin1"``. Python 3's own protocol 2 writes bytes as a call to
+    ``codecs.encode``, bytes under every encoding, which torchvision's loader cannot read."""
+
+    dispatch = dict(pickle._Pickler.dispatch)
+
+    def save_py2_str(self, obj: bytes) -> None:
+        n = len(obj)
+        if n < 256:
+            self.write(pickle.SHORT_BINSTRING + bytes([n]) + obj)
+        else:
+            self.write(pickle.BINSTRING + struct.pack("<i", n) + obj)
+        self.memoize(obj)
+
+    dispatch[bytes] = save_py2_str
 
 
 def _idx(path: Path, array: np.ndarray) -> None:

@@ -168,3 +168,47 @@ class TestSplitRounding:
             c = data.client(i)
             n = c.n_train + c.n_test
             assert n > 2 and c.n_train == int(np.floor(0.8 * n))
+
+
+class TestClusteredBatchNorm:
+    """A: average_learners (utils/torch_utils.py:39-70) averages every float32 entry, BatchNorm statistics
+    too, within each cluster (aggregator.py:569-594), and update_clients copies them to the members."""
+
+    def _sim(self, registry, engine="sequential"):
+        from tests.conftest import TINY
+
+        cfg = resolve_run(registry, dataset="synthetic", method="clustered", seed=2, engine=engine,
+                          overrides={**TINY, "model": "mlp", "model.hidden": 4, "model.batch_norm": True, "batch_size": 16})
+        return build_simulation(registry, cfg).aggregator
+
+    def test_buffers_are_averaged_per_cluster_by_hand(self, registry):
+        from fedbench import ClientUpdate
+
+        agg = self._sim(registry)
+        agg.clusters = [[0, 1, 2], [3, 4, 5, 6, 7]]
+        agg._cluster_of = {i: k for k, members in enumerate(agg.clusters) for i in members}
+        sizes = [1.0, 3.0, 4.0, 2.0, 2.0, 2.0, 2.0, 2.0]
+        updates = [ClientUpdate(i, [], sizes[i], 0.0, [torch.full((3,), float(i))]) for i in range(8)]
+        agg.collect_buffers(updates)
+        # cluster 0: (0*1 + 1*3 + 2*4) / 8 = 11/8; cluster 1: mean of 3..7 with equal weights = 5
+        torch.testing.assert_close(agg.cluster_buffers[0][0], torch.full((3,), 11 / 8))
+        torch.testing.assert_close(agg.cluster_buffers[1][0], torch.full((3,), 5.0))
+        agg.send_buffers(agg.clients)
+        assert [float(c.buffers[0][0]) for c in agg.clients] == [11 / 8] * 3 + [5.0] * 5
+
+    def test_members_share_statistics_after_a_round_and_both_engines_agree(self, registry):
+        seq, vec = self._sim(registry), self._sim(registry, "vectorized")
+        for r in range(2):
+            seq.fit_round(r), vec.fit_round(r)
+        for agg in (seq, vec):
+            agg.send_buffers(agg.clients)
+            for members in agg.clusters:
+                first = agg.clients[members[0]].buffers
+                for i in members[1:]:
+                    for a, b in zip(first, agg.clients[i].buffers):
+                        torch.testing.assert_close(a, b, rtol=0, atol=0)
+        for cs, cv in zip(seq.clients, vec.clients):
+            for a, b in zip(cs.buffers, cv.buffers):
+                torch.testing.assert_close(b, a, rtol=1e-5, atol=1e-6)
+        for a, b in zip(seq.evaluate(), vec.evaluate()):
+            assert b.test_acc == pytest.approx(a.test_acc)

@@ -72,7 +72,13 @@ def max_update_norm(delta: torch.Tensor, how: str) -> float:
 
 
 class ClusteredAggregator(Aggregator):
-    """One model per cluster of clients; clusters split when their clients' updates disagree."""
+    """One model per cluster of clients; clusters split when their clients' updates disagree.
+
+    Buffers (BatchNorm running statistics) are averaged per cluster as well, weighted like the parameters, and
+    handed to the cluster's members, as the authors' ``average_learners`` does with every float32 entry of the
+    state dict (``utils/torch_utils.py:39-70``, ``aggregator.py:569-594``)."""
+
+    shares_buffers = True
 
     def __init__(self, clients, init_params, train, *, seed, eps1=0.4, eps2=1.6, warmup=0, min_size=3,  # noqa: ANN001
                  max_norm="authors"):  # noqa: ANN001
@@ -83,6 +89,8 @@ class ClusteredAggregator(Aggregator):
         self.clusters: list[list[int]] = [[c.client_id for c in clients]]
         self.models: list[list[torch.Tensor]] = [[p.clone() for p in init_params]]
         self._cluster_of = {c.client_id: 0 for c in clients}
+        #: cluster index -> the averaged buffers of its members (once they have sent some)
+        self.cluster_buffers: dict[int, list[torch.Tensor | None]] = {}
 
     def configure_fit(self, round_: int, client: Client) -> list[torch.Tensor]:
         return self.configure_evaluate(client)
@@ -111,6 +119,28 @@ class ClusteredAggregator(Aggregator):
                 ])
         self.clusters, self.models = new_clusters, new_models
         self._cluster_of = {i: k for k, members in enumerate(self.clusters) for i in members}
+
+    def send_buffers(self, clients) -> None:  # noqa: ANN001
+        """Each client gets its own cluster's averaged buffers."""
+        for c in clients:
+            buffers = self.cluster_buffers.get(self._cluster_of[c.client_id])
+            if buffers is not None:
+                c.receive_buffers(buffers)
+
+    def collect_buffers(self, updates) -> None:  # noqa: ANN001
+        """Average the sent buffers within each cluster (the clusters after this round's splits)."""
+        sent = {u.client_id: u for u in updates if u.buffers is not None}
+        if not sent:
+            return
+        self.cluster_buffers = {}
+        for k, members in enumerate(self.clusters):
+            group = [sent[i] for i in members if i in sent]
+            if group:
+                self.cluster_buffers[k] = [
+                    None if group[0].buffers[m] is None
+                    else weighted_average([u.buffers[m] for u in group], [u.weight for u in group])
+                    for m in range(len(group[0].buffers))
+                ]
 
 
 @hookimpl
