@@ -20,7 +20,9 @@ Per cell (data set x method, the paper suite's settings, seed 1), in a process o
 Two shims are put on their path, both written by this script into its scratch folder and named in the output:
 a ``cvxpy`` module that fails on use (their ``utils/decentralized.py`` imports it at module level and their
 centralised runs never call it), and, for CIFAR, a ``sitecustomize`` that skips torchvision's md5 check of the
-batches (stand-ins are not the real files, so their checksums differ; the format is the same).
+batches (stand-ins are not the real files, so their checksums differ; the format is the same) and starts their
+MobileNetV2 from scratch (their ``pretrained=True`` downloads ImageNet weights; nothing downloads here, and
+fedbench's MobileNetV2 starts from scratch too unless given the weights file): the same arithmetic per step.
 Only CIFAR-10 and EMNIST run in both codes: the authors read FEMNIST and Shakespeare from their own
 preprocessing of LEAF's raw files (images, play text), not from LEAF's json that our stand-ins write.
 """
@@ -52,9 +54,17 @@ AUTHORS_METHOD = {"fedavg": ("FedAvg", "1"), "fedem": ("FedEM", "3"), "local": (
 
 SITECUSTOMIZE = """\
 # written by fedbench benchmarks/paper_speed.py: stand-ins are not the real CIFAR files, so their md5 differ
+# and nothing downloads here: MobileNetV2 starts from scratch, as fedbench's does without model.weights_path
 try:
     import torchvision.datasets.cifar as _cifar
+    import torchvision.models as _models
     _cifar.check_integrity = lambda *args, **kwargs: True
+    _build = _models.mobilenet_v2
+
+    def _from_scratch(*args, pretrained=False, weights=None, **kwargs):
+        return _build(*args, **kwargs)
+
+    _models.mobilenet_v2 = _from_scratch
 except Exception:  # noqa: BLE001
     pass
 """

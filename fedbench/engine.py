@@ -425,18 +425,17 @@ class VectorizedEngine:
         return _Steps(sched.view(len(clients) * m, epochs * nb_max, batch), counts, first.repeat_interleave(m),
                       whole, tuple(clients[ci].client_id for ci in whole.tolist()), m)
 
-    def _row_sets(self, count: np.ndarray, batch: int, n_rows: np.ndarray | None = None) -> list[np.ndarray]:
+    def _row_sets(self, count: np.ndarray, batch: int) -> list[np.ndarray]:
         """The rows with a batch in a step (``count``: every row's samples in it), in :func:`_buckets` (rows
         with short batches in a set of their own where that pays; chunks bounded by :data:`ROW_BUDGET` inputs).
 
         With batch statistics (BatchNorm) a padded sample would enter them: rows go together only with rows
-        of the same batch size, and a lone last sample of a row with more (``n_rows``: samples per row) is
-        skipped, as :meth:`fedbench.learner.Learner.fit_epochs` skips it."""
+        of the same batch size, and a batch of one sample is skipped (BatchNorm cannot train on it), as
+        :meth:`fedbench.learner.Learner.fit_epochs` skips it."""
         per_chunk = ROW_BUDGET // max(1, self.data.train_x[0].numel())
         if not self.batch_stats:
             return _buckets(count, batch, per_chunk, SET_COST // self.sample_cost)
-        if n_rows is not None:
-            count = np.where((count == 1) & (n_rows > 1), 0, count)
+        count = np.where(count == 1, 0, count)
         out = []
         for size in np.unique(count).tolist():
             if size:
@@ -604,7 +603,6 @@ class VectorizedEngine:
         model_call = self._logits
         self.model.train()
         forward = vmap(model_call)
-        n_rows = steps.counts.sum(axis=1) // max(1, sgd.epochs) if self.batch_stats else None
 
         # measured faster for the linear layers of models without BatchNorm, slower with it
         layout = RowMajorLinear if device.type == "cpu" and not self.batch_stats else contextlib.nullcontext
@@ -643,7 +641,7 @@ class VectorizedEngine:
                     theta = flat[active]
                     g, loss = self._whole_grad(theta, x, y, w, denom, layout)
                     apply(active, rows, theta, g, loss)
-            for rows in self._row_sets(counts[:, s], steps.gidx.shape[2], n_rows):
+            for rows in self._row_sets(counts[:, s], steps.gidx.shape[2]):
                 active, _, x, y, w, denom = self._gather(steps, s, rows, flat.dtype, pooled)
                 theta = flat[active]
                 state = self._split_buffers(None if bufs is None else bufs[active])

@@ -225,8 +225,8 @@ class Learner:
             for p, buf in zip(self._params, _split_like(momentum, self._params)):
                 opt.state[p]["momentum_buffer"] = buf.clone()
         self.model.train()
-        # BatchNorm cannot train on one sample: a lone last sample (a client of k * batch_size + 1) is
-        # left out of that epoch. A data set whose protocol drops incomplete last batches (sgd.drop_last:
+        # BatchNorm cannot train on one sample: a one-sample batch (the lone last sample of a client of
+        # k * batch_size + 1, or a client of one sample) takes no step. A data set whose protocol drops incomplete last batches (sgd.drop_last:
         # the authors' CIFAR loaders, and no other of theirs) leaves out any short last batch of a client
         # with more than one batch.
         batch_norm = uses_batch_statistics(self.model)
@@ -235,7 +235,7 @@ class Learner:
             for idx in perm.split(sgd.batch_size):
                 if sgd.drop_last and idx.numel() < sgd.batch_size < perm.numel():
                     continue
-                if batch_norm and idx.numel() == 1 and perm.numel() > 1:
+                if batch_norm and idx.numel() == 1:
                     continue
                 opt.zero_grad(set_to_none=True)
                 losses = self.task.loss(self.model(x[idx]), y[idx])

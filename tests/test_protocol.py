@@ -257,3 +257,17 @@ class TestRoundZeroEvaluation:
             finals[start] = list(train(build_simulation(registry, cfg), cfg))[-1][1]
         # the round-0 tuning's carried momentum reaches the last evaluation
         assert finals[True]["test_acc"] != finals[False]["test_acc"] or finals[True]["test_loss"] != finals[False]["test_loss"]
+
+
+def test_a_client_of_one_sample_takes_no_step_with_batchnorm():
+    """Such a client made MobileNetV2 fail ("Expected more than 1 value per channel when training") on a
+    CIFAR-10 split with a one-sample client; it now keeps the parameters it received."""
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.BatchNorm1d(8), torch.nn.ReLU(), torch.nn.Linear(8, 3))
+    learner = Learner(model, make_task("multiclass"))
+    before = [p.detach().clone() for p in model.parameters()]
+    result = learner.fit_epochs(torch.randn(1, 4), torch.tensor([2]), None, SGDConfig(lr=0.1, batch_size=128),
+                                torch.zeros(2, 1, dtype=torch.long))
+    assert result.loss == 0.0
+    for p, q in zip(before, model.parameters()):
+        assert torch.equal(p, q)

@@ -80,7 +80,7 @@ class TestDropLast:
     def test_both_engines_drop_the_same_batches(self, method, extra):
         def load(data_root=None, seed=0):
             g = torch.Generator().manual_seed(seed)
-            sizes = (13, 8, 3, 9, 17)  # short last batches (13, 9, 17), an exact multiple (8), one batch (3)
+            sizes = (13, 8, 3, 9, 17, 1)  # short last batches (13, 9, 17), an exact multiple (8), one batch (3, 1)
             tr = [(torch.randn(n, 6, generator=g), torch.randint(0, 3, (n,), generator=g)) for n in sizes]
             te = [(torch.randn(4, 6, generator=g), torch.randint(0, 3, (4,), generator=g)) for _ in sizes]
             return FederatedData.from_clients(tr, te, task="multiclass", num_classes=3, drop_last=True)
