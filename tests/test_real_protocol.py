@@ -212,3 +212,60 @@ class TestClusteredBatchNorm:
                 torch.testing.assert_close(b, a, rtol=1e-5, atol=1e-6)
         for a, b in zip(seq.evaluate(), vec.evaluate()):
             assert b.test_acc == pytest.approx(a.test_acc)
+
+
+class TestShakespeareRoles:
+    """A: LEAF's preprocess_shakespeare.py writes one line per speech to by_play_and_character/ROLE.txt;
+    data/shakespeare/generate_data.py:50-73 cuts by lines (its 1 - 0.8 quirk), and a role is a client only
+    when both its train and its test text are longer than 80 characters (datasets.py:303-309)."""
+
+    @staticmethod
+    def write(root, roles):
+        folder = root / "shakespeare" / "raw_data" / "by_play_and_character"
+        folder.mkdir(parents=True)
+        for name, text in roles.items():
+            (folder / f"{name}.txt").write_text(text)
+
+    def test_the_line_cut_and_its_quirk_by_hand(self):
+        from fedbench_plugins.datasets.leaf import authors_role_split
+
+        ten = "".join(f"line {i}\n" for i in range(10))
+        # int((1 - 0.8) * 10) = int(1.9999999999999996) = 1 test line, not 2
+        assert authors_role_split(ten) == (" ".join(f"line {i}" for i in range(9)), "line 9")
+        five = "".join(f"l{i}\n" for i in range(5))
+        assert authors_role_split(five) == ("l0 l1 l2 l3", "l4")  # max(1, int(0.99...)) = 1
+        seven = "".join(f"l{i}\n" for i in range(7))
+        assert authors_role_split(seven) == ("l0 l1 l2 l3 l4 l5", "l6")  # int(1.4) = 1
+        # runs of two or more spaces become one; a last line without its newline is dropped, as [:-1] drops it
+        assert authors_role_split("a   b\nc  d\ne\nf") == ("a b c d", "e")
+
+    def test_which_roles_are_clients_and_their_windows(self, tmp_path):
+        from fedbench_plugins.datasets.leaf import VOCAB, load_shakespeare
+
+        line = "x" * 40  # 40 characters a line
+        roles = {
+            # 10 lines: 9 train lines (9 * 40 + 8 spaces = 368 characters), 1 test line (40): dropped (test <= 80)
+            "A_ONE_TEST_LINE": (line + "\n") * 10,
+            # 15 lines: int(0.19999 * 15) = 2 test lines (81 characters: one window), 13 train (13 * 40 + 12 = 532)
+            "B_KEPT": (line + "\n") * 13 + (line + "\n") + ("y" * 40 + "\n"),
+            # 20 lines of 30: int(0.19999 * 20) = 3 test lines, not 4 (3 * 30 + 2 = 92 characters, 12 windows),
+            # 17 train lines (17 * 30 + 16 = 526 characters, 446 windows)
+            "C_KEPT": ("z" * 30 + "\n") * 20,
+            "D_SHORT": "tiny\n" * 3,  # dropped: nothing near 80 characters
+        }
+        self.write(tmp_path, roles)
+        data = load_shakespeare(tmp_path)
+        assert data.n_clients == 2
+        by_size = sorted((c.n_train, c.n_test) for c in (data.client(0), data.client(1)))
+        assert by_size == [(526 - 80, 92 - 80), (532 - 80, 81 - 80)]
+        b = next(data.client(i) for i in range(2) if data.client(i).n_test == 1)
+        expected = [VOCAB.index(ch) for ch in ("x" * 40 + " " + "y" * 40)]
+        assert b.test_x[0].tolist() == expected[:80] and b.test_y[0].tolist() == expected[1:81]
+
+    def test_json_is_the_fallback_and_says_why_its_count_differs(self, tmp_path):
+        from fedbench_plugins.datasets.leaf import load_shakespeare
+        from tests.test_leaf import make_shakespeare
+
+        make_shakespeare(tmp_path)
+        with pytest.warns(UserWarning, match="778"):
+            load_shakespeare(tmp_path)

@@ -25,14 +25,23 @@ character outside it is encoded as a space. By default the FedEM authors' protoc
     both sides are dropped (the authors' loader skips them the same way);
     ``"windows"``: the last 20 % of the windows are test windows (they overlap the
     train text by up to 80 characters) and every role with two windows is kept.
-The authors cut a role's text by lines (their own preprocessing of LEAF's raw text);
-LEAF's json keeps no line breaks, so the cut here is by characters.
+Where LEAF's per-role text files are under the data root
+(``ROOT/shakespeare[/data]/raw_data/by_play_and_character/*.txt``, which LEAF's
+``preprocess_shakespeare.py`` writes before its json), the authors' own rule is
+applied to them literally (``source = "text"``, :func:`authors_role_split`): the
+role's lines cut 80/20 by lines, each side's lines joined with spaces, every
+80-character window of a side a sample, a role kept only when both sides have
+one (778 roles on the real files). Without them, LEAF's json is read
+(``source = "json"``), which keeps no line breaks, so the cut is by characters
+and the role count differs (838 on the real json); a run says so once.
 """
 
 from __future__ import annotations
 
 import json
+import re
 import string
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -88,7 +97,10 @@ def find_leaf_files(name: str, data_root: Path | None) -> list[Path]:
 
 
 def check(name: str, data_root: Path | None) -> str | None:
-    """None when ``name``'s LEAF files are present, else the one-line error."""
+    """None when ``name``'s LEAF files are present (Shakespeare: its json or its role text files), else the
+    one-line error."""
+    if name == "shakespeare" and find_role_files(data_root):
+        return None
     try:
         find_leaf_files(name, data_root)
     except DataError as e:
@@ -189,10 +201,77 @@ def split_role(n: int, width: int, test_fraction: float, split: str) -> tuple[sl
     return (train, test) if train.stop > 0 and test.stop > test.start else None
 
 
+#: where LEAF's preprocessing leaves one text file per role, relative to the data root
+ROLE_FOLDERS = ("shakespeare/raw_data/by_play_and_character", "shakespeare/data/raw_data/by_play_and_character")
+
+
+def find_role_files(data_root: Path | None) -> list[Path]:
+    """LEAF's per-role text files (``by_play_and_character/*.txt``), or [] when there are none."""
+    root = resolve_data_root(data_root)
+    return next((sorted(f.glob("*.txt")) for f in (root / d for d in ROLE_FOLDERS) if f.is_dir() and any(f.glob("*.txt"))), [])
+
+
+def authors_role_split(raw_text: str, test_fraction: float = 0.2) -> tuple[str, str]:
+    """A role file's train and test text, as the authors' ``data/shakespeare/generate_data.py`` cuts it:
+    runs of two or more spaces become one; the lines are the text split at newlines without its last piece
+    (so a last line with no newline after it is dropped); the last ``max(1, int((1 - tr_frac) * n_lines))``
+    lines are test, where ``tr_frac = 1 - test_fraction``. That keeps their quirk: ``1 - 0.8`` is
+    0.19999999999999996, so a role of 10 lines has 1 test line, not 2. Each side's lines joined by spaces."""
+    lines = re.sub(r"   *", " ", raw_text).split("\n")[:-1]
+    tr_frac = 1 - test_fraction
+    n_test = max(1, int((1 - tr_frac) * len(lines)))
+    n_train = len(lines) - n_test
+    return " ".join(lines[:n_train]), " ".join(lines[n_train:])
+
+
+def _windows(text: str, width: int, targets: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """Every ``width``-character window of ``text`` (the authors' ``CharacterDataset``: ``len - width`` of them)
+    and its labels: the window shifted by one (``"window"``) or the next character (``"next"``)."""
+    ids = encode(text)
+    view = np.lib.stride_tricks.sliding_window_view(ids, width + 1)
+    x = torch.from_numpy(view[:, :width].copy())  # copies: the view's rows overlap in memory
+    y = torch.from_numpy(view[:, 1:].copy()) if targets == "window" else torch.from_numpy(view[:, width].copy()).long()
+    return x, y
+
+
+def load_shakespeare_text(
+    files: list[Path], fraction: float, test_fraction: float, seed: int, targets: str, width: int = 80,
+) -> tuple[list, list]:
+    """Per-role (train, test) windows from LEAF's role files by the authors' rule (:func:`authors_role_split`);
+    a role is kept when both sides are longer than ``width`` characters (their loader skips a client with an
+    empty train or test set). ``int(fraction * roles)`` roles are drawn, as their ``s_frac``."""
+    roles = {f.stem: f for f in files}
+    train, test = [], []
+    for role in _keep_users(roles, fraction, np.random.default_rng(seed), rounding=int):
+        train_text, test_text = authors_role_split(roles[role].read_text(), test_fraction)
+        if len(train_text) > width and len(test_text) > width:
+            train.append(_windows(train_text, width, targets))
+            test.append(_windows(test_text, width, targets))
+    return train, test
+
+
 def load_shakespeare(
     data_root: Path | None, fraction: float = 1.0, test_fraction: float = 0.2, min_samples: int = 2, seed: int = 0,
-    split: str = "text", targets: str = "window", class_weights: str = "authors",
+    split: str = "text", targets: str = "window", class_weights: str = "authors", source: str = "auto",
 ) -> FederatedData:
+    weights = authors_class_weights() if class_weights == "authors" else None
+    role_files = find_role_files(data_root) if source in ("auto", "text") else []
+    if source == "text" and not role_files:
+        raise DataError(
+            f"shakespeare: source=text needs LEAF's role files in {' or '.join(ROLE_FOLDERS)} under the data root "
+            "(LEAF's preprocess_shakespeare.py writes them); or use source=json"
+        )
+    if role_files:
+        _check_fractions("shakespeare", fraction, test_fraction)
+        train, test = load_shakespeare_text(role_files, fraction, test_fraction, seed, targets)
+        if not train:
+            raise DataError("shakespeare: no role has more than 80 characters on both sides of its 80/20 line cut")
+        return FederatedData.from_clients(train, test, task="multiclass", num_classes=len(VOCAB), class_weights=weights)
+    warnings.warn(
+        "shakespeare: reading LEAF's json (no by_play_and_character/*.txt under the data root): its text has no "
+        "line breaks, so each role is cut 80/20 by characters, not by lines as the FedEM authors' generate_data.py "
+        "does, and the roles kept differ (838 against their 778 on the real data)", stacklevel=2,
+    )
     files = find_leaf_files("shakespeare", data_root)
     _check_fractions("shakespeare", fraction, test_fraction)
     users = read_leaf(files)
@@ -227,7 +306,6 @@ def load_shakespeare(
             f"shakespeare: no role kept (at least {max(2, min_samples)} windows, and with split={split!r} some on both "
             "sides of the train/test cut); lower min_samples, raise fraction or use split=windows"
         )
-    weights = authors_class_weights() if class_weights == "authors" else None
     return FederatedData.from_clients(train, test, task="multiclass", num_classes=len(VOCAB), class_weights=weights)
 
 
@@ -257,6 +335,8 @@ def fedbench_datasets() -> list[DatasetSpec]:
                 "fraction": FRACTION(1.0), "test_fraction": TEST_FRACTION, "min_samples": Param(2, low=1), "seed": 0,
                 "split": Param("text", choices=("text", "windows")), "targets": Param("window", choices=("window", "next")),
                 "class_weights": Param("authors", choices=("authors", "none")),
+                "source": Param("auto", choices=("auto", "text", "json"),
+                                doc="LEAF's role .txt files by the authors' line cut (auto: when present), or its json"),
             },
             load=lambda data_root=None, **p: load_shakespeare(data_root, **p),
             default_model="next_char_lstm",
