@@ -133,10 +133,14 @@ def timed(cmd: list[str], cwd: str | Path | None = None, env: dict | None = None
     probe = (
         "import json, resource, subprocess, sys, time\n"
         "t = time.perf_counter()\n"
-        "p = subprocess.run(sys.argv[2:], capture_output=True, text=True, timeout=float(sys.argv[1]) or None)\n"
+        "try:\n"
+        "    p = subprocess.run(sys.argv[2:], capture_output=True, text=True, timeout=float(sys.argv[1]) or None)\n"
+        "    rc, out, err = p.returncode, p.stdout, p.stderr\n"
+        "except subprocess.TimeoutExpired:\n"
+        "    rc, out, err = -9, '', f'stopped after {float(sys.argv[1]):.0f} s (--timeout)'\n"
         "wall = time.perf_counter() - t\n"
         "rss = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024\n"
-        "print(json.dumps({'rc': p.returncode, 'wall': wall, 'rss': rss, 'out': p.stdout[-6000:], 'err': p.stderr[-3000:]}))\n"
+        "print(json.dumps({'rc': rc, 'wall': wall, 'rss': rss, 'out': out[-6000:], 'err': err[-3000:]}))\n"
     )
     try:
         proc = subprocess.run([sys.executable, "-c", probe, str(timeout or 0), *cmd], capture_output=True, text=True,

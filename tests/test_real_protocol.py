@@ -35,6 +35,17 @@ class TestCifarNormalisation:
         v = x_raw.reshape(-1, 3, 32, 32)[:, 1].min()
         assert float(pool[:, 1].min()) == pytest.approx((v / 255 - MEAN[1]) / STD[1], rel=1e-6)
 
+    def test_bit_identical_to_the_authors_torchvision_transform(self):
+        import numpy as np
+        from torchvision.transforms import Compose, Normalize, ToTensor
+
+        from fedbench_plugins.datasets.pooled import to_float_images
+
+        images = np.random.default_rng(1).integers(0, 256, (20, 3, 32, 32), dtype=np.uint8)
+        theirs = Compose([ToTensor(), Normalize(MEAN, STD)])
+        expected = torch.stack([theirs(im.transpose(1, 2, 0)) for im in images])  # HWC uint8, as their datasets hold
+        assert torch.equal(to_float_images(torch.from_numpy(images), MEAN, STD), expected)
+
     def test_raw_pixels_on_request(self, tmp_path):
         make_cifar(tmp_path, "cifar10", per_file=20)
         data = load_cifar("cifar10", tmp_path, {"n_clients": 2, "partitioner": "iid", "normalize": False})

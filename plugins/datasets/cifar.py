@@ -17,7 +17,6 @@ augmentation; and local training drops each client's incomplete last batch
 
 from __future__ import annotations
 
-import dataclasses
 import pickle
 from pathlib import Path
 
@@ -28,7 +27,7 @@ from fedbench import DatasetSpec, hookimpl
 from fedbench.data import FederatedData, resolve_data_root
 from fedbench.errors import DataError
 from fedbench.params import Param
-from fedbench_plugins.datasets.pooled import POOLED_PARAMS, federate_pool
+from fedbench_plugins.datasets.pooled import POOLED_PARAMS, federate_images
 
 #: the FedEM authors' CIFAR transform, ``Normalize(MEAN, STD)`` after scaling to [0, 1] (both data sets)
 MEAN = (0.4914, 0.4822, 0.4465)
@@ -85,24 +84,13 @@ def read_batches(name: str, root: Path) -> tuple[torch.Tensor, torch.Tensor, tor
     return x, torch.from_numpy(np.concatenate(ys)), c
 
 
-def to_float(x: torch.Tensor, normalize: bool) -> torch.Tensor:
-    """uint8 images as float32 in [0, 1], normalised as the authors do when ``normalize``: one float copy,
-    the rest in place."""
-    out = x.to(torch.float32).div_(255.0)
-    if normalize:
-        out.sub_(torch.tensor(MEAN).view(1, 3, 1, 1)).div_(torch.tensor(STD).view(1, 3, 1, 1))
-    return out
-
-
 def load(name: str, data_root: Path | None, params: dict) -> FederatedData:
     root = resolve_data_root(data_root)
     params = dict(params)
     normalize, drop_last = (bool(params.pop(k, PROTOCOL_PARAMS[k].default)) for k in ("normalize", "drop_last"))
     x, y, coarse = read_batches(name, root)
-    data = federate_pool(x, y, LAYOUT[name][3], params, coarse=coarse)
-    # the split works on uint8 images (a quarter of the float32 bytes); only the kept ones become floats
-    return dataclasses.replace(data, train_x=to_float(data.train_x, normalize), test_x=to_float(data.test_x, normalize),
-                               drop_last=drop_last)
+    return federate_images(x, y, LAYOUT[name][3], params, coarse=coarse, mean=MEAN if normalize else None,
+                           std=STD if normalize else None, drop_last=drop_last)
 
 
 def download(name: str, data_root: Path | None) -> None:

@@ -24,7 +24,7 @@ import torch
 from fedbench import DatasetSpec, hookimpl
 from fedbench.data import FederatedData, resolve_data_root
 from fedbench.errors import DataError
-from fedbench_plugins.datasets.pooled import POOLED_PARAMS, federate_pool
+from fedbench_plugins.datasets.pooled import POOLED_PARAMS, federate_images
 
 #: the FedEM authors' normalisation of (F)EMNIST pixels in [0, 1]: (x - mean) / std
 MNIST_MEAN, MNIST_STD = 0.1307, 0.3081
@@ -77,13 +77,14 @@ def find_files(name: str, root: Path) -> list[Path]:
 def load_idx(name: str, data_root: Path | None, params: dict) -> FederatedData:
     root = resolve_data_root(data_root)
     tr_x, tr_y, te_x, te_y = (read_idx(p) for p in find_files(name, root))
-    x = torch.from_numpy(np.concatenate([tr_x, te_x]).astype(np.float32) / 255.0).unsqueeze(1)
-    if params.pop("normalize", False):  # the FedEM authors' (F)EMNIST transform
-        x = (x - MNIST_MEAN) / MNIST_STD
+    x = torch.from_numpy(np.concatenate([tr_x, te_x])).unsqueeze(1)  # uint8: floats only for the kept images
+    del tr_x, te_x
+    normalize = params.pop("normalize", False)  # the FedEM authors' (F)EMNIST transform
     y = torch.from_numpy(np.concatenate([tr_y, te_y]).astype(np.int64))
     if len(x) != len(y):
         raise DataError(f"{name}: {len(x)} images but {len(y)} labels; the files do not belong together")
-    return federate_pool(x, y, SOURCES[name][3], params)
+    return federate_images(x, y, SOURCES[name][3], params, mean=(MNIST_MEAN,) if normalize else None,
+                           std=(MNIST_STD,) if normalize else None)
 
 
 def check(name: str, data_root: Path | None) -> str | None:
