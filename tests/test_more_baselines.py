@@ -214,3 +214,36 @@ class TestL2SGD:
         for c in agg.clients:
             torch.testing.assert_close(agg.personal[c.client_id][0], torch.full_like(agg.personal[c.client_id][0], 0.75 * c.client_id + 0.25 * avg))
         assert stats.bytes_sent == 2 * 8 * 11 * 4  # every model up, the average down
+
+
+class TestAFLPairing:
+    """The authors' code adds the losses in sampled order (a fresh permutation each round) to the weights in
+    client order (aggregator.py:266, :659); lambda_pairing = authors reproduces it, own (default) does not."""
+
+    def _round(self, registry, pairing):
+        from fedbench.seeding import STREAM_SAMPLE, STREAM_TRAIN, generator
+
+        sim = _sim(registry, "afl", **{"aggregator.lr_lambda": 0.05, "aggregator.lambda_pairing": pairing})
+        agg = sim.aggregator
+        w, lam0 = agg.global_params[0].clone(), agg.lambdas.clone()
+        losses = []
+        for c in agg.clients:  # each client's one-batch loss at w, as the round computes it
+            pick = torch.randperm(c.n_train, generator=generator(agg.seed, STREAM_TRAIN, 0, c.client_id))[: agg.train.batch_size]
+            losses.append(float(c.ensemble.learners[0].loss_and_grad(w, c.data.train_x[pick], c.data.train_y[pick])[0]))
+        agg.fit_round(0)
+        perm = torch.randperm(len(losses), generator=generator(agg.seed, STREAM_SAMPLE, 0, len(agg.clients)))
+        return agg.lambdas, lam0, torch.tensor(losses, dtype=torch.float64), perm
+
+    def test_own_pairs_each_loss_with_its_client(self, registry):
+        lam, lam0, losses, _ = self._round(registry, "own")
+        torch.testing.assert_close(lam, project_simplex(lam0 + 0.05 * losses))
+
+    def test_authors_pairing_gives_client_j_the_loss_drawn_jth(self, registry):
+        lam, lam0, losses, perm = self._round(registry, "authors")
+        assert not torch.equal(perm, torch.arange(len(perm)))
+        torch.testing.assert_close(lam, project_simplex(lam0 + 0.05 * losses[perm]))
+        assert not torch.allclose(lam, project_simplex(lam0 + 0.05 * losses))
+
+    def test_authors_pairing_needs_every_client(self, registry):
+        with pytest.raises(Exception, match="lambda_pairing = authors needs participation = 1"):
+            _sim(registry, "afl", **{"aggregator.lambda_pairing": "authors", "participation": 0.5})

@@ -16,6 +16,13 @@ training), the server averages the gradients weighted by lambda and takes one
 SGD step with the run's optimiser settings (learning rate and its schedule,
 momentum, weight decay), and lambda ascends on those one-batch losses before
 the projection. On the synthetic benchmark the authors' code gives 69.05 %.
+
+``lambda_pairing``: ``"own"`` (the default, AFL as published) ascends each client's lambda on its own loss.
+``"authors"`` reproduces the authors' code (``aggregator.py:266`` and ``:659``): they add the losses, listed in
+the order ``rng.sample`` drew the clients (with every client sampled, a fresh random permutation each round), to
+the weights listed in client order, so client j's lambda receives the loss of the j-th client drawn: here a
+fresh permutation per round from the run's seed. Their code needs every client sampled for that addition (a
+k-vector added to an n-vector), and so does this option.
 """
 
 from __future__ import annotations
@@ -54,11 +61,15 @@ def server_sgd(
 class AgnosticAggregator(CentralizedAggregator):
     """Averages with adversarial client weights lambda and ascends lambda on the clients' losses."""
 
-    def __init__(self, clients, init_params, train, *, seed, lr_lambda=0.01, variant="authors"):  # noqa: ANN001
+    def __init__(self, clients, init_params, train, *, seed, lr_lambda=0.01, variant="authors",  # noqa: ANN001
+                 lambda_pairing="own"):  # noqa: ANN001
         super().__init__(clients, init_params, train, seed=seed)
         if lr_lambda < 0:
             raise ValueError(f"lr_lambda must be >= 0, got {lr_lambda}")
-        self.lr_lambda, self.variant = lr_lambda, variant
+        if lambda_pairing == "authors" and train.participation < 1:
+            raise ValueError("aggregator.lambda_pairing = authors needs participation = 1 (the authors' code adds the "
+                             "sampled clients' losses to every client's weight, which only fits with all sampled)")
+        self.lr_lambda, self.variant, self.lambda_pairing = lr_lambda, variant, lambda_pairing
         #: the server optimiser's momentum buffers (``variant = "authors"``)
         self.server_momentum: list[torch.Tensor] | None = None
         sizes = torch.tensor([float(c.n_train) for c in self.clients], dtype=torch.float64)
@@ -94,9 +105,7 @@ class AgnosticAggregator(CentralizedAggregator):
             self.global_params, step, self.server_momentum, lr, self.train.momentum, self.train.weight_decay
         )
         if self.lr_lambda > 0:
-            ascent = torch.zeros_like(self.lambdas)
-            ascent[chosen] = torch.tensor(losses, dtype=ascent.dtype)
-            self.lambdas = project_simplex(self.lambdas + self.lr_lambda * ascent)
+            self._ascend(round_, list(chosen), losses)
         self.rounds_done = round_ + 1
         sent = sum(2 * self.clients[i].exchanged_bytes(self.global_params) for i in chosen)
         mean_loss = float(weighted_average([torch.tensor(v, dtype=torch.float64) for v in losses],
@@ -117,9 +126,17 @@ class AgnosticAggregator(CentralizedAggregator):
             weighted_average([u.params[m] for u in updates], weights) for m in range(len(self.global_params))
         ]
         if self.lr_lambda > 0:
-            step = torch.zeros_like(self.lambdas)
-            step[idx] = torch.tensor([self._losses[u.client_id] for u in updates], dtype=step.dtype)
-            self.lambdas = project_simplex(self.lambdas + self.lr_lambda * step)
+            self._ascend(round_, idx, [self._losses[u.client_id] for u in updates])
+
+    def _ascend(self, round_: int, idx: list[int], losses: list[float]) -> None:
+        """lambda += lr_lambda * loss (client ``idx[j]`` gets ``losses[j]``, or with ``lambda_pairing = "authors"``
+        the loss at a fresh random position of the round), then the projection onto the simplex."""
+        values = torch.tensor(losses, dtype=self.lambdas.dtype)
+        if self.lambda_pairing == "authors":
+            values = values[torch.randperm(len(values), generator=generator(self.seed, STREAM_SAMPLE, round_, len(self.clients)))]
+        step = torch.zeros_like(self.lambdas)
+        step[idx] = values
+        self.lambdas = project_simplex(self.lambdas + self.lr_lambda * step)
 
 
 @hookimpl
@@ -127,7 +144,9 @@ def fedbench_aggregators() -> list[AggregatorSpec]:
     return [
         AggregatorSpec(
             name="agnostic", doc="averages with adversarial client weights, ascended on client losses and projected",
-            params={"lr_lambda": Param(0.01, low=0.0), "variant": Param("authors", choices=("authors", "local"))},
+            params={"lr_lambda": Param(0.01, low=0.0), "variant": Param("authors", choices=("authors", "local")),
+                    "lambda_pairing": Param("own", choices=("own", "authors"),
+                                            doc="each lambda ascends on its own client's loss, or as the authors' code pairs them")},
             cls=AgnosticAggregator,
         )
     ]
