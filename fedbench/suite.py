@@ -198,4 +198,7 @@ def load_suite(
                         )
                 except FedbenchError as e:
                     raise ConfigError(f"suite {path}: {e}") from e
+    if refs is not None and (only_datasets or only_methods):  # the reference numbers of the kept cells only
+        kept = {(c.dataset, c.method) for c in runs}
+        refs = refs[[(d, m) in kept for d, m in zip(refs.dataset, refs.method)]]
     return Suite(path.stem, path, str(doc.get("description", "")), tuple(runs), refs, headline)

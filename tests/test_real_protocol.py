@@ -133,6 +133,13 @@ class TestPickingPartOfASuite:
                 suite = load_suite(registry, name, seeds=[1], only_datasets=[ds], only_methods=[method])
                 assert suite.runs and {(c.dataset, c.method) for c in suite.runs} == {(ds, method)}
 
+    def test_the_reference_numbers_are_those_of_the_kept_cells(self, registry):
+        from fedbench.suite import load_suite
+
+        suite = load_suite(registry, "paper", seeds=[1], only_datasets=["femnist"], only_methods=["fedem", "local"])
+        assert sorted(zip(suite.references.dataset, suite.references.method)) == [("femnist", "fedem"), ("femnist", "local")]
+        assert len(load_suite(registry, "paper", seeds=[1]).references) > 2
+
     def test_the_cli_runs_one_cell_of_the_paper_suite(self, tmp_path):
         from tests.conftest import run_cli
 
@@ -141,6 +148,7 @@ class TestPickingPartOfASuite:
         # 1: every selected run was skipped for its missing files (a refused suite exits 2 before any run)
         assert proc.returncode == 1, proc.stderr
         assert "suite paper: 3 runs" in proc.stderr + proc.stdout and "skipping 3 run(s) of cifar10" in proc.stderr
+        assert "femnist" not in proc.stdout  # no reference rows of cells not picked
 
 
 class TestEvaluationFrequency:
