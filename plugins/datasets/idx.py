@@ -24,7 +24,7 @@ import torch
 from fedbench import DatasetSpec, hookimpl
 from fedbench.data import FederatedData, resolve_data_root
 from fedbench.errors import DataError
-from fedbench_plugins.datasets.pooled import POOLED_PARAMS, federate_images
+from fedbench_plugins.datasets.pooled import POOLED_PARAMS, federate_images, kept_samples
 
 #: the FedEM authors' normalisation of (F)EMNIST pixels in [0, 1]: (x - mean) / std
 MNIST_MEAN, MNIST_STD = 0.1307, 0.3081
@@ -45,16 +45,27 @@ HOW = {
 
 
 def read_idx(path: Path) -> np.ndarray:
-    """An IDX file (optionally gzipped) as a numpy array: magic 0 0 0x08 ndim, big-endian int32 dims, uint8 data."""
-    raw = (gzip.open if path.suffix == ".gz" else open)(path, "rb").read()
+    """An IDX file (optionally gzipped) as a numpy array: magic 0 0 0x08 ndim, big-endian int32 dims, uint8 data.
+    An uncompressed file is memory-mapped (read-only): a loader that keeps a fraction reads only those pages."""
+    if path.suffix == ".gz":
+        raw = gzip.open(path, "rb").read()
+    else:
+        with open(path, "rb") as fh:
+            head = fh.read(4 + 4 * 255)
+        raw = head
     if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] != 0x08:
         raise DataError(f"{path} is not an unsigned-byte IDX file (bad magic {raw[:4]!r}); re-download it")
     ndim = raw[3]
-    dims = np.frombuffer(raw, dtype=">i4", count=ndim, offset=4)
-    data = np.frombuffer(raw, dtype=np.uint8, offset=4 + 4 * ndim)
-    if data.size != int(np.prod(dims)):
-        raise DataError(f"{path}: header says {tuple(dims)} but holds {data.size} values; the file is truncated")
-    return data.reshape(tuple(int(d) for d in dims))
+    if len(raw) < 4 + 4 * ndim:
+        raise DataError(f"{path}: the header is cut short; the file is truncated")
+    dims = tuple(int(d) for d in np.frombuffer(raw, dtype=">i4", count=ndim, offset=4))
+    offset = 4 + 4 * ndim
+    size = (len(raw) if path.suffix == ".gz" else path.stat().st_size) - offset
+    if size != int(np.prod(dims)):
+        raise DataError(f"{path}: header says {dims} but holds {size} values; the file is truncated")
+    if path.suffix == ".gz":
+        return np.frombuffer(raw, dtype=np.uint8, offset=offset).reshape(dims)
+    return np.memmap(path, dtype=np.uint8, mode="r", offset=offset, shape=dims)
 
 
 def find_files(name: str, root: Path) -> list[Path]:
@@ -77,12 +88,20 @@ def find_files(name: str, root: Path) -> list[Path]:
 def load_idx(name: str, data_root: Path | None, params: dict) -> FederatedData:
     root = resolve_data_root(data_root)
     tr_x, tr_y, te_x, te_y = (read_idx(p) for p in find_files(name, root))
-    x = torch.from_numpy(np.concatenate([tr_x, te_x])).unsqueeze(1)  # uint8: floats only for the kept images
-    del tr_x, te_x
+    if len(tr_x) != len(tr_y) or len(te_x) != len(te_y):
+        raise DataError(f"{name}: {len(tr_x) + len(te_x)} images but {len(tr_y) + len(te_y)} labels; the files do not "
+                        "belong together")
     normalize = params.pop("normalize", False)  # the FedEM authors' (F)EMNIST transform
     y = torch.from_numpy(np.concatenate([tr_y, te_y]).astype(np.int64))
-    if len(x) != len(y):
-        raise DataError(f"{name}: {len(x)} images but {len(y)} labels; the files do not belong together")
+    # only the kept images are read (from the memory-mapped files), as uint8; floats only after the split
+    keep = kept_samples(len(y), params)
+    if keep is None:
+        x = np.concatenate([tr_x, te_x])
+    else:
+        n_train = len(tr_x)
+        x = np.concatenate([tr_x[keep[keep < n_train]], te_x[keep[keep >= n_train] - n_train]])
+    del tr_x, te_x
+    x = torch.from_numpy(x).unsqueeze(1)
     return federate_images(x, y, SOURCES[name][3], params, mean=(MNIST_MEAN,) if normalize else None,
                            std=(MNIST_STD,) if normalize else None)
 

@@ -26,19 +26,33 @@ POOLED_PARAMS: dict[str, Any] = {
 }
 
 
+def kept_samples(n: int, params: dict[str, Any]) -> np.ndarray | None:
+    """The sorted indices of the pool's samples kept (a seeded random ``fraction`` of ``n``), None for all.
+    A loader may gather just these from its files and pass them to :func:`federate_pool` with all ``n`` labels."""
+    p = {**{k: v.default for k, v in POOLED_PARAMS.items()}, **params}
+    fraction = float(p["fraction"])
+    if not 0 < fraction <= 1:
+        raise DataError(f"fraction must be in (0, 1], got {fraction}")
+    if fraction == 1:
+        return None
+    return np.sort(np.random.default_rng(int(p["seed"]) + 2).permutation(n)[: max(1, round(fraction * n))])
+
+
 def federate_pool(
     x: torch.Tensor, y: torch.Tensor, num_classes: int, params: dict[str, Any], coarse: torch.Tensor | None = None
 ) -> FederatedData:
     """Keep a random ``fraction`` of the pool (seeded), split it over ``n_clients`` with ``partitioner``;
     each client's samples 80/20 train/test. ``coarse``: each sample's coarse label, for hierarchical partitioners."""
     p = {**{k: v.default for k, v in POOLED_PARAMS.items()}, **params}
-    fraction = float(p["fraction"])
-    if not 0 < fraction <= 1:
-        raise DataError(f"fraction must be in (0, 1], got {fraction}")
-    if fraction < 1:
-        keep = np.sort(np.random.default_rng(int(p["seed"]) + 2).permutation(len(y))[: max(1, round(fraction * len(y)))])
-        x, y = x[torch.from_numpy(keep)], y[torch.from_numpy(keep)]
+    keep = kept_samples(len(y), p)
+    if keep is not None and len(x) == len(y):  # (a loader that sampled already passes only the kept images)
+        x = x[torch.from_numpy(keep)]
+    if keep is not None:
+        y = y[torch.from_numpy(keep)]
         coarse = coarse[torch.from_numpy(keep)] if coarse is not None else None
+    if len(x) != len(y):
+        raise DataError(f"{len(x)} images for {len(y)} labels after keeping a fraction {p['fraction']}; the loader "
+                        "must pass the whole pool or exactly kept_samples() of it")
     if coarse is not None:
         p["coarse_labels"] = coarse.numpy()
     parts = split_indices(get_registry(), str(p["partitioner"]), y.numpy(), int(p["n_clients"]), int(p["seed"]), p)
