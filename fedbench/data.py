@@ -31,6 +31,21 @@ def resolve_data_root(data_root: str | Path | None) -> Path:
     return Path(data_root) if data_root is not None else default_data_root()
 
 
+def segment_sum(values: torch.Tensor, sizes: Sequence[int] | torch.Tensor, sequential: bool | None = None) -> torch.Tensor:
+    """The sum of each run of consecutive rows of ``values`` (run i: the next ``sizes[i]`` rows; pooled samples
+    are client after client), the same numbers on every call: on a CPU by ``index_add_`` (a sequential sum);
+    on other devices, where ``index_add_`` adds with atomics in a varying order (CUDA), as differences of a
+    float64 running sum, so that one seed gives one result there too (``sequential`` picks one explicitly)."""
+    sizes = torch.as_tensor(sizes, dtype=torch.long, device=values.device)
+    if sequential if sequential is not None else values.device.type == "cpu":
+        owner = torch.repeat_interleave(torch.arange(len(sizes), device=values.device), sizes)
+        return torch.zeros((len(sizes), *values.shape[1:]), dtype=values.dtype, device=values.device).index_add_(0, owner, values)
+    running = torch.cat([torch.zeros((1, *values.shape[1:]), dtype=torch.float64, device=values.device),
+                         values.double().cumsum(0)])
+    ends = sizes.cumsum(0)
+    return (running[ends] - running[ends - sizes]).to(values.dtype)
+
+
 @dataclass(frozen=True)
 class ClientData:
     """One client's train and test tensors (views into the pooled tensors)."""

@@ -60,7 +60,7 @@ from torch.func import functional_call, grad_and_value, vmap
 
 from fedbench import datacache
 from fedbench.client import Client, ClientUpdate, EvalResult, FitIns, FitPhase
-from fedbench.data import FederatedData
+from fedbench.data import FederatedData, segment_sum
 from fedbench.learner import SGDConfig, batch_loss, order_keys, uses_batch_statistics
 from fedbench.seeding import STREAM_TRAIN, generators
 from fedbench.tasks import Task
@@ -805,8 +805,12 @@ class VectorizedEngine:
                     proba = self._learner_outputs(params[group[0]], x[part], self.task.proba, members[0])  # (M, n, ...)
                     mix = _mix(pi_dev[owner[part]].T, proba, 0)  # weights (M, n)
                     loss, correct = self.task.score(mix, y[part])
-                    sums[0].index_add_(0, owner[part], loss.double())
-                    sums[1].index_add_(0, owner[part], correct.double())
+                    if x.device.type == "cpu":
+                        sums[0].index_add_(0, owner[part], loss.double())
+                        sums[1].index_add_(0, owner[part], correct.double())
+                    else:  # CUDA's index_add_ adds in a varying order: per-client runs (owner is sorted) instead
+                        in_part = torch.bincount(owner[part], minlength=len(members))
+                        sums += segment_sum(torch.stack([loss.double(), correct.double()], dim=1), in_part).T
                     if own:  # a memory-mapped cache entry's pages go back to the page cache
                         datacache.release(x[part])
                 n = torch.tensor(sizes, dtype=torch.float64, device=x.device).clamp_min(1)

@@ -288,3 +288,23 @@ class TestShakespeareRoles:
         make_shakespeare(tmp_path)
         with pytest.warns(UserWarning, match="778"):
             load_shakespeare(tmp_path)
+
+
+class TestSegmentSum:
+    """The per-client sums of pooled rows (FedEM's M-step, the GPU evaluation): the same numbers every call."""
+
+    @pytest.mark.parametrize("sequential", [True, False])
+    def test_by_hand_on_both_paths(self, sequential):
+        from fedbench.data import segment_sum
+
+        values = torch.tensor([[1.0, 2.0], [3.0, 4.0], [5.0, 6.0], [7.0, 8.0]])
+        torch.testing.assert_close(segment_sum(values, [1, 0, 3], sequential=sequential),
+                                   torch.tensor([[1.0, 2.0], [0.0, 0.0], [15.0, 18.0]]))
+
+    def test_the_running_sum_path_agrees_with_the_sequential_one(self):
+        from fedbench.data import segment_sum
+
+        values = torch.rand(1000, 3, generator=torch.Generator().manual_seed(0))
+        sizes = [0, 17, 400, 1, 582]
+        torch.testing.assert_close(segment_sum(values, sizes, sequential=False), segment_sum(values, sizes, sequential=True),
+                                   rtol=1e-6, atol=1e-6)

@@ -19,6 +19,7 @@ from collections.abc import Sequence
 import torch
 
 from fedbench import Client, ClientSpec, MethodSpec, hookimpl
+from fedbench.data import segment_sum
 from fedbench.params import Param
 
 
@@ -100,7 +101,7 @@ class MixtureClient(Client):
         owner = torch.repeat_interleave(torch.arange(len(clients), device=device), torch.tensor(sizes, device=device))
         q = e_step_columns(log_pi.T.index_select(1, owner), pooled)
         counts = torch.tensor(sizes, dtype=q.dtype, device=device).unsqueeze(1)
-        pi = torch.zeros_like(log_pi).index_add_(0, owner, q.T) / counts  # the M-step: each client's mean of q
+        pi = segment_sum(q.T, sizes) / counts  # the M-step: each client's mean of q (deterministic on a GPU too)
         for client, part, weights in zip(clients, q.split(sizes, dim=1), pi):
             client.samples_weights, client.learners_weights = part, weights
 
