@@ -1,8 +1,12 @@
 """Both codes on the same real images: the paper's EMNIST protocol run on Fashion-MNIST, fedbench beside the authors'.
 
     apt install dataset-fashion-mnist                    # real images, no download at run time
-    python benchmarks/fidelity_real.py --authors CHECKOUT --authors-python PYTHON \
+    python benchmarks/fidelity_real.py --authors CHECKOUT --authors-python PYTHON --work DIR \
         [--s-frac 0.1] [--rounds 50] [--seeds 1,2,3] [--methods fedavg,fedem] [--out results/fidelity-real.md]
+
+Runs go one at a time (a FedEM run of either code holds 8-10 GB here: two at once can exhaust a 24 GB
+machine) and ``--work`` keeps every finished one (their output, our results file): run the same command again
+to go on after an interruption; the table is written after every run, from the runs finished so far.
 
 Debian's four Fashion-MNIST IDX files are written, uncompressed, under the names of EMNIST ByClass
 (``ROOT/EMNIST/raw/emnist-byclass-*``), where both codes read EMNIST: torchvision's loader in theirs,
@@ -32,9 +36,7 @@ import sqlite3
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 DEBIAN = Path("/usr/share/datasets/fashion-mnist")
@@ -64,88 +66,94 @@ def run(cmd: list[str], cwd: Path | None = None, env: dict | None = None) -> tup
     t = time.perf_counter()
     proc = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True)
     if proc.returncode != 0:
-        raise SystemExit(f"{' '.join(cmd)} failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
+        raise RuntimeError(f"{' '.join(cmd)} failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
     return proc.stdout, time.perf_counter() - t
 
 
-def authors_runs(checkout: Path, python: str, root: Path, scratch: Path, methods: list[str], seeds: list[int],
-                 rounds: int, s_frac: float) -> tuple[dict, list[str]]:
-    work = scratch / "FedEM"
-    shutil.copytree(checkout, work, ignore=shutil.ignore_patterns(".git", "all_data", "logs"))
-    (scratch / "shims").mkdir()
-    (scratch / "shims" / "cvxpy.py").write_text(CVXPY)
-    raw = work / "data" / "emnist" / "raw_data"
-    raw.mkdir(parents=True, exist_ok=True)
-    (raw / "EMNIST").symlink_to((root / "EMNIST").resolve())
-    env = {**os.environ, "PYTHONPATH": str(scratch / "shims"), "OMP_NUM_THREADS": "1"}
+def prepare_authors(checkout: Path, python: str, work: Path, s_frac: float) -> tuple[Path, dict, str]:
+    """Their checkout copied into ``work`` with the split written by their generate_data.py (once)."""
+    code = work / "FedEM"
+    env = {**os.environ, "PYTHONPATH": str(work / "shims"), "OMP_NUM_THREADS": "1"}
     split = ["--n_tasks", "100", "--n_components", "-1", "--alpha", "0.4", "--s_frac", f"{s_frac:g}", "--tr_frac", "0.8",
              "--seed", "12345"]
-    commands = [f"(data/emnist) python generate_data.py {' '.join(split)}"]
-    run([python, "generate_data.py", *split], cwd=work / "data" / "emnist", env=env)
-    curves: dict = {}
-    for method in methods:
-        name, learners, lr = THEIRS[method]
-        for seed in seeds:
-            args = ["emnist", name, "--n_learners", str(learners), "--n_rounds", str(rounds), "--bz", "128", "--lr", f"{lr:g}",
-                    "--lr_scheduler", "multi_step", "--log_freq", "5", "--device", "cpu", "--optimizer", "sgd",
-                    "--seed", str(seed), "--verbose", "1", "--logs_dir", str(scratch / "logs" / f"{method}-{seed}")]
-            out, wall = run([python, "run_experiment.py", *args], cwd=work, env=env)
-            accs = [float(a) for a in re.findall(r"Test Acc: ([0-9.]+)%", out)]
-            curves[(method, seed)] = (accs, wall)
-            commands.append(f"python run_experiment.py {' '.join(args[:-2])}")
-            print(f"authors  {method:<7} seed {seed}: {accs[-1]:.2f} % after {5 * (len(accs) - 1)} rounds ({wall:.0f} s)",
-                  flush=True)
-    return curves, commands
+    if not (code / "data" / "emnist" / "all_data" / "train").is_dir():
+        shutil.rmtree(code, ignore_errors=True)
+        shutil.copytree(checkout, code, ignore=shutil.ignore_patterns(".git", "all_data", "logs"))
+        (work / "shims").mkdir(exist_ok=True)
+        (work / "shims" / "cvxpy.py").write_text(CVXPY)
+        raw = code / "data" / "emnist" / "raw_data"
+        raw.mkdir(parents=True, exist_ok=True)
+        (raw / "EMNIST").symlink_to((work / "root" / "EMNIST").resolve())
+        run([python, "generate_data.py", *split], cwd=code / "data" / "emnist", env=env)
+    return code, env, f"(data/emnist) python generate_data.py {' '.join(split)}"
 
 
-def ours_runs(root: Path, scratch: Path, methods: list[str], seeds: list[int], rounds: int, s_frac: float
-              ) -> tuple[dict, list[str]]:
-    db = scratch / "fedbench.sqlite"
-    curves: dict = {}
-    commands = []
-    for seed in seeds:
-        args = ["run", "--suite", "paper", "--datasets", "emnist", "--methods", ",".join(methods), "--rounds", str(rounds),
-                "--seed", str(seed), "--set", f"dataset.fraction={s_frac:g}",
-                # their --n_components -1 makes each of EMNIST's 62 labels a group; 52 are empty here, and our
-                # partitioner wants only labels present: one group per present label, the same split rule
-                "--set", "dataset.n_groups=10", "--data-root", str(root),
-                "--results", str(db), "--no-progress", "--jobs", "1"]
-        _, wall = run([sys.executable, "-m", "fedbench", *args], env={**os.environ, "OMP_NUM_THREADS": "1"})
-        commands.append("fedbench " + " ".join(args).replace(str(root), "ROOT").replace(str(db), "DB"))
-        con = sqlite3.connect(db)
-        for method in methods:
-            (run_id,) = con.execute("SELECT run_id FROM runs WHERE method = ? AND seed = ? AND status = 'done'",
-                                    (method, seed)).fetchone()
-            accs = [v for (v,) in con.execute("SELECT value FROM metrics WHERE run_id = ? AND name = 'test_acc' "
-                                                    "ORDER BY round", (run_id,))]
-            curves[(method, seed)] = (accs, wall / len(methods))
-            print(f"fedbench {method:<7} seed {seed}: {accs[-1]:.2f} % after {rounds} rounds", flush=True)
-        con.close()
-    return curves, commands
+def authors_run(python: str, code: Path, env: dict, work: Path, method: str, seed: int, rounds: int) -> tuple[list[float], str]:
+    """Their run_experiment.py (its stdout kept in ``work/authors-METHOD-SEED.txt``); the test accuracies it logged."""
+    name, learners, lr = THEIRS[method]
+    args = ["emnist", name, "--n_learners", str(learners), "--n_rounds", str(rounds), "--bz", "128", "--lr", f"{lr:g}",
+            "--lr_scheduler", "multi_step", "--log_freq", "5", "--device", "cpu", "--optimizer", "sgd",
+            "--seed", str(seed), "--verbose", "1"]
+    log = work / f"authors-{method}-{seed}.txt"
+    if not log.is_file():
+        out, _ = run([python, "run_experiment.py", *args, "--logs_dir", str(work / "logs" / f"{method}-{seed}")], cwd=code, env=env)
+        log.write_text(out)
+    return [float(a) for a in re.findall(r"Test Acc: ([0-9.]+)%", log.read_text())], "python run_experiment.py " + " ".join(args)
+
+
+def ours_run(work: Path, method: str, seed: int, rounds: int, s_frac: float) -> tuple[list[float], str]:
+    """``fedbench run`` of the paper suite's cell into ``work/fedbench.sqlite`` (a finished run is not redone)."""
+    db = work / "fedbench.sqlite"
+    args = ["run", "--suite", "paper", "--datasets", "emnist", "--methods", method, "--rounds", str(rounds),
+            "--seed", str(seed), "--set", f"dataset.fraction={s_frac:g}",
+            # their --n_components -1 makes each of EMNIST's 62 labels a group; 52 are empty here, and our
+            # partitioner wants only labels present: one group per present label, the same split rule
+            "--set", "dataset.n_groups=10", "--data-root", str(work / "root"), "--results", str(db), "--no-progress",
+            "--jobs", "1"]
+    run([sys.executable, "-m", "fedbench", *args], env={**os.environ, "OMP_NUM_THREADS": "1"})
+    con = sqlite3.connect(db)
+    (run_id,) = con.execute("SELECT run_id FROM runs WHERE method = ? AND seed = ? AND status = 'done' AND rounds = ?",
+                            (method, seed, rounds)).fetchone()
+    accs = [v for (v,) in con.execute("SELECT value FROM metrics WHERE run_id = ? AND name = 'test_acc' ORDER BY round",
+                                      (run_id,))]
+    con.close()
+    return accs, "fedbench " + " ".join(args).replace(str(work), "WORK")
 
 
 def table(ours: dict, theirs: dict, methods: list[str], seeds: list[int]) -> list[str]:
-    def stats(curves: dict, method: str) -> tuple[float, float, list[float]]:
-        finals = [curves[(method, s)][0][-1] for s in seeds]
-        sd = statistics.stdev(finals) if len(finals) > 1 else float("nan")
-        return statistics.mean(finals), sd, finals
+    """The final-accuracy comparison and the mean curves, over the seeds finished so far in each code."""
+    def finals(curves: dict, method: str) -> list[float]:
+        return [curves[(method, s)][-1] for s in seeds if (method, s) in curves]
 
-    lines = ["| method | fedbench: mean ± std (seeds) | authors: mean ± std (seeds) | difference | larger than the spread? |",
+    def cell(values: list[float]) -> str:
+        if not values:
+            return "not run"
+        sd = f" ± {statistics.stdev(values):.2f}" if len(values) > 1 else ""
+        return f"{statistics.mean(values):.2f}{sd} (n={len(values)}: {', '.join(f'{v:.2f}' for v in values)})"
+
+    lines = ["| method | fedbench: mean ± std | authors: mean ± std | difference | beyond the seeds' spread? |",
              "|---|---|---|---|---|"]
     for m in methods:
-        a, sa, fa = stats(ours, m)
-        b, sb, fb = stats(theirs, m)
-        spread = max(sa, sb)
-        lines.append(f"| {m} | {a:.2f} ± {sa:.2f} ({', '.join(f'{v:.2f}' for v in fa)}) | {b:.2f} ± {sb:.2f} "
-                     f"({', '.join(f'{v:.2f}' for v in fb)}) | {a - b:+.2f} | {'**yes**' if abs(a - b) > spread else 'no'} |")
-    lines += ["", "Mean test accuracy (%) over seeds at each evaluation (every 5 rounds, round 0 first):", "",
-              "| method | code | " + " | ".join(str(5 * i) for i in range(len(next(iter(ours.values()))[0]))) + " |",
-              "|---|---|" + "---|" * len(next(iter(ours.values()))[0])]
+        a, b = finals(ours, m), finals(theirs, m)
+        diff, verdict = "", "n/a"
+        if a and b:
+            d = statistics.mean(a) - statistics.mean(b)
+            spreads = [statistics.stdev(v) for v in (a, b) if len(v) > 1]
+            diff = f"{d:+.2f}"
+            verdict = ("**yes**" if abs(d) > max(spreads) else "no") if spreads else "n/a (one seed a side)"
+        lines.append(f"| {m} | {cell(a)} | {cell(b)} | {diff} | {verdict} |")
+    lines += ["", "Mean test accuracy (%) over the finished seeds at each evaluation (every 5 rounds, round 0 first):", ""]
+    curves_all = [c for c in list(ours.values()) + list(theirs.values()) if c]
+    if not curves_all:
+        return lines
+    n = max(len(c) for c in curves_all)
+    lines += ["| method | code | " + " | ".join(str(5 * i) for i in range(n)) + " |", "|---|---|" + "---|" * n]
     for m in methods:
         for label, curves in (("fedbench", ours), ("authors", theirs)):
-            rows = [curves[(m, s)][0] for s in seeds]
-            n = min(len(r) for r in rows)
-            lines.append(f"| {m} | {label} | " + " | ".join(f"{statistics.mean(r[i] for r in rows):.1f}" for i in range(n)) + " |")
+            rows = [curves[(m, s)] for s in seeds if (m, s) in curves]
+            if rows:
+                k = min(len(r) for r in rows)
+                lines.append(f"| {m} | {label} | " + " | ".join(f"{statistics.mean(r[i] for r in rows):.1f}" for i in range(k)) + " |")
     return lines
 
 
@@ -159,37 +167,58 @@ def main() -> None:
     p.add_argument("--seeds", default="1,2,3")
     p.add_argument("--methods", default="fedavg,fedem")
     p.add_argument("--out", default="results/fidelity-real.md")
+    p.add_argument("--work", type=Path, required=True, help="folder kept between invocations: data, their copy, runs")
     args = p.parse_args()
     methods, seeds = args.methods.split(","), [int(s) for s in args.seeds.split(",")]
     started = time.time()
-    with tempfile.TemporaryDirectory(prefix="fidelity-real-") as tmp:
-        scratch = Path(tmp)
-        root = scratch / "root"
-        write_root(args.fashion, root)
-        with ThreadPoolExecutor(2) as pool:  # one process of each code at a time, one thread each
-            theirs_f = pool.submit(authors_runs, args.authors, args.authors_python, root, scratch / "authors", methods,
-                                   seeds, args.rounds, args.s_frac)
-            ours_f = pool.submit(ours_runs, root, scratch, methods, seeds, args.rounds, args.s_frac)
-            theirs, their_cmds = theirs_f.result()
-            ours, our_cmds = ours_f.result()
+    work = args.work
+    work.mkdir(parents=True, exist_ok=True)
+    if not (work / "root" / "EMNIST" / "raw" / NAMES["t10k-labels-idx1-ubyte"]).is_file():
+        write_root(args.fashion, work / "root")
+    code, env, split_cmd = prepare_authors(args.authors, args.authors_python, work, args.s_frac)
+    ours: dict = {}
+    theirs: dict = {}
+    commands = [split_cmd]
+    failures = []
+    for method in methods:
+        for seed in seeds:
+            for label, store, call in (
+                ("fedbench", ours, lambda: ours_run(work, method, seed, args.rounds, args.s_frac)),
+                ("authors", theirs, lambda: authors_run(args.authors_python, code, env, work, method, seed, args.rounds)),
+            ):
+                try:
+                    accs, cmd = call()
+                except RuntimeError as e:
+                    failures.append(f"{label} {method} seed {seed}: {str(e).splitlines()[0]}")
+                    print(failures[-1], flush=True)
+                    continue
+                store[(method, seed)] = accs
+                commands.append(cmd)
+                print(f"{label:<8} {method:<7} seed {seed}: {accs[-1]:.2f} % after {args.rounds} rounds", flush=True)
+                write(args, ours, theirs, methods, seeds, commands, failures, time.time() - started)
+    print(Path(args.out).read_text())
+
+
+def write(args, ours: dict, theirs: dict, methods: list[str], seeds: list[int], commands: list[str],  # noqa: ANN001
+          failures: list[str], seconds: float) -> None:
     lines = [
         "# Both codes on the same real images (Fashion-MNIST under EMNIST's protocol)",
         "",
-        f"`python benchmarks/fidelity_real.py --authors CHECKOUT --authors-python PYTHON --s-frac {args.s_frac:g} "
-        f"--rounds {args.rounds} --seeds {args.seeds} --methods {args.methods}`, {time.time() - started:.0f} s on this "
-        "machine. The data: Debian's dataset-fashion-mnist (70,000 real images), under EMNIST's file names.",
+        f"`python benchmarks/fidelity_real.py --authors CHECKOUT --authors-python PYTHON --work WORK --s-frac {args.s_frac:g} "
+        f"--rounds {args.rounds} --seeds {args.seeds} --methods {args.methods}`, {seconds:.0f} s on this machine, one "
+        "run at a time. The data: Debian's dataset-fashion-mnist (70,000 real images), under EMNIST's file names.",
         "",
         f"Final test accuracy (%) after {args.rounds} rounds, weighted by test-set size over clients:",
         "",
         *table(ours, theirs, methods, seeds),
         "",
-        "Commands (fedbench's in its own results file DB; theirs in a copy of their checkout, a stand-in cvxpy module "
-        "on their path: their decentralised mixing matrix only, never called here):",
+        *([f"Not finished: {f}" for f in failures] + [""] if failures else []),
+        "Commands (fedbench's into WORK/fedbench.sqlite; theirs in a copy of their checkout, with a stand-in cvxpy "
+        "module on their path: their decentralised mixing matrix only, never called here):",
         "",
-        *[f"- `{c}`" for c in our_cmds + their_cmds],
+        *[f"- `{c}`" for c in dict.fromkeys(commands)],
     ]
     Path(args.out).write_text("\n".join(lines) + "\n")
-    print("\n".join(lines))
 
 
 if __name__ == "__main__":
