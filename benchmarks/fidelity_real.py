@@ -143,14 +143,14 @@ def table(ours: dict, theirs: dict, methods: list[str], seeds: list[int]) -> lis
             verdict = ("**yes**" if abs(d) > max(spreads) else "no") if spreads else "n/a (one seed a side)"
         lines.append(f"| {m} | {cell(a)} | {cell(b)} | {diff} | {verdict} |")
     lines += ["", "Mean test accuracy (%) over the finished seeds at each evaluation (every 5 rounds, round 0 first):", ""]
-    curves_all = [c for c in list(ours.values()) + list(theirs.values()) if c]
+    curves_all = [c for c in list(ours.values()) + list(theirs.values()) if len(c) > 1]
     if not curves_all:
         return lines
     n = max(len(c) for c in curves_all)
     lines += ["| method | code | " + " | ".join(str(5 * i) for i in range(n)) + " |", "|---|---|" + "---|" * n]
     for m in methods:
         for label, curves in (("fedbench", ours), ("authors", theirs)):
-            rows = [curves[(m, s)] for s in seeds if (m, s) in curves]
+            rows = [curves[(m, s)] for s in seeds if len(curves.get((m, s), ())) > 1]  # (a final number has no curve)
             if rows:
                 k = min(len(r) for r in rows)
                 lines.append(f"| {m} | {label} | " + " | ".join(f"{statistics.mean(r[i] for r in rows):.1f}" for i in range(k)) + " |")
