@@ -350,7 +350,7 @@ class Client:
         total, steps = 0.0, 0
         for perm in orders.to(self.data.train_y.device):
             for idx in perm.split(sgd.batch_size):
-                if sgd.drop_last and idx.numel() < sgd.batch_size < perm.numel():
+                if sgd.drops(idx.numel(), perm.numel()):
                     continue
                 ones = torch.ones(idx.numel(), dtype=theta.dtype, device=theta.device)
                 loss = batch_loss(learner.call, learner.task, self.data.train_x[idx], self.data.train_y[idx], ones, float(idx.numel()))

@@ -35,13 +35,16 @@ class SGDConfig:
     #: protocol, :attr:`fedbench.data.FederatedData.drop_last`)
     drop_last: bool = False
 
+    def drops(self, batch: int, n: int) -> bool:
+        """Whether a batch of ``batch`` samples of an epoch over ``n`` is left out under ``drop_last``."""
+        return self.drop_last and batch < self.batch_size < n
+
 
 def batches_per_epoch(n: int, sgd: SGDConfig) -> int:
     """The SGD steps one epoch of ``n`` samples takes under ``sgd`` (the short last batch dropped when
-    ``sgd.drop_last`` and there is more than one batch; BatchNorm's lone-sample rule aside)."""
-    if sgd.drop_last and n > sgd.batch_size:
-        return n // sgd.batch_size
-    return math.ceil(n / sgd.batch_size)
+    :meth:`SGDConfig.drops` says so; BatchNorm's lone-sample rule aside)."""
+    short = n % sgd.batch_size  # the last batch's size when it is short, else 0
+    return n // sgd.batch_size if short and sgd.drops(short, n) else math.ceil(n / sgd.batch_size)
 
 
 @dataclass(frozen=True)
@@ -226,14 +229,14 @@ class Learner:
                 opt.state[p]["momentum_buffer"] = buf.clone()
         self.model.train()
         # BatchNorm cannot train on one sample: a one-sample batch (the lone last sample of a client of
-        # k * batch_size + 1, or a client of one sample) takes no step. A data set whose protocol drops incomplete last batches (sgd.drop_last:
-        # the authors' CIFAR loaders, and no other of theirs) leaves out any short last batch of a client
-        # with more than one batch.
+        # k * batch_size + 1, or a client of one sample) takes no step. A data set whose protocol drops
+        # incomplete last batches (sgd.drop_last: the authors' CIFAR loaders, no other of theirs) leaves
+        # out any short last batch of a client with more than one batch (SGDConfig.drops).
         batch_norm = uses_batch_statistics(self.model)
         total, batches = 0.0, 0
         for perm in orders.to(y.device):
             for idx in perm.split(sgd.batch_size):
-                if sgd.drop_last and idx.numel() < sgd.batch_size < perm.numel():
+                if sgd.drops(idx.numel(), perm.numel()):
                     continue
                 if batch_norm and idx.numel() == 1:
                     continue

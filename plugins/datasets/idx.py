@@ -49,10 +49,9 @@ def read_idx(path: Path) -> np.ndarray:
     An uncompressed file is memory-mapped (read-only): a loader that keeps a fraction reads only those pages."""
     if path.suffix == ".gz":
         raw = gzip.open(path, "rb").read()
-    else:
+    else:  # the header only (at most 255 dimensions); the data are mapped below
         with open(path, "rb") as fh:
-            head = fh.read(4 + 4 * 255)
-        raw = head
+            raw = fh.read(4 + 4 * 255)
     if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] != 0x08:
         raise DataError(f"{path} is not an unsigned-byte IDX file (bad magic {raw[:4]!r}); re-download it")
     ndim = raw[3]
