@@ -83,8 +83,8 @@ class FederatedData:
     test. ``class_weights`` (multiclass only, ``(num_classes,)``): the weight of
     each label in the loss, None for none. ``drop_last``: local training leaves
     out each epoch's incomplete last batch of a client that has more than one
-    batch (a data set's protocol: the FedEM authors' CIFAR loaders do, for
-    MobileNetV2's BatchNorm; no other of their data sets does).
+    batch (a data set's own protocol, set by its loader; docs/fidelity.md says
+    which data sets do and why).
     """
 
     train_x: torch.Tensor

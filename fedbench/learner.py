@@ -230,7 +230,7 @@ class Learner:
         self.model.train()
         # BatchNorm cannot train on one sample: a one-sample batch (the lone last sample of a client of
         # k * batch_size + 1, or a client of one sample) takes no step. A data set whose protocol drops
-        # incomplete last batches (sgd.drop_last: the authors' CIFAR loaders, no other of theirs) leaves
+        # incomplete last batches (sgd.drop_last, set by the data set's loader) leaves
         # out any short last batch of a client with more than one batch (SGDConfig.drops).
         batch_norm = uses_batch_statistics(self.model)
         total, batches = 0.0, 0
