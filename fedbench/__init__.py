@@ -9,6 +9,7 @@ from __future__ import annotations
 
 __version__ = "0.1.0"
 
+from fedbench.contract import PLUGIN_API
 from fedbench.aggregator import Aggregator, CentralizedAggregator, weighted_average
 from fedbench.client import Client, ClientUpdate, EvalResult, FitIns, FitPhase
 from fedbench.data import ClientData, FederatedData
@@ -36,6 +37,7 @@ __all__ = [
     "Learner",
     "LearnersEnsemble",
     "MethodSpec",
+    "PLUGIN_API",
     "ModelSpec",
     "RunResult",
     "SuiteResult",

@@ -47,7 +47,9 @@ def resolve_run(
     ds = registry.get("dataset", dataset)
     me = registry.get("method", method)
     overrides = dict(overrides or {})
-    model = overrides.pop("model", ds.default_model)
+    method_params = dict(me.params)
+    # a method may name the model it needs (``MethodSpec(params={"model": ...})``); --set model= still wins
+    model = overrides.pop("model", method_params.pop("model", ds.default_model))
     n_learners = overrides.pop("n_learners", me.n_learners)
     if not isinstance(n_learners, int) or isinstance(n_learners, bool) or n_learners < 1:
         raise ConfigError(f"n_learners must be a positive integer, got {n_learners!r}")
@@ -65,7 +67,7 @@ def resolve_run(
                 f"or GROUP.KEY with GROUP in {', '.join(GROUPS)}"
             )
     base = dataclasses.asdict(TrainConfig())
-    train = merge_params("training", merge_params(f"method {method!r}", base, me.params), train_over)
+    train = merge_params("training", merge_params(f"method {method!r}", base, method_params), train_over)
     model_spec = registry.get("model", model)
     client_spec = registry.get("client", me.client)
     agg_spec = registry.get("aggregator", me.aggregator)

@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 import torch
 
 from fedbench.config import TrainConfig
+from fedbench.contract import guard
 from fedbench.data import ClientData
 from fedbench.learner import FitResult, LearnersEnsemble, SGDConfig, batch_loss, eager_grad, epoch_orders, sgd_update
 from fedbench.seeding import STREAM_TRAIN, generator, STREAM_GLOBAL, seed_global
@@ -208,9 +209,11 @@ class Client:
         A pure torch function of ``theta`` (that learner's flat parameters) and ``ctx`` (that learner's
         tensors from :meth:`term_context`), using no other per-client attribute: the one-at-a-time
         backend calls it per client and learner, the vectorised one under ``torch.func.vmap`` over every
-        (client, learner) pair of a round, with the first client's hyper-parameters (a run's clients
-        share them). FedProx: ``mu / 2 * ||theta - ctx["received"]||^2``; SCAFFOLD:
-        ``<ctx["correction"], theta>``.
+        (client, learner) pair of a round, bound to the round's first client. It checks that first
+        (:class:`fedbench.engine.ClientCheck`): where clients' terms differ (a ``self.mu`` set per client)
+        the round trains one client at a time and the run's engine line says why. Per-client values a
+        term needs batched belong in :meth:`term_context`. FedProx: ``mu / 2 * ||theta - ctx["received"]||^2``;
+        SCAFFOLD: ``<ctx["correction"], theta>``.
         """
         return None
 
@@ -432,3 +435,7 @@ class Client:
             loss, correct = task.score(self.ensemble.predict_proba(xc, self.learners_weights), yc)
             sums += torch.stack([loss.double().sum(), correct.double().sum()]).cpu()
         return float(sums[0] / len(y)), float(sums[1] / len(y))
+
+
+# names a previous plugin API honoured (fedbench.contract.REMOVED): setting one on a client fails with its replacement
+guard(Client)

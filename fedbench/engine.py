@@ -145,6 +145,101 @@ def vectorisable(model: nn.Module, clients: Sequence[Client]) -> str | None:
     return None
 
 
+def _same(a: object, b: object) -> bool:
+    """Whether two values a client method returned are the same: tensors bit for bit, anything else by ``==``."""
+    if isinstance(a, torch.Tensor) or isinstance(b, torch.Tensor):
+        return isinstance(a, torch.Tensor) and isinstance(b, torch.Tensor) and a.shape == b.shape and bool(torch.equal(a, b))
+    if isinstance(a, (tuple, list)) and isinstance(b, (tuple, list)):
+        return len(a) == len(b) and all(_same(x, y) for x, y in zip(a, b))
+    return a == b
+
+
+def _probe_grad(point: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """A fixed gradient function for probing a client's own step: the gradient and value of ``||p||^2 / 2 + sum(p)``."""
+    return point + 1.0, 0.5 * point.pow(2).sum() + point.sum()
+
+
+_SCALARS = (int, float, bool, str, type(None))
+
+
+def _state_token(client: Client) -> tuple:
+    """What a term may read from a client, cheaply: its scalar attributes' values and its tensor attributes'
+    identities (state replaced between rounds; a tensor changed in place is not seen)."""
+    return tuple((k, v if type(v) in _SCALARS else id(v)) for k, v in vars(client).items()
+                 if type(v) in _SCALARS or isinstance(v, torch.Tensor))
+
+
+class ClientCheck:
+    """Whether the round's clients can share one batched step (:meth:`why_not`).
+
+    The vectorised step runs the *first* client's optimiser settings, phases, local term and own step for
+    every client of the round; that is the one-at-a-time result only if every client's are the same. This
+    checks it, not assumes it: the clients' types, :meth:`Client.sgd_config` and :meth:`Client.fit_phases`
+    must be equal, and every client's local term (and ``step``) must give, bit for bit, what a reference
+    client's gives on the same inputs (the reference's context at the received parameters plus a fixed
+    offset): a term reading a per-client attribute (``self.mu`` set per client) differs there. Per-client
+    state a term reads through its context (:meth:`Client.term_context`) is batched per row, as it should
+    be. A client found equal is probed again only when its attributes change (:func:`_state_token`).
+    """
+
+    def __init__(self) -> None:
+        self.reference: Client | None = None
+        self.reference_token: tuple = ()
+        #: client id -> its state token when its term and step were last found equal to the reference's
+        self.equal: dict[int, tuple] = {}
+        self._offset: torch.Tensor | None = None
+
+    def _probe(self, like: torch.Tensor) -> torch.Tensor:
+        if self._offset is None or self._offset.shape != like.shape:
+            gen = torch.Generator().manual_seed(20211206)
+            self._offset = (0.1 + torch.rand(like.shape, generator=gen, dtype=torch.float64)).to(like)
+        return like + self._offset.to(like.device)
+
+    def why_not(self, clients: Sequence[Client], instructions: Sequence[FitIns]) -> str | None:
+        """None if every client of the round computes what the first one would, else why not."""
+        first, lr = clients[0], instructions[0].lr
+        cls = type(first)
+        for c in clients[1:]:
+            if type(c) is not cls:
+                return f"client {c.client_id} is a {type(c).__name__}, client {first.client_id} a {cls.__name__}"
+        # the base class's settings and phases read only the run's (shared) training settings and the type
+        if cls.sgd_config is not Client.sgd_config or any(c.train is not first.train for c in clients):
+            cfg = first.sgd_config(lr)
+            for c in clients[1:]:
+                if c.sgd_config(lr) != cfg:
+                    return f"client {c.client_id}'s SGD settings differ from client {first.client_id}'s ({c.sgd_config(lr)} vs {cfg})"
+        phases = first.fit_phases()
+        if cls.fit_phases is not Client.fit_phases:
+            for c in clients[1:]:
+                if c.fit_phases() != phases:
+                    return f"client {c.client_id}'s fit phases differ from client {first.client_id}'s"
+        probed = [p for p in phases if p.term is not None or p.step is not None]
+        if not probed:
+            return None
+        if self.reference is None or type(self.reference) is not cls or _state_token(self.reference) != self.reference_token:
+            self.reference, self.reference_token, self.equal = first, _state_token(first), {}
+        ref, ins = self.reference, instructions[0]
+        tokens = [(c, _state_token(c)) for c in clients]
+        todo = [(c, t) for c, t in tokens if self.equal.get(c.client_id) != t and c is not ref]
+        if not todo:
+            return None
+        for phase in probed:
+            name = phase.term or phase.step
+            if phase.term is not None:
+                args = (self._probe(ins.params[0]), ref.term_context(ins.params, ins.extras)[0])
+            else:
+                rows = torch.stack([self._probe(p) for p in ref.joint_start(phase, ins.params, ins.params)])
+                args = (rows, torch.zeros_like(rows), _probe_grad, phase.sgd(ref.sgd_config(lr)))
+            want = getattr(ref, name)(*args)
+            for c, _ in todo:
+                if not _same(getattr(c, name)(*args), want):
+                    what = f"local term ({name})" if phase.term is not None else f"own step ({name})"
+                    return (f"client {c.client_id}'s {what} computes something else than client {ref.client_id}'s on "
+                            f"the same inputs: it reads a per-client value")
+        self.equal.update((c.client_id, t) for c, t in todo)
+        return None
+
+
 def _buckets(count: np.ndarray | torch.Tensor, batch: int, samples_per_chunk: int, merge_padding: int = 0) -> list[np.ndarray]:
     """Row indices with a non-empty batch, grouped by batch size into (0, B/2] and (B/2, B], each group
     cut into as few chunks of at most ``samples_per_chunk`` padded samples as it needs, of even sizes.
@@ -232,6 +327,14 @@ class VectorizedEngine:
         self._scratch: torch.Tensor | None = None
         #: :meth:`_whole_block`'s blocks, by batch size
         self._blocks: dict[tuple, tuple] = {}
+        #: why rounds were trained one client at a time (:class:`ClientCheck`), each with its first round
+        self.declined: dict[str, int] = {}
+        self.check = ClientCheck()
+
+    def note(self) -> str:
+        """What :attr:`declined` adds to the run's engine line ("" when every round ran batched)."""
+        return "".join(f"; from round {r}, rounds whose clients differ ran one client at a time ({why})"
+                       for why, r in self.declined.items())
 
     # ---- parameters ---------------------------------------------------------
     def _unflatten(self, flat: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -268,6 +371,10 @@ class VectorizedEngine:
         """What ``[c.step(i.params, i.round, i.lr, i.extras) for c, i in zip(clients, instructions)]`` returns, batched."""
         if not clients:
             return []
+        why = self.check.why_not(clients, instructions)
+        if why is not None:  # the batched step would run the first client's term for all: decline, one at a time
+            self.declined.setdefault(why, instructions[0].round)
+            return [c.step(ins.params, ins.round, ins.lr, ins.extras) for c, ins in zip(clients, instructions)]
         received = [c.receive(ins.params) for c, ins in zip(clients, instructions)]
         instructions = [ins if p is ins.params else dataclasses.replace(ins, params=p) for ins, p in zip(instructions, received)]
         params = [ins.params for ins in instructions]

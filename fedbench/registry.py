@@ -23,7 +23,7 @@ from typing import Any
 
 import pluggy
 
-from fedbench import hookspecs
+from fedbench import contract, hookspecs
 from fedbench.errors import PluginError, UnknownPluginError
 from fedbench.specs import Spec
 
@@ -110,6 +110,10 @@ class Registry:
                 if not isinstance(spec, Spec):
                     self._fail(plugin, f"hook {hook_name} returned {type(spec).__name__}, expected a fedbench spec")
                     continue
+                why = self._removed_use(kind, spec)
+                if why:  # a name a previous plugin API honoured: refused, never silently ignored
+                    self._fail(plugin, f"{kind} {spec.name!r} not loaded: {why}")
+                    continue
                 offered.setdefault(spec.name, []).append(Entry(kind, spec, plugin, self._packages.get(plugin, "?")))
         overrides = _overrides()
         for name, entries in offered.items():
@@ -134,6 +138,16 @@ class Registry:
             else:
                 for e in entries:
                     self._fail(e.plugin, f"{kind} {name!r} is provided by {who}; neither is loaded: rename one of them")
+
+    @staticmethod
+    def _removed_use(kind: str, spec: Any) -> str | None:
+        """Why a client spec's class uses what the plugin API removed (:mod:`fedbench.contract`), or None."""
+        cls = getattr(spec, "cls", None)
+        if kind != "client" or not isinstance(cls, type):
+            return None
+        from fedbench.client import Client  # (the client module imports torch; the registry does not need it sooner)
+
+        return contract.removed_use(cls, Client) if issubclass(cls, Client) else None
 
     def _check_references(self) -> None:
         """Drop, and report by plugin, every method that names a client type or aggregator nobody provides."""
@@ -231,6 +245,9 @@ def load_entry_points(pm: pluggy.PluginManager) -> tuple[dict[str, str], dict[st
                 raise PluginError(
                     f"defines unknown hook(s) {', '.join(unknown)}; known hooks: {', '.join(sorted(known_hooks))}"
                 )
+            too_new = contract.check_declared(plugin, name)
+            if too_new:
+                raise PluginError(too_new)
             pm.register(plugin, name=name)
         except Exception as e:  # report by name; the rest still load
             failures[name] = f"loading {ep.value} failed: {type(e).__name__}: {e}"

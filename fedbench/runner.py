@@ -93,13 +93,17 @@ def _compute(registry: Registry, cfg: RunConfig, store: ResultStore, claim, data
     beat = Heartbeat(store.path, claim)
     metrics: dict[str, float] = {}
     engine = ""
+    sim = None
 
     def finish(status: str, error: str | None = None) -> RunOutcome:
         seconds = time.perf_counter() - start
         beat.stop()
+        nonlocal engine
+        if sim is not None and getattr(sim.aggregator.engine, "declined", None):  # rounds the batched engine declined
+            engine = sim.engine + sim.aggregator.engine.note()
         stored = store.finish(claim, cfg, status, error=error, engine=engine, seconds=seconds, started=wall)
         if stored != status:
-            error = f"{error}; the earlier complete result is kept"
+            error = f"{error}; the earlier complete result is kept" if error else "the earlier complete result is kept"
         return RunOutcome(cfg, status, metrics, error, seconds, engine)
 
     try:

@@ -129,7 +129,10 @@ def pid_alive(pid: int, start: str | None) -> bool:
 
 def n_evaluations(train: TrainConfig) -> int:
     """How many evaluations a finished run of ``train`` stores (round 0 included when ``eval_at_start``)."""
-    return int(train.eval_at_start) + sum(train.is_eval_round(r) for r in range(train.rounds))
+    # closed form of sum(train.is_eval_round(r) for r in range(rounds)): every eval_every-th round, and the
+    # last when it is not one of them; O(1), since it runs inside the store's write transaction
+    rounds, every = train.rounds, train.eval_every
+    return int(train.eval_at_start) + rounds // every + (1 if rounds % every else 0)
 
 
 @dataclass(frozen=True)
@@ -161,6 +164,8 @@ class ResultStore:
     def __init__(self, path: str | Path = DEFAULT_PATH, *, readonly: bool = False) -> None:
         self.path = Path(path)
         self.readonly = readonly
+        #: the private copy a read-only store with an unmerged write-ahead log is read from (or None)
+        self._copy = None
         try:
             if readonly:
                 self._db = self._open_readonly()
@@ -189,9 +194,27 @@ class ResultStore:
             db.execute("SELECT count(*) FROM sqlite_master").fetchone()
             return db
         except sqlite3.OperationalError:
-            # a read-only file or folder: no -shm can be made, read it as immutable (nobody may write it anyway)
             db.close()
+        # a read-only file or folder: SQLite cannot make the -shm it needs to read the write-ahead log
+        wal = self.path.with_name(self.path.name + "-wal")
+        if not (wal.is_file() and wal.stat().st_size > 0):  # nothing in a log: the file is all there is
             return sqlite3.connect(f"{uri}?mode=ro&immutable=1", uri=True, isolation_level=None)
+        # runs still in the log (a writer killed before it merged them): read a private copy of both, where
+        # SQLite can replay the log, never the file alone (that would silently show fewer runs)
+        import shutil
+        import tempfile
+
+        self._copy = tempfile.TemporaryDirectory(prefix="fedbench-readonly-")
+        copy = Path(self._copy.name) / self.path.name
+        try:
+            shutil.copyfile(self.path, copy)
+            shutil.copyfile(wal, copy.with_name(copy.name + "-wal"))
+        except OSError as e:
+            raise ResultsError(
+                f"{str(self.path)!r} is on a read-only disk with unmerged runs in {wal.name}, and no private copy "
+                f"could be made ({e}); copy the file with its -wal to a writable folder and read that"
+            ) from e
+        return sqlite3.connect(copy, timeout=60, isolation_level=None)
 
     def _check_ours(self, *, create: bool) -> None:
         """Refuse a file that is not a fedbench store, before anything is written to it."""
@@ -343,6 +366,7 @@ class ResultStore:
 
         pid = os.getpid() if pid is None else pid
         run_id = cfg.run_id
+        env = environment()  # (computed before the write lock is taken: nothing slow runs inside it)
         now = time.time()
         with self._write():
             row = self._db.execute("SELECT status FROM runs WHERE run_id = ?", (run_id,)).fetchone()
@@ -361,7 +385,7 @@ class ResultStore:
             self._db.execute("INSERT INTO attempts (token, run_id, host, pid, started) VALUES (?, ?, ?, ?, ?)", (token, run_id, HOST, pid, now))
             if previous != "done":  # nothing finished to keep: the row says running from now on
                 self._db.execute("DELETE FROM metrics WHERE run_id = ?", (run_id,))
-                self._upsert_run(cfg, "running", None, None, now, None, None, environment())
+                self._upsert_run(cfg, "running", None, None, now, None, None, env)
         return Claim(run_id, token, previous)
 
     def _upsert_run(self, cfg: RunConfig, status: str, error: str | None, engine: str | None, started: float,
@@ -388,16 +412,18 @@ class ResultStore:
     def finish(self, claim: Claim, cfg: RunConfig, status: str, *, error: str | None = None, engine: str | None = None,
                seconds: float | None = None, started: float | None = None) -> str:
         """Commit the attempt's status and metrics together and release the claim; returns the status
-        now stored. A ``failed`` attempt on a run that was ``done`` (under --force) keeps the old result."""
+        now stored. An incomplete attempt (``failed``, ``diverged``) on a run that was ``done`` (under
+        --force) keeps the old result; the attempt itself is kept with its outcome (``attempts``)."""
         from fedbench.fingerprint import environment
 
+        env = environment()  # (before the write lock: nothing slow runs inside it)
         with self._write():
             mine = self._db.execute("SELECT started FROM claims WHERE token = ?", (claim.token,)).fetchone()
             if mine is None:  # taken over as stale meanwhile: the new owner's result counts, not ours
                 self._release(claim.token, "claim lost (taken over as stale); discarded")
                 return self.status(claim.run_id) or "failed"
             stored = status
-            if status == "failed" and claim.previous == "done":
+            if status != "done" and claim.previous == "done":
                 stored = "done"  # keep the complete earlier result
             else:
                 self._db.execute("DELETE FROM metrics WHERE run_id = ?", (claim.run_id,))
@@ -406,7 +432,7 @@ class ResultStore:
                     "WHERE token = ?",
                     (claim.token,),
                 )
-                self._upsert_run(cfg, status, error, engine, started or mine[0], time.time(), seconds, environment())
+                self._upsert_run(cfg, status, error, engine, started or mine[0], time.time(), seconds, env)
             self._release(claim.token, error if status == "failed" and error else status)
         return stored
 

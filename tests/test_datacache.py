@@ -120,6 +120,35 @@ class TestCacheFailure:
         _equal(good, again)
         _equal(good, datacache._load(entry))  # rewritten whole
 
+    def test_flipped_bits_with_the_size_and_zip_intact_are_found_and_regenerated(self, cache):
+        calls = []
+        good = datacache.cached("synthetic", (), lambda: "c", _generator(calls))
+        (entry,) = cache.glob("*.pt")
+        blob = bytearray(entry.read_bytes())
+        start = blob.find(good.train_x.numpy().tobytes()[:64])
+        assert start > 0
+        for i in range(0, 2000 * 4, 4):  # one mantissa bit in each of 2,000 floats (as the test did)
+            blob[start + i] ^= 0x01
+        damaged = entry.with_suffix(".bad")
+        damaged.write_bytes(bytes(blob))
+        os.replace(damaged, entry)  # (a rename: `good` maps the old file)
+        with pytest.warns(UserWarning, match="does not match its checksum.*train_x"):
+            again = datacache.cached("synthetic", (), lambda: "c", _generator(calls))
+        assert calls == [1, 1]  # regenerated, not read as it was
+        _equal(good, again)
+        _equal(good, datacache._load(entry))  # and rewritten whole
+
+    def test_the_checksum_sees_one_bit_and_a_swap(self):
+        x = torch.arange(1000, dtype=torch.float32)
+        base = datacache.checksum(x)
+        flipped = x.clone()
+        flipped.view(torch.int32)[500] ^= 1
+        swapped = x.clone()
+        swapped[[3, 4]] = swapped[[4, 3]]
+        assert datacache.checksum(flipped) != base and datacache.checksum(swapped) != base
+        assert datacache.checksum(x.clone()) == base and datacache.checksum(x.view(10, 100)) != base  # shape counts
+        assert datacache.checksum(torch.empty(0)) != datacache.checksum(torch.empty(0, dtype=torch.int64))
+
     def test_a_writer_killed_mid_write_leaves_no_entry(self, cache):
         calls = []
         generate = _generator(calls)

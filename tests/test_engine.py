@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 import torch
 from torch import nn
@@ -509,3 +511,68 @@ def test_a_block_over_the_row_budget_leaves_those_clients_to_the_gathered_batche
     assert not calls
     for a, b in zip(_state(seq), _state(vec)):
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+
+
+class ParityProxClient(Client):
+    """An outside FedProx variant whose mu differs by client (0 on even ids, 5 on odd ones), written against
+    the documented ``local_term``: the batched step must not run client 0's term for everyone."""
+
+    def local_term(self, theta, ctx):  # noqa: ANN001, ANN201
+        mu = 0.0 if self.client_id % 2 == 0 else 5.0
+        return mu / 2 * (theta - ctx["received"]).pow(2).sum()
+
+
+def test_a_local_term_reading_a_per_client_value_is_not_batched_and_equals_sequential(registry):
+    seq, vec = _pair(registry, "fedavg", {"momentum": 0.0, "participation": 1.0})
+    for agg in (seq, vec):
+        for c in agg.clients:
+            c.__class__ = ParityProxClient
+    _in_step(seq, vec, 3)
+    assert list(vec.engine.declined.values()) == [0]  # declined from the first round on, with its reason
+    (why,) = vec.engine.declined
+    assert "client 1's local term (local_term)" in why and "per-client value" in why
+    assert "one client at a time" in vec.engine.note()
+    # and the terms really differ: a uniform mu of 5 ends elsewhere (the check is not vacuous)
+    uniform, _ = _pair(registry, "fedprox", {"momentum": 0.0, "participation": 1.0, "client.mu": 5.0})
+    for r in range(3):
+        uniform.fit_round(r)
+    assert not torch.allclose(uniform.global_params[0], seq.global_params[0])
+
+
+def test_clients_with_equal_terms_stay_batched(registry):
+    seq, vec = _pair(registry, "fedprox", {"momentum": 0.0, "participation": 0.5, "client.mu": 0.5})
+    _in_step(seq, vec, 2)
+    assert vec.engine.declined == {} and vec.engine.note() == ""
+
+
+def test_the_client_check_names_types_settings_and_own_steps(registry):
+    from fedbench.engine import ClientCheck
+
+    _, vec = _pair(registry, "fedavg", {"momentum": 0.0})
+    clients = vec.clients[:3]
+    ins = [vec.instructions(0, 0.1, c) for c in clients]
+    assert ClientCheck().why_not(clients, ins) is None
+    clients[2].__class__ = JointSGDClient  # another type
+    assert "is a JointSGDClient" in ClientCheck().why_not(clients, ins)
+
+    class Wider(Client):
+        def sgd_config(self, lr):  # noqa: ANN001, ANN202
+            cfg = super().sgd_config(lr)
+            return dataclasses.replace(cfg, batch_size=cfg.batch_size + self.client_id)
+
+    for c in clients:
+        c.__class__ = Wider
+    assert "SGD settings differ" in ClientCheck().why_not(clients, ins)
+
+    class OwnStep(JointSGDClient):
+        def joint_step(self, theta, momentum, grad, sgd):  # noqa: ANN001, ANN201
+            new, buf, value = super().joint_step(theta, momentum, grad, sgd)
+            return new * (1.0 + getattr(self, "scale", 0.0)), buf, value
+
+    for c in clients:
+        c.__class__ = OwnStep
+    check = ClientCheck()
+    assert check.why_not(clients, ins) is None  # equal: remembered, not probed again
+    assert set(check.equal) == {c.client_id for c in clients[1:]}
+    clients[1].scale = 2.0  # a per-client value set between rounds: the changed client is probed again
+    assert "client %d's own step (joint_step)" % clients[1].client_id in check.why_not(clients, ins)

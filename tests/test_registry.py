@@ -419,3 +419,82 @@ class TestSharedMethodParameters:
     def test_built_in_methods_keep_their_run_ids(self, registry):
         # no built-in method shares a parameter: the new group changes no existing id
         assert all(not registry.get("method", m).shared for m in registry.names("method"))
+
+
+class TestPluginContract:
+    """A plugin written against a previous plugin API is refused with its replacement, never run as something else."""
+
+    OLD_FEDDYN = """
+        import torch
+        from fedbench import Client, ClientSpec, MethodSpec, hookimpl
+
+        class OldDynClient(Client):
+            # the API-1 way: declarative attributes the engine used to read
+            def __init__(self, *args, alpha=0.1, **kwargs):
+                super().__init__(*args, **kwargs)
+                self.proximal_mu = alpha
+
+        class OldShiftClient(Client):
+            gradient_shift = None
+
+        @hookimpl
+        def fedbench_clients():
+            return [ClientSpec(name="olddyn", doc="API 1", cls=OldDynClient),
+                    ClientSpec(name="oldshift", doc="API 1", cls=OldShiftClient)]
+
+        @hookimpl
+        def fedbench_methods():
+            return [MethodSpec(name="olddyn", doc="API 1", client="olddyn", aggregator="centralized"),
+                    MethodSpec(name="oldshift", doc="API 1", client="oldshift", aggregator="centralized")]
+        """
+
+    def test_removed_client_attributes_refuse_the_client_at_load_with_the_replacement(self, tmp_path):
+        make_dist(tmp_path, "old_feddyn", self.OLD_FEDDYN)
+        env = {"PYTHONPATH": str(tmp_path)}
+        proc = run_cli("list", "method", env=env)
+        assert proc.returncode == 0, proc.stderr
+        warning = [line for line in proc.stderr.splitlines() if "old_feddyn" in line]
+        assert len(warning) == 1, proc.stderr  # one line for the plugin
+        assert "client 'olddyn' not loaded" in warning[0] and "'proximal_mu'" in warning[0]
+        assert "local_term(theta, ctx)" in warning[0] and "plugin API 2" in warning[0]
+        assert "client 'oldshift' not loaded" in warning[0] and "'gradient_shift'" in warning[0]
+        assert "olddyn" not in proc.stdout and "fedavg" in proc.stdout
+        run = run_cli("run", "--dataset", "synthetic", "--method", "olddyn", "--results", str(tmp_path / "r.sqlite"), env=env)
+        assert run.returncode == 2 and "unknown method 'olddyn'" in run.stderr and "old_feddyn" in run.stderr
+        assert not (tmp_path / "r.sqlite").exists() or "olddyn" not in (tmp_path / "r.sqlite").read_bytes().decode("latin-1")
+
+    def test_a_client_setting_a_removed_name_at_run_time_fails_there(self):
+        from fedbench import Client
+        from fedbench.errors import PluginError
+
+        made = type("Made", (Client,), {"__init__": lambda self: setattr(self, "gradient_shift", [])})  # no source to read
+        with pytest.raises(PluginError, match="gradient_shift.*local_term"):
+            made()
+
+    def test_a_plugin_for_a_newer_api_is_refused_and_the_version_is_exported(self, tmp_path):
+        import fedbench
+
+        make_dist(tmp_path, "from_the_future", f"FEDBENCH_PLUGIN_API = {fedbench.PLUGIN_API + 1}\n")
+        make_dist(tmp_path, "of_today", f"FEDBENCH_PLUGIN_API = {fedbench.PLUGIN_API}\n")
+        proc = run_cli("list", "model", env={"PYTHONPATH": str(tmp_path)})
+        assert "plugin 'from_the_future' not loaded" in proc.stderr and "upgrade fedbench" in proc.stderr
+        assert "of_today" not in proc.stderr
+
+
+def test_a_method_may_name_the_model_it_needs(tmp_path):
+    make_dist(tmp_path, "needs_mlp", """
+        from fedbench import MethodSpec, hookimpl
+
+        @hookimpl
+        def fedbench_methods():
+            return [MethodSpec(name="needs_mlp", doc="FedAvg on an MLP", client="plain", aggregator="centralized",
+                               params={"model": "mlp", "lr": 0.05})]
+        """)
+    db = tmp_path / "r.sqlite"
+    proc = run_cli("run", "--dataset", "synthetic", "--method", "needs_mlp", "--rounds", "1", "--results", str(db),
+                   "--set", "dataset.n_clients=4", "--set", "dataset.n_test=20", env={"PYTHONPATH": str(tmp_path)})
+    assert proc.returncode == 0, proc.stderr
+    import sqlite3
+
+    (config,) = sqlite3.connect(db).execute("SELECT config FROM runs").fetchone()
+    assert '"model": "mlp"' in config and '"lr": 0.05' in config

@@ -8,10 +8,12 @@ import dataclasses
 import hashlib
 import json
 import os
+import shutil
 import signal
 import sqlite3
 import subprocess
 import sys
+import textwrap
 import threading
 import time
 from pathlib import Path
@@ -463,3 +465,70 @@ def test_fedbench_list_shows_each_parameters_valid_values():
     assert proc.returncode == 0, proc.stderr
     assert "client.mu=0.1 (>= 0)" in proc.stdout  # fedprox, from the same Param the checks use
     assert "aggregator.unsampled=hold (one of 'hold', 'drop')" in proc.stdout
+
+
+class TestHostile:
+    """Issue 26: what a hostile user tried that the fault benchmark does not."""
+
+    def test_a_diverged_forced_attempt_keeps_the_complete_result_and_is_kept_as_an_attempt(self, registry, tmp_path):
+        store = ResultStore(tmp_path / "r.sqlite")
+        cfg = _cfg(registry)
+        assert execute_run(registry, cfg, store, progress=False).status == "done"
+        before = store.metrics([cfg.run_id]).reset_index(drop=True)
+        claim = store.claim(cfg, force=True)
+        store.log_metrics(claim, 0, {"test_acc": 1.0})
+        assert store.finish(claim, cfg, "diverged", error="loss is nan after round 1") == "done"
+        assert store.status(cfg.run_id) == "done" and store.metrics([cfg.run_id]).reset_index(drop=True).equals(before)
+        outcomes = [o for (o,) in _rows(store.path, "SELECT outcome FROM attempts ORDER BY started")]
+        assert outcomes == ["done", "diverged"]
+
+    def test_the_expected_evaluation_count_is_closed_form_and_the_claim_of_an_absurd_run_is_short(self, registry, tmp_path):
+        from fedbench.store import n_evaluations
+
+        for rounds in range(1, 40):
+            for every in (1, 2, 3, 5, 7, 10, 50):
+                for start in (False, True):
+                    train = dataclasses.replace(_cfg(registry).train, rounds=rounds, eval_every=every, eval_at_start=start)
+                    loop = int(start) + sum(train.is_eval_round(r) for r in range(rounds))
+                    assert n_evaluations(train) == loop, (rounds, every, start)
+        store = ResultStore(tmp_path / "r.sqlite")
+        cfg = _cfg(registry, rounds=2_000_000_000, eval_every=1)  # a typo: minutes of Python inside the lock before
+        began = time.perf_counter()
+        claim = store.claim(cfg)
+        assert time.perf_counter() - began < 5
+        assert _rows(store.path, "SELECT n_evals FROM runs") == [(2_000_000_001,)]
+        store.finish(claim, cfg, "failed", error="interrupted")
+
+    def test_a_read_only_store_with_runs_only_in_its_write_ahead_log_shows_them(self, registry, tmp_path):
+        if os.geteuid() != 0 or shutil.which("unshare") is None:
+            pytest.skip("needs root and unshare for a read-only mount")
+        folder = tmp_path / "ro"
+        folder.mkdir()
+        db = folder / "r.sqlite"
+        # a writer killed before it merged its log: every run is in r.sqlite-wal, and no -shm was copied along
+        script = textwrap.dedent(f"""
+            import os, sys
+            from fedbench.registry import get_registry
+            from fedbench.runner import execute_run
+            from fedbench.store import ResultStore
+            from tests.test_store_safety import _cfg
+            store = ResultStore({str(db)!r})
+            store._db.execute("PRAGMA wal_autocheckpoint = 0")
+            for seed in range(3):
+                assert execute_run(get_registry(), _cfg(get_registry(), seed=seed), store, progress=False).status == "done"
+            os._exit(0)
+        """)
+        subprocess.run([sys.executable, "-c", script], check=True, cwd=Path(__file__).resolve().parents[1])
+        wal = db.with_name("r.sqlite-wal")
+        assert wal.stat().st_size > 0
+        db.with_name("r.sqlite-shm").unlink(missing_ok=True)
+        inner = (f"mount --bind {folder} {folder} && mount -o remount,bind,ro {folder} && "
+                 f"{sys.executable} -m fedbench export --results {db} --format csv --out {tmp_path / 'out.csv'}")
+        proc = subprocess.run(["unshare", "-m", "sh", "-c", inner], capture_output=True, text=True)
+        if "mount" in proc.stderr and proc.returncode != 0 and "fedbench" not in proc.stderr:
+            pytest.skip(f"no read-only bind mount here: {proc.stderr.strip()}")
+        assert proc.returncode == 0, proc.stderr
+        import csv
+
+        with open(tmp_path / "out.csv", newline="") as fh:
+            assert len({row["run_id"] for row in csv.DictReader(fh)}) == 3  # three runs, not 0 rows

@@ -1,0 +1,94 @@
+"""The plugin contract: its version, and what a version removed that a plugin may still use.
+
+``PLUGIN_API`` is the version of what docs/plugins.md calls stable: the hook names and signatures,
+the spec records, and what a client type or aggregator may override or set. It goes up by one when
+something a plugin could rely on is removed or changes meaning; every such removal is listed in
+:data:`REMOVED` with its replacement, and a plugin that still uses it is refused at load (and a
+client that sets it at run time fails there), with one line naming the replacement: never a run
+that silently computes another algorithm.
+
+A plugin module may declare the version it was written for, ``FEDBENCH_PLUGIN_API = N``; one written
+for a newer version than this fedbench is refused at load.
+"""
+
+from __future__ import annotations
+
+import inspect
+import re
+
+from fedbench.errors import PluginError
+
+#: the version of the plugin API this fedbench implements (version 1: until the local objective moved
+#: to ``Client.local_term``, 2026-11-26)
+PLUGIN_API = 2
+
+#: client-type names a previous version honoured and this one does not: name -> (the version that
+#: removed it, what to write instead)
+REMOVED: dict[str, tuple[int, str]] = {
+    "proximal_mu": (2, "return the proximal term from local_term(theta, ctx): "
+                       "mu / 2 * (theta - ctx['received']).pow(2).sum()"),
+    "gradient_shift": (2, "return <shift, theta> from local_term(theta, ctx), the shift passed per learner "
+                          "through term_context or the round's extras (as SCAFFOLD's correction)"),
+    "penalties": (2, "return the term from local_term(theta, ctx) (theta: one learner's flat parameters)"),
+}
+
+
+def removed_message(owner: str, name: str) -> str:
+    version, instead = REMOVED[name]
+    return (f"{owner} uses {name!r}, which fedbench's plugin API {version} removed (it would be ignored and the "
+            f"run would compute another algorithm); {instead} (docs/plugins.md, 'Clients')")
+
+
+def removed_use(cls: type, base: type) -> str | None:
+    """The first removed name ``cls`` (a subclass of ``base``) defines or assigns, as one line, or None.
+
+    Looks at the class attributes and methods of every class between ``cls`` and ``base``, and at their
+    source for ``self.NAME =`` assignments (where the source is available)."""
+    own = [k for k in cls.__mro__ if k not in base.__mro__]
+    for klass in own:
+        for name in REMOVED:
+            if name in vars(klass):
+                return removed_message(f"client type {cls.__name__} ({klass.__module__})", name)
+    pattern = re.compile(r"\bself\s*\.\s*(" + "|".join(map(re.escape, REMOVED)) + r")\s*=[^=]")
+    for klass in own:
+        try:
+            source = inspect.getsource(klass)
+        except (OSError, TypeError):
+            continue
+        found = pattern.search(source)
+        if found:
+            return removed_message(f"client type {cls.__name__} ({klass.__module__})", found.group(1))
+    return None
+
+
+def check_declared(module: object, plugin: str) -> str | None:
+    """Why a plugin module declaring ``FEDBENCH_PLUGIN_API`` cannot load here, or None."""
+    wanted = getattr(module, "FEDBENCH_PLUGIN_API", None)
+    if wanted is None:
+        return None
+    if not isinstance(wanted, int) or isinstance(wanted, bool):
+        return f"plugin {plugin!r} declares FEDBENCH_PLUGIN_API = {wanted!r}; it must be an integer"
+    if wanted > PLUGIN_API:
+        return (f"plugin {plugin!r} is written for fedbench plugin API {wanted}, this fedbench implements "
+                f"{PLUGIN_API}: upgrade fedbench")
+    return None
+
+
+class Removed:
+    """A name the plugin API removed, as a client attribute: setting it fails with the replacement (a client
+    that sets it in ``__init__`` fails when the run builds its clients, before training)."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def __get__(self, obj: object, owner: type | None = None) -> object:
+        raise AttributeError(removed_message("this client", self.name))
+
+    def __set__(self, obj: object, value: object) -> None:
+        raise PluginError(removed_message(f"client type {type(obj).__name__}", self.name))
+
+
+def guard(base: type) -> None:
+    """Put a :class:`Removed` on ``base`` for every removed name (the client base class calls it once)."""
+    for name in REMOVED:
+        setattr(base, name, Removed(name))
