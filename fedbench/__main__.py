@@ -1,3 +1,3 @@
-from fedbench.cli import main
+from fedbench.cli import entry
 
-raise SystemExit(main())
+entry()

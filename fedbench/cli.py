@@ -8,6 +8,7 @@ gives exit code 1.
 from __future__ import annotations
 
 import argparse
+import os
 import signal
 import sys
 import threading
@@ -396,21 +397,44 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _terminate(signum: int, frame) -> None:  # noqa: ANN001
-    raise KeyboardInterrupt  # SIGTERM (timeout, a scheduler's stop): the same clean stop as Ctrl-C
+    raise KeyboardInterrupt  # SIGTERM, SIGHUP (timeout, a scheduler's stop, a closed terminal): the same clean stop as Ctrl-C
+
+
+def _exit_now(signum: int, frame) -> None:  # noqa: ANN001
+    os._exit(130)  # another Ctrl-C while the first one's stop is cleaning up: stop at once, with Ctrl-C's status
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    if threading.current_thread() is threading.main_thread():
+    main_thread = threading.current_thread() is threading.main_thread()
+    if main_thread:
         signal.signal(signal.SIGTERM, _terminate)
+        if hasattr(signal, "SIGHUP") and signal.getsignal(signal.SIGHUP) is not signal.SIG_IGN:  # (nohup: left ignored)
+            signal.signal(signal.SIGHUP, _terminate)
     try:
         return args.func(args)
     except FedbenchError as e:
         print(f"fedbench: error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
+        if main_thread and signal.getsignal(signal.SIGINT) is not signal.SIG_IGN:
+            # a second Ctrl-C during the rest of the stop (this message, the interpreter's exit) must not end
+            # the process as killed by SIGINT (status -2) instead of 130
+            signal.signal(signal.SIGINT, _exit_now)
         print("fedbench: interrupted; finished runs are kept in the results file", file=sys.stderr)
         return 130
     except BrokenPipeError:  # output piped into `head`: not an error
         sys.stderr.close()
         return 0
+
+
+def entry() -> None:
+    """The ``fedbench`` command: :func:`main`, then exit with its status. After Ctrl-C (status 130), every
+    run is already stopped and stored; the interpreter's own exit is skipped, since a second Ctrl-C during
+    it made the process end as killed by SIGINT (status -2), not 130, in half of the tries."""
+    rc = main()
+    if rc == 130:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(130)
+    raise SystemExit(rc)

@@ -281,6 +281,25 @@ class TestWorkers:
         assert _rows(db, "SELECT count(*) FROM claims") == [(0,)]
         assert _rows(db, "SELECT count(*) FROM runs WHERE status = 'running'") == [(0,)]
 
+    @pytest.mark.parametrize("gap", [0.0, 0.1, 0.4])
+    def test_ctrl_c_twice_exits_130_whenever_the_second_comes(self, tmp_path, gap):
+        proc, db, workers = self._start_sweep(tmp_path)
+        os.killpg(proc.pid, signal.SIGINT)
+        time.sleep(gap)
+        os.killpg(proc.pid, signal.SIGINT)
+        err = proc.communicate()[1]
+        assert proc.returncode == 130, err  # never -2 (killed by SIGINT)
+        _wait_for(lambda: not any(pid_alive(p, None) for p in workers))
+
+    def test_a_closed_terminal_stops_like_sigterm_and_leaves_nothing_running(self, tmp_path):
+        proc, db, workers = self._start_sweep(tmp_path)
+        os.kill(proc.pid, signal.SIGHUP)
+        err = proc.communicate()[1]
+        assert proc.returncode == 130, err
+        assert not any(pid_alive(p, None) for p in workers)
+        assert _rows(db, "SELECT count(*) FROM runs WHERE status = 'running'") == [(0,)]
+        assert _rows(db, "SELECT count(*) FROM claims") == [(0,)]
+
     def test_killing_the_parent_leaves_no_worker_and_the_rerun_completes(self, tmp_path):
         proc, db, workers = self._start_sweep(tmp_path)
         os.kill(proc.pid, signal.SIGKILL)  # the parent alone
