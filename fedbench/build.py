@@ -44,6 +44,8 @@ def resolve_run(
     ``n_learners``, or ``GROUP.KEY`` for GROUP in dataset/model/client/aggregator/method
     (``method.KEY``: a parameter the method shares between its client and its aggregator).
     """
+    if not isinstance(seed, int) or isinstance(seed, bool) or not 0 <= seed < 2**63:
+        raise ConfigError(f"seed must be an integer in [0, 2**63), got {seed!r}")
     ds = registry.get("dataset", dataset)
     me = registry.get("method", method)
     overrides = dict(overrides or {})

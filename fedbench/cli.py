@@ -244,6 +244,8 @@ def _when(stamp: float | None) -> str:
 def cmd_export(args: argparse.Namespace) -> int:
     from fedbench.export import export, per_round, write_tensorboard
 
+    if args.format != "tensorboard" and Path(args.out).is_dir():
+        raise FedbenchError(f"--out {args.out} is a folder; give a file name, e.g. --out {Path(args.out) / ('runs.' + args.format)}")
     store = ResultStore(args.results, readonly=True)
     suite = load_suite(get_registry(), args.suite) if args.suite else None
     run_ids = list(select_runs(store.runs(), suite.runs).run_id) if suite else None

@@ -25,6 +25,7 @@ import json
 import os
 import socket
 import sqlite3
+import sys
 import threading
 import time
 import uuid
@@ -42,6 +43,10 @@ APPLICATION = "fedbench"
 SCHEMA_VERSION = "2"
 #: seconds between a running run's heartbeats, and after which a silent claim from another host is stale
 HEARTBEAT_EVERY = 5.0
+#: seconds SQLite waits for another process's write lock before fedbench says it is waiting (and waits on)
+LOCK_WAIT_S = 5.0
+#: seconds between the lines saying a write still waits for the lock
+LOCK_NOTICE_S = 60.0
 STALE_AFTER = 120.0
 
 TABLES = """
@@ -172,7 +177,7 @@ class ResultStore:
                 self._check_ours(create=False)
             else:
                 self.path.parent.mkdir(parents=True, exist_ok=True)
-                self._db = sqlite3.connect(self.path, timeout=60, isolation_level=None)
+                self._db = sqlite3.connect(self.path, timeout=LOCK_WAIT_S, isolation_level=None)
                 self._check_ours(create=True)
                 self._init_schema()
                 self.repair()
@@ -241,10 +246,13 @@ class ResultStore:
             "it was left unchanged; pass --results with a new or fedbench file"
         )
 
-    def _init_schema(self, attempts: int = 50) -> None:
+    def _init_schema(self) -> None:
         # Switching to WAL and creating tables can hit SQLITE_BUSY without the busy
-        # handler being consulted when several workers open a new file at once: retry.
-        for attempt in range(attempts):
+        # handler being consulted when several workers open a new file at once: retry (at once, since
+        # SQLite then returns at once); a lock held for long is waited for in the open (_begin).
+        began, attempt = time.monotonic(), 0
+        while True:
+            attempt += 1
             try:
                 if self._db.execute("PRAGMA journal_mode").fetchone()[0].lower() != "wal":
                     self._db.execute("PRAGMA journal_mode=WAL")
@@ -263,16 +271,43 @@ class ResultStore:
                         self._db.execute("UPDATE runs SET config_id = ? WHERE run_id = ?", (config_id_of(json.loads(config)), run_id))
                 return
             except sqlite3.OperationalError as e:
-                if "locked" not in str(e) and "busy" not in str(e) or attempt == attempts - 1:
+                if "locked" not in str(e) and "busy" not in str(e):
                     raise
-                time.sleep(0.05 * (attempt + 1))
+                if self._db.in_transaction:
+                    self._db.execute("ROLLBACK")
+                if time.monotonic() - began > 2 * LOCK_WAIT_S:  # held for long: wait for it, saying so
+                    self._begin()
+                    self._db.execute("ROLLBACK")
+                time.sleep(0.05 * min(attempt, 20))
+
+    def _begin(self) -> None:
+        """BEGIN IMMEDIATE, waiting as long as another process holds the write lock (a sweep, a ``sqlite3``
+        shell, a process stopped with Ctrl-Z): a wait, with a line on stderr now and then, never a failed run."""
+        began = time.monotonic()
+        said = 0.0
+        while True:
+            try:
+                self._db.execute("BEGIN IMMEDIATE")
+                if said:
+                    print(f"fedbench: the results file {str(self.path)!r} is free again after "
+                          f"{time.monotonic() - began:.0f} s; going on", file=sys.stderr, flush=True)
+                return
+            except sqlite3.OperationalError as e:
+                if "locked" not in str(e) and "busy" not in str(e):
+                    raise
+            waited = time.monotonic() - began
+            if waited - said >= LOCK_NOTICE_S or not said:
+                said = max(waited, 1e-9)
+                print(f"fedbench: waiting for the results file {str(self.path)!r}: another process has held its "
+                      f"write lock for {waited:.0f} s (a sweep, a sqlite3 shell, or a process stopped with Ctrl-Z); "
+                      f"pid {os.getpid()} waits, nothing is lost", file=sys.stderr, flush=True)
 
     @contextmanager
     def _transaction(self) -> Iterator[sqlite3.Connection]:
         """One write transaction, taken at once (BEGIN IMMEDIATE) so that read-then-write is atomic."""
         if self._db.in_transaction:  # one an interrupt cut off between its BEGIN and its try: nothing of it counts
             self._db.execute("ROLLBACK")
-        self._db.execute("BEGIN IMMEDIATE")
+        self._begin()
         try:
             yield self._db
         except BaseException:

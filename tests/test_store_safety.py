@@ -551,3 +551,41 @@ class TestHostile:
 
         with open(tmp_path / "out.csv", newline="") as fh:
             assert len({row["run_id"] for row in csv.DictReader(fh)}) == 3  # three runs, not 0 rows
+
+    def test_a_write_lock_held_elsewhere_is_waited_for_with_a_message_not_a_failed_run(self, registry, tmp_path):
+        from fedbench.store import LOCK_WAIT_S
+
+        db = tmp_path / "r.sqlite"
+        ResultStore(db).close()
+        holder = sqlite3.connect(db, isolation_level=None)
+        holder.execute("BEGIN IMMEDIATE")  # a sqlite3 shell, or a sweep stopped with Ctrl-Z inside a transaction
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "fedbench", "run", "--dataset", "synthetic", "--method", "fedavg", "--results", str(db),
+             *[x for k, v in TINY.items() for x in ("--set", f"{k}={v}")]],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        )
+        time.sleep(LOCK_WAIT_S + 3)
+        assert proc.poll() is None  # still waiting, not crashed
+        holder.execute("ROLLBACK")
+        holder.close()
+        out, err = proc.communicate(timeout=120)
+        assert proc.returncode == 0, err
+        assert "waiting for the results file" in err and "is free again" in err and "Traceback" not in err
+        assert _rows(db, "SELECT status FROM runs") == [("done",)]
+
+
+class TestOneLineErrors:
+    def test_an_absurd_seed_is_one_line_and_exit_2_before_anything_is_written(self, tmp_path):
+        db = tmp_path / "r.sqlite"
+        proc = run_cli("run", "--dataset", "synthetic", "--method", "fedavg", "--seed", "1180591620717411303424",
+                       "--results", str(db))
+        assert proc.returncode == 2 and proc.stderr.strip().splitlines() == [
+            "fedbench: error: seed must be an integer in [0, 2**63), got 1180591620717411303424"]
+        assert not db.exists()
+
+    def test_export_to_an_existing_folder_names_the_fix(self, registry, tmp_path):
+        store = ResultStore(tmp_path / "r.sqlite")
+        assert execute_run(registry, _cfg(registry), store, progress=False).status == "done"
+        store.close()
+        proc = run_cli("export", "--results", str(tmp_path / "r.sqlite"), "--format", "csv", "--out", str(tmp_path))
+        assert proc.returncode == 2 and "is a folder; give a file name" in proc.stderr and "Traceback" not in proc.stderr
