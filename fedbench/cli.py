@@ -259,6 +259,39 @@ def cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_claims(args: argparse.Namespace) -> int:
+    """Show the claims on runs being computed, or break them (``--release RUN_ID``, ``--stale``)."""
+    store = ResultStore(args.results, readonly=not (args.release or args.stale))
+    table = store.claims()
+    if args.release:
+        missing = [r for r in args.release if r not in set(table.run_id)]
+        if missing:
+            raise FedbenchError(f"no claim on run(s) {', '.join(missing)}; `fedbench claims` lists the claims held")
+        live = table[table.run_id.isin(args.release) & table.alive]
+        if len(live) and not args.yes:
+            who = ", ".join(f"{r.run_id} (pid {r.pid} on {r.host}, heartbeat {r.heartbeat_age_s:.0f} s ago)" for r in live.itertuples())
+            raise FedbenchError(f"the owner of {who} looks alive; breaking its claim lets another sweep compute the run "
+                                "twice: add --yes if you know it is stuck")
+        for run_id in args.release:
+            store.release_claim(run_id, "claim released by hand (fedbench claims --release)")
+            print(f"released {run_id}")
+        return 0
+    if args.stale:
+        stale = table[table.heartbeat_age_s > args.stale]
+        for run_id in stale.run_id:
+            store.release_claim(run_id, f"claim released by hand: no heartbeat for over {args.stale:g} s")
+            print(f"released {run_id}")
+        print(f"{len(stale)} claim(s) with no heartbeat for over {args.stale:g} s released")
+        return 0
+    if table.empty:
+        print("no claims: no run is being computed on this results file")
+        return 0
+    for r in table.itertuples():
+        print(f"{r.run_id}  {r.dataset} / {r.method} / seed {r.seed}  pid {r.pid} on {r.host}  started {_when(r.started)}  "
+              f"heartbeat {r.heartbeat_age_s:.0f} s ago  {'alive' if r.alive else 'dead (taken over by the next sweep)'}")
+    return 0
+
+
 def cmd_data_describe(args: argparse.Namespace) -> int:
     from fedbench.build import load_data
     from fedbench.partition import describe, plot_label_heatmap
@@ -377,6 +410,13 @@ def build_parser() -> argparse.ArgumentParser:
     exp.add_argument("--out", required=True, help="output file (csv, parquet) or folder (tensorboard)")
     exp.add_argument("--suite", help="only the runs of this suite (name or TOML path)")
     exp.set_defaults(func=cmd_export)
+
+    cl = sub.add_parser("claims", help="the runs being computed on a results file (who, heartbeat), or break a stuck claim")
+    cl.add_argument("--results", default=str(DEFAULT_PATH), help=f"SQLite results file (default {DEFAULT_PATH})")
+    cl.add_argument("--release", nargs="+", metavar="RUN_ID", help="break these runs' claims (the runs are stored failed)")
+    cl.add_argument("--stale", type=float, metavar="SECONDS", help="break every claim with no heartbeat for this long")
+    cl.add_argument("--yes", action="store_true", help="with --release: also break a claim whose owner looks alive")
+    cl.set_defaults(func=cmd_claims)
 
     data = sub.add_parser("data", help="inspect data sets")
     data_sub = data.add_subparsers(dest="data_command", required=True)

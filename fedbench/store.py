@@ -481,6 +481,31 @@ class ResultStore:
             if self.status(run_id) != "done":
                 self._db.execute("UPDATE runs SET status = 'failed', error = ?, finished = ? WHERE run_id = ?", (why, time.time(), run_id))
 
+    def claims(self) -> pd.DataFrame:
+        """Every claim held now: run, data set, method, seed, host, pid, started, heartbeat age (s), and
+        whether its owner counts as alive here (:func:`_owner_alive`)."""
+        rows = self._db.execute(
+            "SELECT c.run_id, r.dataset, r.method, r.seed, c.host, c.pid, c.pid_start, c.started, c.heartbeat "
+            "FROM claims c LEFT JOIN runs r USING (run_id) ORDER BY c.started").fetchall()
+        now = time.time()
+        return pd.DataFrame(
+            [(run_id, ds, me, seed, host, pid, started, now - beat, _owner_alive(host, pid, pid_start, beat))
+             for run_id, ds, me, seed, host, pid, pid_start, started, beat in rows],
+            columns=["run_id", "dataset", "method", "seed", "host", "pid", "started", "heartbeat_age_s", "alive"])
+
+    def release_claim(self, run_id: str, why: str) -> bool:
+        """Break the claim on ``run_id`` by hand (a stuck or foreign claim): the attempt ends with ``why``
+        and a run that was not ``done`` is stored failed (a re-run recomputes it). True if there was one."""
+        with self._write():
+            row = self._db.execute("SELECT token FROM claims WHERE run_id = ?", (run_id,)).fetchone()
+            if row is None:
+                return False
+            self._release(row[0], why)
+            if self.status(run_id) != "done":
+                self._db.execute("UPDATE runs SET status = 'failed', error = ?, finished = ? WHERE run_id = ?",
+                                 (f"{why}; re-run to recompute", time.time(), run_id))
+        return True
+
     # -- reading ------------------------------------------------------------------------------------------------
 
     def runs(self) -> pd.DataFrame:

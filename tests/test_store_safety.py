@@ -589,3 +589,34 @@ class TestOneLineErrors:
         store.close()
         proc = run_cli("export", "--results", str(tmp_path / "r.sqlite"), "--format", "csv", "--out", str(tmp_path))
         assert proc.returncode == 2 and "is a folder; give a file name" in proc.stderr and "Traceback" not in proc.stderr
+
+
+class TestClaimsCommand:
+    def test_claims_are_listed_and_a_stuck_one_is_broken_by_hand(self, registry, tmp_path):
+        db = tmp_path / "r.sqlite"
+        store = ResultStore(db)
+        cfg = _cfg(registry)
+        store.claim(cfg)  # this (live) process: a claim that blocks every other sweep
+        store.close()
+        listed = run_cli("claims", "--results", str(db))
+        assert listed.returncode == 0 and cfg.run_id in listed.stdout and f"pid {os.getpid()}" in listed.stdout
+        assert "alive" in listed.stdout
+        refused = run_cli("claims", "--results", str(db), "--release", cfg.run_id)
+        assert refused.returncode == 2 and "looks alive" in refused.stderr and "--yes" in refused.stderr
+        assert run_cli("claims", "--results", str(db), "--release", "nope").returncode == 2
+        done = run_cli("claims", "--results", str(db), "--release", cfg.run_id, "--yes")
+        assert done.returncode == 0, done.stderr
+        assert _rows(db, "SELECT count(*) FROM claims") == [(0,)]
+        assert _rows(db, "SELECT status FROM runs") == [("failed",)]
+        assert "no claims" in run_cli("claims", "--results", str(db)).stdout
+
+    def test_stale_breaks_only_claims_without_a_recent_heartbeat(self, registry, tmp_path):
+        db = tmp_path / "r.sqlite"
+        store = ResultStore(db)
+        old, fresh = _cfg(registry, seed=1), _cfg(registry, seed=2)
+        store.claim(old), store.claim(fresh)
+        store._db.execute("UPDATE claims SET heartbeat = heartbeat - 3600 WHERE run_id = ?", (old.run_id,))
+        store.close()
+        proc = run_cli("claims", "--results", str(db), "--stale", "600")
+        assert proc.returncode == 0 and "1 claim(s)" in proc.stdout
+        assert _rows(db, "SELECT run_id FROM claims") == [(fresh.run_id,)]
