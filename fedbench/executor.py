@@ -22,8 +22,8 @@ from tqdm.auto import tqdm
 
 from fedbench.config import RunConfig
 from fedbench.errors import ConfigError
-from fedbench.runner import RunOutcome, execute_run
-from fedbench.store import ResultStore
+from fedbench.runner import Attempt, RunOutcome, compute, execute_run, store_attempt
+from fedbench.store import Held, ResultStore
 
 
 def assign_devices(configs: Sequence[RunConfig], devices: Sequence[str]) -> list[RunConfig]:
@@ -108,16 +108,6 @@ def _worker_main(conn, threads: int, parent_pid: int, results: str, data_root: s
             conn.send((i, outcome))
     except (Interrupted, EOFError, BrokenPipeError, KeyboardInterrupt):
         pass
-
-
-def _work(cfg: RunConfig, results: str, data_root: str | None, force: bool) -> RunOutcome:
-    from fedbench.registry import get_registry
-
-    store = ResultStore(results)
-    try:
-        return execute_run(get_registry(), cfg, store, data_root=Path(data_root) if data_root else None, force=force, progress=False)
-    finally:
-        store.close()
 
 
 class _Worker:
@@ -333,38 +323,110 @@ def run_ray(
     num_cpus: int | None = None,
     on_outcome=None,  # noqa: ANN001
 ) -> list[RunOutcome]:
-    """The same runs as Ray tasks (one CPU each; one GPU when the run's device is cuda)."""
+    """The same runs as Ray tasks (one CPU each; one GPU when the run's device is cuda), with this process,
+    the driver, as the only writer of ``results``.
+
+    The driver claims each run in its own results file (resolved here: a relative path is the driver's),
+    sends the task its configuration only, stores each evaluation's metrics as the task sends them (a Ray
+    queue) and the task's outcome when it returns, with the claim/finish and heartbeat rules of the local
+    executor. A task never opens the results file, so the nodes need not share a disk; each reads its data
+    from ``data_root`` on its own node (or generates it). A task that dies (its node lost, its worker killed
+    past Ray's retries) is stored ``failed`` with Ray's reason in one line; the sweep goes on. Ctrl-C cancels
+    the tasks and stores their runs as interrupted.
+    """
     try:
         import ray
+        from ray.util.queue import Empty, Queue
     except ImportError as e:
         raise ConfigError("--executor ray needs Ray: pip install 'fedbench-suite[ray]'") from e
+    from fedbench.store import HEARTBEAT_EVERY
+
     configs = list(configs)
+    store = ResultStore(Path(results).resolve())
+    outcomes: list[RunOutcome | None] = [None] * len(configs)
+
+    def report(i: int, outcome: RunOutcome) -> None:
+        outcomes[i] = outcome
+        if on_outcome is not None:
+            on_outcome(outcome)
+
     started_here = not ray.is_initialized()
-    if started_here:
-        ray.init(address=address, num_cpus=num_cpus, include_dashboard=False, log_to_driver=False)
+    running: dict = {}  # task ref -> (index, claim, attempt)
+    claims: dict = {}  # run id -> (claim, attempt)
     try:
-        remote = ray.remote(_ray_work)
-        refs = [
-            remote.options(num_cpus=1, num_gpus=1 if c.device.startswith("cuda") else 0).remote(
-                c, str(results), str(data_root) if data_root else None, force
-            )
-            for c in configs
-        ]
-        index = {ref: i for i, ref in enumerate(refs)}
-        outcomes: list[RunOutcome | None] = [None] * len(refs)
-        remaining = list(refs)
-        while remaining:
-            ready, remaining = ray.wait(remaining, num_returns=1)
-            outcome = ray.get(ready[0])
-            outcomes[index[ready[0]]] = outcome
-            if on_outcome is not None:
-                on_outcome(outcome)
-        return outcomes  # type: ignore[return-value]
-    finally:
         if started_here:
+            ray.init(address=address, num_cpus=num_cpus, include_dashboard=False, log_to_driver=False)
+        queue = Queue()
+        remote = ray.remote(_ray_compute)
+        for i, cfg in enumerate(configs):
+            claim = store.claim(cfg, force=force)
+            if claim is None:
+                report(i, RunOutcome(cfg, "skipped"))
+                continue
+            if isinstance(claim, Held):
+                report(i, RunOutcome(cfg, "held", error=str(claim)))
+                continue
+            attempt = Attempt()
+            ref = remote.options(num_cpus=1, num_gpus=1 if cfg.device.startswith("cuda") else 0).remote(
+                cfg, str(data_root) if data_root else None, queue)
+            running[ref] = (i, claim, attempt)
+            claims[cfg.run_id] = (claim, attempt)
+
+        def drain() -> None:
+            while True:
+                try:
+                    run_id, r, metrics, engine = queue.get_nowait()
+                except Empty:
+                    return
+                if run_id in claims:
+                    claim, attempt = claims[run_id]
+                    attempt.metrics, attempt.engine = metrics, engine
+                    store.log_metrics(claim, r, metrics)
+
+        beat = time.monotonic()
+        while running:
+            ready, _ = ray.wait(list(running), num_returns=1, timeout=1.0)
+            drain()  # every evaluation sent before a task's outcome is stored before it
+            if time.monotonic() - beat > HEARTBEAT_EVERY:
+                store.beat([claim for _, claim, _ in running.values()])
+                beat = time.monotonic()
+            for ref in ready:
+                i, claim, attempt = running.pop(ref)
+                try:
+                    status, error, seconds, engine = ray.get(ref)
+                except Exception as e:  # noqa: BLE001 - the task died: a failed run with Ray's reason, the sweep goes on
+                    status, error, seconds, engine = "failed", _one_line(e), attempt.seconds, attempt.engine
+                attempt.engine = engine or attempt.engine
+                attempt.started = time.perf_counter() - seconds
+                claims.pop(configs[i].run_id, None)
+                report(i, store_attempt(store, claim, configs[i], attempt, status, error))
+        return outcomes  # type: ignore[return-value]
+    except KeyboardInterrupt:
+        for ref in running:
+            ray.cancel(ref, force=True)
+        for i, claim, attempt in running.values():
+            store_attempt(store, claim, configs[i], attempt, "failed", "interrupted")
+        raise
+    finally:
+        store.close()
+        if started_here and ray.is_initialized():
             ray.shutdown()
 
 
-def _ray_work(cfg: RunConfig, results: str, data_root: str | None, force: bool) -> RunOutcome:
+def _one_line(error: BaseException) -> str:
+    """A Ray error as one line: its type and its first line without terminal colour codes."""
+    import re
+
+    text = re.sub(r"\x1b\[[0-9;]*m", "", str(error)).strip().splitlines()
+    return f"{type(error).__name__}: {text[0] if text else ''}"[:300]
+
+
+def _ray_compute(cfg: RunConfig, data_root: str | None, queue) -> tuple[str, str | None, float, str]:  # noqa: ANN001
+    """A Ray task: compute one run, sending each evaluation to the driver; (status, error, seconds, engine)."""
+    from fedbench.registry import get_registry
+
     _init_worker(1)
-    return _work(cfg, results, data_root, force)
+    attempt = Attempt()
+    status, error, _ = compute(get_registry(), cfg, Path(data_root) if data_root else None, False, attempt,
+                               lambda r, metrics: queue.put((cfg.run_id, r, metrics, attempt.engine)))
+    return status, error, attempt.seconds, attempt.engine_line()

@@ -11,7 +11,7 @@ import math
 import os
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -87,42 +87,75 @@ def execute_run(
         raise
 
 
+@dataclass
+class Attempt:
+    """What one attempt at a run has produced so far: its last evaluation's metrics, its engine line,
+    its clocks. :func:`compute` fills it in; whoever stores the run reads it, also after an interrupt."""
+
+    started: float = field(default_factory=time.perf_counter)
+    wall: float = field(default_factory=time.time)
+    metrics: dict[str, float] = field(default_factory=dict)
+    engine: str = ""
+    sim: Simulation | None = None
+
+    def engine_line(self) -> str:
+        """The engine that ran it, with the rounds the batched engine declined (if any)."""
+        if self.sim is not None and getattr(self.sim.aggregator.engine, "declined", None):
+            return self.sim.engine + self.sim.aggregator.engine.note()
+        return self.engine
+
+    @property
+    def seconds(self) -> float:
+        return time.perf_counter() - self.started
+
+
+def compute(registry: Registry, cfg: RunConfig, data_root: Path | None, progress: bool | None, attempt: Attempt,
+            log: Callable[[int, dict[str, float]], None]) -> tuple[str, str | None, BaseException | None]:
+    """Build and train ``cfg``'s run, handing each evaluation's metrics to ``log(round, metrics)``; returns
+    (status, error, the exception behind a failure). Needs no results file: the local executors store
+    through ``log`` directly, Ray's tasks send to the driver, the only writer. An interrupt propagates."""
+    try:
+        attempt.sim = build_simulation(registry, cfg, data_root)
+        attempt.engine = attempt.sim.engine
+        for r, metrics in train(attempt.sim, cfg, progress=progress):
+            attempt.metrics = metrics
+            log(r, metrics)
+    except DivergedError as e:
+        return "diverged", str(e), None
+    except (KeyboardInterrupt, Interrupted):
+        raise
+    except Exception as e:  # a failed run, stored with its reason; the sweep goes on
+        return "failed", str(e) if isinstance(e, FedbenchError) else f"{type(e).__name__}: {e}", e
+    return "done", None, None
+
+
 def _compute(registry: Registry, cfg: RunConfig, store: ResultStore, claim, data_root, progress, reraise) -> RunOutcome:  # noqa: ANN001
-    start = time.perf_counter()
-    wall = time.time()
+    attempt = Attempt()
     beat = Heartbeat(store.path, claim)
-    metrics: dict[str, float] = {}
-    engine = ""
-    sim = None
 
     def finish(status: str, error: str | None = None) -> RunOutcome:
-        seconds = time.perf_counter() - start
         beat.stop()
-        nonlocal engine
-        if sim is not None and getattr(sim.aggregator.engine, "declined", None):  # rounds the batched engine declined
-            engine = sim.engine + sim.aggregator.engine.note()
-        stored = store.finish(claim, cfg, status, error=error, engine=engine, seconds=seconds, started=wall)
-        if stored != status:
-            error = f"{error}; the earlier complete result is kept" if error else "the earlier complete result is kept"
-        return RunOutcome(cfg, status, metrics, error, seconds, engine)
+        return store_attempt(store, claim, cfg, attempt, status, error)
 
     try:
-        sim = build_simulation(registry, cfg, data_root)
-        engine = sim.engine
-        for r, metrics in train(sim, cfg, progress=progress):
-            store.log_metrics(claim, r, metrics)
-    except DivergedError as e:
-        return finish("diverged", str(e))
+        status, error, exc = compute(registry, cfg, data_root, progress, attempt,
+                                     lambda r, metrics: store.log_metrics(claim, r, metrics))
     except (KeyboardInterrupt, Interrupted):
         finish("failed", "interrupted")
         raise
-    except Exception as e:
-        message = str(e) if isinstance(e, FedbenchError) else f"{type(e).__name__}: {e}"
-        outcome = finish("failed", message)
-        if reraise and not isinstance(e, FedbenchError):
-            raise
-        return outcome
-    return finish("done")
+    outcome = finish(status, error)
+    if reraise and exc is not None and not isinstance(exc, FedbenchError):
+        raise exc
+    return outcome
+
+
+def store_attempt(store: ResultStore, claim, cfg: RunConfig, attempt: Attempt, status: str, error: str | None) -> RunOutcome:  # noqa: ANN001
+    """Commit an attempt's status with its metrics (:meth:`ResultStore.finish`); the outcome to report."""
+    engine, seconds = attempt.engine_line(), attempt.seconds
+    stored = store.finish(claim, cfg, status, error=error, engine=engine, seconds=seconds, started=attempt.wall)
+    if stored != status:
+        error = f"{error}; the earlier complete result is kept" if error else "the earlier complete result is kept"
+    return RunOutcome(cfg, status, attempt.metrics, error, seconds, engine)
 
 
 def progress_mode(progress: bool | None) -> str:

@@ -32,7 +32,7 @@ import uuid
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Iterator, Sequence
 
 import pandas as pd
 
@@ -443,6 +443,13 @@ class ResultStore:
                 [(claim.token, claim.run_id, round_, name, float(value)) for name, value in metrics.items()],
             )
             self._db.execute("UPDATE claims SET heartbeat = ? WHERE token = ?", (time.time(), claim.token))
+
+    def beat(self, claims: Sequence[Claim]) -> None:
+        """Refresh the heartbeat of ``claims`` (a Ray driver, for the runs its tasks compute)."""
+        if claims:
+            with self._write():
+                now = time.time()
+                self._db.executemany("UPDATE claims SET heartbeat = ? WHERE token = ?", [(now, c.token) for c in claims])
 
     def finish(self, claim: Claim, cfg: RunConfig, status: str, *, error: str | None = None, engine: str | None = None,
                seconds: float | None = None, started: float | None = None) -> str:

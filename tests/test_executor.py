@@ -153,16 +153,38 @@ class TestReferences:
 
 
 class TestRay:
-    def test_ray_executor_matches_local(self, registry, tmp_path):
+    def test_ray_executor_matches_local_with_the_driver_as_the_only_writer(self, registry, tmp_path, monkeypatch):
         pytest.importorskip("ray")
         from fedbench.executor import run_ray
+        from fedbench.store import n_evaluations
 
         configs = _configs(registry, methods=("fedem",), seeds=(1, 2))
-        ray_out = run_ray(configs, tmp_path / "ray.sqlite", num_cpus=2)
+        # a run that fails in its task (a model that does not fit the data): one failed run, the sweep goes on
+        bad = resolve_run(registry, dataset="synthetic", method="fedavg", seed=1, overrides={**TINY, "model": "cifar10cnn"})
+        monkeypatch.chdir(tmp_path)  # a relative results path is the driver's, not a Ray worker's
+        ray_out = run_ray([*configs, bad], "rel/ray.sqlite", num_cpus=2)
         local_out = run_local(configs, tmp_path / "local.sqlite", jobs=1, progress=False)
-        assert [o.status for o in ray_out] == ["done", "done"]
+        assert [o.status for o in ray_out] == ["done", "done", "failed"]
+        assert "cifar10cnn" in ray_out[2].error and "\n" not in ray_out[2].error
         for a, b in zip(ray_out, local_out):
             assert a.metrics == pytest.approx(b.metrics, rel=1e-6)
+        db = tmp_path / "rel" / "ray.sqlite"
+        # every attempt was claimed and stored by this process, the driver: no task opened the file
+        assert {pid for (pid,) in _rows(db, "SELECT pid FROM attempts")} == {os.getpid()}
+        stored = ResultStore(db, readonly=True)
+        for cfg in configs:  # each evaluation arrived from its task and was stored
+            assert stored.metrics([cfg.run_id])["round"].nunique() == n_evaluations(cfg.train)
+        assert _rows(db, "SELECT count(*) FROM claims") == [(0,)]
+
+
+def _rows(db, sql: str) -> list[tuple]:  # noqa: ANN001
+    import sqlite3
+
+    con = sqlite3.connect(db)
+    try:
+        return con.execute(sql).fetchall()
+    finally:
+        con.close()
 
 
 def _hammer(path: str, worker: int, n: int) -> None:
