@@ -6,6 +6,7 @@ Everything is looked up in the registry; nothing here imports a plugin.
 from __future__ import annotations
 
 import dataclasses
+import warnings
 import functools
 from dataclasses import dataclass
 from pathlib import Path
@@ -236,6 +237,10 @@ def build_simulation(registry: Registry, cfg: RunConfig, data_root: Path | None 
     """Build data, learners, clients and aggregator for ``cfg``."""
     device = check_device(cfg.device)
     data = load_data(registry, cfg, data_root)
+    empty = int((data.test_sizes() == 0).sum())
+    if empty:
+        warnings.warn(f"{cfg.dataset}: {empty} of {data.n_clients} clients have no test sample; test_acc_mean and "
+                      "test_acc_p10 leave them out (test_acc weighs clients by test size)", stacklevel=2)
     training, unseen = unseen_split(data.n_clients, cfg.train.unseen_fraction)
     if unseen:  # training clients first (ids 0..), the unseen ones after them
         data = data.select(training + unseen)
