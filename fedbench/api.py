@@ -20,7 +20,7 @@ import pandas as pd
 from fedbench.build import _items, _load_cached, build_simulation, check_device, dataset_parameters, resolve_run
 from fedbench.config import RunConfig, merge_params
 from fedbench.data import FederatedData, default_data_root
-from fedbench.errors import DivergedError, FedbenchError
+from fedbench.errors import ConfigError, DivergedError, FedbenchError
 from fedbench.executor import assign_devices, run_local
 from fedbench.registry import Registry, get_registry
 from fedbench.report import comparison_table, init_note, runs_table
@@ -220,13 +220,14 @@ def run_suite(suite: str | Path, *, results: str | Path = DEFAULT_PATH, seeds: S
               data_root: str | Path | None = None, download: bool = False, force: bool = False, device: str = "cpu",
               engine: str = "auto", progress: bool | None = None,
               on_outcome: Callable[[RunOutcome], None] | None = None, settings: Mapping[str, Any] | None = None,
-              **keywords: Any) -> SuiteResult:
+              resources: Mapping[str, float] | None = None, **keywords: Any) -> SuiteResult:
     """Run a suite (a built-in name or a TOML path) into ``results``; runs already done are skipped.
 
     ``datasets``/``methods`` keep part of the suite; ``seeds`` replaces its seeds; settings apply on
     top of the suite's own. Data sets whose files are missing are skipped (``SuiteResult.missing``)
     and the other runs go ahead. ``executor="ray"`` sends runs to a Ray cluster (``address``); a
-plugin may register other executors (``fedbench list executor``).
+plugin may register other executors (``fedbench list executor``). ``resources`` (Ray only):
+    ``{"cpus": C, "gpus": G}`` per run, e.g. ``{"gpus": 0.25}`` puts four runs on one GPU.
     """
     registry = get_registry()
     registry.get("executor", executor)  # an unknown name fails before any run
@@ -238,6 +239,11 @@ plugin may register other executors (``fedbench list executor``).
         device=device, engine=engine, only_datasets=list(datasets) if datasets else None,
         only_methods=list(methods) if methods else None,
     )
+    if resources and executor != "ray":
+        raise ConfigError("--cpus-per-run and --gpus-per-run are Ray's resources per run: use them with --executor ray")
+    for key, value in (resources or {}).items():
+        if key not in ("cpus", "gpus") or not isinstance(value, (int, float)) or isinstance(value, bool) or value < 0:
+            raise ConfigError(f"resources per run: {key}={value!r}; give cpus and gpus as numbers >= 0")
     _say(f"suite {loaded.name}: {len(loaded.runs)} runs ({loaded.description})")
     root = Path(data_root) if data_root is not None else None
     configs, missing = prepare(registry, list(loaded.runs), data_root=root, download=download, skip_missing=True)
@@ -245,8 +251,9 @@ plugin may register other executors (``fedbench list executor``).
         configs = assign_devices(configs, list(devices))
     ResultStore(results).close()  # a bad results path fails here, before any run
     run_all = registry.get("executor", executor).run  # local, ray, or a plugin's (fedbench list executor)
+    extra = {"resources": dict(resources)} if resources else {}
     outcomes = run_all(configs, results, jobs=jobs, data_root=root, force=force, progress=progress,
-                       on_outcome=on_outcome, address=address)
+                       on_outcome=on_outcome, address=address, **extra)
     store = ResultStore(results, readonly=True)
     try:
         table = runs_table(store, [c.run_id for c in configs], registry=registry)

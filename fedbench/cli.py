@@ -111,7 +111,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         datasets=_names(args.datasets), methods=_names(args.methods), jobs=args.jobs, executor=args.executor,
         address=args.address, devices=_names(args.devices), data_root=args.data_root, download=args.download,
         force=args.force, device=args.device, engine=args.engine, progress=progress, on_outcome=report,
-        settings=settings,
+        settings=settings, resources={k: v for k, v in (("cpus", args.cpus_per_run), ("gpus", args.gpus_per_run))
+                                      if v is not None} or None,
     )
     _print_comparison(result.table, result.suite.references, "test_acc", "md")
     if _has(result.table, "unseen_test_acc"):
@@ -372,6 +373,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="local worker processes (default), ray (a Ray cluster), or a plugin's (see `fedbench list executor`)",
     )
     run.add_argument("--address", help="Ray cluster address (with --executor ray; default: start a local Ray)")
+    run.add_argument("--cpus-per-run", type=float, help="with --executor ray: CPUs each run asks Ray for (default 1)")
+    run.add_argument("--gpus-per-run", type=float,
+                     help="with --executor ray: GPUs each run asks Ray for (default 1 for a cuda run; 0.25: four runs a GPU)")
     run.add_argument(
         "--no-progress", action="store_true",
         help="no progress output (default: bars on a terminal, a plain line per evaluation when stderr is a file)",

@@ -36,10 +36,13 @@ def _local(configs, results, *, jobs=1, data_root=None, force=False, progress=Tr
     return run_local(configs, results, jobs=jobs, data_root=data_root, force=force, progress=progress, on_outcome=on_outcome)
 
 
-def _ray(configs, results, *, jobs=1, data_root=None, force=False, progress=True, on_outcome=None, address=None):  # noqa: ANN001, ANN202, ARG001
+def _ray(configs, results, *, jobs=1, data_root=None, force=False, progress=True, on_outcome=None, address=None,  # noqa: ANN001, ANN202, ARG001
+         resources=None):
     from fedbench.executor import run_ray
 
-    return run_ray(configs, results, address=address, data_root=data_root, force=force, on_outcome=on_outcome)
+    resources = resources or {}
+    return run_ray(configs, results, address=address, data_root=data_root, force=force, on_outcome=on_outcome,
+                   cpus_per_run=resources.get("cpus", 1.0), gpus_per_run=resources.get("gpus"))
 
 
 @hookimpl

@@ -322,9 +322,14 @@ def run_ray(
     force: bool = False,
     num_cpus: int | None = None,
     on_outcome=None,  # noqa: ANN001
+    cpus_per_run: float = 1.0,
+    gpus_per_run: float | None = None,
 ) -> list[RunOutcome]:
-    """The same runs as Ray tasks (one CPU each; one GPU when the run's device is cuda), with this process,
-    the driver, as the only writer of ``results``.
+    """The same runs as Ray tasks, with this process, the driver, as the only writer of ``results``.
+
+    Each task asks Ray for ``cpus_per_run`` CPUs and ``gpus_per_run`` GPUs (default: one GPU when the run's
+    device is cuda, none otherwise; a fraction shares a GPU: 0.25 runs four at once on each), and Ray's
+    resource model places them.
 
     The driver claims each run in its own results file (resolved here: a relative path is the driver's),
     sends the task its configuration only, stores each evaluation's metrics as the task sends them (a Ray
@@ -367,7 +372,8 @@ def run_ray(
                 report(i, RunOutcome(cfg, "held", error=str(claim)))
                 continue
             attempt = Attempt()
-            ref = remote.options(num_cpus=1, num_gpus=1 if cfg.device.startswith("cuda") else 0).remote(
+            gpus = gpus_per_run if gpus_per_run is not None else (1 if cfg.device.startswith("cuda") else 0)
+            ref = remote.options(num_cpus=cpus_per_run, num_gpus=gpus).remote(
                 cfg, str(data_root) if data_root else None, queue)
             running[ref] = (i, claim, attempt)
             claims[cfg.run_id] = (claim, attempt)
@@ -393,11 +399,11 @@ def run_ray(
             for ref in ready:
                 i, claim, attempt = running.pop(ref)
                 try:
-                    status, error, seconds, engine = ray.get(ref)
+                    status, error, seconds, engine, wall = ray.get(ref)
                 except Exception as e:  # noqa: BLE001 - the task died: a failed run with Ray's reason, the sweep goes on
-                    status, error, seconds, engine = "failed", _one_line(e), attempt.seconds, attempt.engine
+                    status, error, seconds, engine, wall = "failed", _one_line(e), attempt.seconds, attempt.engine, attempt.wall
                 attempt.engine = engine or attempt.engine
-                attempt.started = time.perf_counter() - seconds
+                attempt.started, attempt.wall = time.perf_counter() - seconds, wall  # (when and how long it ran)
                 claims.pop(configs[i].run_id, None)
                 report(i, store_attempt(store, claim, configs[i], attempt, status, error))
         return outcomes  # type: ignore[return-value]
@@ -421,12 +427,13 @@ def _one_line(error: BaseException) -> str:
     return f"{type(error).__name__}: {text[0] if text else ''}"[:300]
 
 
-def _ray_compute(cfg: RunConfig, data_root: str | None, queue) -> tuple[str, str | None, float, str]:  # noqa: ANN001
-    """A Ray task: compute one run, sending each evaluation to the driver; (status, error, seconds, engine)."""
+def _ray_compute(cfg: RunConfig, data_root: str | None, queue) -> tuple[str, str | None, float, str, float]:  # noqa: ANN001
+    """A Ray task: compute one run, sending each evaluation to the driver; (status, error, seconds, engine,
+    the wall-clock time it started)."""
     from fedbench.registry import get_registry
 
     _init_worker(1)
     attempt = Attempt()
     status, error, _ = compute(get_registry(), cfg, Path(data_root) if data_root else None, False, attempt,
                                lambda r, metrics: queue.put((cfg.run_id, r, metrics, attempt.engine)))
-    return status, error, attempt.seconds, attempt.engine_line()
+    return status, error, attempt.seconds, attempt.engine_line(), attempt.wall

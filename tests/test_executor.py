@@ -268,3 +268,28 @@ class TestStartMethod:
         # one torch thread per worker, no other thread: fork; a worker with several threads, or a
         # process with another thread (forking it can deadlock the child): spawn
         assert out == ["fork", "spawn", "spawn"]
+
+
+class TestRayResources:
+    def test_gpus_per_run_places_runs_by_ray_resources(self, registry, tmp_path):
+        pytest.importorskip("ray")
+        import ray
+
+        from fedbench.executor import run_ray
+
+        # a fake GPU on a CPU machine: with half a GPU each, at most two runs at once, though four CPUs are free
+        ray.init(num_cpus=4, num_gpus=1, include_dashboard=False, log_to_driver=False)
+        try:
+            configs = [resolve_run(registry, dataset="synthetic", method="fedavg", seed=s, overrides={**TINY, "rounds": 40})
+                       for s in range(6)]
+            out = run_ray(configs, tmp_path / "r.sqlite", cpus_per_run=0.5, gpus_per_run=0.5)
+        finally:
+            ray.shutdown()
+        assert [o.status for o in out] == ["done"] * 6
+        spans = _rows(tmp_path / "r.sqlite", "SELECT started, started + seconds FROM runs")
+        most = max(sum(a <= t < b for a, b in spans) for t, _ in spans)
+        assert most <= 2, spans  # Ray's resource model, not four CPUs, decided
+
+    def test_resources_per_run_are_refused_outside_ray_before_any_run(self, tmp_path):
+        proc = run_cli("run", "--suite", "quick", "--results", str(tmp_path / "r.sqlite"), "--gpus-per-run", "0.25")
+        assert proc.returncode == 2 and "--executor ray" in proc.stderr and not (tmp_path / "r.sqlite").exists()
