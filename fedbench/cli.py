@@ -77,6 +77,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     for key, value in (("rounds", args.rounds), ("eval_every", args.eval_every), ("model", args.model)):
         if value is not None:
             settings[key] = value
+    if args.tensorboard and Path(args.tensorboard).exists() and not Path(args.tensorboard).is_dir():
+        raise FedbenchError(f"--tensorboard {args.tensorboard} is a file; it takes a folder for the event files")
     progress = False if args.no_progress else None  # None: bars on a terminal, plain lines in a log
     if (args.methods or args.datasets) and not args.suite:
         raise FedbenchError("--methods/--datasets pick runs of a suite; use them with --suite (or --method/--dataset alone)")

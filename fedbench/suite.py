@@ -138,9 +138,12 @@ def load_suite(
     """
     path = find_suite(registry, name_or_path)
     try:
-        doc = tomllib.loads(path.read_text())
+        doc = tomllib.loads(path.read_text(encoding="utf-8"))
     except tomllib.TOMLDecodeError as e:
         raise ConfigError(f"suite {path}: invalid TOML: {e}") from e
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"suite {path}: not UTF-8 text (byte {e.start}: {e.object[e.start:e.start + 1]!r}); "
+                          "TOML files are UTF-8: save it as UTF-8") from e
     unknown = sorted(set(doc) - KEYS)
     if unknown:
         raise ConfigError(f"suite {path}: unknown key(s) {', '.join(unknown)}; allowed: {', '.join(sorted(KEYS))}")

@@ -614,3 +614,15 @@ class TestClaimsCommand:
         proc = run_cli("claims", "--results", str(db), "--stale", "600")
         assert proc.returncode == 0 and "1 claim(s)" in proc.stdout
         assert _rows(db, "SELECT run_id FROM claims") == [(fresh.run_id,)]
+
+    def test_a_suite_that_is_not_utf8_and_a_tensorboard_file_are_one_line_before_any_run(self, tmp_path):
+        suite = tmp_path / "latin.toml"
+        suite.write_bytes(b'methods = ["fedavg"]\nseeds = [0]\n# caf\xe9\n[datasets.synthetic]\n')
+        db = tmp_path / "r.sqlite"
+        proc = run_cli("run", "--suite", str(suite), "--results", str(db))
+        assert proc.returncode == 2 and "not UTF-8 text" in proc.stderr and "Traceback" not in proc.stderr
+        board = tmp_path / "board"
+        board.write_text("")
+        proc = run_cli("run", "--dataset", "synthetic", "--method", "fedavg", "--results", str(db), "--tensorboard", str(board))
+        assert proc.returncode == 2 and "is a file; it takes a folder" in proc.stderr
+        assert not db.exists()  # nothing ran, nothing was stored
