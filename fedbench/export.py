@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pandas as pd
@@ -44,6 +45,13 @@ def export(table: pd.DataFrame, path: Path, fmt: str) -> Path:
     return path
 
 
+def _part(name: object) -> str:
+    """A stored name as one folder name inside the output folder: separators and a leading dot replaced
+    (a data set or method stored as ``../../x`` or ``/abs`` must not write outside ``--out``)."""
+    text = re.sub(r"[/\\\x00]", "_", str(name)).strip() or "_"
+    return "_" + text[1:] if text.startswith(".") else text
+
+
 def write_tensorboard(store: ResultStore, run_ids: list[str], log_dir: Path) -> list[Path]:
     """TensorBoard event files, one folder per run (``DATASET/METHOD/seedN-RUNID``), one scalar per
     metric (step = round). Written again from the store on every call, so a re-run replaces a folder."""
@@ -56,7 +64,7 @@ def write_tensorboard(store: ResultStore, run_ids: list[str], log_dir: Path) -> 
     runs = store.runs().set_index("run_id")
     for run_id, rows in table.groupby("run_id"):
         first = rows.iloc[0]
-        folder = log_dir / str(first.dataset) / str(first.method) / f"seed{first.seed}-{run_id}"
+        folder = log_dir / _part(first.dataset) / _part(first.method) / _part(f"seed{first.seed}-{run_id}")
         for old in folder.glob("events.out.tfevents.*"):
             old.unlink()
         writer = SummaryWriter(str(folder))

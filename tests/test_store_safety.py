@@ -626,3 +626,17 @@ class TestClaimsCommand:
         proc = run_cli("run", "--dataset", "synthetic", "--method", "fedavg", "--results", str(db), "--tensorboard", str(board))
         assert proc.returncode == 2 and "is a file; it takes a folder" in proc.stderr
         assert not db.exists()  # nothing ran, nothing was stored
+
+    def test_tensorboard_export_stays_inside_out_whatever_the_stored_names(self, registry, tmp_path):
+        pytest.importorskip("tensorboard")
+        db = tmp_path / "r.sqlite"
+        store = ResultStore(db)
+        assert execute_run(registry, _cfg(registry), store, progress=False).status == "done"
+        store._db.execute("UPDATE runs SET dataset = '../../escaped', method = '/abs'")
+        store.close()
+        out = tmp_path / "deep" / "out"
+        proc = run_cli("export", "--results", str(db), "--format", "tensorboard", "--out", str(out))
+        assert proc.returncode == 0, proc.stderr
+        written = [p for p in tmp_path.rglob("events.out.tfevents.*")]
+        assert written and all(out in p.parents for p in written)
+        assert not (tmp_path / "escaped").exists() and not Path("/abs").exists()
