@@ -124,6 +124,8 @@ def compute(registry: Registry, cfg: RunConfig, data_root: Path | None, progress
         return "diverged", str(e), None
     except (KeyboardInterrupt, Interrupted):
         raise
+    except SystemExit as e:  # plugin code that calls sys.exit() ends its run, not the sweep (and not silently)
+        return "failed", f"the run's code called sys.exit({e.code!r}) (a plugin?); the run is stopped, the sweep goes on", e
     except Exception as e:  # a failed run, stored with its reason; the sweep goes on
         return "failed", str(e) if isinstance(e, FedbenchError) else f"{type(e).__name__}: {e}", e
     return "done", None, None

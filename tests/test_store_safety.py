@@ -640,3 +640,24 @@ class TestClaimsCommand:
         written = [p for p in tmp_path.rglob("events.out.tfevents.*")]
         assert written and all(out in p.parents for p in written)
         assert not (tmp_path / "escaped").exists() and not Path("/abs").exists()
+
+    def test_a_plugin_calling_sys_exit_fails_its_run_with_a_message(self, tmp_path):
+        from tests.test_registry import make_dist
+
+        make_dist(tmp_path, "exits_model", """
+            import sys
+            from fedbench import ModelSpec, hookimpl
+
+            def build(input_shape, n_outputs):
+                sys.exit(3)
+
+            @hookimpl
+            def fedbench_models():
+                return [ModelSpec(name="exits", doc="calls sys.exit", build=build)]
+            """)
+        db = tmp_path / "r.sqlite"
+        proc = run_cli("run", "--dataset", "synthetic", "--method", "fedavg", "--model", "exits", "--results", str(db),
+                       *[x for k, v in TINY.items() if k.startswith("dataset.") for x in ("--set", f"{k}={v}")],
+                       env={"PYTHONPATH": str(tmp_path)})
+        assert proc.returncode == 1 and "called sys.exit(3)" in proc.stdout + proc.stderr
+        assert _rows(db, "SELECT status FROM runs") == [("failed",)]  # not "interrupted", not silent
