@@ -21,7 +21,7 @@ from pathlib import Path
 from tqdm.auto import tqdm
 
 from fedbench.config import RunConfig
-from fedbench.errors import ConfigError
+from fedbench.errors import ConfigError, ResultsError
 from fedbench.runner import Attempt, RunOutcome, compute, execute_run, store_attempt
 from fedbench.store import Held, ResultStore
 
@@ -105,7 +105,15 @@ def _worker_main(conn, threads: int, parent_pid: int, results: str, data_root: s
             except Interrupted:
                 conn.send((i, RunOutcome(cfg, "failed", error="interrupted")))
                 break
+            except ResultsError as e:  # the results file cannot be written (a full disk): the parent stops the sweep
+                conn.send((i, e))
+                break
             conn.send((i, outcome))
+    except ResultsError as e:  # the results file could not even be opened for writing (a full disk)
+        try:
+            conn.send((-1, e))
+        except (EOFError, BrokenPipeError, OSError):
+            pass
     except (Interrupted, EOFError, BrokenPipeError, KeyboardInterrupt):
         pass
 
@@ -249,6 +257,8 @@ def _run_pool(configs, todo, store, jobs, results, data_root, force, done) -> No
                         message = None
                     if message is not None:
                         i, outcome = message
+                        if isinstance(outcome, ResultsError):  # one line for the whole sweep, not a crash loop
+                            raise ResultsError(str(outcome))
                         w.task = None
                         done(i, outcome)
                         feed(w)

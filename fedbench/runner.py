@@ -19,7 +19,7 @@ from tqdm.auto import tqdm
 
 from fedbench.build import Simulation, build_simulation
 from fedbench.config import RunConfig
-from fedbench.errors import DivergedError, FedbenchError
+from fedbench.errors import DivergedError, FedbenchError, ResultsError
 from fedbench.metrics import summarise
 from fedbench.registry import Registry
 from fedbench.store import Heartbeat, Held, ResultStore
@@ -80,10 +80,13 @@ def execute_run(
         return RunOutcome(cfg, "held", error=str(claim))
     try:
         return _compute(registry, cfg, store, claim, data_root, progress, reraise)
-    except BaseException:
+    except BaseException as e:
         # an interrupt that lands outside the compute's own handlers (just after the claim, or inside the
         # final commit, which then rolls back) must not leave the claim behind: release it as interrupted
-        store.abandon(cfg.run_id, os.getpid(), "interrupted")
+        try:
+            store.abandon(cfg.run_id, os.getpid(), "interrupted" if not isinstance(e, ResultsError) else str(e))
+        except ResultsError:  # (the file cannot be written now: the next opening repairs the claim)
+            pass
         raise
 
 
@@ -122,7 +125,7 @@ def compute(registry: Registry, cfg: RunConfig, data_root: Path | None, progress
             log(r, metrics)
     except DivergedError as e:
         return "diverged", str(e), None
-    except (KeyboardInterrupt, Interrupted):
+    except (KeyboardInterrupt, Interrupted, ResultsError):  # (a results file that cannot be written stops the sweep)
         raise
     except SystemExit as e:  # plugin code that calls sys.exit() ends its run, not the sweep (and not silently)
         return "failed", f"the run's code called sys.exit({e.code!r}) (a plugin?); the run is stopped, the sweep goes on", e

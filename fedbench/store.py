@@ -310,10 +310,14 @@ class ResultStore:
         self._begin()
         try:
             yield self._db
-        except BaseException:
-            self._db.execute("ROLLBACK")
+            self._db.execute("COMMIT")
+        except BaseException as e:
+            if self._db.in_transaction:
+                self._db.execute("ROLLBACK")
+            if isinstance(e, sqlite3.OperationalError) and "full" in str(e):  # SQLITE_FULL: nothing was written
+                raise ResultsError(f"the disk holding {str(self.path)!r} is full ({e}); free some space and run the "
+                                   "same command again: every finished run is kept") from e
             raise
-        self._db.execute("COMMIT")
 
     def _write(self) -> Any:
         if self.readonly:

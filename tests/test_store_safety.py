@@ -615,6 +615,11 @@ class TestClaimsCommand:
         assert proc.returncode == 0 and "1 claim(s)" in proc.stdout
         assert _rows(db, "SELECT run_id FROM claims") == [(fresh.run_id,)]
 
+
+
+class TestOneLineStops:
+    """Bad input, plugin exits and a full disk: one line and a clear status, never tracebacks (issue 26, items 7-9)."""
+
     def test_a_suite_that_is_not_utf8_and_a_tensorboard_file_are_one_line_before_any_run(self, tmp_path):
         suite = tmp_path / "latin.toml"
         suite.write_bytes(b'methods = ["fedavg"]\nseeds = [0]\n# caf\xe9\n[datasets.synthetic]\n')
@@ -661,3 +666,20 @@ class TestClaimsCommand:
                        env={"PYTHONPATH": str(tmp_path)})
         assert proc.returncode == 1 and "called sys.exit(3)" in proc.stdout + proc.stderr
         assert _rows(db, "SELECT status FROM runs") == [("failed",)]  # not "interrupted", not silent
+
+    @pytest.mark.parametrize("jobs", [1, 2])
+    def test_a_full_disk_stops_the_sweep_with_one_line_not_tracebacks(self, tmp_path, jobs):
+        if os.geteuid() != 0 or shutil.which("unshare") is None:
+            pytest.skip("needs root and unshare for a small tmpfs")
+        suite = tmp_path / "s.toml"
+        suite.write_text(SUITE.replace("rounds = 20", "rounds = 200").replace("eval_every = 5", "eval_every = 1"))
+        small = tmp_path / "small"
+        small.mkdir()
+        inner = (f"mount -t tmpfs -o size=300k tmpfs {small} && {sys.executable} -m fedbench run --suite {suite} "
+                 f"--results {small}/r.sqlite --no-progress --jobs {jobs}; echo rc=$?")
+        proc = subprocess.run(["unshare", "-m", "sh", "-c", inner], capture_output=True, text=True, timeout=600,
+                              cwd=Path(__file__).resolve().parents[1])
+        assert "rc=2" in proc.stdout, proc.stderr[-3000:]
+        errors = [line for line in proc.stderr.splitlines() if line.startswith("fedbench: error:")]
+        assert len(errors) == 1 and "is full" in errors[0] and "run the same command again" in errors[0]
+        assert "Traceback" not in proc.stderr, proc.stderr[-3000:]
