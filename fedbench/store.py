@@ -103,7 +103,27 @@ CREATE TABLE IF NOT EXISTS live_metrics (
 NEW_RUN_COLUMNS = (("config_id", "TEXT"), ("code", "TEXT"), ("env", "TEXT"), ("n_evals", "INTEGER"), ("seconds", "REAL"))
 
 DEFAULT_PATH = Path("results") / "fedbench.sqlite"
-HOST = socket.gethostname()
+
+
+def host_identity() -> str:
+    """This machine and PID namespace, as claims record them: the host name, and on Linux the boot id and the
+    PID namespace. A process in a container that shares the host name (its own PID namespace), or on this
+    machine before a reboot, is then another host: its pids mean nothing here, so its claims are judged by
+    their heartbeat, never by a pid that happens to be alive (or dead) in this namespace."""
+    parts = []
+    try:
+        parts.append("boot " + Path("/proc/sys/kernel/random/boot_id").read_text().strip()[:8])
+    except OSError:
+        pass
+    try:
+        parts.append("pid ns " + os.readlink("/proc/self/ns/pid").rsplit("[", 1)[-1].rstrip("]"))
+    except OSError:
+        pass
+    name = socket.gethostname()
+    return f"{name} ({', '.join(parts)})" if parts else name
+
+
+HOST = host_identity()
 
 
 def pid_start_time(pid: int) -> str | None:

@@ -683,3 +683,34 @@ class TestOneLineStops:
         errors = [line for line in proc.stderr.splitlines() if line.startswith("fedbench: error:")]
         assert len(errors) == 1 and "is full" in errors[0] and "run the same command again" in errors[0]
         assert "Traceback" not in proc.stderr, proc.stderr[-3000:]
+
+
+class TestLiveness:
+    def test_a_claim_from_another_pid_namespace_with_the_same_host_name_is_judged_by_its_heartbeat(self, registry, tmp_path):
+        if os.geteuid() != 0 or shutil.which("unshare") is None:
+            pytest.skip("needs root and unshare for a PID namespace")
+        db = tmp_path / "r.sqlite"
+        ResultStore(db).close()
+        # a sweep in a container with the same host name: its own PID namespace, where it is pid 1 or so
+        script = textwrap.dedent(f"""
+            import sys, time
+            from fedbench.registry import get_registry
+            from fedbench.store import ResultStore
+            from tests.test_store_safety import _cfg
+            store = ResultStore({str(db)!r})
+            store.claim(_cfg(get_registry()))
+            print("claimed", flush=True)
+            time.sleep(60)
+        """)
+        proc = subprocess.Popen(["unshare", "-p", "-f", "--kill-child", "--mount-proc", sys.executable, "-c", script], stdout=subprocess.PIPE,
+                                text=True, cwd=Path(__file__).resolve().parents[1])
+        try:
+            assert proc.stdout.readline().strip() == "claimed"
+            (pid,) = _rows(db, "SELECT pid FROM claims")[0]
+            assert pid < 10  # its pid in its own namespace: in ours, another process or none
+            held = ResultStore(db).claim(_cfg(registry))
+            assert held is not None and not hasattr(held, "token"), "a live foreign claim was taken over"
+            assert _rows(db, "SELECT count(*) FROM attempts") == [(1,)]  # not computed twice
+        finally:
+            proc.kill()
+            proc.wait()
