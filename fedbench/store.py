@@ -547,10 +547,27 @@ class ResultStore:
         return df if run_ids is None else df[df.run_id.isin(run_ids)]
 
 
+#: (host, pid) of claims whose heartbeat lay in this process's future -> (that heartbeat, when it was first seen)
+_AHEAD: dict[tuple[str, int], tuple[float, float]] = {}
+
+
 def _owner_alive(host: str, pid: int, pid_start: str | None, heartbeat: float) -> bool:
+    """Whether a claim's owner counts as alive: on this host (and PID namespace) by its pid; elsewhere by a
+    heartbeat less than :data:`STALE_AFTER` old. A heartbeat further ahead than that comes from a clock
+    that runs ahead of ours: it counts as alive only while it keeps changing as this process watches, and
+    as dead once it has stood still for ``STALE_AFTER`` seconds of this process's clock (it blocked every
+    sweep until the other clock caught up: an hour for an hour of skew)."""
     if host == HOST:
         return pid_alive(pid, pid_start)
-    return time.time() - heartbeat < STALE_AFTER
+    now = time.time()
+    if heartbeat <= now + STALE_AFTER:
+        _AHEAD.pop((host, pid), None)
+        return now - heartbeat < STALE_AFTER
+    seen = _AHEAD.get((host, pid))
+    if seen is None or seen[0] != heartbeat:  # first seen, or it moved: its owner beats
+        _AHEAD[(host, pid)] = (heartbeat, time.monotonic())
+        return True
+    return time.monotonic() - seen[1] < STALE_AFTER
 
 
 class Heartbeat:

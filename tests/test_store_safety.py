@@ -714,3 +714,23 @@ class TestLiveness:
         finally:
             proc.kill()
             proc.wait()
+
+    def test_a_heartbeat_from_a_clock_an_hour_ahead_blocks_only_until_it_stands_still(self, registry, tmp_path, monkeypatch):
+        import fedbench.store as store_module
+
+        db = tmp_path / "r.sqlite"
+        store = ResultStore(db)
+        cfg = _cfg(registry)
+        store.claim(cfg)
+        store._db.execute("UPDATE claims SET host = 'elsewhere', heartbeat = heartbeat + 3600")  # its clock: 1 h ahead
+        assert store.holder(cfg.run_id) is not None  # first seen: alive
+        clock = [time.monotonic()]
+        monkeypatch.setattr(store_module.time, "monotonic", lambda: clock[0])
+        clock[0] += store_module.STALE_AFTER / 2
+        assert store.holder(cfg.run_id) is not None  # still within the wait
+        store._db.execute("UPDATE claims SET heartbeat = heartbeat + 5")  # it beats: alive, the wait restarts
+        clock[0] += store_module.STALE_AFTER * 0.9
+        assert store.holder(cfg.run_id) is not None
+        clock[0] += store_module.STALE_AFTER  # stood still for STALE_AFTER of our clock, not for an hour
+        assert store.holder(cfg.run_id) is None
+        store.close()
