@@ -152,6 +152,10 @@ def load_suite(
             raise ConfigError(f"suite {path}: missing key {key!r}")
     methods = doc["methods"]
     if isinstance(methods, list):
+        bad = [m for m in methods if not isinstance(m, str)]
+        if bad:
+            raise ConfigError(f"suite {path}: methods must be method names (strings), got {bad[0]!r}; "
+                              'e.g. methods = ["fedavg", "fedem"]')
         methods = {m: {} for m in methods}
     methods = _table(f"suite {path}: methods", methods)
     headline = doc.get("headline")

@@ -626,6 +626,9 @@ class TestOneLineStops:
         db = tmp_path / "r.sqlite"
         proc = run_cli("run", "--suite", str(suite), "--results", str(db))
         assert proc.returncode == 2 and "not UTF-8 text" in proc.stderr and "Traceback" not in proc.stderr
+        suite.write_text('methods = [1, 2]\nseeds = [0]\n[datasets.synthetic]\n')
+        proc = run_cli("run", "--suite", str(suite), "--results", str(db))
+        assert proc.returncode == 2 and "methods must be method names (strings), got 1" in proc.stderr
         board = tmp_path / "board"
         board.write_text("")
         proc = run_cli("run", "--dataset", "synthetic", "--method", "fedavg", "--results", str(db), "--tensorboard", str(board))
