@@ -540,11 +540,25 @@ class ResultStore:
     # -- reading ------------------------------------------------------------------------------------------------
 
     def runs(self) -> pd.DataFrame:
-        return pd.read_sql_query("SELECT * FROM runs ORDER BY dataset, method, seed", self._db)
+        df = pd.read_sql_query("SELECT * FROM runs ORDER BY dataset, method, seed", self._db)
+        for name, _ in NEW_RUN_COLUMNS:  # a store of an older schema read without upgrading it (read-only)
+            if name not in df.columns:
+                df[name] = None
+        if len(df) and df.config_id.isna().any():  # (as the upgrade fills it in: from the stored configuration)
+            df["config_id"] = [cid if isinstance(cid, str) else _config_id(config) for cid, config in zip(df.config_id, df.config)]
+        return df
 
     def metrics(self, run_ids: list[str] | None = None) -> pd.DataFrame:
         df = pd.read_sql_query("SELECT * FROM metrics ORDER BY run_id, round, name", self._db)
         return df if run_ids is None else df[df.run_id.isin(run_ids)]
+
+
+def _config_id(config: str | None) -> str | None:
+    """The configuration id of a stored configuration, or None where it cannot be read."""
+    try:
+        return config_id_of(json.loads(config))
+    except Exception:  # noqa: BLE001 - an unreadable configuration has no id (report shows the row, suites skip it)
+        return None
 
 
 #: (host, pid) of claims whose heartbeat lay in this process's future -> (that heartbeat, when it was first seen)

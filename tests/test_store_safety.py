@@ -737,3 +737,20 @@ class TestLiveness:
         clock[0] += store_module.STALE_AFTER  # stood still for STALE_AFTER of our clock, not for an hour
         assert store.holder(cfg.run_id) is None
         store.close()
+
+    def test_a_store_of_an_older_schema_reports_read_only(self, registry, tmp_path):
+        db = tmp_path / "old.sqlite"
+        store = ResultStore(db)
+        cfg = _cfg(registry)
+        assert execute_run(registry, cfg, store, progress=False).status == "done"
+        store.close()
+        con = sqlite3.connect(db)
+        con.execute("DROP INDEX runs_config_id")
+        for column in ("config_id", "code", "env", "n_evals", "seconds"):  # the columns added since the first schema
+            con.execute(f"ALTER TABLE runs DROP COLUMN {column}")
+        con.commit()
+        con.close()
+        runs = ResultStore(db, readonly=True).runs()
+        assert list(runs.run_id) == [cfg.run_id] and runs.config_id.tolist() == [cfg.config_id]
+        proc = run_cli("report", "--results", str(db))
+        assert proc.returncode == 0 and "| synthetic | fedavg | 0 | 4 | done |" in proc.stdout, proc.stderr
