@@ -6,6 +6,7 @@ matplotlib is an optional extra (``pip install 'fedbench-suite[plot]'``).
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -16,6 +17,12 @@ from fedbench.errors import ConfigError
 from fedbench.report import select_runs
 from fedbench.store import ResultStore
 
+
+
+def _file_part(name: object) -> str:
+    """A stored name as part of one file name in the output folder (no separators: a data set stored as
+    ``a/b`` or ``../x`` is written inside ``--out``, not into a folder that may not exist)."""
+    return re.sub(r"[/\\\x00]", "_", str(name)).lstrip(".") or "_"
 
 def curves(store: ResultStore, run_ids: list[str] | None = None, metric: str = "test_acc", *,
            configs: Sequence[RunConfig] | None = None) -> pd.DataFrame:
@@ -120,7 +127,7 @@ def plot_curves(table: pd.DataFrame, out_dir: Path, metric: str = "test_acc", *,
             ax.set_title(str(dataset))
             ax.legend(loc="center left", bbox_to_anchor=(1.01, 0.5), fontsize="small")
             fig.tight_layout()
-            path = out_dir / f"{name}_{dataset}.png"
+            path = out_dir / f"{name}_{_file_part(dataset)}.png"
             fig.savefig(path, dpi=120)
             plt.close(fig)
             written.append(path)

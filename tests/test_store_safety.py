@@ -754,3 +754,14 @@ class TestLiveness:
         assert list(runs.run_id) == [cfg.run_id] and runs.config_id.tolist() == [cfg.config_id]
         proc = run_cli("report", "--results", str(db))
         assert proc.returncode == 0 and "| synthetic | fedavg | 0 | 4 | done |" in proc.stdout, proc.stderr
+
+    def test_plot_of_a_stored_name_with_a_slash_writes_inside_out(self, registry, tmp_path):
+        pytest.importorskip("matplotlib")
+        db = tmp_path / "r.sqlite"
+        store = ResultStore(db)
+        assert execute_run(registry, _cfg(registry), store, progress=False).status == "done"
+        store._db.execute("UPDATE runs SET dataset = 'mine/v2'")
+        store.close()
+        proc = run_cli("plot", "--results", str(db), "--out", str(tmp_path / "plots"))
+        assert proc.returncode == 0, proc.stderr
+        assert (tmp_path / "plots" / "curves_mine_v2.png").is_file()
