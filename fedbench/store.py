@@ -288,7 +288,8 @@ class ResultStore:
                     self._db.execute("INSERT OR IGNORE INTO meta VALUES ('application', ?)", (APPLICATION,))
                     self._db.execute("INSERT OR REPLACE INTO meta VALUES ('schema', ?)", (SCHEMA_VERSION,))
                     for run_id, config in self._db.execute("SELECT run_id, config FROM runs WHERE config_id IS NULL").fetchall():
-                        self._db.execute("UPDATE runs SET config_id = ? WHERE run_id = ?", (config_id_of(json.loads(config)), run_id))
+                        # (an unreadable configuration keeps no id: that row is left out of suites, not every open failed)
+                        self._db.execute("UPDATE runs SET config_id = ? WHERE run_id = ?", (_config_id(config), run_id))
                 return
             except sqlite3.OperationalError as e:
                 if "locked" not in str(e) and "busy" not in str(e):

@@ -765,3 +765,14 @@ class TestLiveness:
         proc = run_cli("plot", "--results", str(db), "--out", str(tmp_path / "plots"))
         assert proc.returncode == 0, proc.stderr
         assert (tmp_path / "plots" / "curves_mine_v2.png").is_file()
+
+    def test_a_row_with_an_unreadable_configuration_does_not_make_the_store_unusable(self, registry, tmp_path):
+        db = tmp_path / "r.sqlite"
+        store = ResultStore(db)
+        cfg = _cfg(registry)
+        assert execute_run(registry, cfg, store, progress=False).status == "done"
+        store._db.execute("UPDATE runs SET config_id = NULL, config = ?", (json.dumps({"dataset": "synthetic"}),))
+        store.close()
+        reopened = ResultStore(db)  # (it raised KeyError: 'train' on every open)
+        assert reopened.status(cfg.run_id) == "done" and reopened.runs().config_id.tolist() == [None]  # (no id: no suite)
+        assert run_cli("report", "--results", str(db)).returncode == 0
