@@ -62,8 +62,11 @@ def init_tags(runs: pd.DataFrame, registry: Any) -> pd.Series:
     """Per run, the tag of its model's init note (e.g. "from scratch"), or ""."""
     tags = []
     for text in runs["config"]:
-        cfg = json.loads(text)
-        note = init_note(registry, cfg["model"], cfg.get("model_params", {}))
+        try:
+            cfg = json.loads(text)
+            note = init_note(registry, cfg["model"], cfg.get("model_params", {}))
+        except (TypeError, ValueError, KeyError):  # a stored configuration that cannot be read: no note to give
+            note = None
         tags.append(note[0] if note else "")
     return pd.Series(tags, index=runs.index, dtype=object)
 
