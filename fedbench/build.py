@@ -6,8 +6,9 @@ Everything is looked up in the registry; nothing here imports a plugin.
 from __future__ import annotations
 
 import dataclasses
-import warnings
+import difflib
 import functools
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -66,8 +67,8 @@ def resolve_run(
             train_over[key] = value
         else:
             raise ConfigError(
-                f"unknown setting {key!r}; use a training key ({', '.join(TRAIN_KEYS)}), model, n_learners, "
-                f"or GROUP.KEY with GROUP in {', '.join(GROUPS)}"
+                f"unknown setting {key!r}{_did_you_mean(registry, key, ds, me)}; use a training key "
+                f"({', '.join(TRAIN_KEYS)}), model, n_learners, or GROUP.KEY with GROUP in {', '.join(GROUPS)}"
             )
     base = dataclasses.asdict(TrainConfig())
     train = merge_params("training", merge_params(f"method {method!r}", base, method_params), train_over)
@@ -108,6 +109,22 @@ def resolve_run(
         engine=engine,
         code=code_fingerprint(registry, components),
     )
+
+
+def _did_you_mean(registry: Registry, key: str, ds: Any, me: Any) -> str:
+    """``"; did you mean 'client.mu'?"`` for a bare parameter name of this run's components, or a near miss."""
+    groups = {"dataset": dict(ds.params), "method": dict(me.shared)}
+    for group, kind, name, own in (("client", "client", me.client, me.client_params),
+                                   ("aggregator", "aggregator", me.aggregator, me.aggregator_params)):
+        spec = registry.get(kind, name) if name in registry.names(kind) else None
+        groups[group] = {**(dict(spec.params) if spec is not None else {}), **dict(own)}
+    base = key.partition(".")[2] or key
+    exact = [f"{g}.{base}" for g, params in groups.items() if base in params]
+    if exact:
+        return f"; did you mean {' or '.join(repr(e) for e in exact)}?"
+    known = [*TRAIN_KEYS, "model", "n_learners", *(f"{g}.{k}" for g, params in groups.items() for k in params)]
+    close = difflib.get_close_matches(key, known, n=1)
+    return f"; did you mean {close[0]!r}?" if close else ""
 
 
 def dataset_parameters(

@@ -776,3 +776,11 @@ class TestLiveness:
         reopened = ResultStore(db)  # (it raised KeyError: 'train' on every open)
         assert reopened.status(cfg.run_id) == "done" and reopened.runs().config_id.tolist() == [None]  # (no id: no suite)
         assert run_cli("report", "--results", str(db)).returncode == 0
+
+
+@pytest.mark.parametrize("setting, hint", [("mu=0.5", "did you mean 'client.mu'?"), ("round=2", "did you mean 'rounds'?"),
+                                           ("alpha=0.3", "did you mean 'dataset.alpha'?")])
+def test_an_unknown_setting_names_the_one_meant(registry, setting, hint):
+    key, value = setting.split("=")
+    with pytest.raises(ConfigError, match=hint.replace("?", r"\?")):
+        resolve_run(registry, dataset="synthetic", method="fedprox", seed=0, overrides={key: float(value)})
