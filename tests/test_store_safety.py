@@ -738,6 +738,9 @@ class TestLiveness:
         assert store.holder(cfg.run_id) is None
         store.close()
 
+
+
+class TestOldAndOddStores:
     def test_a_store_of_an_older_schema_reports_read_only(self, registry, tmp_path):
         db = tmp_path / "old.sqlite"
         store = ResultStore(db)
