@@ -51,6 +51,17 @@ def _rows(db: Path, sql: str) -> list[tuple]:
         con.close()
 
 
+def _one_done_run(registry, db: Path, sql: str | None = None, args: tuple = ()):  # noqa: ANN001, ANN202
+    """A results file at ``db`` with one finished tiny run, then ``sql`` run on it (a hostile edit); the run's config."""
+    store = ResultStore(db)
+    cfg = _cfg(registry)
+    assert execute_run(registry, cfg, store, progress=False).status == "done"
+    if sql is not None:
+        store._db.execute(sql, args)
+    store.close()
+    return cfg
+
+
 class TestAtomicRuns:
     def test_a_half_written_run_is_never_done_and_is_repaired(self, registry, tmp_path):
         store = ResultStore(tmp_path / "r.sqlite")
@@ -578,9 +589,7 @@ class TestOneLineErrors:
         assert not db.exists()
 
     def test_export_to_an_existing_folder_names_the_fix(self, registry, tmp_path):
-        store = ResultStore(tmp_path / "r.sqlite")
-        assert execute_run(registry, _cfg(registry), store, progress=False).status == "done"
-        store.close()
+        _one_done_run(registry, tmp_path / "r.sqlite")
         proc = run_cli("export", "--results", str(tmp_path / "r.sqlite"), "--format", "csv", "--out", str(tmp_path))
         assert proc.returncode == 2 and "is a folder; give a file name" in proc.stderr and "Traceback" not in proc.stderr
 
@@ -638,10 +647,7 @@ class TestOneLineStops:
     def test_tensorboard_export_stays_inside_out_whatever_the_stored_names(self, registry, tmp_path):
         pytest.importorskip("tensorboard")
         db = tmp_path / "r.sqlite"
-        store = ResultStore(db)
-        assert execute_run(registry, _cfg(registry), store, progress=False).status == "done"
-        store._db.execute("UPDATE runs SET dataset = '../../escaped', method = '/abs'")
-        store.close()
+        _one_done_run(registry, db, "UPDATE runs SET dataset = '../../escaped', method = '/abs'")
         out = tmp_path / "deep" / "out"
         proc = run_cli("export", "--results", str(db), "--format", "tensorboard", "--out", str(out))
         assert proc.returncode == 0, proc.stderr
@@ -743,10 +749,7 @@ class TestLiveness:
 class TestOldAndOddStores:
     def test_a_store_of_an_older_schema_reports_read_only(self, registry, tmp_path):
         db = tmp_path / "old.sqlite"
-        store = ResultStore(db)
-        cfg = _cfg(registry)
-        assert execute_run(registry, cfg, store, progress=False).status == "done"
-        store.close()
+        cfg = _one_done_run(registry, db)
         con = sqlite3.connect(db)
         con.execute("DROP INDEX runs_config_id")
         for column in ("config_id", "code", "env", "n_evals", "seconds"):  # the columns added since the first schema
@@ -761,21 +764,14 @@ class TestOldAndOddStores:
     def test_plot_of_a_stored_name_with_a_slash_writes_inside_out(self, registry, tmp_path):
         pytest.importorskip("matplotlib")
         db = tmp_path / "r.sqlite"
-        store = ResultStore(db)
-        assert execute_run(registry, _cfg(registry), store, progress=False).status == "done"
-        store._db.execute("UPDATE runs SET dataset = 'mine/v2'")
-        store.close()
+        _one_done_run(registry, db, "UPDATE runs SET dataset = 'mine/v2'")
         proc = run_cli("plot", "--results", str(db), "--out", str(tmp_path / "plots"))
         assert proc.returncode == 0, proc.stderr
         assert (tmp_path / "plots" / "curves_mine_v2.png").is_file()
 
     def test_a_row_with_an_unreadable_configuration_does_not_make_the_store_unusable(self, registry, tmp_path):
         db = tmp_path / "r.sqlite"
-        store = ResultStore(db)
-        cfg = _cfg(registry)
-        assert execute_run(registry, cfg, store, progress=False).status == "done"
-        store._db.execute("UPDATE runs SET config_id = NULL, config = ?", (json.dumps({"dataset": "synthetic"}),))
-        store.close()
+        cfg = _one_done_run(registry, db, "UPDATE runs SET config_id = NULL, config = ?", (json.dumps({"dataset": "synthetic"}),))
         reopened = ResultStore(db)  # (it raised KeyError: 'train' on every open)
         assert reopened.status(cfg.run_id) == "done" and reopened.runs().config_id.tolist() == [None]  # (no id: no suite)
         assert run_cli("report", "--results", str(db)).returncode == 0
