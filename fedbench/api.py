@@ -220,14 +220,17 @@ def run_suite(suite: str | Path, *, results: str | Path = DEFAULT_PATH, seeds: S
               data_root: str | Path | None = None, download: bool = False, force: bool = False, device: str = "cpu",
               engine: str = "auto", progress: bool | None = None,
               on_outcome: Callable[[RunOutcome], None] | None = None, settings: Mapping[str, Any] | None = None,
-              resources: Mapping[str, float] | None = None, **keywords: Any) -> SuiteResult:
+              resources: Mapping[str, float] | None = None, data_from: str | None = None,
+              **keywords: Any) -> SuiteResult:
     """Run a suite (a built-in name or a TOML path) into ``results``; runs already done are skipped.
 
     ``datasets``/``methods`` keep part of the suite; ``seeds`` replaces its seeds; settings apply on
     top of the suite's own. Data sets whose files are missing are skipped (``SuiteResult.missing``)
     and the other runs go ahead. ``executor="ray"`` sends runs to a Ray cluster (``address``); a
 plugin may register other executors (``fedbench list executor``). ``resources`` (Ray only):
-    ``{"cpus": C, "gpus": G}`` per run, e.g. ``{"gpus": 0.25}`` puts four runs on one GPU.
+    ``{"cpus": C, "gpus": G}`` per run, e.g. ``{"gpus": 0.25}`` puts four runs on one GPU; ``data_from``
+    (Ray only): ``"driver"`` (the default: each data set loaded once here and shared through Ray's object
+    store) or ``"nodes"`` (each run loads it from ``data_root`` on its own node).
     """
     registry = get_registry()
     registry.get("executor", executor)  # an unknown name fails before any run
@@ -241,6 +244,10 @@ plugin may register other executors (``fedbench list executor``). ``resources`` 
     )
     if resources and executor != "ray":
         raise ConfigError("--cpus-per-run and --gpus-per-run are Ray's resources per run: use them with --executor ray")
+    if data_from is not None and executor != "ray":
+        raise ConfigError("--data-from chooses where Ray's runs get their data: use it with --executor ray")
+    if data_from not in (None, "driver", "nodes"):
+        raise ConfigError(f"--data-from {data_from!r}: use driver (loaded once, shared through Ray's object store) or nodes")
     for key, value in (resources or {}).items():
         if key not in ("cpus", "gpus") or not isinstance(value, (int, float)) or isinstance(value, bool) or value < 0:
             raise ConfigError(f"resources per run: {key}={value!r}; give cpus and gpus as numbers >= 0")
@@ -252,6 +259,8 @@ plugin may register other executors (``fedbench list executor``). ``resources`` 
     ResultStore(results).close()  # a bad results path fails here, before any run
     run_all = registry.get("executor", executor).run  # local, ray, or a plugin's (fedbench list executor)
     extra = {"resources": dict(resources)} if resources else {}
+    if data_from is not None:
+        extra["data_from"] = data_from
     outcomes = run_all(configs, results, jobs=jobs, data_root=root, force=force, progress=progress,
                        on_outcome=on_outcome, address=address, **extra)
     store = ResultStore(results, readonly=True)

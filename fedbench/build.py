@@ -179,9 +179,12 @@ def _load_cached(registry: Registry, name: str, params: tuple, data_root: str) -
     return data
 
 
-def load_data(registry: Registry, cfg: RunConfig, data_root: Path | None = None) -> FederatedData:
-    """The run's data set on the CPU (the last one loaded is cached for the next run)."""
-    return _load_cached(registry, cfg.dataset, cfg.dataset_params, str(data_root or default_data_root()))
+def load_data(registry: Registry, cfg: RunConfig, data_root: Path | None = None, *, keep: bool = True) -> FederatedData:
+    """The run's data set on the CPU (the last one loaded is cached for the next run, unless not ``keep``)."""
+    data = _load_cached(registry, cfg.dataset, cfg.dataset_params, str(data_root or default_data_root()))
+    if not keep:
+        _load_cached.cache_clear()
+    return data
 
 
 @dataclass
@@ -250,10 +253,12 @@ def check_output_shape(cfg: RunConfig, model: torch.nn.Module, data: FederatedDa
         )
 
 
-def build_simulation(registry: Registry, cfg: RunConfig, data_root: Path | None = None) -> Simulation:
-    """Build data, learners, clients and aggregator for ``cfg``."""
+def build_simulation(registry: Registry, cfg: RunConfig, data_root: Path | None = None,
+                     data: FederatedData | None = None) -> Simulation:
+    """Build data, learners, clients and aggregator for ``cfg`` (with ``data``, the run's data set as
+    :func:`load_data` gives it, already loaded elsewhere: Ray's driver ships it to its tasks)."""
     device = check_device(cfg.device)
-    data = load_data(registry, cfg, data_root)
+    data = load_data(registry, cfg, data_root) if data is None else data
     empty = int((data.test_sizes() == 0).sum())
     if empty:
         warnings.warn(f"{cfg.dataset}: {empty} of {data.n_clients} clients have no test sample; test_acc_mean and "

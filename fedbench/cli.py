@@ -114,7 +114,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         address=args.address, devices=_names(args.devices), data_root=args.data_root, download=args.download,
         force=args.force, device=args.device, engine=args.engine, progress=progress, on_outcome=report,
         settings=settings, resources={k: v for k, v in (("cpus", args.cpus_per_run), ("gpus", args.gpus_per_run))
-                                      if v is not None} or None,
+                                      if v is not None} or None, data_from=args.data_from,
     )
     _print_comparison(result.table, result.suite.references, "test_acc", "md")
     if _has(result.table, "unseen_test_acc"):
@@ -378,6 +378,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--cpus-per-run", type=float, help="with --executor ray: CPUs each run asks Ray for (default 1)")
     run.add_argument("--gpus-per-run", type=float,
                      help="with --executor ray: GPUs each run asks Ray for (default 1 for a cuda run; 0.25: four runs a GPU)")
+    run.add_argument("--data-from", choices=("driver", "nodes"),
+                     help="with --executor ray: driver (default) loads each data set once and shares it through Ray's "
+                          "object store; nodes: each run reads --data-root on its own node")
     run.add_argument(
         "--no-progress", action="store_true",
         help="no progress output (default: bars on a terminal, a plain line per evaluation when stderr is a file)",

@@ -37,12 +37,12 @@ def _local(configs, results, *, jobs=1, data_root=None, force=False, progress=Tr
 
 
 def _ray(configs, results, *, jobs=1, data_root=None, force=False, progress=True, on_outcome=None, address=None,  # noqa: ANN001, ANN202, ARG001
-         resources=None):
+         resources=None, data_from="driver"):
     from fedbench.executor import run_ray
 
     resources = resources or {}
     return run_ray(configs, results, address=address, data_root=data_root, force=force, on_outcome=on_outcome,
-                   cpus_per_run=resources.get("cpus", 1.0), gpus_per_run=resources.get("gpus"))
+                   cpus_per_run=resources.get("cpus", 1.0), gpus_per_run=resources.get("gpus"), data_from=data_from)
 
 
 @hookimpl

@@ -21,7 +21,7 @@ from pathlib import Path
 from tqdm.auto import tqdm
 
 from fedbench.config import RunConfig
-from fedbench.errors import ConfigError, ResultsError
+from fedbench.errors import ConfigError, FedbenchError, ResultsError
 from fedbench.runner import Attempt, RunOutcome, compute, execute_run, store_attempt
 from fedbench.store import Held, ResultStore
 
@@ -334,6 +334,7 @@ def run_ray(
     on_outcome=None,  # noqa: ANN001
     cpus_per_run: float = 1.0,
     gpus_per_run: float | None = None,
+    data_from: str = "driver",
 ) -> list[RunOutcome]:
     """The same runs as Ray tasks, with this process, the driver, as the only writer of ``results``.
 
@@ -344,8 +345,11 @@ def run_ray(
     The driver claims each run in its own results file (resolved here: a relative path is the driver's),
     sends the task its configuration only, stores each evaluation's metrics as the task sends them (a Ray
     queue) and the task's outcome when it returns, with the claim/finish and heartbeat rules of the local
-    executor. A task never opens the results file, so the nodes need not share a disk; each reads its data
-    from ``data_root`` on its own node (or generates it). A task that dies (its node lost, its worker killed
+    executor. A task never opens the results file, so the nodes need not share a disk. With ``data_from``
+    ``"driver"`` (the default) the driver loads each data set once, from its own ``data_root``, and shares it
+    with every run of it through Ray's object store (freed when its last run returns), so the nodes need no
+    data files either; with ``"nodes"`` each task loads its data set from ``data_root`` on its own node (or
+    generates it). A data set the driver cannot load fails its runs, each with the reason in one line. A task that dies (its node lost, its worker killed
     past Ray's retries) is stored ``failed`` with Ray's reason in one line; the sweep goes on. Ctrl-C cancels
     the tasks and stores their runs as interrupted.
     """
@@ -356,7 +360,13 @@ def run_ray(
         raise ConfigError("--executor ray needs Ray: pip install 'fedbench-suite[ray]'") from e
     from fedbench.store import HEARTBEAT_EVERY
 
+    if data_from not in ("driver", "nodes"):
+        raise ConfigError(f"data_from={data_from!r}: use 'driver' (loaded once, shared through Ray's object store) or 'nodes'")
+    from fedbench.build import load_data
+    from fedbench.registry import get_registry
+
     configs = list(configs)
+    data_root = Path(data_root).resolve() if data_root is not None else None  # the driver's, as the results path
     store = ResultStore(Path(results).resolve())
     outcomes: list[RunOutcome | None] = [None] * len(configs)
 
@@ -368,6 +378,28 @@ def run_ray(
     started_here = not ray.is_initialized()
     running: dict = {}  # task ref -> (index, claim, attempt)
     claims: dict = {}  # run id -> (claim, attempt)
+    shipped: dict = {}  # (data set, its parameters) -> [its object ref or the load's error, runs still to return]
+
+    def data_of(cfg: RunConfig):  # noqa: ANN202 - an ObjectRef, a load error, or None (the task loads it)
+        if data_from == "nodes":
+            return None
+        key = (cfg.dataset, cfg.dataset_params)
+        if key not in shipped:
+            try:
+                shipped[key] = [ray.put(load_data(get_registry(), cfg, data_root, keep=False)), 0]
+                print(f"fedbench: {cfg.dataset} loaded on the driver, shared with its runs through Ray's object store",
+                      file=sys.stderr, flush=True)
+            except FedbenchError as e:
+                shipped[key] = [e, 0]
+        shipped[key][1] += 1
+        return shipped[key][0]
+
+    def returned(cfg: RunConfig) -> None:  # a data set's last run is back: its copy in the object store can go
+        key = (cfg.dataset, cfg.dataset_params)
+        if key in shipped:
+            shipped[key][1] -= 1
+            if shipped[key][1] <= 0:
+                del shipped[key]
     try:
         if started_here:
             ray.init(address=address, num_cpus=num_cpus, include_dashboard=False, log_to_driver=False)
@@ -382,9 +414,14 @@ def run_ray(
                 report(i, RunOutcome(cfg, "held", error=str(claim)))
                 continue
             attempt = Attempt()
+            data = data_of(cfg)
+            if isinstance(data, FedbenchError):
+                returned(cfg)
+                report(i, store_attempt(store, claim, cfg, attempt, "failed", f"the driver could not load the data: {data}"))
+                continue
             gpus = gpus_per_run if gpus_per_run is not None else (1 if cfg.device.startswith("cuda") else 0)
             ref = remote.options(num_cpus=cpus_per_run, num_gpus=gpus).remote(
-                cfg, str(data_root) if data_root else None, queue)
+                cfg, str(data_root) if data_root else None, queue, data)
             running[ref] = (i, claim, attempt)
             claims[cfg.run_id] = (claim, attempt)
 
@@ -415,6 +452,7 @@ def run_ray(
                 attempt.engine = engine or attempt.engine
                 attempt.started, attempt.wall = time.perf_counter() - seconds, wall  # (when and how long it ran)
                 claims.pop(configs[i].run_id, None)
+                returned(configs[i])
                 report(i, store_attempt(store, claim, configs[i], attempt, status, error))
         return outcomes  # type: ignore[return-value]
     except KeyboardInterrupt:
@@ -437,13 +475,14 @@ def _one_line(error: BaseException) -> str:
     return f"{type(error).__name__}: {text[0] if text else ''}"[:300]
 
 
-def _ray_compute(cfg: RunConfig, data_root: str | None, queue) -> tuple[str, str | None, float, str, float]:  # noqa: ANN001
-    """A Ray task: compute one run, sending each evaluation to the driver; (status, error, seconds, engine,
+def _ray_compute(cfg: RunConfig, data_root: str | None, queue, data=None) -> tuple[str, str | None, float, str, float]:  # noqa: ANN001
+    """A Ray task: compute one run (on ``data``, the driver's copy of its data set from the object store, or
+    loaded here from ``data_root``), sending each evaluation to the driver; (status, error, seconds, engine,
     the wall-clock time it started)."""
     from fedbench.registry import get_registry
 
     _init_worker(1)
     attempt = Attempt()
     status, error, _ = compute(get_registry(), cfg, Path(data_root) if data_root else None, False, attempt,
-                               lambda r, metrics: queue.put((cfg.run_id, r, metrics, attempt.engine)))
+                               lambda r, metrics: queue.put((cfg.run_id, r, metrics, attempt.engine)), data)
     return status, error, attempt.seconds, attempt.engine_line(), attempt.wall

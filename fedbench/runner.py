@@ -19,6 +19,7 @@ from tqdm.auto import tqdm
 
 from fedbench.build import Simulation, build_simulation
 from fedbench.config import RunConfig
+from fedbench.data import FederatedData
 from fedbench.errors import DivergedError, FedbenchError, ResultsError
 from fedbench.metrics import summarise
 from fedbench.registry import Registry
@@ -113,12 +114,14 @@ class Attempt:
 
 
 def compute(registry: Registry, cfg: RunConfig, data_root: Path | None, progress: bool | None, attempt: Attempt,
-            log: Callable[[int, dict[str, float]], None]) -> tuple[str, str | None, BaseException | None]:
+            log: Callable[[int, dict[str, float]], None], data: FederatedData | None = None,
+            ) -> tuple[str, str | None, BaseException | None]:
     """Build and train ``cfg``'s run, handing each evaluation's metrics to ``log(round, metrics)``; returns
     (status, error, the exception behind a failure). Needs no results file: the local executors store
-    through ``log`` directly, Ray's tasks send to the driver, the only writer. An interrupt propagates."""
+    through ``log`` directly, Ray's tasks send to the driver, the only writer. ``data``: the run's data set,
+    when it was loaded elsewhere (else it is loaded from ``data_root``). An interrupt propagates."""
     try:
-        attempt.sim = build_simulation(registry, cfg, data_root)
+        attempt.sim = build_simulation(registry, cfg, data_root, data)
         attempt.engine = attempt.sim.engine
         for r, metrics in train(attempt.sim, cfg, progress=progress):
             attempt.metrics = metrics

@@ -177,6 +177,29 @@ class TestRay:
         assert _rows(db, "SELECT count(*) FROM claims") == [(0,)]
 
 
+    def test_data_loaded_once_by_the_driver_gives_the_numbers_a_node_computes_from_its_own_copy(self, registry, tmp_path):
+        pytest.importorskip("ray")
+        import ray
+
+        from fedbench.executor import run_ray
+
+        configs = _configs(registry, methods=("fedavg", "fedem"), seeds=(1,))
+        # a data set the driver cannot load (no files under its data root): its run fails with the reason
+        missing = resolve_run(registry, dataset="mnist", method="fedavg", seed=1, overrides={"rounds": 1})
+        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+        try:
+            shipped = run_ray([*configs, missing], tmp_path / "a.sqlite", data_root=tmp_path / "empty")
+            local = run_ray(configs, tmp_path / "b.sqlite", data_root=tmp_path / "empty", data_from="nodes")
+            with pytest.raises(ConfigError, match="data_from='disk'"):
+                run_ray(configs, tmp_path / "c.sqlite", data_from="disk")
+        finally:
+            ray.shutdown()
+        assert [o.status for o in shipped] == ["done", "done", "failed"] and [o.status for o in local] == ["done", "done"]
+        assert shipped[2].error.startswith("the driver could not load the data: ") and "\n" not in shipped[2].error
+        for a, b in zip(shipped, local):  # same configuration, same seed: the same numbers, wherever the data came from
+            assert a.metrics == b.metrics
+
+
 def _rows(db, sql: str) -> list[tuple]:  # noqa: ANN001
     import sqlite3
 
@@ -292,4 +315,6 @@ class TestRayResources:
 
     def test_resources_per_run_are_refused_outside_ray_before_any_run(self, tmp_path):
         proc = run_cli("run", "--suite", "quick", "--results", str(tmp_path / "r.sqlite"), "--gpus-per-run", "0.25")
+        assert proc.returncode == 2 and "--executor ray" in proc.stderr and not (tmp_path / "r.sqlite").exists()
+        proc = run_cli("run", "--suite", "quick", "--results", str(tmp_path / "r.sqlite"), "--data-from", "nodes")
         assert proc.returncode == 2 and "--executor ray" in proc.stderr and not (tmp_path / "r.sqlite").exists()
