@@ -21,14 +21,21 @@ from fedbench.seeding import STREAM_SAMPLE, generator
 
 def weighted_average(tensors: Sequence[torch.Tensor] | torch.Tensor, weights: Sequence[float]) -> torch.Tensor:
     """sum_i w_i * t_i / sum_i w_i (``tensors``: a sequence of tensors, or one tensor whose first
-    dimension indexes them)."""
+    dimension indexes them).
+
+    Summed as the FedEM authors' ``average_learners`` does, and the same way for both forms: the weights
+    normalised first, then ``acc += (w_i / W) * t_i`` in order, from zero, in the tensors' dtype. A running
+    sum holds one extra tensor where stacking a round's updates held a second copy of all of them."""
     if len(tensors) != len(weights) or not len(tensors):
         raise ValueError(f"need as many weights as tensors (>0), got {len(weights)} and {len(tensors)}")
     w = torch.as_tensor(list(weights), dtype=tensors[0].dtype, device=tensors[0].device)
     if float(w.sum()) <= 0:
         raise ValueError(f"weights must sum to a positive number, got {list(weights)}")
-    stacked = tensors if isinstance(tensors, torch.Tensor) else torch.stack(list(tensors))
-    return torch.tensordot(w / w.sum(), stacked, dims=1)
+    w = w / w.sum()
+    acc = torch.zeros_like(tensors[0])
+    for i in range(len(tensors)):
+        acc += w[i] * tensors[i]
+    return acc
 
 
 def sample_clients(n_clients: int, participation: float, gen: torch.Generator) -> list[int]:
@@ -181,7 +188,10 @@ def held_average(old: torch.Tensor, sampled: Sequence[torch.Tensor], weights: Se
     """The average over *all* clients when the unsampled ones hold the old model ``old``:
     ``old + sum_S w_i / total * (theta_i - old)`` (``total``: the weights of every client)."""
     w = torch.as_tensor(list(weights), dtype=old.dtype, device=old.device) / total
-    return old + torch.tensordot(w, torch.stack(list(sampled)) - old, dims=1)
+    step = torch.zeros_like(old)
+    for i, theta in enumerate(sampled):  # a running sum, as in :func:`weighted_average` (no stacked copy)
+        step += w[i] * (theta - old)
+    return old + step
 
 
 class CentralizedAggregator(Aggregator):

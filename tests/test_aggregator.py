@@ -23,6 +23,15 @@ class TestWeightedAverageSuccess:
         assert torch.equal(weighted_average(rows, [1, 3, 4]), weighted_average(list(rows), [1, 3, 4]))
         torch.testing.assert_close(weighted_average(rows, [1, 3, 4]), torch.tensor([1.25, 0.5], dtype=torch.float64))
 
+    def test_summed_in_client_order_from_zero_as_the_authors_average_learners(self):
+        # float32, weights [1, 1, 2] -> [0.25, 0.25, 0.5] (exact). In client order from zero:
+        # 0.25 * 1 = 0.25; + 0.25 * 2**25 = 2**23 + 0.25, which rounds to 2**23 (float32's spacing there is 1);
+        # + 0.5 * -2**24 = -2**23 -> 0.0. The exact answer, 0.25, is what another order (or float64) gives.
+        ts = [torch.tensor([1.0]), torch.tensor([2.0**25]), torch.tensor([-(2.0**24)])]
+        assert weighted_average(ts, [1, 1, 2]).item() == 0.0
+        assert weighted_average(torch.stack(ts), [1, 1, 2]).item() == 0.0
+        assert weighted_average(ts[::-1], [2, 1, 1]).item() == 0.25  # (-2**23 + 2**23) + 0.25
+
     def test_single_tensor_is_identity(self):
         t = torch.randn(5)
         torch.testing.assert_close(weighted_average([t], [7.0]), t)
