@@ -28,6 +28,8 @@ from fedbench.seeding import STREAM_INIT, STREAM_UNSEEN, derive_seed
 from fedbench.tasks import make_task
 
 GROUPS = ("dataset", "model", "client", "aggregator", "method")
+#: the most learners (mixture components) a run may have: beyond it building the run alone takes minutes
+MAX_LEARNERS = 1000
 
 
 def resolve_run(
@@ -57,6 +59,9 @@ def resolve_run(
     n_learners = overrides.pop("n_learners", me.n_learners)
     if not isinstance(n_learners, int) or isinstance(n_learners, bool) or n_learners < 1:
         raise ConfigError(f"n_learners must be a positive integer, got {n_learners!r}")
+    if n_learners > MAX_LEARNERS:
+        raise ConfigError(f"n_learners={n_learners} is more than {MAX_LEARNERS}: every client trains and scores each "
+                          f"learner every round (the FedEM paper uses 3); choose n_learners <= {MAX_LEARNERS}")
     grouped: dict[str, dict[str, Any]] = {g: {} for g in GROUPS}
     train_over: dict[str, Any] = {}
     for key, value in overrides.items():

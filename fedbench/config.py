@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import math
 import tomllib
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, fields
@@ -51,21 +52,22 @@ class TrainConfig:
     eval_at_start: bool = True
 
     def __post_init__(self) -> None:
+        finite = math.isfinite
         checks = [
-            (self.rounds >= 1, "rounds must be >= 1"),
-            (self.batch_size >= 1, "batch_size must be >= 1"),
-            (self.local_epochs >= 1, "local_epochs must be >= 1"),
-            (self.lr > 0, "lr must be > 0"),
-            (0 <= self.momentum < 1, "momentum must be in [0, 1)"),
-            (self.weight_decay >= 0, "weight_decay must be >= 0"),
-            (self.lr_schedule in LR_SCHEDULES, f"lr_schedule must be one of {', '.join(LR_SCHEDULES)}"),
-            (0 < self.participation <= 1, "participation must be in (0, 1]"),
-            (self.eval_every >= 1, "eval_every must be >= 1"),
-            (0 <= self.unseen_fraction < 1, "unseen_fraction must be in [0, 1)"),
+            ("rounds", self.rounds >= 1, ">= 1"),
+            ("batch_size", self.batch_size >= 1, ">= 1"),
+            ("local_epochs", self.local_epochs >= 1, ">= 1"),
+            ("lr", self.lr > 0 and finite(self.lr), "a finite number > 0"),
+            ("momentum", 0 <= self.momentum < 1, "in [0, 1)"),
+            ("weight_decay", self.weight_decay >= 0 and finite(self.weight_decay), "a finite number >= 0"),
+            ("lr_schedule", self.lr_schedule in LR_SCHEDULES, f"one of {', '.join(LR_SCHEDULES)}"),
+            ("participation", 0 < self.participation <= 1, "in (0, 1]"),
+            ("eval_every", self.eval_every >= 1, ">= 1"),
+            ("unseen_fraction", 0 <= self.unseen_fraction < 1, "in [0, 1)"),
         ]
-        for ok, rule in checks:
-            if not ok:
-                raise ConfigError(f"{rule}, got {self}")
+        for key, ok, rule in checks:
+            if not ok:  # the key and its value, not the whole configuration
+                raise ConfigError(f"{key} must be {rule}, got {getattr(self, key)!r}")
 
     def learning_rate(self, round_: int) -> float:
         """The learning rate used in (0-based) round ``round_``."""

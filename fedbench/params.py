@@ -49,6 +49,11 @@ class Param:
             parts.append(f"{'<' if self.high_open else '<='} {self.high:g}")
         return " and ".join(parts) or "any value"
 
+    @property
+    def allows_infinity(self) -> bool:
+        """Whether an infinite number is a value (only where a bound itself is infinite: ``high=math.inf``)."""
+        return self.high == math.inf or self.low == -math.inf
+
     def check(self, owner: str, key: str, value: Any, registry: Any = None) -> None:
         """Raise a ConfigError naming ``owner.key``, the value and the accepted ones when ``value`` breaks a rule."""
         bad = False
@@ -58,6 +63,10 @@ class Param:
             if registry is not None and value not in registry.names(self.kind):
                 registry.entry(self.kind, value)  # raises the unknown-name error with its did-you-mean hint
         elif isinstance(value, (int, float)) and not isinstance(value, bool):
+            if isinstance(value, float) and math.isinf(value) and not self.allows_infinity:
+                rule = self.rule()
+                raise ConfigError(f"{owner}: {key} must be a finite number{'' if rule == 'any value' else ' ' + rule}, "
+                                  f"got {value!r}")
             if isinstance(value, float) and math.isnan(value):
                 bad = True
             if self.low is not None and (value < self.low or (self.low_open and value == self.low)):

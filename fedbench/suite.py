@@ -28,6 +28,7 @@ Everything is validated before any run starts.
 from __future__ import annotations
 
 import itertools
+import math
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path
@@ -53,6 +54,15 @@ class Suite:
     references: pd.DataFrame | None = None
     #: the method the suite is about (drawn in a strong colour by ``fedbench plot``), or None
     headline: str | None = None
+
+
+#: the most runs one suite expands to (the paper suite is 105); a bigger grid is refused before it is expanded
+MAX_RUNS = 10_000
+
+
+def grid_size(overrides: dict[str, Any]) -> int:
+    """How many combinations :func:`expand_grid` gives, without making them."""
+    return math.prod(len(v) for v in overrides.values() if isinstance(v, list))
 
 
 def expand_grid(overrides: dict[str, Any]) -> list[dict[str, Any]]:
@@ -179,7 +189,7 @@ def load_suite(
     if only_methods:
         methods = {k: v for k, v in methods.items() if k in only_methods}
     refs = load_references(path.parent / str(doc["references"])) if "references" in doc else None
-    runs = []
+    cells = []  # (data set, method, its settings before the grids are expanded)
     for ds_name, ds_params in datasets.items():
         ds_params = dict(_table(f"suite {path}: datasets.{ds_name}", ds_params))
         ds_set = _table(f"suite {path}: datasets.{ds_name}.set", ds_params.pop("set", {}))
@@ -194,17 +204,24 @@ def load_suite(
         for method, m_over in methods.items():
             m_over = _table(f"suite {path}: methods.{method}", m_over)
             dm_over = _table(f"suite {path}: datasets.{ds_name}.methods.{method}", ds_methods.get(method, {}))
-            for seed in seed_list:
-                try:
-                    for overrides in expand_grid({**common, **ds_over, **m_over, **dm_over, **(extra or {})}):
-                        runs.append(
-                            resolve_run(
-                                registry, dataset=ds_name, method=method, seed=seed, overrides=overrides,
-                                device=device, engine=engine,
-                            )
+            cells.append((ds_name, method, {**common, **ds_over, **m_over, **dm_over, **(extra or {})}))
+    total = len(seed_list) * sum(grid_size(over) for _, _, over in cells)  # counted before anything is expanded
+    if total > MAX_RUNS:
+        raise ConfigError(f"suite {path}: {total:,} runs (data sets x methods x seeds x grid values), more than "
+                          f"{MAX_RUNS:,}; narrow its grids or split it into suites")
+    runs = []
+    for ds_name, method, over in cells:
+        for seed in seed_list:
+            try:
+                for overrides in expand_grid(over):
+                    runs.append(
+                        resolve_run(
+                            registry, dataset=ds_name, method=method, seed=seed, overrides=overrides,
+                            device=device, engine=engine,
                         )
-                except FedbenchError as e:
-                    raise ConfigError(f"suite {path}: {e}") from e
+                    )
+            except FedbenchError as e:
+                raise ConfigError(f"suite {path}: {e}") from e
     if refs is not None and (only_datasets or only_methods):  # the reference numbers of the kept cells only
         kept = {(c.dataset, c.method) for c in runs}
         refs = refs[[(d, m) in kept for d, m in zip(refs.dataset, refs.method)]]

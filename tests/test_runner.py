@@ -80,7 +80,10 @@ class TestRunId:
             ({"lrr": 0.1}, "unknown setting 'lrr'"),
             ({"dataset.n_client": 3}, "has no parameter 'n_client'"),
             ({"lr": "fast"}, "lr expects float"),
-            ({"rounds": 0}, "rounds must be >= 1"),
+            ({"rounds": 0}, "^rounds must be >= 1, got 0$"),  # the key and its value, not the whole configuration
+            ({"lr": float("inf")}, "^lr must be a finite number > 0, got inf$"),
+            ({"dataset.noise": float("inf")}, "noise must be a finite number >= 0, got inf"),
+            ({"n_learners": 1_000_000}, "n_learners=1000000 is more than 1000"),
         ],
     )
     def test_bad_overrides(self, registry, overrides, message):
@@ -88,6 +91,60 @@ class TestRunId:
 
         with pytest.raises(ConfigError, match=message):
             resolve_run(registry, dataset="synthetic", method="fedem", seed=0, overrides=overrides)
+
+
+class TestBounds:
+    """Sizes that would exhaust the machine are refused at once, with the fix (issue 26 item 9)."""
+
+    def test_a_synthetic_federation_larger_than_memory_is_one_line_before_anything_is_drawn(self, registry):
+        import time
+
+        from fedbench.build import load_data
+        from fedbench.errors import DataError
+
+        cfg = resolve_run(registry, dataset="synthetic", method="fedavg", seed=0,
+                          overrides={"dataset.n_clients": 100_000_000})
+        start = time.perf_counter()
+        with pytest.raises(DataError, match=r"needs at least [\d,.]+ GiB in memory, more than this machine's .*lower n_clients"):
+            load_data(registry, cfg)
+        assert time.perf_counter() - start < 5  # (it drew for 62 s, then an empty MemoryError)
+
+    def test_more_clients_than_samples_names_both(self, registry):
+        from fedbench.build import load_data
+        from fedbench.errors import DataError
+
+        cfg = resolve_run(registry, dataset="digits", method="fedavg", seed=0, overrides={"dataset.n_clients": 10**8})
+        with pytest.raises(DataError, match="n_clients=100000000 is more than the 1,797 samples kept"):
+            load_data(registry, cfg)
+
+    def test_a_huge_grid_is_refused_before_it_is_expanded(self, registry, tmp_path):
+        import time
+
+        from fedbench.errors import ConfigError
+        from fedbench.suite import load_suite
+
+        grid = ", ".join(str(0.001 * (i + 1)) for i in range(1000))
+        suite = tmp_path / "huge.toml"
+        suite.write_text(f'methods = ["fedavg"]\nseeds = [1]\n[set]\nlr = [{grid}]\nbatch_size = [{", ".join(map(str, range(1, 1001)))}]\n'
+                         "[datasets.synthetic]\n")
+        start = time.perf_counter()
+        with pytest.raises(ConfigError, match="1,000,000 runs .* more than 10,000; narrow its grids"):
+            load_suite(registry, str(suite))
+        assert time.perf_counter() - start < 5
+        suite.write_text('methods = ["fedavg"]\nseeds = [1, 2]\n[set]\nlr = [0.1, 0.2]\n[datasets.synthetic]\n')
+        assert len(load_suite(registry, str(suite)).runs) == 4  # (the count is the expansion's)
+
+    def test_a_parameter_bound_at_infinity_accepts_it(self):
+        import math
+
+        from fedbench.errors import ConfigError
+        from fedbench.params import Param
+
+        Param(1.0, low=0.0, high=math.inf).check("x", "clip", math.inf)
+        with pytest.raises(ConfigError, match="clip must be a finite number >= 0, got inf"):
+            Param(1.0, low=0.0).check("x", "clip", math.inf)
+        with pytest.raises(ConfigError, match="must be a finite number, got -inf"):
+            Param(1.0).check("x", "clip", -math.inf)
 
 
 class TestCommunication:

@@ -53,6 +53,9 @@ def federate_pool(
     if len(x) != len(y):
         raise DataError(f"{len(x)} images for {len(y)} labels after keeping a fraction {p['fraction']}; the loader "
                         "must pass the whole pool or exactly kept_samples() of it")
+    if int(p["n_clients"]) > len(y):
+        raise DataError(f"n_clients={p['n_clients']} is more than the {len(y):,} samples kept (fraction {p['fraction']}); "
+                        "every client needs samples: lower n_clients or raise the fraction")
     if coarse is not None:
         p["coarse_labels"] = coarse.numpy()
     parts = split_indices(get_registry(), str(p["partitioner"]), y.numpy(), int(p["n_clients"]), int(p["seed"]), p)

@@ -31,6 +31,7 @@ import torch
 
 from fedbench.params import Param
 from fedbench import DatasetSpec, FederatedData, hookimpl
+from fedbench.memory import check_fits
 from fedbench.errors import DataError
 
 PAPER = {
@@ -102,8 +103,11 @@ def _check(n_clients: int, n_components: int, dim: int, noise: float, n_test: in
     for name, value in (("n_clients", n_clients), ("n_components", n_components), ("dim", dim), ("n_test", n_test)):
         if value < 1:
             raise DataError(f"synthetic: {name} must be >= 1, got {value}")
-    if alpha <= 0 or noise < 0:
-        raise DataError(f"synthetic: need alpha > 0 and noise >= 0, got alpha={alpha}, noise={noise}")
+    if not (alpha > 0 and 0 <= noise < float("inf")):
+        raise DataError(f"synthetic: need alpha > 0 and a finite noise >= 0, got alpha={alpha}, noise={noise}")
+    # every client has at least 50 train and n_test test samples of dim float32 features (lower bound)
+    check_fits(f"synthetic with n_clients={n_clients}, n_test={n_test}, dim={dim}",
+               4.0 * n_clients * (50 + n_test) * (dim + 1), "lower n_clients, n_test or dim")
 
 
 def load(data_root: Path | None = None, *, corrected: bool = False, **params: object) -> FederatedData:
