@@ -236,7 +236,7 @@ def load_entry_points(pm: pluggy.PluginManager) -> tuple[dict[str, str], dict[st
                 failures[name] = f"entry point {name!r} is registered by {who}; neither is loaded: rename one of them"
                 continue
         try:
-            plugin = ep.load()
+            plugin = _load_in_time(ep, name)
             unknown = sorted(
                 a for a in dir(plugin)
                 if hasattr(getattr(plugin, a), f"{GROUP}_impl") and a not in known_hooks
@@ -254,6 +254,44 @@ def load_entry_points(pm: pluggy.PluginManager) -> tuple[dict[str, str], dict[st
             continue
         packages[name] = ep.dist.name if ep.dist is not None else "?"
     return failures, packages
+
+
+#: seconds a plugin's module may take to import (``FEDBENCH_IMPORT_TIMEOUT``) before it is skipped by name
+IMPORT_TIMEOUT = 60.0
+
+
+class _ImportTimeout(Exception):
+    pass
+
+
+def _load_in_time(ep: Any, name: str) -> Any:
+    """``ep.load()``, stopped after :data:`IMPORT_TIMEOUT` seconds (a plugin that hangs at import would hang
+    every command, ``report`` included) by a timer signal in the main thread; elsewhere, or where there is no
+    such timer, plainly."""
+    import signal
+    import threading
+
+    try:
+        limit = float(os.environ.get("FEDBENCH_IMPORT_TIMEOUT", IMPORT_TIMEOUT))
+    except ValueError:
+        limit = IMPORT_TIMEOUT
+    if limit <= 0 or threading.current_thread() is not threading.main_thread() or not hasattr(signal, "setitimer"):
+        return ep.load()
+
+    def stop(_signum, _frame) -> None:  # noqa: ANN001
+        raise _ImportTimeout
+
+    previous = signal.signal(signal.SIGALRM, stop)
+    signal.setitimer(signal.ITIMER_REAL, limit)
+    try:
+        return ep.load()
+    except _ImportTimeout:
+        raise PluginError(f"importing {ep.value} did not finish in {limit:g} s (does it wait for something at import?); "
+                          f"skipped: fix it, disable it (FEDBENCH_DISABLE_PLUGINS={name}) or allow longer "
+                          "(FEDBENCH_IMPORT_TIMEOUT=SECONDS)") from None
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
 
 
 @functools.lru_cache(maxsize=1)

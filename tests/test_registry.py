@@ -80,6 +80,21 @@ class TestBrokenPlugins:
         assert "plugin 'broken_hook' not loaded" in proc.stderr and "boom" in proc.stderr
         assert "fedem" in proc.stdout and "fedavg" in proc.stdout
 
+    def test_a_plugin_that_hangs_at_import_is_skipped_by_name_after_the_timeout(self, tmp_path):
+        import time
+
+        make_dist(tmp_path, "hangs_at_import", "import time\ntime.sleep(3600)\n")
+        start = time.monotonic()
+        proc = run_cli("list", "method", env={"PYTHONPATH": str(tmp_path), "FEDBENCH_IMPORT_TIMEOUT": "2"})
+        assert time.monotonic() - start < 60
+        assert proc.returncode == 0, proc.stderr
+        assert "plugin 'hangs_at_import' not loaded" in proc.stderr and "did not finish in 2 s" in proc.stderr
+        assert "FEDBENCH_DISABLE_PLUGINS=hangs_at_import" in proc.stderr and "fedavg" in proc.stdout
+        run = run_cli("run", "--dataset", "synthetic", "--method", "fedavg", "--rounds", "1", "--set", "dataset.n_clients=4",
+                      "--set", "dataset.n_test=20", "--set", "dataset.dim=5", "--results", str(tmp_path / "r.sqlite"),
+                      "--no-progress", env={"PYTHONPATH": str(tmp_path), "FEDBENCH_IMPORT_TIMEOUT": "2"})
+        assert run.returncode == 0 and "done after 1 rounds" in run.stdout, run.stderr  # the other plugins run
+
     def test_unknown_hook_and_name_clash_are_reported(self, tmp_path):
         make_dist(
             tmp_path,
