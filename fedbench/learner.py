@@ -20,6 +20,9 @@ from fedbench.tasks import Task
 
 #: input elements per chunk in no-grad passes over a whole data set (bounds activation memory)
 EVAL_BUDGET = 1 << 21
+#: and the elements of every layer's output per chunk, summed over the layers (a CNN's activations are tens
+#: of times its input: 2**21 input elements of EMNIST were 1.5 GB of activations in one pass)
+ACTIVATION_BUDGET = 1 << 23
 
 
 @dataclass(frozen=True)
@@ -122,8 +125,8 @@ class Learner:
         self.task = task
         self._params = [p for p in model.parameters() if p.requires_grad]
         self._names = [n for n, p in model.named_parameters() if p.requires_grad]
-        #: logits per sample, by input shape (:meth:`chunk_size`)
-        self._logits_per_sample: dict[tuple[int, ...], int] = {}
+        #: logits and all layers' outputs per sample, by input shape (:meth:`chunk_size`)
+        self._per_sample: dict[tuple[int, ...], tuple[int, int]] = {}
         self.n_params = int(sum(p.numel() for p in self._params))
         #: floating-point buffers (BatchNorm running statistics): state, not trained by gradients
         self._buffers = [b for b in model.buffers() if b.is_floating_point()]
@@ -169,14 +172,29 @@ class Learner:
     @torch.no_grad()
     def chunk_size(self, x: torch.Tensor) -> int:
         """Samples per no-grad chunk: neither a chunk's inputs nor its logits exceed :data:`EVAL_BUDGET`
-        elements (a model that predicts every position of a window has 80 x 100 logits per sample)."""
+        elements (a model that predicts every position of a window has 80 x 100 logits per sample), nor the
+        outputs of all its layers together :data:`ACTIVATION_BUDGET` (counted once per input shape, on one
+        sample, by forward hooks)."""
         if not len(x):
             return 1
         shape = tuple(x.shape[1:])
-        if shape not in self._logits_per_sample:  # one probe per input shape: the output size depends on nothing else
+        if shape not in self._per_sample:  # one probe per input shape: the output sizes depend on nothing else
             self.model.eval()
-            self._logits_per_sample[shape] = self.model(x[:1]).numel()
-        return max(1, EVAL_BUDGET // max(x[0].numel(), self._logits_per_sample[shape]))
+            seen = [0]
+
+            def count(_module, _inputs, output) -> None:  # noqa: ANN001
+                seen[0] += sum(t.numel() for t in (output if isinstance(output, (tuple, list)) else (output,))
+                               if isinstance(t, torch.Tensor))
+
+            hooks = [m.register_forward_hook(count) for m in self.model.modules() if not list(m.children())]
+            try:
+                logits = self.model(x[:1]).numel()
+            finally:
+                for h in hooks:
+                    h.remove()
+            self._per_sample[shape] = (logits, seen[0])
+        logits, activations = self._per_sample[shape]
+        return max(1, min(EVAL_BUDGET // max(x[0].numel(), logits), ACTIVATION_BUDGET // max(1, activations)))
 
     @torch.no_grad()
     def logits(self, x: torch.Tensor) -> torch.Tensor:
