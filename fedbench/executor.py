@@ -403,7 +403,12 @@ def run_ray(
     try:
         if started_here:
             ray.init(address=address, num_cpus=num_cpus, include_dashboard=False, log_to_driver=False)
-        queue = Queue()
+        # the queue's actor lives on the driver's node, whatever the cluster has: a lost node must not take the
+        # metrics of every run with it (a queue placed on a node that died ended the sweep, 10 runs left running)
+        from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+        queue = Queue(actor_options={"num_cpus": 0, "scheduling_strategy": NodeAffinitySchedulingStrategy(
+            ray.get_runtime_context().get_node_id(), soft=False)})
         remote = ray.remote(_ray_compute)
         for i, cfg in enumerate(configs):
             claim = store.claim(cfg, force=force)
@@ -461,6 +466,13 @@ def run_ray(
         for i, claim, attempt in running.values():
             store_attempt(store, claim, configs[i], attempt, "failed", "interrupted")
         raise
+    except ResultsError:
+        raise
+    except Exception as e:  # the driver lost Ray itself: every run still out is stored failed with why, not left running
+        why = f"the driver lost the Ray cluster: {_one_line(e)}"
+        for i, claim, attempt in running.values():
+            report(i, store_attempt(store, claim, configs[i], attempt, "failed", why))
+        raise FedbenchError(why) from e
     finally:
         store.close()
         if started_here and ray.is_initialized():
