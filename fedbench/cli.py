@@ -37,6 +37,11 @@ def _warn_failures(registry: Registry) -> None:
         print(f"fedbench: warning: plugin {name!r} not loaded: {why}", file=sys.stderr)
 
 
+def _singular(kind: str) -> str:
+    """``methods`` -> ``method`` (a kind named in the plural, as ``fedbench list`` prints it)."""
+    return kind[:-1] if kind.endswith("s") and kind[:-1] in KIND_HOOKS else kind
+
+
 def cmd_list(args: argparse.Namespace) -> int:
     registry = get_registry()
     _warn_failures(registry)
@@ -342,7 +347,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True)
 
     ls = sub.add_parser("list", help="list the registered plugins' components")
-    ls.add_argument("kind", nargs="?", choices=list(KIND_HOOKS), help="only this kind")
+    ls.add_argument("kind", nargs="?", type=_singular, choices=list(KIND_HOOKS), help="only this kind (or its plural)")
     ls.set_defaults(func=cmd_list)
 
     run = sub.add_parser("run", help="run one method on one data set, or a whole suite")

@@ -50,6 +50,8 @@ class TestRunAndReport:
         proc = run_cli("list", "method")
         assert proc.returncode == 0
         assert "fedem" in proc.stdout and "fedbench-suite" in proc.stdout and "n_learners=3" in proc.stdout
+        plural = run_cli("list", "methods")  # the plural, as list prints the heading, is the same kind
+        assert plural.returncode == 0 and plural.stdout == proc.stdout
 
 
 class TestBadInput:

@@ -114,6 +114,16 @@ class TestEmnist:
         with pytest.raises(DataError, match="fraction must be in"):
             load_idx("emnist", tmp_path, {**opts, "fraction": 0.0})
 
+    def test_one_missing_file_is_named_alone_with_its_folder(self, tmp_path):
+        folder = tmp_path / "MNIST" / "raw"
+        make_mnist_like(folder)
+        (folder / (FILES[3] + ".gz")).unlink()
+        with pytest.raises(DataError) as err:
+            load_idx("mnist", tmp_path, {})
+        msg = str(err.value)
+        assert msg.startswith(f"mnist: {FILES[3]} (optionally .gz) missing from {folder}, which holds the other 3")
+        assert FILES[0] not in msg and "\n" not in msg
+
     def test_missing_files_line(self, tmp_path):
         msg = check("emnist", tmp_path)
         assert msg is not None and "emnist-byclass-train-images-idx3-ubyte" in msg and "split='byclass'" in msg

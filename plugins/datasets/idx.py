@@ -78,6 +78,13 @@ def find_files(name: str, root: Path) -> list[Path]:
             found.append(hit)
         if all(found):
             return found  # type: ignore[return-value]
+    for folder in folders:  # a folder with some of the files: name only what it lacks
+        lacking = [f for f in files if not any((folder / (f + ext)).is_file() for ext in ("", ".gz"))]
+        if len(lacking) < len(files):
+            raise DataError(
+                f"{name}: {', '.join(lacking)} (optionally .gz) missing from {folder}, which holds the other "
+                f"{len(files) - len(lacking)} IDX file(s); get {'it' if len(lacking) == 1 else 'them'} with {HOW[name]}"
+            )
     raise DataError(
         f"{name}: IDX files {', '.join(files)} (optionally .gz) not found in any of "
         f"{', '.join(str(f) for f in folders)}; get them with {HOW[name]}, or pass --data-root"
