@@ -12,6 +12,16 @@ once, lost, computed twice (more than one attempt ending ``done`` without
 --force), ``done`` with missing metrics, seconds from Ctrl-C to exit, and
 worker processes still alive 5 s after the parent was killed.
 Target: zero in every loss column, Ctrl-C to exit under 5 s, no process left.
+
+    python benchmarks/faults.py --only ray [--out results/faults.md]
+
+The cluster rows (``--executor ray``): a local Ray cluster started here (a head with no CPUs, two nodes
+of one CPU each, so every task runs on a node that can be lost), a 12-run grid, and: ``kill -9`` of the
+worker process running a task, repeatedly in one sweep; one node's raylet and its workers killed (the
+node dies) mid-sweep; the driver killed with ``kill -9`` and the sweep started again; Ctrl-C on the
+driver. Then one clean re-run on the same cluster, and the same audit. 'processes left' there counts
+task workers still running a run 5 s after the driver ended. ``--only local`` runs the single-machine
+rows alone; each part rewrites its own table in ``--out`` and keeps the other's.
 """
 
 from __future__ import annotations
@@ -52,10 +62,11 @@ def _n_evals() -> int:
     return n_evaluations(TrainConfig(rounds=60, eval_every=10))
 
 
-def sweep(suite: Path, db: Path, *extra: str) -> subprocess.Popen:
+def sweep(suite: Path, db: Path, *extra: str, jobs: int | None = 2) -> subprocess.Popen:
     return subprocess.Popen(
-        [sys.executable, "-m", "fedbench", "run", "--suite", str(suite), "--results", str(db), "--no-progress", "--jobs", "2", *extra],
-        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, start_new_session=True,
+        [sys.executable, "-m", "fedbench", "run", "--suite", str(suite), "--results", str(db), "--no-progress",
+         *(("--jobs", str(jobs)) if jobs else ()), *extra],
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, start_new_session=True, env=RAY_ENV,
         # a shell's background job inherits SIGINT ignored; a terminal's sweep does not: restore it
         preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
@@ -95,16 +106,16 @@ def wait_until(predicate, timeout: float = 60.0) -> bool:  # noqa: ANN001
     return False
 
 
-def audit(db: Path, forced: bool = False) -> dict[str, int]:
+def audit(db: Path, forced: bool = False, expected: int = N_RUNS) -> dict[str, int]:
     """Counts over the store after a final clean re-run."""
     status = dict(rows(db, "SELECT run_id, status FROM runs"))
     evals = dict(rows(db, "SELECT run_id, count(DISTINCT round) FROM metrics GROUP BY run_id"))
     done_attempts = dict(rows(db, "SELECT run_id, count(*) FROM attempts WHERE outcome = 'done' GROUP BY run_id"))
     done = [r for r, s in status.items() if s == "done"]
     return {
-        "expected": N_RUNS,
+        "expected": expected,
         "done once": sum(done_attempts.get(r, 0) == 1 for r in done) if not forced else len(done),
-        "lost": N_RUNS - len(done),
+        "lost": expected - len(done),
         "computed twice": 0 if forced else sum(n > 1 for n in done_attempts.values()),
         "done, metrics missing": sum(evals.get(r, 0) != _n_evals() for r in done),
         "left running": sum(s == "running" for s in status.values()) + len(claimed(db)),
@@ -194,13 +205,243 @@ def forced(suite: Path, n: int, rng: random.Random) -> dict:
     return {**audit(db, forced=True), "done, metrics missing": missing, "kills": n}
 
 
+RAY_SUITE = """
+description = "fault injection grid on a Ray cluster"
+methods = ["fedem", "fedavg"]
+seeds = [1, 2, 3]
+[set]
+rounds = 60
+eval_every = 10
+lr = [0.05, 0.1]
+[datasets.synthetic]
+n_clients = 20
+n_test = 100
+dim = 10
+"""
+RAY_RUNS = 12
+RAY_ENV = {**os.environ, "RAY_AUTH_MODE": "disabled"}
+
+
+def _ray_cli() -> str:
+    return str(Path(sys.executable).with_name("ray"))
+
+
+def _children(pid: int) -> list[int]:
+    try:
+        return [int(c) for c in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+    except OSError:
+        return []
+
+
+def _cmdline(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+    except OSError:
+        return ""
+
+
+class Cluster:
+    """A local Ray cluster: a head with no CPUs and ``nodes`` nodes of one CPU, each tagged with a resource
+    (``fault_node_K``) by which its raylet is found."""
+
+    def __init__(self, nodes: int = 2) -> None:
+        import socket
+
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            self.port = sock.getsockname()[1]
+        self.address = f"127.0.0.1:{self.port}"
+        subprocess.run([_ray_cli(), "stop", "--force"], capture_output=True, env=RAY_ENV, timeout=120)
+        subprocess.run([_ray_cli(), "start", "--head", "--port", str(self.port), "--num-cpus", "0",
+                        "--include-dashboard", "false", "--disable-usage-stats"],
+                       check=True, capture_output=True, env=RAY_ENV, timeout=180)
+        for k in range(nodes):
+            self.add_node(k)
+
+    def add_node(self, k: int) -> None:
+        subprocess.run([_ray_cli(), "start", "--address", self.address, "--num-cpus", "1", "--resources",
+                        json.dumps({f"fault_node_{k}": 1}), "--disable-usage-stats"],
+                       check=True, capture_output=True, env=RAY_ENV, timeout=180)
+
+    def raylet(self, k: int) -> int | None:
+        for d in Path("/proc").iterdir():
+            if d.name.isdigit() and "raylet/raylet" in (c := _cmdline(int(d.name))) and f"fault_node_{k}," in c:
+                return int(d.name)
+        return None
+
+    @staticmethod
+    def task_workers() -> list[int]:
+        """Ray worker processes running a run now (their process title names the task)."""
+        return [int(d.name) for d in Path("/proc").iterdir()
+                if d.name.isdigit() and _cmdline(int(d.name)).startswith("ray::_ray_compute")]
+
+    def kill_node(self, k: int) -> None:
+        pid = self.raylet(k)
+        if pid is not None:
+            doomed = [pid, *_children(pid)]
+            for p in doomed:
+                try:
+                    os.kill(p, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+
+    def stop(self) -> None:
+        subprocess.run([_ray_cli(), "stop", "--force"], capture_output=True, env=RAY_ENV, timeout=180)
+
+
+def faulted(db: Path) -> str:
+    """The runs' statuses right after the sweep that met the fault ended, before the clean re-run."""
+    counts = dict(rows(db, "SELECT status, count(*) FROM runs GROUP BY status"))
+    return ", ".join(f"{n} {s}" for s, n in sorted(counts.items())) or "none stored"
+
+
+def ray_sweep(suite: Path, db: Path, cluster: Cluster) -> subprocess.Popen:
+    return sweep(suite, db, "--executor", "ray", "--address", cluster.address, jobs=None)
+
+
+def ray_finish(suite: Path, db: Path, cluster: Cluster) -> None:
+    ray_sweep(suite, db, cluster).communicate(timeout=1800)
+
+
+def ray_rows(rng: random.Random, pick: str | None = None) -> dict[str, dict]:
+    suite = Path(tempfile.mkdtemp()) / "ray-faults.toml"
+    suite.write_text(RAY_SUITE)
+    table: dict[str, dict] = {}
+
+    def scenario(name: str, job) -> None:  # noqa: ANN001 - each scenario on a fresh cluster
+        if pick and pick not in name:
+            return
+        t = time.time()
+        cluster = Cluster()
+        try:
+            table[name] = job(cluster)
+        finally:
+            cluster.stop()
+        print(f"{name}: {json.dumps(table[name])} ({time.time() - t:.0f}s)", flush=True)
+
+    def kill_workers(cluster: Cluster, n: int = 6) -> dict:
+        db = Path(tempfile.mkdtemp()) / "ray-worker.sqlite"
+        proc = ray_sweep(suite, db, cluster)
+        killed = 0
+        while killed < n and proc.poll() is None:
+            if wait_until(lambda: bool(cluster.task_workers()), 60):
+                time.sleep(rng.uniform(0.5, 3.0))
+                workers = cluster.task_workers()
+                if workers:
+                    os.kill(rng.choice(workers), signal.SIGKILL)
+                    killed += 1
+        proc.communicate(timeout=1800)
+        first = faulted(db)
+        ray_finish(suite, db, cluster)
+        return {**audit(db, expected=RAY_RUNS), "kills": killed, "faulted sweep": first}
+
+    def kill_node(cluster: Cluster) -> dict:
+        db = Path(tempfile.mkdtemp()) / "ray-node.sqlite"
+        proc = ray_sweep(suite, db, cluster)
+        wait_until(lambda: len(rows(db, "SELECT run_id FROM runs WHERE status = 'done'")) >= 2, 300)
+        cluster.kill_node(1)  # node 1 dies mid-sweep; node 0 goes on
+        proc.communicate(timeout=1800)
+        first = faulted(db)
+        ray_finish(suite, db, cluster)
+        return {**audit(db, expected=RAY_RUNS), "kills": 1, "faulted sweep": first}
+
+    def kill_driver(cluster: Cluster, n: int = 3) -> dict:
+        db = Path(tempfile.mkdtemp()) / "ray-driver.sqlite"
+        left = 0
+        for _ in range(n):
+            proc = ray_sweep(suite, db, cluster)
+            wait_until(lambda: bool(cluster.task_workers()), 120)
+            time.sleep(rng.uniform(1.0, 6.0))
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.communicate()
+            time.sleep(5.0)
+            left += len(cluster.task_workers())
+        first = faulted(db)
+        ray_finish(suite, db, cluster)
+        return {**audit(db, expected=RAY_RUNS), "processes left after 5 s": left, "kills": n, "faulted sweep": first}
+
+    def interrupt(cluster: Cluster) -> dict:
+        db = Path(tempfile.mkdtemp()) / "ray-ctrlc.sqlite"
+        proc = ray_sweep(suite, db, cluster)
+        wait_until(lambda: len(cluster.task_workers()) >= 2, 120)
+        time.sleep(1.0)
+        start = time.monotonic()
+        os.killpg(proc.pid, signal.SIGINT)
+        try:
+            proc.communicate(timeout=60)
+            took = time.monotonic() - start
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.communicate()
+            took = float("inf")
+        time.sleep(5.0)
+        left = len(cluster.task_workers())
+        first = faulted(db)
+        ray_finish(suite, db, cluster)
+        return {**audit(db, expected=RAY_RUNS), "exit after Ctrl-C (s)": f"{took:.2f} (rc {proc.returncode})",
+                "processes left after 5 s": left, "kills": 1, "faulted sweep": first}
+
+    scenario("ray: kill -9 a task's worker x6", kill_workers)
+    scenario("ray: a node dies mid-sweep", kill_node)
+    scenario("ray: kill -9 the driver x3, restarted", kill_driver)
+    scenario("ray: Ctrl-C on the driver", interrupt)
+    return table
+
+
+COLS = ["expected", "done once", "lost", "computed twice", "done, metrics missing", "left running",
+        "exit after Ctrl-C (s)", "processes left after 5 s"]
+
+
+def _table(table: dict[str, dict], extra: tuple[str, ...] = ()) -> list[str]:
+    cols = COLS + list(extra)
+    lines = ["| scenario | " + " | ".join(cols) + " |", "|---|" + "---|" * len(cols)]
+    return lines + [f"| {name} | " + " | ".join(str(r.get(c, "")) for c in cols) + " |" for name, r in table.items()]
+
+
+def _write(out: Path, part: str, text: list[str]) -> None:
+    """Rewrite ``part``'s section of ``out`` (between its markers), keeping the other's."""
+    begin, end = f"<!-- {part}: begin -->", f"<!-- {part}: end -->"
+    old = out.read_text() if out.exists() else "# Fault injection on one results store\n"
+    block = "\n".join([begin, *text, end])
+    if begin in old and end in old:
+        new = old[: old.index(begin)] + block + old[old.index(end) + len(end):]
+    else:
+        new = old.rstrip("\n") + "\n\n" + block + "\n"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(new)
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--kills", type=int, default=51, help="kill -9s in all, split over group/parent/worker")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--only", choices=("local", "ray"), help="one part of the benchmark (default: both)")
+    p.add_argument("--pick", help="with --only ray: only the scenarios whose name holds this text")
     p.add_argument("--out", default="results/faults.md")
     args = p.parse_args()
     rng = random.Random(args.seed)
+    if args.only != "ray":
+        local_rows(args, rng)
+    if args.only != "local":
+        started = time.time()
+        table = ray_rows(rng, args.pick)
+        _write(Path(args.out), "ray", [
+            "## On a Ray cluster",
+            "",
+            f"`python benchmarks/faults.py --only ray --seed {args.seed}` on {os.cpu_count()} cores, "
+            f"{time.time() - started:.0f} s. Each scenario starts a local Ray cluster (a head with no CPUs, two "
+            f"nodes of one CPU), runs a {RAY_RUNS}-run grid with `--executor ray` (the driver the only writer), "
+            "injects its faults, then one clean re-run on the same cluster completes the store, which is audited "
+            "as above. 'processes left after 5 s': task workers still computing a run 5 s after the driver ended. "
+            "'faulted sweep': the runs' statuses when the sweep that met the fault had ended, before the clean "
+            "re-run (after the driver's last kill, runs it held stay `running` until the next sweep repairs them).",
+            "",
+            *_table(table, ("faulted sweep",)),
+        ])
+        print("\n".join(_table(table, ("faulted sweep",))))
+
+
+def local_rows(args: argparse.Namespace, rng: random.Random) -> None:
     suite = Path(tempfile.mkdtemp()) / "faults.toml"
     suite.write_text(SUITE)
     each = max(1, args.kills // 3)
@@ -219,26 +460,17 @@ def main() -> None:
         t = time.time()
         table[name] = job()
         print(f"{name}: {json.dumps(table[name])} ({time.time() - t:.0f}s)", flush=True)
-    cols = ["expected", "done once", "lost", "computed twice", "done, metrics missing", "left running",
-            "exit after Ctrl-C (s)", "processes left after 5 s"]
-    lines = [
-        "# Fault injection on one results store",
-        "",
-        f"`python benchmarks/faults.py --kills {args.kills} --seed {args.seed}` on {os.cpu_count()} cores, "
+    _write(Path(args.out), "local", [
+        f"`python benchmarks/faults.py --only local --kills {args.kills} --seed {args.seed}` on {os.cpu_count()} cores, "
         f"{time.time() - started:.0f} s. Each scenario runs a {N_RUNS}-run grid (`--jobs 2`), injects its faults, "
         "then one clean re-run completes the store, which is then audited. 'done once': runs whose attempts "
         "ended `done` exactly once; 'computed twice': runs computed to `done` more than once without --force; "
         "'left running': `running` rows or claims left after the clean re-run. For `--force`, 'done, metrics "
         "missing' adds up every audit taken right after each kill (a finished result must survive each one).",
         "",
-        "| scenario | " + " | ".join(cols) + " |",
-        "|---|" + "---|" * len(cols),
-    ]
-    for name, r in table.items():
-        lines.append(f"| {name} | " + " | ".join(str(r.get(c, "")) for c in cols) + " |")
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text("\n".join(lines) + "\n")
-    print("\n".join(lines))
+        *_table(table),
+    ])
+    print("\n".join(_table(table)))
 
 
 if __name__ == "__main__":
