@@ -18,7 +18,7 @@ from typing import Any
 import pandas as pd
 
 from fedbench.build import _items, _load_cached, build_simulation, check_device, dataset_parameters, resolve_run
-from fedbench.config import RunConfig, merge_params
+from fedbench.config import RunConfig, flat_settings, merge_params
 from fedbench.data import FederatedData, default_data_root
 from fedbench.errors import ConfigError, DivergedError, FedbenchError
 from fedbench.executor import assign_devices, run_local
@@ -79,10 +79,9 @@ class SuiteResult:
 
 
 def settings_of(settings: Mapping[str, Any] | None, keywords: Mapping[str, Any]) -> dict[str, Any]:
-    """``settings`` plus keyword settings, ``dataset__n_clients`` read as ``dataset.n_clients``."""
-    out = dict(settings or {})
-    out.update({k.replace("__", "."): v for k, v in keywords.items()})
-    return out
+    """``settings`` plus keyword settings, in the one spelling ``GROUP.KEY``: ``dataset__n_clients=5``,
+    ``dataset={"n_clients": 5}`` and ``settings={"dataset.n_clients": 5}`` are the same setting."""
+    return {**flat_settings(settings), **flat_settings(keywords)}
 
 
 def configure(dataset: str, method: str, seed: int = 0, *, settings: Mapping[str, Any] | None = None,
@@ -101,6 +100,8 @@ def load_dataset(name: str, *, data_root: str | Path | None = None, **params: An
     where to put them.
     """
     registry = get_registry()
+    # the one spelling: load_dataset("x", alpha=0.3), dataset__alpha=0.3 and dataset={"alpha": 0.3} are one setting
+    params = {k.removeprefix("dataset."): v for k, v in flat_settings(params).items()}
     defaults, rules, _ = dataset_parameters(registry, name, params)
     merged = merge_params(f"dataset {name!r}", defaults, params, rules, registry)
     root = Path(data_root) if data_root is not None else None

@@ -306,7 +306,7 @@ def cmd_data_describe(args: argparse.Namespace) -> int:
 
     registry = get_registry()
     _warn_failures(registry)
-    overrides = {f"dataset.{k}": v for k, v in parse_assignments(args.set or []).items()}
+    overrides = {f"dataset.{k.removeprefix('dataset.')}": v for k, v in parse_assignments(args.set or []).items()}
     method = registry.names("method")[0]  # any method: only the data set's part of the config is used
     cfg = resolve_run(registry, dataset=args.dataset, method=method, seed=0, overrides=overrides)
     data = load_data(registry, cfg, args.data_root)
@@ -436,7 +436,7 @@ def build_parser() -> argparse.ArgumentParser:
     data_sub = data.add_subparsers(dest="data_command", required=True)
     desc = data_sub.add_parser("describe", help="per-client sizes and label histograms of a data set")
     desc.add_argument("dataset", help="data set name (see `fedbench list dataset`)")
-    desc.add_argument("--set", action="append", metavar="KEY=VALUE", help="a data-set parameter, e.g. alpha=0.1 or partitioner=shards")
+    desc.add_argument("--set", action="append", metavar="KEY=VALUE", help="a data-set parameter, e.g. dataset.alpha=0.1 (as in run; alpha=0.1 too) or partitioner=shards")
     desc.add_argument("--data-root", type=Path, help="where data sets live on disk")
     desc.add_argument("--format", choices=["md", "csv"], default="md")
     desc.add_argument("--plot", help="also save a clients x labels heat map PNG here")

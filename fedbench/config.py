@@ -159,6 +159,19 @@ def parse_value(text: str) -> Any:
         return text
 
 
+def flat_settings(settings: Mapping[str, Any] | None) -> dict[str, Any]:
+    """Settings in their one spelling, ``GROUP.KEY``: nested tables or dicts (``{"dataset": {"alpha": 0.3}}``,
+    TOML's unquoted ``client.mu = 0.5``) and Python's ``dataset__alpha`` become ``dataset.alpha``."""
+    out: dict[str, Any] = {}
+    for key, value in (settings or {}).items():
+        key = str(key).replace("__", ".")
+        if isinstance(value, Mapping):
+            out.update({f"{key}.{k}": v for k, v in flat_settings(value).items()})
+        else:
+            out[key] = value
+    return out
+
+
 def parse_assignments(items: Iterable[str]) -> dict[str, Any]:
     """``["lr=0.1", "dataset.n_clients=10"]`` -> ``{"lr": 0.1, "dataset.n_clients": 10}``."""
     out: dict[str, Any] = {}

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import itertools
 import math
+import re
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,7 +38,7 @@ from typing import Any
 import pandas as pd
 
 from fedbench.build import resolve_run
-from fedbench.config import RunConfig
+from fedbench.config import RunConfig, flat_settings
 from fedbench.errors import ConfigError, FedbenchError
 from fedbench.registry import Registry
 
@@ -150,6 +151,13 @@ def load_suite(
     try:
         doc = tomllib.loads(path.read_text(encoding="utf-8"))
     except tomllib.TOMLDecodeError as e:
+        twice = re.search(r"Cannot declare \('(methods|datasets)', '([^']+)'\) twice", str(e))
+        if twice:  # a list of names beside a [methods.NAME] table: TOML's own words do not say what to write
+            kind, name = twice.groups()
+            raise ConfigError(
+                f"suite {path}: {kind} is both a list and a table ([{kind}.{name}]); write the names as tables only, "
+                f"one [{kind}.NAME] per entry with its settings inside (an empty table for one without)"
+            ) from e
         raise ConfigError(f"suite {path}: invalid TOML: {e}") from e
     except UnicodeDecodeError as e:
         raise ConfigError(f"suite {path}: not UTF-8 text (byte {e.start}: {e.object[e.start:e.start + 1]!r}); "
@@ -204,7 +212,8 @@ def load_suite(
         for method, m_over in methods.items():
             m_over = _table(f"suite {path}: methods.{method}", m_over)
             dm_over = _table(f"suite {path}: datasets.{ds_name}.methods.{method}", ds_methods.get(method, {}))
-            cells.append((ds_name, method, {**common, **ds_over, **m_over, **dm_over, **(extra or {})}))
+            # (settings in one spelling: a TOML table or unquoted dotted key, client.mu = 0.5, is "client.mu")
+            cells.append((ds_name, method, flat_settings({**common, **ds_over, **m_over, **dm_over, **(extra or {})})))
     total = len(seed_list) * sum(grid_size(over) for _, _, over in cells)  # counted before anything is expanded
     if total > MAX_RUNS:
         raise ConfigError(f"suite {path}: {total:,} runs (data sets x methods x seeds x grid values), more than "

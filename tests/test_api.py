@@ -291,3 +291,49 @@ def test_a_suite_headline_is_checked_against_the_suites_own_methods(tmp_path):
     bad.write_text(_suite_text().replace('headline = "fedavg"', 'headline = "fedem"'))
     with pytest.raises(ConfigError, match="headline 'fedem' is not one of its methods"):
         load_suite(fedbench.get_registry(), str(bad))
+
+
+class TestOneSpelling:
+    """One setting, one spelling (GROUP.KEY) everywhere: the CLI, suite TOML (quoted, unquoted, nested
+    tables), the Python API (dotted, nested dicts, double underscores) and load_dataset (issue 29 item 2)."""
+
+    def test_suite_toml_dotted_quoted_unquoted_and_nested_are_one_run(self, registry, tmp_path):
+        from fedbench.suite import load_suite
+
+        head = 'seeds = [1]\n[set]\nrounds = 2\n[datasets.synthetic]\nn_clients = 4\n'
+        ids = []
+        for body in ('[methods.fedprox]\n"client.mu" = 0.5\n', "[methods.fedprox]\nclient.mu = 0.5\n",
+                     "[methods.fedprox.client]\nmu = 0.5\n"):
+            path = tmp_path / "s.toml"
+            path.write_text(head + body)
+            (cfg,) = load_suite(registry, str(path)).runs
+            assert dict(cfg.client_params)["mu"] == 0.5
+            ids.append(cfg.run_id)
+        assert len(set(ids)) == 1
+
+    def test_a_methods_list_beside_a_methods_table_says_what_to_write(self, registry, tmp_path):
+        from fedbench.suite import load_suite
+
+        path = tmp_path / "s.toml"
+        path.write_text('methods = ["fedprox"]\nseeds = [1]\n[methods.fedprox]\nclient.mu = 0.5\n[datasets.synthetic]\n')
+        with pytest.raises(ConfigError, match=r"methods is both a list and a table \(\[methods.fedprox\]\); write the names as tables only"):
+            load_suite(registry, str(path))
+
+    def test_python_settings_dotted_nested_and_underscored_are_one_run(self):
+        a = fedbench.configure("synthetic", "fedprox", settings={"dataset.alpha": 0.3, "client.mu": 0.2})
+        b = fedbench.configure("synthetic", "fedprox", settings={"dataset": {"alpha": 0.3}, "client": {"mu": 0.2}})
+        c = fedbench.configure("synthetic", "fedprox", dataset__alpha=0.3, client__mu=0.2)
+        assert a.run_id == b.run_id == c.run_id and dict(a.dataset_params)["alpha"] == 0.3
+
+    def test_load_dataset_takes_the_run_spelling_too(self):
+        plain = fedbench.load_dataset("synthetic", n_clients=5, n_test=10, dim=4)
+        for spelled in (fedbench.load_dataset("synthetic", dataset__n_clients=5, dataset__n_test=10, dataset__dim=4),
+                        fedbench.load_dataset("synthetic", dataset={"n_clients": 5, "n_test": 10, "dim": 4})):
+            assert spelled.n_clients == 5 and torch.equal(spelled.train_x, plain.train_x)
+
+    def test_data_describe_takes_the_run_spelling_too(self):
+        plain = run_cli("data", "describe", "synthetic", "--set", "n_clients=5", "--set", "n_test=10", "--set", "dim=4")
+        dotted = run_cli("data", "describe", "synthetic", "--set", "dataset.n_clients=5", "--set", "dataset.n_test=10",
+                         "--set", "dataset.dim=4")
+        assert plain.returncode == 0 and dotted.returncode == 0, dotted.stderr
+        assert dotted.stdout == plain.stdout and "5 clients" in dotted.stdout
