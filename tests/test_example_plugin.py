@@ -68,3 +68,9 @@ def test_installed_plugin_runs_and_one_client_equals_fedavg(installed_example, t
     assert one.loc["fedmedian", "train_loss"] == one.loc["fedavg", "train_loss"]
     many = df[df.bytes_sent == df.bytes_sent.max()].set_index("method")
     assert many.loc["fedmedian", "train_loss"] != many.loc["fedavg", "train_loss"]
+
+
+def test_the_example_passes_the_conformance_check_in_its_own_test(installed_example):
+    proc = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(EXAMPLE / "test_fedbench_median.py")],
+                          capture_output=True, text=True, cwd=EXAMPLE)
+    assert proc.returncode == 0 and "1 passed" in proc.stdout, proc.stdout[-3000:] + proc.stderr[-2000:]
