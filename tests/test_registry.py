@@ -329,58 +329,15 @@ class TestOutsideExecutor:
         assert again.returncode == 0 and again.stderr.count("already in the results store") == 3
 
 
-FEDDYN = '''
-"""FedDyn (Acar et al., ICLR 2021) as an outside plugin: alpha is the method's own, shared parameter."""
-import torch
-from fedbench import AggregatorSpec, CentralizedAggregator, Client, ClientSpec, MethodSpec, hookimpl
-from fedbench.params import Param
+def _doc_block(first_line: str) -> str:
+    """The fenced python block of docs/plugins.md that starts with ``first_line``: the docs' code is what runs."""
+    text = (ROOT / "docs" / "plugins.md").read_text()
+    start = text.index("```python\n" + first_line) + len("```python\n")
+    return text[start:text.index("```", start)]
 
 
-class FedDynClient(Client):
-    def __init__(self, *args, alpha, **kwargs):
-        super().__init__(*args, **kwargs)
-        self.alpha = alpha
-
-    def term_context(self, params, extras):
-        if not hasattr(self, "g"):
-            self.g = [torch.zeros_like(p) for p in params]
-        return [{**ctx, "g": g} for ctx, g in zip(super().term_context(params, extras), self.g)]
-
-    def local_term(self, theta, ctx):
-        return -(ctx["g"] * theta).sum() + self.alpha / 2 * (theta - ctx["received"]).pow(2).sum()
-
-    def after_fit(self, ins, update):
-        self.g = [g - self.alpha * (w - p) for g, w, p in zip(self.g, update.params, ins.params)]
-
-
-class FedDynAggregator(CentralizedAggregator):
-    def __init__(self, clients, init_params, train, *, seed, alpha):
-        super().__init__(clients, init_params, train, seed=seed, unsampled="drop")
-        self.alpha = alpha
-        self.h = [torch.zeros_like(p) for p in init_params]
-
-    def aggregate_fit(self, round_, updates):
-        old, m = self.global_params, len(self.clients)
-        self.h = [h - self.alpha / m * sum(u.params[k] - w for u in updates) for k, (h, w) in enumerate(zip(self.h, old))]
-        super().aggregate_fit(round_, updates)
-        self.global_params = [w - h / self.alpha for w, h in zip(self.global_params, self.h)]
-
-
-@hookimpl
-def fedbench_clients():
-    return [ClientSpec(name="feddyn", doc="FedDyn client", cls=FedDynClient)]
-
-
-@hookimpl
-def fedbench_aggregators():
-    return [AggregatorSpec(name="feddyn", doc="FedDyn server", cls=FedDynAggregator)]
-
-
-@hookimpl
-def fedbench_methods():
-    return [MethodSpec(name="feddyn", doc="FedDyn", client="feddyn", aggregator="feddyn",
-                       params={"momentum": 0.0}, shared={"alpha": Param(0.1, low=0.0, low_open=True)})]
-'''
+#: FedDyn as an outside plugin module: the complete example of docs/plugins.md
+FEDDYN = _doc_block("# feddyn_plugin.py")
 
 
 class TestSharedMethodParameters:
@@ -397,6 +354,13 @@ class TestSharedMethodParameters:
         reg = Registry(pm, *load_plugins(pm))
         assert "feddyn" in reg.names("method"), reg.failures
         return reg
+
+    def test_the_docs_example_passes_the_conformance_check(self, feddyn_registry):
+        from fedbench.testing import check_method
+
+        report = check_method("feddyn", registry=feddyn_registry)
+        assert {"bounds", "determinism", "both backends", "partial participation", "stored run"} <= set(report.passed)
+        assert not report.declined  # a local term and a client's state: batched, with the same numbers
 
     def test_one_setting_reaches_both_and_the_server_update_uses_it(self, feddyn_registry):
         from fedbench.build import build_simulation, resolve_run
