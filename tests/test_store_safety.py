@@ -558,8 +558,6 @@ class TestHostile:
             assert len({row["run_id"] for row in csv.DictReader(fh)}) == 3  # three runs, not 0 rows
 
     def test_a_write_lock_held_elsewhere_is_waited_for_with_a_message_not_a_failed_run(self, registry, tmp_path):
-        from fedbench.store import LOCK_WAIT_S
-
         db = tmp_path / "r.sqlite"
         ResultStore(db).close()
         holder = sqlite3.connect(db, isolation_level=None)
@@ -569,11 +567,20 @@ class TestHostile:
              *[x for k, v in TINY.items() for x in ("--set", f"{k}={v}")]],
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
         )
-        time.sleep(LOCK_WAIT_S + 3)
+        # wait for its message, however long a loaded machine takes to start it (a fixed sleep raced the start-up)
+        lines: list[str] = []
+        reader = threading.Thread(target=lambda: lines.extend(iter(proc.stderr.readline, "")), daemon=True)
+        reader.start()
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and not any("waiting for the results file" in line for line in lines):
+            time.sleep(0.1)
+        time.sleep(1.0)
         assert proc.poll() is None  # still waiting, not crashed
         holder.execute("ROLLBACK")
         holder.close()
-        out, err = proc.communicate(timeout=120)
+        proc.wait(timeout=120)
+        reader.join(timeout=10)
+        err = "".join(lines)
         assert proc.returncode == 0, err
         assert "waiting for the results file" in err and "is free again" in err and "Traceback" not in err
         assert _rows(db, "SELECT status FROM runs") == [("done",)]
