@@ -6,7 +6,10 @@ Scenarios (each on a 24-run grid, ``--jobs 2``, real processes and signals):
 ``kill -9`` at random moments of the whole process group, of the parent alone,
 and of one worker; one and two Ctrl-C (SIGINT to the group, as a terminal
 sends it); two and three sweeps of the same suite at once on one store; a
-``--force`` re-run killed mid-write. After the faults, one clean re-run
+``--force`` re-run killed mid-write; two sweeps at once, one in its own PID namespace (``unshare``,
+root); a sweep stopped with SIGSTOP past the heartbeat's staleness while a second one runs, then continued;
+two sweeps at once, one with its clock an hour ahead; the write lock held by another process for
+``--lock-hold`` seconds (300) while a sweep runs. After the faults, one clean re-run
 completes the store, and the store is audited: runs expected, done exactly
 once, lost, computed twice (more than one attempt ending ``done`` without
 --force), ``done`` with missing metrics, seconds from Ctrl-C to exit, and
@@ -62,11 +65,12 @@ def _n_evals() -> int:
     return n_evaluations(TrainConfig(rounds=60, eval_every=10))
 
 
-def sweep(suite: Path, db: Path, *extra: str, jobs: int | None = 2) -> subprocess.Popen:
+def sweep(suite: Path, db: Path, *extra: str, jobs: int | None = 2, prefix: tuple[str, ...] = (),
+          env: dict | None = None) -> subprocess.Popen:
     return subprocess.Popen(
-        [sys.executable, "-m", "fedbench", "run", "--suite", str(suite), "--results", str(db), "--no-progress",
+        [*prefix, sys.executable, "-m", "fedbench", "run", "--suite", str(suite), "--results", str(db), "--no-progress",
          *(("--jobs", str(jobs)) if jobs else ()), *extra],
-        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, start_new_session=True, env=RAY_ENV,
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, start_new_session=True, env=env or RAY_ENV,
         # a shell's background job inherits SIGINT ignored; a terminal's sweep does not: restore it
         preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
@@ -159,11 +163,9 @@ def kills(suite: Path, mode: str, n: int, rng: random.Random) -> dict:
     return {**audit(db), "processes left after 5 s": orphans if mode == "parent" else "", "kills": n}
 
 
-def ctrl_c(suite: Path, times: int) -> dict:
-    db = Path(tempfile.mkdtemp()) / "ctrlc.sqlite"
-    proc = sweep(suite, db)
-    wait_until(lambda: len(claimed(db)) >= 2, 60)
-    workers = claimed(db)
+def interrupt_sweep(proc: subprocess.Popen, times: int) -> float:
+    """Ctrl-C ``times`` times (SIGINT to the sweep's group, 0.2 s apart); seconds until it exited (inf: it did
+    not within 60 s and was killed)."""
     start = time.monotonic()
     for i in range(times):
         os.killpg(proc.pid, signal.SIGINT)
@@ -171,11 +173,19 @@ def ctrl_c(suite: Path, times: int) -> dict:
             time.sleep(0.2)
     try:
         proc.communicate(timeout=60)
-        took = time.monotonic() - start
+        return time.monotonic() - start
     except subprocess.TimeoutExpired:
         os.killpg(proc.pid, signal.SIGKILL)
         proc.communicate()
-        took = float("inf")
+        return float("inf")
+
+
+def ctrl_c(suite: Path, times: int) -> dict:
+    db = Path(tempfile.mkdtemp()) / "ctrlc.sqlite"
+    proc = sweep(suite, db)
+    wait_until(lambda: len(claimed(db)) >= 2, 60)
+    workers = claimed(db)
+    took = interrupt_sweep(proc, times)
     time.sleep(0.5)
     left = sum(alive(p) for p in workers)
     finish(suite, db)
@@ -188,6 +198,83 @@ def concurrent(suite: Path, k: int) -> dict:
     for p in procs:
         p.communicate(timeout=900)
     return {**audit(db), "kills": 0}
+
+
+def other_namespace(suite: Path) -> dict:
+    """Two sweeps at once on one store, the second in its own PID namespace (a container with this host name:
+    its pids mean nothing here)."""
+    import shutil
+
+    if os.geteuid() != 0 or shutil.which("unshare") is None:
+        return {"expected": "skipped: needs root and unshare"}
+    db = Path(tempfile.mkdtemp()) / "pidns.sqlite"
+    procs = [sweep(suite, db), sweep(suite, db, prefix=("unshare", "-p", "-f", "--kill-child", "--mount-proc"))]
+    for p in procs:
+        p.communicate(timeout=900)
+    return {**audit(db), "kills": 0, "faulted sweep": outcomes(db)}
+
+
+def stopped(suite: Path) -> dict:
+    """A sweep stopped (SIGSTOP) past the heartbeat's staleness while a second sweep runs, then continued."""
+    from fedbench.store import STALE_AFTER
+
+    db = Path(tempfile.mkdtemp()) / "sigstop.sqlite"
+    first = sweep(suite, db)
+    wait_until(lambda: len(claimed(db)) >= 2, 60)
+    os.killpg(first.pid, signal.SIGSTOP)
+    time.sleep(STALE_AFTER + 10)
+    second = sweep(suite, db)
+    second.communicate(timeout=900)
+    os.killpg(first.pid, signal.SIGCONT)
+    first.communicate(timeout=900)
+    finish(suite, db)
+    return {**audit(db), "kills": 1, "faulted sweep": outcomes(db)}
+
+
+def outcomes(db: Path) -> str:
+    """How every attempt on the store ended (an attempt is a claim: its computation, whole or not)."""
+    counts = dict(rows(db, "SELECT coalesce(outcome, 'open'), count(*) FROM attempts GROUP BY 1"))
+    return "attempts: " + ", ".join(f"{n} {o}" for o, n in sorted(counts.items()))
+
+
+SKEW = """import time as _time
+_real = _time.time
+_time.time = lambda: _real() + {seconds}
+"""
+
+
+def skewed(suite: Path, seconds: float = 3600.0) -> dict:
+    """Two sweeps at once, the second with its clock ``seconds`` ahead (time.time shifted in it and its workers
+    by a sitecustomize on its PYTHONPATH)."""
+    db = Path(tempfile.mkdtemp()) / "skew.sqlite"
+    shim = Path(tempfile.mkdtemp())
+    (shim / "sitecustomize.py").write_text(SKEW.format(seconds=seconds))
+    env = {**RAY_ENV, "PYTHONPATH": os.pathsep.join(filter(None, [str(shim), os.environ.get("PYTHONPATH")]))}
+    procs = [sweep(suite, db), sweep(suite, db, env=env)]
+    for p in procs:
+        p.communicate(timeout=1800)
+    finish(suite, db)
+    return {**audit(db), "kills": 0, "faulted sweep": outcomes(db)}
+
+
+def lock_held(suite: Path, seconds: float) -> dict:
+    """Another process holds the results file's write lock for ``seconds`` while a sweep runs."""
+    db = Path(tempfile.mkdtemp()) / "lock.sqlite"
+    finish_one = sweep(suite, db, "--seed", "1")  # the store exists and holds a few runs
+    finish_one.communicate(timeout=900)
+    holder = subprocess.Popen([sys.executable, "-c", (
+        "import sqlite3, sys, time\n"
+        f"con = sqlite3.connect({str(db)!r}, isolation_level=None)\n"
+        "con.execute('BEGIN IMMEDIATE')\nprint('held', flush=True)\n"
+        f"time.sleep({seconds})\ncon.execute('COMMIT')\n")], stdout=subprocess.PIPE, text=True)
+    assert holder.stdout.readline().strip() == "held"
+    proc = sweep(suite, db)
+    _, err = proc.communicate(timeout=seconds + 1800)
+    holder.wait()
+    failed = rows(db, "SELECT count(*) FROM attempts WHERE outcome NOT IN ('done')")[0][0]
+    finish(suite, db)
+    waits = err.count("waiting for the results file")
+    return {**audit(db), "kills": 0, "faulted sweep": f"{failed} attempts not done, {waits} wait message(s), rc {proc.returncode}"}
 
 
 def forced(suite: Path, n: int, rng: random.Random) -> dict:
@@ -205,19 +292,9 @@ def forced(suite: Path, n: int, rng: random.Random) -> dict:
     return {**audit(db, forced=True), "done, metrics missing": missing, "kills": n}
 
 
-RAY_SUITE = """
-description = "fault injection grid on a Ray cluster"
-methods = ["fedem", "fedavg"]
-seeds = [1, 2, 3]
-[set]
-rounds = 60
-eval_every = 10
-lr = [0.05, 0.1]
-[datasets.synthetic]
-n_clients = 20
-n_test = 100
-dim = 10
-"""
+#: the same grid on the cluster, with two of the methods (12 runs: a cluster of two 1-CPU nodes is slower)
+RAY_SUITE = SUITE.replace('"fedem", "fedavg", "local", "fedprox"', '"fedem", "fedavg"').replace(
+    "fault injection grid", "fault injection grid on a Ray cluster")
 RAY_RUNS = 12
 RAY_ENV = {**os.environ, "RAY_AUTH_MODE": "disabled"}
 
@@ -365,15 +442,7 @@ def ray_rows(rng: random.Random, pick: str | None = None) -> dict[str, dict]:
         proc = ray_sweep(suite, db, cluster)
         wait_until(lambda: len(cluster.task_workers()) >= 2, 120)
         time.sleep(1.0)
-        start = time.monotonic()
-        os.killpg(proc.pid, signal.SIGINT)
-        try:
-            proc.communicate(timeout=60)
-            took = time.monotonic() - start
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.communicate()
-            took = float("inf")
+        took = interrupt_sweep(proc, 1)
         time.sleep(5.0)
         left = len(cluster.task_workers())
         first = faulted(db)
@@ -416,7 +485,8 @@ def main() -> None:
     p.add_argument("--kills", type=int, default=51, help="kill -9s in all, split over group/parent/worker")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--only", choices=("local", "ray"), help="one part of the benchmark (default: both)")
-    p.add_argument("--pick", help="with --only ray: only the scenarios whose name holds this text")
+    p.add_argument("--pick", help="only the scenarios whose name holds this text")
+    p.add_argument("--lock-hold", type=float, default=300.0, help="seconds another process holds the write lock")
     p.add_argument("--out", default="results/faults.md")
     args = p.parse_args()
     rng = random.Random(args.seed)
@@ -456,7 +526,13 @@ def local_rows(args: argparse.Namespace, rng: random.Random) -> None:
         ("2 sweeps at once", lambda: concurrent(suite, 2)),
         ("3 sweeps at once", lambda: concurrent(suite, 3)),
         ("--force killed mid-write x5", lambda: forced(suite, 5, rng)),
+        ("2 sweeps at once, one in another PID namespace", lambda: other_namespace(suite)),
+        ("a sweep SIGSTOPped past the heartbeat, another runs, then SIGCONT", lambda: stopped(suite)),
+        ("2 sweeps at once, one's clock 1 h ahead", lambda: skewed(suite)),
+        (f"the write lock held {args.lock_hold:g} s by another process", lambda: lock_held(suite, args.lock_hold)),
     ]:
+        if args.pick and args.pick not in name:
+            continue
         t = time.time()
         table[name] = job()
         print(f"{name}: {json.dumps(table[name])} ({time.time() - t:.0f}s)", flush=True)
@@ -466,11 +542,13 @@ def local_rows(args: argparse.Namespace, rng: random.Random) -> None:
         "then one clean re-run completes the store, which is then audited. 'done once': runs whose attempts "
         "ended `done` exactly once; 'computed twice': runs computed to `done` more than once without --force; "
         "'left running': `running` rows or claims left after the clean re-run. For `--force`, 'done, metrics "
-        "missing' adds up every audit taken right after each kill (a finished result must survive each one).",
+        "missing' adds up every audit taken right after each kill (a finished result must survive each one). "
+        "'faulted sweep', for the later rows: how every attempt (claim) on the store ended, or for the held "
+        "lock the attempts that did not end done, the sweep's wait messages and its exit code.",
         "",
-        *_table(table),
+        *_table(table, ("faulted sweep",)),
     ])
-    print("\n".join(_table(table)))
+    print("\n".join(_table(table, ("faulted sweep",))))
 
 
 if __name__ == "__main__":
