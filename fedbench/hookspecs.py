@@ -77,7 +77,7 @@ def fedbench_methods() -> list[MethodSpec] | None:
 def fedbench_suites() -> list[SuiteSpec] | None:
     """Return the named suite files this plugin ships.
 
-    ``path`` is a TOML suite file (see the README's "Suites" section); the
+    ``path`` is a TOML suite file (see docs/guide.md, "Suites"); the
     name is what ``fedbench run --suite NAME`` accepts.
     """
 
