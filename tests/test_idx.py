@@ -65,6 +65,18 @@ class TestLoaders:
         torch.testing.assert_close(pooled, expected)
         assert sorted(torch.cat([data.train_y, data.test_y]).tolist()) == sorted(labels.tolist())
 
+    def test_reading_only_the_kept_images_equals_keeping_them_from_the_whole_pool(self, tmp_path):
+        from fedbench_plugins.datasets.pooled import federate_images
+
+        images, labels = make_mnist_like(tmp_path / "MNIST" / "raw", n_train=300, n_test=100)
+        params = {"n_clients": 4, "partitioner": "iid", "fraction": 0.3}
+        read = load_idx("mnist", tmp_path, dict(params))  # gathers the kept 30 % from the files, passes kept=
+        whole = federate_images(torch.from_numpy(images.astype(np.uint8)).unsqueeze(1), torch.from_numpy(labels.astype(np.int64)),
+                                10, dict(params))  # the whole pool, the kept samples drawn inside
+        assert read.n_clients == whole.n_clients == 4 and len(read.train_y) + len(read.test_y) == 120
+        for name in ("train_x", "train_y", "test_x", "test_y", "train_offsets"):
+            assert torch.equal(getattr(read, name), getattr(whole, name)), name
+
     def test_flat_layout_uncompressed(self, tmp_path):
         make_mnist_like(tmp_path / "fashion-mnist", gz=False)
         assert load_idx("fashion-mnist", tmp_path, {"n_clients": 2, "partitioner": "iid"}).n_clients == 2

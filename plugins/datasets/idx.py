@@ -109,7 +109,7 @@ def load_idx(name: str, data_root: Path | None, params: dict) -> FederatedData:
     del tr_x, te_x
     x = torch.from_numpy(x).unsqueeze(1)
     return federate_images(x, y, SOURCES[name][3], params, mean=(MNIST_MEAN,) if normalize else None,
-                           std=(MNIST_STD,) if normalize else None)
+                           std=(MNIST_STD,) if normalize else None, kept=keep)
 
 
 def check(name: str, data_root: Path | None) -> str | None:

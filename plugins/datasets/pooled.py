@@ -28,7 +28,8 @@ POOLED_PARAMS: dict[str, Any] = {
 
 def kept_samples(n: int, params: dict[str, Any]) -> np.ndarray | None:
     """The sorted indices of the pool's samples kept (a seeded random ``fraction`` of ``n``), None for all.
-    A loader may gather just these from its files and pass them to :func:`federate_pool` with all ``n`` labels."""
+    A loader may gather just these from its files and pass them to :func:`federate_pool` (``kept=``) with all
+    ``n`` labels."""
     p = {**{k: v.default for k, v in POOLED_PARAMS.items()}, **params}
     fraction = float(p["fraction"])
     if not 0 < fraction <= 1:
@@ -39,20 +40,23 @@ def kept_samples(n: int, params: dict[str, Any]) -> np.ndarray | None:
 
 
 def federate_pool(
-    x: torch.Tensor, y: torch.Tensor, num_classes: int, params: dict[str, Any], coarse: torch.Tensor | None = None
+    x: torch.Tensor, y: torch.Tensor, num_classes: int, params: dict[str, Any], coarse: torch.Tensor | None = None,
+    kept: np.ndarray | None = None,
 ) -> FederatedData:
     """Keep a random ``fraction`` of the pool (seeded), split it over ``n_clients`` with ``partitioner``;
-    each client's samples 80/20 train/test. ``coarse``: each sample's coarse label, for hierarchical partitioners."""
+    each client's samples 80/20 train/test. ``coarse``: each sample's coarse label, for hierarchical partitioners.
+    ``kept``: :func:`kept_samples` of the pool when the loader gathered only those samples into ``x`` (``y`` and
+    ``coarse`` still cover the whole pool); by default the kept samples are drawn here and taken from ``x``."""
     p = {**{k: v.default for k, v in POOLED_PARAMS.items()}, **params}
-    keep = kept_samples(len(y), p)
-    if keep is not None and len(x) == len(y):  # (a loader that sampled already passes only the kept images)
-        x = x[torch.from_numpy(keep)]
+    keep = kept_samples(len(y), p) if kept is None else kept
     if keep is not None:
-        y = y[torch.from_numpy(keep)]
-        coarse = coarse[torch.from_numpy(keep)] if coarse is not None else None
+        index = torch.from_numpy(keep)
+        x = x if kept is not None else x[index]
+        y = y[index]
+        coarse = coarse[index] if coarse is not None else None
     if len(x) != len(y):
-        raise DataError(f"{len(x)} images for {len(y)} labels after keeping a fraction {p['fraction']}; the loader "
-                        "must pass the whole pool or exactly kept_samples() of it")
+        raise DataError(f"{len(x)} images for {len(y)} labels after keeping a fraction {p['fraction']}; a loader "
+                        "passes the whole pool, or kept=kept_samples(...) with exactly those images")
     if int(p["n_clients"]) > len(y):
         raise DataError(f"n_clients={p['n_clients']} is more than the {len(y):,} samples kept (fraction {p['fraction']}); "
                         "every client needs samples: lower n_clients or raise the fraction")
@@ -75,11 +79,12 @@ def to_float_images(x: torch.Tensor, mean: Sequence[float] | None = None, std: S
 def federate_images(
     x: torch.Tensor, y: torch.Tensor, num_classes: int, params: dict[str, Any], coarse: torch.Tensor | None = None,
     mean: Sequence[float] | None = None, std: Sequence[float] | None = None, drop_last: bool = False,
+    kept: np.ndarray | None = None,
 ) -> FederatedData:
     """:func:`federate_pool` on uint8 images, then only the kept ones become floats (:func:`to_float_images`):
     a data set holds its training tensors and little more (EMNIST's pool is 2.5 GB as float32, its 10 % 0.25 GB)."""
     if x.dtype != torch.uint8:
         raise DataError(f"federate_images takes uint8 images, got {x.dtype}")
-    data = federate_pool(x, y, num_classes, params, coarse=coarse)
+    data = federate_pool(x, y, num_classes, params, coarse=coarse, kept=kept)
     return dataclasses.replace(data, train_x=to_float_images(data.train_x, mean, std),
                                test_x=to_float_images(data.test_x, mean, std), drop_last=drop_last)
