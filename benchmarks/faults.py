@@ -321,8 +321,10 @@ class Cluster:
     """A local Ray cluster: a head with no CPUs and ``nodes`` nodes of one CPU, each tagged with a resource
     (``fault_node_K``) by which its raylet is found."""
 
-    def __init__(self, nodes: int = 2) -> None:
+    def __init__(self, nodes: int = 2, node_env: dict[int, dict[str, str]] | None = None) -> None:
         import socket
+
+        self.node_env = node_env or {}
 
         with socket.socket() as sock:
             sock.bind(("127.0.0.1", 0))
@@ -338,7 +340,7 @@ class Cluster:
     def add_node(self, k: int) -> None:
         subprocess.run([_ray_cli(), "start", "--address", self.address, "--num-cpus", "1", "--resources",
                         json.dumps({f"fault_node_{k}": 1}), "--disable-usage-stats"],
-                       check=True, capture_output=True, env=RAY_ENV, timeout=180)
+                       check=True, capture_output=True, env={**RAY_ENV, **self.node_env.get(k, {})}, timeout=180)
 
     def raylet(self, k: int) -> int | None:
         for d in Path("/proc").iterdir():
@@ -385,11 +387,11 @@ def ray_rows(rng: random.Random, pick: str | None = None) -> dict[str, dict]:
     suite.write_text(RAY_SUITE)
     table: dict[str, dict] = {}
 
-    def scenario(name: str, job) -> None:  # noqa: ANN001 - each scenario on a fresh cluster
-        if pick and pick not in name:
+    def scenario(name: str, job, **cluster_options) -> None:  # noqa: ANN001 - each scenario on a fresh cluster
+        if pick and not any(p in name for p in pick.split(",")):
             return
         t = time.time()
-        cluster = Cluster()
+        cluster = Cluster(**cluster_options)
         try:
             table[name] = job(cluster)
         finally:
@@ -450,10 +452,22 @@ def ray_rows(rng: random.Random, pick: str | None = None) -> dict[str, dict]:
         return {**audit(db, expected=RAY_RUNS), "exit after Ctrl-C (s)": f"{took:.2f} (rc {proc.returncode})",
                 "processes left after 5 s": left, "kills": 1, "faulted sweep": first}
 
+    def out_of_memory(cluster: Cluster) -> dict:
+        db = Path(tempfile.mkdtemp()) / "ray-oom.sqlite"
+        ray_finish(suite, db, cluster)  # node 1's memory monitor kills every task it runs (threshold 1 %)
+        first = faulted(db)
+        errors = rows(db, "SELECT count(*) FROM runs WHERE status = 'failed' AND error LIKE '%memory%'")[0][0]
+        cluster.kill_node(1)  # then the clean re-run on node 0 alone
+        ray_finish(suite, db, cluster)
+        return {**audit(db, expected=RAY_RUNS), "kills": errors, "faulted sweep": f"{first} ({errors} failed for memory)"}
+
     scenario("ray: kill -9 a task's worker x6", kill_workers)
     scenario("ray: a node dies mid-sweep", kill_node)
     scenario("ray: kill -9 the driver x3, restarted", kill_driver)
     scenario("ray: Ctrl-C on the driver", interrupt)
+    # Ray's own memory monitor on node 1, set to kill a task's worker at 1 % of the node's memory, one OOM retry
+    scenario("ray: out-of-memory kills on one node", out_of_memory, node_env={1: {
+        "RAY_memory_usage_threshold": "0.01", "RAY_memory_monitor_refresh_ms": "100", "RAY_task_oom_retries": "1"}})
     return table
 
 
@@ -485,7 +499,8 @@ def main() -> None:
     p.add_argument("--kills", type=int, default=51, help="kill -9s in all, split over group/parent/worker")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--only", choices=("local", "ray"), help="one part of the benchmark (default: both)")
-    p.add_argument("--pick", help="only the scenarios whose name holds this text")
+    p.add_argument("--pick", help="only the scenarios whose name holds one of these comma-separated texts; their "
+                   "table goes to a section of its own in --out, beside the whole part's")
     p.add_argument("--lock-hold", type=float, default=300.0, help="seconds another process holds the write lock")
     p.add_argument("--out", default="results/faults.md")
     args = p.parse_args()
@@ -495,10 +510,11 @@ def main() -> None:
     if args.only != "local":
         started = time.time()
         table = ray_rows(rng, args.pick)
-        _write(Path(args.out), "ray", [
-            "## On a Ray cluster",
+        _write(Path(args.out), f"ray {args.pick}" if args.pick else "ray", [
+            "## On a Ray cluster" + (" (more rows)" if args.pick else ""),
             "",
-            f"`python benchmarks/faults.py --only ray --seed {args.seed}` on {os.cpu_count()} cores, "
+            f"`python benchmarks/faults.py --only ray --seed {args.seed}"
+            f"{f' --pick {chr(39)}{args.pick}{chr(39)}' if args.pick else ''}` on {os.cpu_count()} cores, "
             f"{time.time() - started:.0f} s. Each scenario starts a local Ray cluster (a head with no CPUs, two "
             f"nodes of one CPU), runs a {RAY_RUNS}-run grid with `--executor ray` (the driver the only writer), "
             "injects its faults, then one clean re-run on the same cluster completes the store, which is audited "
@@ -531,13 +547,15 @@ def local_rows(args: argparse.Namespace, rng: random.Random) -> None:
         ("2 sweeps at once, one's clock 1 h ahead", lambda: skewed(suite)),
         (f"the write lock held {args.lock_hold:g} s by another process", lambda: lock_held(suite, args.lock_hold)),
     ]:
-        if args.pick and args.pick not in name:
+        if args.pick and not any(p in name for p in args.pick.split(",")):
             continue
         t = time.time()
         table[name] = job()
         print(f"{name}: {json.dumps(table[name])} ({time.time() - t:.0f}s)", flush=True)
-    _write(Path(args.out), "local", [
-        f"`python benchmarks/faults.py --only local --kills {args.kills} --seed {args.seed}` on {os.cpu_count()} cores, "
+    _write(Path(args.out), f"local {args.pick}" if args.pick else "local", [
+        *(["## More rows on one machine", ""] if args.pick else []),
+        f"`python benchmarks/faults.py --only local --kills {args.kills} --seed {args.seed}"
+        f"{f' --pick {chr(39)}{args.pick}{chr(39)}' if args.pick else ''}` on {os.cpu_count()} cores, "
         f"{time.time() - started:.0f} s. Each scenario runs a {N_RUNS}-run grid (`--jobs 2`), injects its faults, "
         "then one clean re-run completes the store, which is then audited. 'done once': runs whose attempts "
         "ended `done` exactly once; 'computed twice': runs computed to `done` more than once without --force; "

@@ -20,9 +20,9 @@ from fedbench.tasks import Task
 
 #: input elements per chunk in no-grad passes over a whole data set (bounds activation memory)
 EVAL_BUDGET = 1 << 21
-#: and the elements of every layer's output per chunk, summed over the layers (a CNN's activations are tens
-#: of times its input: 2**21 input elements of EMNIST were 1.5 GB of activations in one pass)
-ACTIVATION_BUDGET = 1 << 23
+#: and twice the widest layer output per chunk (what a no-grad pass holds at once: a layer's input and output;
+#: a CNN's are tens of times its input: 2**21 input elements of EMNIST were 1.5 GB of activations in one pass)
+ACTIVATION_BUDGET = 1 << 22
 
 
 @dataclass(frozen=True)
@@ -172,9 +172,9 @@ class Learner:
     @torch.no_grad()
     def chunk_size(self, x: torch.Tensor) -> int:
         """Samples per no-grad chunk: neither a chunk's inputs nor its logits exceed :data:`EVAL_BUDGET`
-        elements (a model that predicts every position of a window has 80 x 100 logits per sample), nor the
-        outputs of all its layers together :data:`ACTIVATION_BUDGET` (counted once per input shape, on one
-        sample, by forward hooks)."""
+        elements (a model that predicts every position of a window has 80 x 100 logits per sample), nor twice
+        its widest layer output :data:`ACTIVATION_BUDGET` (measured once per input shape, on one sample, by
+        forward hooks)."""
         if not len(x):
             return 1
         shape = tuple(x.shape[1:])
@@ -183,8 +183,8 @@ class Learner:
             seen = [0]
 
             def count(_module, _inputs, output) -> None:  # noqa: ANN001
-                seen[0] += sum(t.numel() for t in (output if isinstance(output, (tuple, list)) else (output,))
-                               if isinstance(t, torch.Tensor))
+                seen[0] = max(seen[0], 2 * sum(t.numel() for t in (output if isinstance(output, (tuple, list)) else (output,))
+                                               if isinstance(t, torch.Tensor)))
 
             hooks = [m.register_forward_hook(count) for m in self.model.modules() if not list(m.children())]
             try:
