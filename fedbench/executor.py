@@ -387,6 +387,7 @@ def run_ray(
         if key not in shipped:
             try:
                 shipped[key] = [ray.put(load_data(get_registry(), cfg, data_root, keep=False)), 0]
+                store.beat([claim for _, claim, _ in running.values()])  # (a long load must not let them go stale)
                 print(f"fedbench: {cfg.dataset} loaded on the driver, shared with its runs through Ray's object store",
                       file=sys.stderr, flush=True)
             except FedbenchError as e:

@@ -567,14 +567,17 @@ _AHEAD: dict[tuple[str, int], tuple[float, float]] = {}
 
 
 def _owner_alive(host: str, pid: int, pid_start: str | None, heartbeat: float) -> bool:
-    """Whether a claim's owner counts as alive: on this host (and PID namespace) by its pid; elsewhere by a
-    heartbeat less than :data:`STALE_AFTER` old. A heartbeat further ahead than that comes from a clock
+    """Whether a claim's owner counts as alive: on this host (and PID namespace) by its pid *and* a heartbeat
+    less than :data:`STALE_AFTER` old (a live pid that stopped beating, a sweep stopped with SIGSTOP or
+    Ctrl-Z, held its runs from every other sweep until it was continued; its claims are now taken over, and
+    if it resumes, its result is discarded at finish); elsewhere by the heartbeat alone. A heartbeat further
+    ahead than that comes from a clock
     that runs ahead of ours: it counts as alive only while it keeps changing as this process watches, and
     as dead once it has stood still for ``STALE_AFTER`` seconds of this process's clock (it blocked every
     sweep until the other clock caught up: an hour for an hour of skew)."""
-    if host == HOST:
-        return pid_alive(pid, pid_start)
     now = time.time()
+    if host == HOST:
+        return pid_alive(pid, pid_start) and now - heartbeat < STALE_AFTER
     if heartbeat <= now + STALE_AFTER:
         _AHEAD.pop((host, pid), None)
         return now - heartbeat < STALE_AFTER

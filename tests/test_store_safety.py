@@ -625,9 +625,10 @@ class TestClaimsCommand:
         store = ResultStore(db)
         old, fresh = _cfg(registry, seed=1), _cfg(registry, seed=2)
         store.claim(old), store.claim(fresh)
-        store._db.execute("UPDATE claims SET heartbeat = heartbeat - 3600 WHERE run_id = ?", (old.run_id,))
+        # silent for 90 s: past the hand-given --stale 60, not yet past STALE_AFTER (then any writer repairs it)
+        store._db.execute("UPDATE claims SET heartbeat = heartbeat - 90 WHERE run_id = ?", (old.run_id,))
         store.close()
-        proc = run_cli("claims", "--results", str(db), "--stale", "600")
+        proc = run_cli("claims", "--results", str(db), "--stale", "60")
         assert proc.returncode == 0 and "1 claim(s)" in proc.stdout
         assert _rows(db, "SELECT run_id FROM claims") == [(fresh.run_id,)]
 
@@ -727,6 +728,35 @@ class TestLiveness:
             held = ResultStore(db).claim(_cfg(registry))
             assert held is not None and not hasattr(held, "token"), "a live foreign claim was taken over"
             assert _rows(db, "SELECT count(*) FROM attempts") == [(1,)]  # not computed twice
+        finally:
+            proc.kill()
+            proc.wait()
+
+    def test_a_live_process_that_stopped_beating_on_this_host_loses_its_claim(self, registry, tmp_path):
+        from fedbench.store import STALE_AFTER
+
+        db = tmp_path / "r.sqlite"
+        ResultStore(db).close()
+        script = textwrap.dedent(f"""
+            import time
+            from fedbench.registry import get_registry
+            from fedbench.store import ResultStore
+            from tests.test_store_safety import _cfg
+            ResultStore({str(db)!r}).claim(_cfg(get_registry()))
+            print("claimed", flush=True)
+            time.sleep(60)
+        """)
+        # a sweep stopped with SIGSTOP (or Ctrl-Z): its pid lives, its heartbeat does not move
+        proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True,
+                                cwd=Path(__file__).resolve().parents[1])
+        try:
+            assert proc.stdout.readline().strip() == "claimed"
+            store = ResultStore(db)
+            assert store.holder(_cfg(registry).run_id) is not None  # beating recently: held
+            store._db.execute("UPDATE claims SET heartbeat = heartbeat - ?", (STALE_AFTER + 1,))
+            taken = store.claim(_cfg(registry))
+            assert hasattr(taken, "token"), f"a claim silent for over STALE_AFTER was not taken over: {taken}"
+            store.close()
         finally:
             proc.kill()
             proc.wait()
