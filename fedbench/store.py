@@ -562,28 +562,32 @@ def _config_id(config: str | None) -> str | None:
         return None
 
 
-#: (host, pid) of claims whose heartbeat lay in this process's future -> (that heartbeat, when it was first seen)
-_AHEAD: dict[tuple[str, int], tuple[float, float]] = {}
+#: (host, pid) of foreign claims whose heartbeat looked stale or ahead here -> (that heartbeat, when first seen)
+_SEEN: dict[tuple[str, int], tuple[float, float]] = {}
 
 
 def _owner_alive(host: str, pid: int, pid_start: str | None, heartbeat: float) -> bool:
-    """Whether a claim's owner counts as alive: on this host (and PID namespace) by its pid *and* a heartbeat
-    less than :data:`STALE_AFTER` old (a live pid that stopped beating, a sweep stopped with SIGSTOP or
-    Ctrl-Z, held its runs from every other sweep until it was continued; its claims are now taken over, and
-    if it resumes, its result is discarded at finish); elsewhere by the heartbeat alone. A heartbeat further
-    ahead than that comes from a clock
-    that runs ahead of ours: it counts as alive only while it keeps changing as this process watches, and
-    as dead once it has stood still for ``STALE_AFTER`` seconds of this process's clock (it blocked every
-    sweep until the other clock caught up: an hour for an hour of skew)."""
+    """Whether a claim's owner counts as alive.
+
+    On this host (and PID namespace): by its pid *and* a heartbeat less than :data:`STALE_AFTER` old on the
+    one clock both read (a live pid that stopped beating, a sweep stopped with SIGSTOP or Ctrl-Z, held its
+    runs from every other sweep until it was continued; its claims are now taken over, and if it resumes its
+    result is discarded at finish).
+
+    Elsewhere the other host's clock wrote the heartbeat, so its age on this clock means nothing under skew
+    (a reader an hour ahead took over 18 of 24 live runs; one an hour behind waited an hour): a heartbeat
+    that looks fresh here counts as alive; any other counts as alive while it changes as this process
+    watches it, and as dead once it has stood still for ``STALE_AFTER`` seconds of this process's clock
+    (so a dead foreign claim is taken over ``STALE_AFTER`` after this process first saw it)."""
     now = time.time()
     if host == HOST:
         return pid_alive(pid, pid_start) and now - heartbeat < STALE_AFTER
-    if heartbeat <= now + STALE_AFTER:
-        _AHEAD.pop((host, pid), None)
-        return now - heartbeat < STALE_AFTER
-    seen = _AHEAD.get((host, pid))
+    if abs(now - heartbeat) < STALE_AFTER:
+        _SEEN.pop((host, pid), None)
+        return True
+    seen = _SEEN.get((host, pid))
     if seen is None or seen[0] != heartbeat:  # first seen, or it moved: its owner beats
-        _AHEAD[(host, pid)] = (heartbeat, time.monotonic())
+        _SEEN[(host, pid)] = (heartbeat, time.monotonic())
         return True
     return time.monotonic() - seen[1] < STALE_AFTER
 
