@@ -8,6 +8,7 @@ gives exit code 1.
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import os
 import signal
 import sys
@@ -84,6 +85,12 @@ def cmd_run(args: argparse.Namespace) -> int:
             settings[key] = value
     if args.tensorboard and Path(args.tensorboard).exists() and not Path(args.tensorboard).is_dir():
         raise FedbenchError(f"--tensorboard {args.tensorboard} is a file; it takes a folder for the event files")
+    if args.mlflow:  # checked before any run: where it goes, and that MLflow is installed
+        from fedbench.export import mlflow_uri
+
+        mlflow_uri(args.mlflow)
+        if importlib.util.find_spec("mlflow") is None:
+            raise FedbenchError("--mlflow needs MLflow: pip install 'fedbench-suite[mlflow]'")
     progress = False if args.no_progress else None  # None: bars on a terminal, plain lines in a log
     if (args.methods or args.datasets) and not args.suite:
         raise FedbenchError("--methods/--datasets pick runs of a suite; use them with --suite (or --method/--dataset alone)")
@@ -102,6 +109,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         print(outcome.summary())
         if args.tensorboard:
             _tensorboard(args.results, [outcome], args.tensorboard)
+        if args.mlflow:
+            _mlflow(args.results, [outcome], args.mlflow, args.mlflow_experiment or "fedbench")
         return 0 if outcome.ok else 1
     if args.dataset or args.method:
         raise FedbenchError("--suite runs the suite's own data sets and methods; drop --dataset/--method")
@@ -112,6 +121,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         tqdm.write(f"[{seen[0]}] {outcome.summary()}", file=sys.stderr)  # tqdm.write keeps progress bars intact
         if args.tensorboard:
             _tensorboard(args.results, [outcome], args.tensorboard)
+        if args.mlflow:
+            _mlflow(args.results, [outcome], args.mlflow, args.mlflow_experiment or Path(str(args.suite)).stem)
 
     result = api.run_suite(
         args.suite, results=args.results, seeds=[args.seed] if args.seed is not None else None,
@@ -135,6 +146,18 @@ def _tensorboard(results: str, outcomes: list[RunOutcome], log_dir: str) -> None
         store = ResultStore(results, readonly=True)
         try:
             write_tensorboard(store, runs, Path(log_dir))
+        finally:
+            store.close()
+
+
+def _mlflow(results: str, outcomes: list[RunOutcome], target: str, experiment: str) -> None:
+    from fedbench.export import write_mlflow
+
+    runs = [o.config.run_id for o in outcomes if o.status in ("done", "diverged", "failed", "skipped")]
+    if runs:
+        store = ResultStore(results, readonly=True)
+        try:
+            write_mlflow(store, runs, target, experiment)
         finally:
             store.close()
 
@@ -250,9 +273,9 @@ def _when(stamp: float | None) -> str:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    from fedbench.export import export, per_round, write_tensorboard
+    from fedbench.export import export, per_round, write_mlflow, write_tensorboard
 
-    if args.format != "tensorboard" and Path(args.out).is_dir():
+    if args.format not in ("tensorboard", "mlflow") and Path(args.out).is_dir():
         raise FedbenchError(f"--out {args.out} is a folder; give a file name, e.g. --out {Path(args.out) / ('runs.' + args.format)}")
     store = ResultStore(args.results, readonly=True)
     suite = load_suite(get_registry(), args.suite) if args.suite else None
@@ -260,6 +283,11 @@ def cmd_export(args: argparse.Namespace) -> int:
     if args.format == "tensorboard":
         folders = write_tensorboard(store, run_ids if run_ids is not None else list(store.runs().run_id), Path(args.out))
         print(f"{len(folders)} runs written as TensorBoard events under {args.out} (tensorboard --logdir {args.out})")
+        return 0
+    if args.format == "mlflow":
+        experiment = args.mlflow_experiment or (suite.name if suite else "fedbench")
+        logged = write_mlflow(store, run_ids if run_ids is not None else list(store.runs().run_id), args.out, experiment)
+        print(f"{len(logged)} runs logged to MLflow experiment {experiment!r} at {args.out}")
         return 0
     table = per_round(store, run_ids)
     written = export(table, Path(args.out), args.format)
@@ -391,6 +419,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="no progress output (default: bars on a terminal, a plain line per evaluation when stderr is a file)",
     )
     run.add_argument("--tensorboard", metavar="DIR", help="also write each finished run's curves as TensorBoard events under DIR")
+    run.add_argument("--mlflow", metavar="URI", help="also log each finished run (config as params, per-round metrics) to "
+                     "MLflow: a folder (MLflow's file store) or a tracking URI such as http://HOST:5000")
+    run.add_argument("--mlflow-experiment", metavar="NAME", help="MLflow experiment (default: the suite's name, or fedbench)")
     run.set_defaults(func=cmd_run)
 
     rep = sub.add_parser("report", help="print one row per stored run")
@@ -418,10 +449,11 @@ def build_parser() -> argparse.ArgumentParser:
     show.add_argument("--results", default=str(DEFAULT_PATH), help=f"SQLite results file (default {DEFAULT_PATH})")
     show.set_defaults(func=cmd_show)
 
-    exp = sub.add_parser("export", help="per-round metrics of stored runs as CSV, Parquet or TensorBoard events")
+    exp = sub.add_parser("export", help="per-round metrics of stored runs as CSV, Parquet, TensorBoard events or MLflow runs")
     exp.add_argument("--results", default=str(DEFAULT_PATH), help=f"SQLite results file (default {DEFAULT_PATH})")
-    exp.add_argument("--format", choices=["csv", "parquet", "tensorboard"], default="csv")
-    exp.add_argument("--out", required=True, help="output file (csv, parquet) or folder (tensorboard)")
+    exp.add_argument("--format", choices=["csv", "parquet", "tensorboard", "mlflow"], default="csv")
+    exp.add_argument("--out", required=True, help="output file (csv, parquet), folder (tensorboard) or MLflow folder/tracking URI")
+    exp.add_argument("--mlflow-experiment", metavar="NAME", help="MLflow experiment (default: the suite's name, or fedbench)")
     exp.add_argument("--suite", help="only the runs of this suite (name or TOML path)")
     exp.set_defaults(func=cmd_export)
 

@@ -1,10 +1,14 @@
-"""Per-round metrics out of the results store: a table, CSV or Parquet files, TensorBoard curves."""
+"""Per-round metrics out of the results store: a table, CSV or Parquet files, TensorBoard curves, MLflow runs."""
 
 from __future__ import annotations
 
 import json
+import os
 import re
+from contextlib import contextmanager
+from collections.abc import Iterator
 from pathlib import Path
+from urllib.parse import urlparse
 
 import pandas as pd
 
@@ -78,4 +82,108 @@ def write_tensorboard(store: ResultStore, run_ids: list[str], log_dir: Path) -> 
         finally:
             writer.close()
         written.append(folder)
+    return written
+
+
+#: MLflow's limits per ``log_batch`` call (metrics, params)
+_MLFLOW_METRICS, _MLFLOW_PARAMS = 1000, 100
+#: the tag that ties an MLflow run to the stored run it was written from
+MLFLOW_TAG = "fedbench.run_id"
+
+
+def flat_config(config: dict) -> dict[str, str]:
+    """A stored configuration as ``GROUP.KEY`` -> text (``train.lr``, ``client_params.mu``): MLflow params."""
+    out: dict[str, str] = {}
+
+    def walk(prefix: str, value: object) -> None:
+        if isinstance(value, dict) and value:
+            for k, v in value.items():
+                walk(f"{prefix}.{k}" if prefix else str(k), v)
+        else:
+            out[prefix] = value if isinstance(value, str) else json.dumps(value, default=str)
+
+    walk("", config)
+    return out
+
+
+@contextmanager
+def _file_store_allowed(uri: str) -> Iterator[None]:
+    """MLflow 3 keeps its folder store (``./mlruns``, ``file://...``) in maintenance mode and refuses it unless
+    ``MLFLOW_ALLOW_FILE_STORE`` is set; a user who names a folder asked for it, so allow it for this call."""
+    local = urlparse(uri).scheme in ("", "file")
+    before = os.environ.get("MLFLOW_ALLOW_FILE_STORE")
+    if local and before is None:
+        os.environ["MLFLOW_ALLOW_FILE_STORE"] = "true"
+    try:
+        yield
+    finally:
+        if local and before is None:
+            os.environ.pop("MLFLOW_ALLOW_FILE_STORE", None)
+
+
+def mlflow_uri(target: str) -> str:
+    """A tracking URI for ``target``: a URI as given (``http://...``, ``sqlite:///...``, ``file:///...``), a
+    plain folder as its absolute path (MLflow's folder store)."""
+    if urlparse(target).scheme and len(urlparse(target).scheme) > 1:  # (a Windows drive letter is not a scheme)
+        return target
+    path = Path(target).expanduser().resolve()
+    if path.exists() and not path.is_dir():
+        raise ConfigError(f"--mlflow {target} is a file; give a folder for MLflow's file store or a tracking URI "
+                          "(http://HOST:PORT, sqlite:///FILE.db)")
+    return path.as_uri()
+
+
+def write_mlflow(store: ResultStore, run_ids: list[str], target: str, experiment: str = "fedbench") -> list[str]:
+    """Each stored run as one MLflow run in ``experiment`` at ``target`` (a tracking URI or a folder): the
+    flattened configuration as params, every evaluated round's metrics (step = round), the status, engine
+    and fedbench run id as tags. A run written before (same ``fedbench.run_id`` tag) is replaced, so writing
+    again after a re-run leaves one MLflow run per stored run. Returns the MLflow run ids."""
+    try:
+        from mlflow.entities import Metric, Param, RunStatus
+        from mlflow.exceptions import MlflowException
+        from mlflow.tracking import MlflowClient
+    except ImportError as e:
+        raise ConfigError("--mlflow needs MLflow: pip install 'fedbench-suite[mlflow]' (mlflow-skinny; a "
+                          "sqlite:/// tracking URI needs the full mlflow package)") from e
+    uri = mlflow_uri(target)
+    table = per_round(store, run_ids)
+    runs = store.runs().set_index("run_id")
+    written = []
+    with _file_store_allowed(uri):
+        try:
+            client = MlflowClient(tracking_uri=uri)
+            found = client.get_experiment_by_name(experiment)
+            exp_id = found.experiment_id if found is not None else client.create_experiment(experiment)
+        except MlflowException as e:
+            raise ConfigError(f"MLflow at {uri} cannot be used: {str(e).splitlines()[0]}") from e
+        for run_id in [r for r in run_ids if r in runs.index]:
+            row = runs.loc[run_id]
+            for old in client.search_runs([exp_id], filter_string=f"tags.`{MLFLOW_TAG}` = '{run_id}'"):
+                client.delete_run(old.info.run_id)
+            started = int(float(row.started) * 1000)
+            tags = {MLFLOW_TAG: run_id, "fedbench.status": row.status, "fedbench.dataset": row.dataset,
+                    "fedbench.method": row.method, "fedbench.seed": str(row.seed)}
+            if isinstance(row.engine, str):
+                tags["fedbench.engine"] = row.engine
+            if isinstance(row.error, str):
+                tags["fedbench.error"] = row.error[:5000]
+            made = client.create_run(exp_id, start_time=started, tags=tags,
+                                     run_name=f"{row.dataset} {row.method} seed{row.seed}")
+            params = [Param(k, v[:6000]) for k, v in flat_config(json.loads(row.config)).items()]
+            metrics = []
+            for r in table[table.run_id == run_id].itertuples(index=False):
+                for name, value in r._asdict().items():
+                    if name not in ("run_id", "dataset", "method", "seed", "status", "round") and pd.notna(value):
+                        metrics.append(Metric(name, float(value), started, int(r.round)))
+            mid = made.info.run_id
+            for k in range(0, len(params), _MLFLOW_PARAMS):
+                client.log_batch(mid, params=params[k:k + _MLFLOW_PARAMS])
+            for k in range(0, len(metrics), _MLFLOW_METRICS):
+                client.log_batch(mid, metrics=metrics[k:k + _MLFLOW_METRICS])
+            ended = {"done": RunStatus.FINISHED, "running": RunStatus.RUNNING}.get(row.status, RunStatus.FAILED)
+            if ended != RunStatus.RUNNING:
+                finished = row.finished if pd.notna(row.finished) else None
+                client.set_terminated(mid, RunStatus.to_string(ended),
+                                      end_time=int(float(finished) * 1000) if finished is not None else None)
+            written.append(mid)
     return written

@@ -150,6 +150,39 @@ class TestShowAndExport:
         assert [s for s, _ in steps] == [r for r, _ in stored] == [0, 2, 4]
         assert [v for _, v in steps] == pytest.approx([v for _, v in stored], rel=1e-6)
 
+    def test_mlflow_file_store_holds_each_run_once_with_its_curve(self, store, tmp_path):
+        pytest.importorskip("mlflow", reason="the mlflow extra (in the test extras) is not installed")
+        from mlflow.tracking import MlflowClient
+
+        target = tmp_path / "mlruns"
+        for _ in range(2):  # written twice: still one MLflow run per stored run
+            proc = run_cli("export", "--results", str(store), "--format", "mlflow", "--out", str(target),
+                           "--mlflow-experiment", "tiny")
+            assert proc.returncode == 0, proc.stderr
+            assert "5 runs logged to MLflow experiment 'tiny'" in proc.stdout
+        import os
+
+        os.environ["MLFLOW_ALLOW_FILE_STORE"] = "true"  # reading MLflow 3's folder store back, as the exporter does
+        try:
+            client = MlflowClient(tracking_uri=target.as_uri())
+            exp = client.get_experiment_by_name("tiny")
+            logged = client.search_runs([exp.experiment_id])
+            db = sqlite3.connect(store)
+            stored = dict(db.execute("SELECT run_id, status FROM runs").fetchall())
+            assert sorted(r.data.tags["fedbench.run_id"] for r in logged) == sorted(stored)
+            for r in logged:
+                run_id = r.data.tags["fedbench.run_id"]
+                want = db.execute("SELECT round, value FROM metrics WHERE run_id = ? AND name = 'test_acc' ORDER BY round",
+                                  (run_id,)).fetchall()
+                got = sorted((m.step, m.value) for m in client.get_metric_history(r.info.run_id, "test_acc"))
+                assert [s for s, _ in got] == [k for k, _ in want]
+                assert [v for _, v in got] == pytest.approx([v for _, v in want], rel=1e-9)
+                assert r.info.status == ("FINISHED" if stored[run_id] == "done" else "FAILED")
+                assert r.data.params["train.lr"] == json.dumps(json.loads(
+                    db.execute("SELECT config FROM runs WHERE run_id = ?", (run_id,)).fetchone()[0])["train"]["lr"])
+        finally:
+            os.environ.pop("MLFLOW_ALLOW_FILE_STORE", None)
+
 
 def _importable(name: str) -> bool:
     import importlib.util
@@ -172,6 +205,21 @@ class TestCliOutput:
                        *[x for k, v in TINY.items() for x in ("--set", f"{k}={v}")])
         assert proc.returncode == 0, proc.stderr
         assert len(list((tmp_path / "tb" / "synthetic" / "fedavg").glob("seed0-*/events.out.tfevents.*"))) == 1
+
+    def test_run_with_mlflow_logs_each_finished_run_and_a_bad_target_is_refused_first(self, tmp_path):
+        pytest.importorskip("mlflow", reason="the mlflow extra (in the test extras) is not installed")
+        (tmp_path / "afile").write_text("x")
+        bad = run_cli("run", "--suite", _suite(tmp_path), "--results", str(tmp_path / "bad.sqlite"), "--mlflow",
+                      str(tmp_path / "afile"))
+        assert bad.returncode == 2 and "--mlflow" in bad.stderr and "is a file" in bad.stderr
+        assert not (tmp_path / "bad.sqlite").exists()  # refused before any run
+        proc = run_cli("run", "--suite", _suite(tmp_path), "--no-progress", "--results", str(tmp_path / "r.sqlite"),
+                       "--mlflow", str(tmp_path / "mlruns"))
+        assert proc.returncode == 0, proc.stderr
+        runs = [p for p in (tmp_path / "mlruns").glob("*/*/meta.yaml") if "experiment_id" in p.read_text()]
+        assert len(runs) == 4  # 2 methods x 2 seeds, in the experiment named after the suite
+        names = {p.read_text().split("name: ")[1].split()[0] for p in (tmp_path / "mlruns").glob("*/meta.yaml")}
+        assert "tiny" in names
 
     def test_report_csv_latex_and_markdown(self, tmp_path):
         db = tmp_path / "r.sqlite"
