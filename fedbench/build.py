@@ -75,7 +75,7 @@ def resolve_run(
                 f"unknown setting {key!r}{_did_you_mean(registry, key, ds, me)}; use a training key "
                 f"({', '.join(TRAIN_KEYS)}), model, n_learners, or GROUP.KEY with GROUP in {', '.join(GROUPS)}"
             )
-    base = dataclasses.asdict(TrainConfig())
+    base = {**dataclasses.asdict(TrainConfig()), "eval_every": None}  # unset: follows the run's rounds
     train = merge_params("training", merge_params(f"method {method!r}", base, method_params), train_over)
     model_spec = registry.get("model", model)
     client_spec = registry.get("client", me.client)

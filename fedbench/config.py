@@ -21,6 +21,10 @@ LR_SCHEDULES = ("multistep", "constant")
 ENGINES = ("auto", "vectorized", "sequential")
 
 
+#: points on a learning curve when ``eval_every`` is not set
+EVAL_POINTS = 20
+
+
 @dataclass(frozen=True)
 class TrainConfig:
     """Hyper-parameters of the federated training loop shared by every method.
@@ -43,7 +47,9 @@ class TrainConfig:
     weight_decay: float = 5e-4
     lr_schedule: str = "multistep"
     participation: float = 1.0
-    eval_every: int = 10
+    #: evaluate every this many rounds (and at the last); None: ``max(1, rounds // 20)``, about 20 points on
+    #: any curve (every 10 rounds at the default 200, every round for a run of 20 or fewer)
+    eval_every: int | None = None
     keep_optimizer_state: bool = True
     unseen_fraction: float = 0.0
     #: evaluate the initial models before round 1 (round 0 of the curves), as the authors' aggregator
@@ -52,6 +58,8 @@ class TrainConfig:
     eval_at_start: bool = True
 
     def __post_init__(self) -> None:
+        if self.eval_every is None and isinstance(self.rounds, int):
+            object.__setattr__(self, "eval_every", max(1, self.rounds // EVAL_POINTS))
         finite = math.isfinite
         checks = [
             ("rounds", self.rounds >= 1, ">= 1"),
@@ -62,7 +70,8 @@ class TrainConfig:
             ("weight_decay", self.weight_decay >= 0 and finite(self.weight_decay), "a finite number >= 0"),
             ("lr_schedule", self.lr_schedule in LR_SCHEDULES, f"one of {', '.join(LR_SCHEDULES)}"),
             ("participation", 0 < self.participation <= 1, "in (0, 1]"),
-            ("eval_every", self.eval_every >= 1, ">= 1"),
+            ("eval_every", isinstance(self.eval_every, int) and not isinstance(self.eval_every, bool)
+             and self.eval_every >= 1, "an integer >= 1"),
             ("unseen_fraction", 0 <= self.unseen_fraction < 1, "in [0, 1)"),
         ]
         for key, ok, rule in checks:

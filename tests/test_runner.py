@@ -74,6 +74,22 @@ class TestRunId:
         assert a.run_id == b.run_id == d.run_id != c.run_id
         assert len(a.run_id) == 16
 
+    def test_an_unset_evaluation_schedule_gives_a_curve_about_20_points(self, registry):
+        from fedbench.store import n_evaluations
+
+        def every(**over):
+            return resolve_run(registry, dataset="synthetic", method="fedavg", seed=0, overrides=over).train
+
+        assert every().eval_every == 10  # 200 rounds: the schedule (and the run ids) of before
+        for rounds, want in ((50, 2), (20, 1), (3, 1), (1000, 50)):
+            train = every(rounds=rounds)
+            assert train.eval_every == want and min(rounds + 1, 20) <= n_evaluations(train) <= 26
+        assert every(rounds=50, eval_every=7).eval_every == 7  # set: kept
+        # the run stores the number it used: the same run as one that sets it
+        ids = [resolve_run(registry, dataset="synthetic", method="fedavg", seed=0, overrides=o).run_id
+               for o in ({"rounds": 50}, {"rounds": 50, "eval_every": 2}, {"rounds": 50, "eval_every": 10})]
+        assert ids[0] == ids[1] != ids[2]
+
     @pytest.mark.parametrize(
         "overrides, message",
         [
@@ -84,6 +100,7 @@ class TestRunId:
             ({"lr": float("inf")}, "^lr must be a finite number > 0, got inf$"),
             ({"dataset.noise": float("inf")}, "noise must be a finite number >= 0, got inf"),
             ({"n_learners": 1_000_000}, "n_learners=1000000 is more than 1000"),
+            ({"eval_every": "often"}, "^eval_every must be an integer >= 1, got 'often'$"),
         ],
     )
     def test_bad_overrides(self, registry, overrides, message):
