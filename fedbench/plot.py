@@ -9,12 +9,13 @@ import os
 import re
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any, NamedTuple
 
 import pandas as pd
 
 from fedbench.config import RunConfig
 from fedbench.errors import ConfigError
-from fedbench.report import select_runs
+from fedbench.report import human_bytes, select_runs
 from fedbench.store import ResultStore
 
 
@@ -50,19 +51,48 @@ def curves(store: ResultStore, run_ids: list[str] | None = None, metric: str = "
     return agg.reset_index().fillna({"std": 0.0})
 
 
-def styles(methods: list[str], headline: str | None = None) -> dict[str, tuple[tuple, str]]:
-    """``(colour, line style)`` per method, the same in every plot of an installation: methods in sorted
-    order over 17 strong colours with no red (tab10 without its red, then Dark2), dashed after the
-    first 17; ``headline`` alone is drawn in strong red."""
-    import matplotlib
+#: Okabe & Ito's colour-blind-safe palette (Color Universal Design), less its vermillion (the headline's) and
+#: its yellow (too faint on white), with a mid grey
+PALETTE = ("#000000", "#E69F00", "#56B4E9", "#009E73", "#0072B2", "#CC79A7", "#999999")
+HEADLINE_COLOUR = "#D55E00"  # Okabe-Ito vermillion
+LINES = ("-", "--", ":")
+MARKERS = ("s", "^", "D", "v", "P", "X", "<", ">", "*")
 
-    base = [c for i, c in enumerate(matplotlib.colormaps["tab10"].colors) if i != 3]
-    base += list(matplotlib.colormaps["Dark2"].colors)
-    out = {m: (base[k % len(base)], ("-", "--", ":")[k // len(base) % 3])
+
+class Style(NamedTuple):
+    colour: str
+    line: str
+    marker: str
+
+
+def styles(methods: list[str], headline: str | None = None) -> dict[str, Style]:
+    """A :class:`Style` per method, the same in every plot of an installation: methods in sorted order take
+    the colour-blind-safe :data:`PALETTE` in turn, a line style per round of it and a marker of their own
+    (colour and marker cycle over 7 and 9, so no two of the first 63 methods look alike, in colour or in
+    grey); ``headline`` alone is drawn in vermillion with round markers."""
+    out = {m: Style(PALETTE[k % len(PALETTE)], LINES[k // len(PALETTE) % len(LINES)], MARKERS[k % len(MARKERS)])
            for k, m in enumerate(sorted(set(methods) - {headline}))}
     if headline is not None:
-        out[headline] = ((0.84, 0.0, 0.0), "-")
+        out[headline] = Style(HEADLINE_COLOUR, "-", "o")
     return out
+
+
+def value_label(metric: str, counts: Sequence[int]) -> str:
+    """The y label: what is drawn, over how many seeds (``n`` per method in the legend when they differ)."""
+    counts = sorted(set(int(n) for n in counts))
+    if counts == [1]:
+        return f"{metric} (one seed per method)"
+    if len(counts) == 1:
+        return f"{metric} (mean ± std over {counts[0]} seeds)"
+    return f"{metric} (mean ± std over seeds; n per method in the legend)"
+
+
+def bytes_ticks(ax: Any) -> None:
+    """Decimal units on a log bytes axis (1 MB, 10 MB, ...) instead of powers of ten."""
+    from matplotlib.ticker import FuncFormatter, LogLocator
+
+    ax.xaxis.set_major_locator(LogLocator(base=10))
+    ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: human_bytes(v).replace(".0 ", " ")))
 
 
 def default_out_dir(results: Path) -> Path:
@@ -87,13 +117,57 @@ def default_out_dir(results: Path) -> Path:
 
 
 def plot_curves(table: pd.DataFrame, out_dir: Path, metric: str = "test_acc", *, methods: list[str] | None = None,
-                headline: str | None = None) -> list[Path]:
-    """One PNG per data set of ``metric`` vs round and one of ``metric`` vs bytes sent; returns the paths.
+                headline: str | None = None, fmt: str = "png") -> list[Path]:
+    """One figure per data set of ``metric`` vs round and one of ``metric`` vs bytes sent; returns the paths.
 
-    ``methods`` (e.g. every registered method) fixes each method's colour across plots; ``headline`` is
-    drawn in strong red on top. The bytes axis is symmetric-log with its linear part up to the smallest
-    non-zero byte count, so a method that sends nothing (Local, at 0) is on the plot without empty decades.
+    ``methods`` (e.g. every registered method) fixes each method's style across plots; ``headline`` is
+    drawn thicker, in vermillion, on top. The bytes axis is logarithmic: points at 0 bytes (round 0, and
+    every point of a method that sends nothing, such as Local) cannot stand on it and are left out, the
+    legend saying so. ``fmt``: ``png`` or ``svg``.
     """
+    plt = _pyplot()
+    out_dir.mkdir(parents=True, exist_ok=True)
+    palette = styles(sorted(set(methods or []) | set(table["method"])), headline)
+    written = []
+    for dataset, by_ds in table.groupby("dataset"):
+        axes = [("round", "round", "curves")]
+        if by_ds["bytes_sent"].notna().all() and (by_ds["bytes_sent"] > 0).any():
+            axes.append(("bytes_sent", "bytes sent (cumulative, log scale)", "bytes"))
+        for x, label, name in axes:
+            fig, ax = plt.subplots(figsize=(8, 4.5))
+            for method, g in by_ds.groupby("method"):
+                g = g.sort_values("round")
+                n = int(g["n"].max())
+                text = f"{method} (n={n})"
+                if x == "bytes_sent":
+                    g = g[g["bytes_sent"] > 0]
+                    if g.empty:
+                        ax.plot([], [], " ", label=f"{method}: sends nothing, not on a log axis")
+                        continue
+                strong = method == headline
+                style = palette[method]
+                ax.plot(g[x], g["mean"], label=text, color=style.colour, linestyle=style.line, marker=style.marker,
+                        markersize=5 if strong else 4, linewidth=2.8 if strong else 1.4, zorder=3 if strong else 2)
+                if n > 1:
+                    ax.fill_between(g[x], g["mean"] - g["std"], g["mean"] + g["std"], alpha=0.15, color=style.colour,
+                                    linewidth=0)
+            if x == "bytes_sent":
+                ax.set_xscale("log")
+                bytes_ticks(ax)
+            ax.set_xlabel(label)
+            ax.set_ylabel(value_label(metric, by_ds.groupby("method")["n"].max()))
+            ax.set_title(str(dataset))
+            ax.grid(True, alpha=0.3)
+            ax.legend(loc="center left", bbox_to_anchor=(1.01, 0.5), fontsize="small")
+            fig.tight_layout()
+            path = out_dir / f"{name}_{_file_part(dataset)}.{fmt}"
+            fig.savefig(path, dpi=120)
+            plt.close(fig)
+            written.append(path)
+    return written
+
+
+def _pyplot() -> Any:
     try:
         import matplotlib
 
@@ -101,34 +175,4 @@ def plot_curves(table: pd.DataFrame, out_dir: Path, metric: str = "test_acc", *,
         import matplotlib.pyplot as plt
     except ImportError as e:
         raise ConfigError("fedbench plot needs matplotlib: pip install 'fedbench-suite[plot]'") from e
-    out_dir.mkdir(parents=True, exist_ok=True)
-    palette = styles(sorted(set(methods or []) | set(table["method"])), headline)
-    written = []
-    for dataset, by_ds in table.groupby("dataset"):
-        axes = [("round", "round", "curves")]
-        if by_ds["bytes_sent"].notna().all():
-            axes.append(("bytes_sent", "bytes sent (cumulative)", "bytes"))
-        for x, label, name in axes:
-            fig, ax = plt.subplots(figsize=(8, 4.5))
-            for method, g in by_ds.groupby("method"):
-                g = g.sort_values("round")
-                strong = method == headline
-                colour, line = palette[method]
-                ax.plot(g[x], g["mean"], label=f"{method} (n={int(g['n'].max())})", color=colour, linestyle=line,
-                        linewidth=2.5 if strong else 1.4, zorder=3 if strong else 2, marker=".")
-                ax.fill_between(g[x], g["mean"] - g["std"], g["mean"] + g["std"], alpha=0.2, color=colour)
-            positive = by_ds.loc[by_ds["bytes_sent"] > 0, "bytes_sent"] if x == "bytes_sent" else []
-            if len(positive):
-                low = float(positive.min())
-                ax.set_xscale("symlog", linthresh=low)
-                ax.set_xlim(left=-0.3 * low)  # a method at 0 bytes stands clear of the axis
-            ax.set_xlabel(label)
-            ax.set_ylabel(f"{metric} (mean ± std over seeds)")
-            ax.set_title(str(dataset))
-            ax.legend(loc="center left", bbox_to_anchor=(1.01, 0.5), fontsize="small")
-            fig.tight_layout()
-            path = out_dir / f"{name}_{_file_part(dataset)}.png"
-            fig.savefig(path, dpi=120)
-            plt.close(fig)
-            written.append(path)
-    return written
+    return plt

@@ -268,16 +268,39 @@ class TestPlotDefaults:
         assert all(p.resolve().parent.parent == tmp_path.resolve() for p in second)
         assert {p.parent for p in second}.isdisjoint({p.parent for p in written})
 
-    def test_each_method_keeps_its_colour_and_the_headline_is_red(self):
+    def test_each_method_keeps_its_style_in_colour_blind_safe_colours_and_the_headline_stands_out(self):
         pytest.importorskip("matplotlib")
-        from fedbench.plot import styles
+        from fedbench.plot import HEADLINE_COLOUR, PALETTE, styles
 
         everyone = fedbench.get_registry().names("method")
         a = styles(everyone, headline="fedem")
         b = styles([*everyone, "outside"], headline="fedem")
-        assert a["fedem"][0] == (0.84, 0.0, 0.0) and all(a[m] != a["fedem"] for m in everyone if m != "fedem")
+        assert a["fedem"].colour == HEADLINE_COLOUR and all(a[m].colour != HEADLINE_COLOUR for m in everyone if m != "fedem")
+        assert all(a[m].colour in PALETTE for m in everyone if m != "fedem")
         assert len({a[m] for m in everyone}) == len(everyone)  # no two methods drawn alike
+        many = styles([f"m{k:03d}" for k in range(63)])
+        assert len({(s.colour, s.marker) for s in many.values()}) == 63  # alike in neither colour+marker
         assert all(a[m] == b[m] for m in everyone if m < "outside")  # adding a method moves only those after it
+
+    def test_labels_say_how_many_seeds_and_the_bytes_axis_is_log_without_zero(self, tmp_path):
+        pytest.importorskip("matplotlib")
+        import matplotlib.image
+
+        from fedbench.plot import curves, plot_curves, value_label
+        from fedbench.store import ResultStore
+
+        assert value_label("test_acc", [1, 1]) == "test_acc (one seed per method)"
+        assert value_label("test_acc", [3, 3]) == "test_acc (mean ± std over 3 seeds)"
+        assert "n per method" in value_label("test_acc", [1, 3])
+        db = tmp_path / "r.sqlite"
+        fedbench.run_suite(_suite(tmp_path), results=db, progress=False)
+        table = curves(ResultStore(db, readonly=True))
+        written = plot_curves(table, tmp_path / "svg", fmt="svg", headline="fedavg")
+        assert sorted(p.name for p in written) == ["bytes_synthetic.svg", "curves_synthetic.svg"]
+        svg = (tmp_path / "svg" / "bytes_synthetic.svg").read_text()
+        assert "mean ± std over 2 seeds" in svg and "local: sends nothing" in svg and "log scale" in svg
+        png = plot_curves(table, tmp_path / "png", headline="fedavg")[0]
+        assert matplotlib.image.imread(png).shape[2] in (3, 4)
 
     def test_round_zero_is_drawn(self, tmp_path):
         from fedbench.plot import curves
