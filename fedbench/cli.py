@@ -192,6 +192,18 @@ def cmd_report(args: argparse.Namespace) -> int:
     if args.metric not in table.columns:
         known = [c for c in table.columns if c in METRICS]
         raise FedbenchError(f"unknown metric {args.metric!r}; stored metrics are: {', '.join(known)}")
+    if args.format == "html":
+        from fedbench.htmlreport import html_report
+
+        out = Path(args.out or f"{suite.name if suite else Path(args.results).stem}-report.html")
+        page = html_report(store, suite=suite, registry=get_registry(), metric=args.metric, headline=args.headline,
+                           source=str(args.results))
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(page, encoding="utf-8")
+        print(out)
+        return 0
+    if args.out:
+        raise FedbenchError("--out is for --format html; the other formats print to standard output (redirect it)")
     if args.format == "csv":  # full run ids, numbers rounded (no float noise such as 67.62599999999999)
         print(table.round(4).to_csv(index=False, float_format="%.10g"), end="")
         return 0
@@ -426,7 +438,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     rep = sub.add_parser("report", help="print one row per stored run")
     rep.add_argument("--results", default=str(DEFAULT_PATH), help=f"SQLite results file (default {DEFAULT_PATH})")
-    rep.add_argument("--format", choices=["md", "csv", "latex"], default="md")
+    rep.add_argument("--format", choices=["md", "csv", "latex", "html"], default="md",
+                     help="md, csv, latex (printed), or html: one self-contained page with tables and figures")
+    rep.add_argument("--out", help="the HTML file (default: SUITE-report.html, or RESULTS-report.html, here)")
+    rep.add_argument("--headline", help="html: the method whose gap to the best other is shown (default: the suite's)")
     rep.add_argument("--suite", help="only the runs of this suite (name or TOML path), with its comparison tables")
     rep.add_argument("--metric", default="test_acc", help="metric of the comparison tables (default test_acc)")
     rep.add_argument("--compare", action="store_true", help="also print the methods x data sets comparison")
