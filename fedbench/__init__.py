@@ -12,7 +12,7 @@ __version__ = "0.1.0"
 from fedbench.contract import PLUGIN_API
 from fedbench.aggregator import Aggregator, CentralizedAggregator, weighted_average
 from fedbench.client import Client, ClientUpdate, EvalResult, FitIns, FitPhase
-from fedbench.data import ClientData, FederatedData
+from fedbench.data import ClientData, DataShape, FederatedData
 from fedbench.learner import Learner, LearnersEnsemble
 from fedbench.registry import get_registry, hookimpl
 from fedbench.api import RunResult, SuiteResult, configure, load_dataset, results, run, run_suite

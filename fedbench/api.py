@@ -17,7 +17,9 @@ from typing import Any
 
 import pandas as pd
 
-from fedbench.build import _items, _load_cached, build_simulation, check_device, dataset_parameters, resolve_run
+from fedbench.build import (
+    _items, _load_cached, build_simulation, check_device, check_model_fits, dataset_parameters, resolve_run,
+)
 from fedbench.config import RunConfig, flat_settings, merge_params
 from fedbench.data import FederatedData, default_data_root
 from fedbench.errors import ConfigError, DivergedError, FedbenchError
@@ -132,6 +134,12 @@ def prepare(registry: Registry, configs: list[RunConfig], *, data_root: Path | N
     for name, problem in missing.items():  # every missing data set up front; the other runs go ahead
         say(f"fedbench: skipping {sum(c.dataset == name for c in configs)} run(s) of {name}: {problem}")
     configs = [c for c in configs if c.dataset not in missing]
+    checked = set()
+    for c in configs:  # every (data set, model) pair whose data set declares its shape, once
+        key = (c.dataset, c.dataset_params, c.model, c.model_params)
+        if key not in checked:
+            checked.add(key)
+            check_model_fits(registry, c)
     for line, n in init_notes(registry, configs).items():  # e.g. a model started from scratch: said before any run
         say(f"fedbench: warning: {n} run(s): {line}")
     return configs, missing

@@ -18,7 +18,7 @@ import torch
 from fedbench import datacache
 from fedbench.aggregator import Aggregator
 from fedbench.config import TRAIN_KEYS, RunConfig, TrainConfig, merge_params
-from fedbench.data import FederatedData, default_data_root
+from fedbench.data import DataShape, FederatedData, default_data_root
 from fedbench.engine import VectorizedEngine, prefers_sequential, vectorisable
 from fedbench.errors import ConfigError, FedbenchError, PluginError
 from fedbench.fingerprint import code_fingerprint
@@ -240,6 +240,62 @@ def check_device(name: str) -> torch.device:
     raise ConfigError(f"device {name!r} is not available on this machine; use --device cpu")
 
 
+def declared_shape(registry: Registry, cfg: RunConfig) -> DataShape | None:
+    """The :class:`DataShape` the run's data set says it loads for the run's parameters, or None when the
+    data set does not say (:attr:`~fedbench.specs.DatasetSpec.shape`)."""
+    entry = registry.entry("dataset", cfg.dataset)
+    if entry.spec.shape is None:
+        return None
+    try:
+        shape = entry.spec.shape(**dict(cfg.dataset_params))
+    except Exception as e:
+        raise PluginError(f"data set {cfg.dataset!r} (plugin {entry.plugin!r}): its shape() failed: {type(e).__name__}: {e}") from e
+    if not isinstance(shape, DataShape):
+        raise PluginError(f"data set {cfg.dataset!r} (plugin {entry.plugin!r}): shape() must return a fedbench.data.DataShape, "
+                          f"got {type(shape).__name__}")
+    return shape
+
+
+def check_model_fits(registry: Registry, cfg: RunConfig) -> None:
+    """Before any run: build the run's model for its data set's declared shape and pass one zero sample
+    through it; a model that cannot take the inputs, or whose logits do not match the labels, is a
+    ConfigError naming both and the fix. Nothing is checked for a data set that declares no shape (then
+    the check happens when the run builds, on the loaded data)."""
+    shape = declared_shape(registry, cfg)
+    if shape is None:
+        return
+    model_entry = registry.entry("model", cfg.model)
+    fix = (f"choose a model that takes them (`fedbench list model`; the default for {cfg.dataset!r} is "
+           f"{registry.get('dataset', cfg.dataset).default_model!r}) or other dataset settings")
+    with torch.random.fork_rng(devices=[]), torch.no_grad():
+        try:
+            model = model_entry.spec.build(shape.input_shape, shape.n_outputs, **dict(cfg.model_params))
+            model.eval()
+            out = model(torch.zeros((1, *shape.input_shape), dtype=shape.input_dtype))
+        except Exception as e:
+            first = str(e).splitlines()[0] if str(e) else type(e).__name__
+            raise ConfigError(f"model {cfg.model!r} does not fit data set {cfg.dataset!r} ({shape}): {first}; {fix}") from e
+    got = tuple(out.shape[1:])
+    want = (*shape.label_shape, shape.n_outputs) if shape.task == "multiclass" else None
+    if want is not None and got != want:
+        raise ConfigError(f"model {cfg.model!r} gives logits of shape {got} per sample but data set {cfg.dataset!r} "
+                          f"needs {want} ({shape}); {fix}")
+
+
+def check_declared_shape(registry: Registry, cfg: RunConfig, data: FederatedData) -> None:
+    """The loaded data against the shape its data set declared: a plugin whose ``shape`` says something else
+    than its ``load`` returns fails the run loudly (the model was checked against the declaration)."""
+    declared = declared_shape(registry, cfg)
+    if declared is None:
+        return
+    loaded = DataShape.of(data)
+    if (declared.input_shape, declared.n_outputs, declared.label_shape, declared.input_dtype) != (
+            loaded.input_shape, loaded.n_outputs, loaded.label_shape, loaded.input_dtype):
+        plugin = registry.entry("dataset", cfg.dataset).plugin
+        raise PluginError(f"data set {cfg.dataset!r} (plugin {plugin!r}) declares {declared} but loaded {loaded}; "
+                          "its shape() must say what its load() returns")
+
+
 def check_output_shape(cfg: RunConfig, model: torch.nn.Module, data: FederatedData) -> None:
     """One sample through the model: its logits must have a label's shape plus the class axis (a multiclass
     data set with a label per window position needs a model that predicts every position)."""
@@ -264,6 +320,7 @@ def build_simulation(registry: Registry, cfg: RunConfig, data_root: Path | None 
     :func:`load_data` gives it, already loaded elsewhere: Ray's driver ships it to its tasks)."""
     device = check_device(cfg.device)
     data = load_data(registry, cfg, data_root) if data is None else data
+    check_declared_shape(registry, cfg, data)
     empty = int((data.test_sizes() == 0).sum())
     if empty:
         warnings.warn(f"{cfg.dataset}: {empty} of {data.n_clients} clients have no test sample; test_acc_mean and "

@@ -73,6 +73,29 @@ def _offsets(sizes: Sequence[int]) -> torch.Tensor:
 
 
 @dataclass(frozen=True)
+class DataShape:
+    """What a data set's samples look like, known from its parameters without reading a file
+    (:attr:`fedbench.specs.DatasetSpec.shape`): one sample's input shape and dtype, the logits a model
+    must give (one for a binary task, else one per class) and one label's shape (``()``, or ``(80,)`` for a
+    label per position of an 80-character window)."""
+
+    input_shape: tuple[int, ...]
+    n_outputs: int
+    task: str = "multiclass"
+    label_shape: tuple[int, ...] = ()
+    input_dtype: torch.dtype = torch.float32
+
+    @classmethod
+    def of(cls, data: FederatedData) -> DataShape:
+        return cls(data.input_shape, data.n_outputs, data.task, tuple(data.train_y.shape[1:]), data.train_x.dtype)
+
+    def __str__(self) -> str:
+        dtype = "" if self.input_dtype == torch.float32 else f" {str(self.input_dtype).removeprefix('torch.')}"
+        label = f", labels {self.label_shape}" if self.label_shape else ""
+        return f"inputs {self.input_shape}{dtype}, {self.n_outputs} {'logit' if self.n_outputs == 1 else 'logits'}{label}"
+
+
+@dataclass(frozen=True)
 class FederatedData:
     """A federated data set: pooled tensors plus per-client offsets.
 

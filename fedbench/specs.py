@@ -51,6 +51,10 @@ class DatasetSpec(Spec):
     to get them (suites use it to report every missing data set up front).
     ``download(data_root)``, when given, fetches the files into ``data_root``
     (only where the machine has internet; ``fedbench data download``).
+    ``shape(**params)``, when given, returns the :class:`fedbench.data.DataShape` that ``load`` will return
+    for these parameters, without reading files: fedbench then builds each run's model on it and checks its
+    output before any run (a model that does not fit is one line, not a failed run), and checks the loaded
+    data against it (a ``shape`` that does not say what ``load`` returns fails the run, naming the plugin).
     ``cache=True``: ``load`` reads no files, its result depends only on its parameters and its
     code (a generated data set), so fedbench keeps it on disk, content-addressed
     (:mod:`fedbench.datacache`), instead of generating it again in every process.
@@ -60,6 +64,7 @@ class DatasetSpec(Spec):
     default_model: str
     check: Callable[..., str | None] | None = None
     download: Callable[..., None] | None = None
+    shape: Callable[..., Any] | None = None
     cache: bool = False
 
 

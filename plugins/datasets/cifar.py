@@ -24,7 +24,7 @@ import numpy as np
 import torch
 
 from fedbench import DatasetSpec, hookimpl
-from fedbench.data import FederatedData, resolve_data_root
+from fedbench.data import DataShape, FederatedData, resolve_data_root
 from fedbench.errors import DataError
 from fedbench.params import Param
 from fedbench_plugins.datasets.pooled import POOLED_PARAMS, federate_images
@@ -123,6 +123,7 @@ def fedbench_datasets() -> list[DatasetSpec]:
             params={**POOLED_PARAMS, **PROTOCOL_PARAMS, **split},
             rules={**POOLED_PARAMS, **PROTOCOL_PARAMS},
             load=lambda data_root=None, _name=name, **p: load(_name, data_root, p),
+            shape=lambda _name=name, **p: DataShape((3, 32, 32), LAYOUT[_name][3]),
             default_model="cifar10cnn",
             check=lambda data_root=None, _name=name: check(_name, data_root),
             download=lambda data_root=None, _name=name: download(_name, data_root),

@@ -13,7 +13,7 @@ from pathlib import Path
 import torch
 
 from fedbench import DatasetSpec, hookimpl
-from fedbench.data import FederatedData
+from fedbench.data import DataShape, FederatedData
 from fedbench.errors import DataError
 from fedbench_plugins.datasets.pooled import POOLED_PARAMS, federate_pool
 
@@ -50,6 +50,7 @@ def fedbench_datasets() -> list[DatasetSpec]:
             params=POOLED_PARAMS,
             rules=POOLED_PARAMS,
             load=load,
+            shape=lambda **p: DataShape((64,), 10),
             check=check,
             default_model="linear",
         )

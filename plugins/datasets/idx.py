@@ -22,7 +22,7 @@ import numpy as np
 import torch
 
 from fedbench import DatasetSpec, hookimpl
-from fedbench.data import FederatedData, resolve_data_root
+from fedbench.data import DataShape, FederatedData, resolve_data_root
 from fedbench.errors import DataError
 from fedbench_plugins.datasets.pooled import POOLED_PARAMS, federate_images, kept_samples
 
@@ -141,6 +141,7 @@ def fedbench_datasets() -> list[DatasetSpec]:
             params={**POOLED_PARAMS, "n_clients": 100, **params},
             rules=POOLED_PARAMS,
             load=lambda data_root=None, _name=name, **p: load_idx(_name, data_root, p),
+            shape=lambda _name=name, **p: DataShape((1, 28, 28), SOURCES[_name][3]),
             default_model=model,
             check=lambda data_root=None, _name=name: check(_name, data_root),
             download=lambda data_root=None, _name=name: download(_name, data_root),

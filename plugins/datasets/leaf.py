@@ -49,7 +49,7 @@ import torch
 
 from fedbench.params import Param
 from fedbench import DatasetSpec, hookimpl
-from fedbench.data import FederatedData, resolve_data_root
+from fedbench.data import DataShape, FederatedData, resolve_data_root
 from fedbench.errors import DataError
 
 #: LEAF's output folders, relative to the data root, per data set
@@ -324,6 +324,7 @@ def fedbench_datasets() -> list[DatasetSpec]:
             doc="FEMNIST (LEAF json) by writer, 15 % of writers, 80/20 per writer",
             params={"fraction": FRACTION(0.15), "test_fraction": TEST_FRACTION, "seed": 0, "normalize": True},
             load=lambda data_root=None, **p: load_femnist(data_root, **p),
+            shape=lambda **p: DataShape((1, 28, 28), 62),
             default_model="femnist_cnn",
             check=lambda data_root=None: check("femnist", data_root),
         ),
@@ -339,6 +340,9 @@ def fedbench_datasets() -> list[DatasetSpec]:
                                 doc="LEAF's role .txt files by the authors' line cut (auto: when present), or its json"),
             },
             load=lambda data_root=None, **p: load_shakespeare(data_root, **p),
+            # 80-character windows of byte ids; labels: the window shifted by one, or the next character
+            shape=lambda **p: DataShape((80,), len(VOCAB), label_shape=(80,) if p["targets"] == "window" else (),
+                                        input_dtype=torch.uint8),
             default_model="next_char_lstm",
             check=lambda data_root=None: check("shakespeare", data_root),
         ),

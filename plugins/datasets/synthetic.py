@@ -30,7 +30,7 @@ import numpy as np
 import torch
 
 from fedbench.params import Param
-from fedbench import DatasetSpec, FederatedData, hookimpl
+from fedbench import DataShape, DatasetSpec, FederatedData, hookimpl
 from fedbench.memory import check_fits
 from fedbench.errors import DataError
 
@@ -143,6 +143,7 @@ def fedbench_datasets() -> list[DatasetSpec]:
             doc="FedEM paper's synthetic mixture of logistic regressions (authors' generator, label quirk kept)",
             params=PAPER,
             load=load,
+            shape=lambda **p: DataShape((int(p["dim"]),), 1, task="binary"),
             default_model="linear",
             cache=True,
         ),
@@ -151,6 +152,7 @@ def fedbench_datasets() -> list[DatasetSpec]:
             doc="the same generator, each sample labelled by its own mixture component",
             params=PAPER,
             load=lambda data_root=None, **p: load(data_root, corrected=True, **p),
+            shape=lambda **p: DataShape((int(p["dim"]),), 1, task="binary"),
             default_model="linear",
             cache=True,
         ),
