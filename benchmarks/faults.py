@@ -11,8 +11,9 @@ root); a sweep stopped with SIGSTOP past the heartbeat's staleness while a secon
 two sweeps at once, one with its clock an hour ahead; the write lock held by another process for
 ``--lock-hold`` seconds (300) while a sweep runs. After the faults, one clean re-run
 completes the store, and the store is audited: runs expected, done exactly
-once, lost, computed twice (more than one attempt ending ``done`` without
---force), ``done`` with missing metrics, seconds from Ctrl-C to exit, and
+once, lost, computed twice (runs computed to their end by more than one attempt, without --force, whether
+the second result was stored, diverged or discarded), extra attempts (every attempt beyond a run's first:
+a kill or an interrupt that stopped one adds one; computing nothing twice), ``done`` with missing metrics, seconds from Ctrl-C to exit, and
 worker processes still alive 5 s after the parent was killed.
 Target: zero in every loss column, Ctrl-C to exit under 5 s, no process left.
 
@@ -115,12 +116,18 @@ def audit(db: Path, forced: bool = False, expected: int = N_RUNS) -> dict[str, i
     status = dict(rows(db, "SELECT run_id, status FROM runs"))
     evals = dict(rows(db, "SELECT run_id, count(DISTINCT round) FROM metrics GROUP BY run_id"))
     done_attempts = dict(rows(db, "SELECT run_id, count(*) FROM attempts WHERE outcome = 'done' GROUP BY run_id"))
+    attempts = rows(db, "SELECT run_id, coalesce(outcome, '') FROM attempts")
+    to_end: dict[str, int] = {}  # attempts that computed the run to its end, whatever became of the result
+    for run_id, outcome in attempts:
+        if outcome in ("done", "diverged") or outcome.endswith("discarded"):
+            to_end[run_id] = to_end.get(run_id, 0) + 1
     done = [r for r, s in status.items() if s == "done"]
     return {
         "expected": expected,
         "done once": sum(done_attempts.get(r, 0) == 1 for r in done) if not forced else len(done),
         "lost": expected - len(done),
-        "computed twice": 0 if forced else sum(n > 1 for n in done_attempts.values()),
+        "computed twice": 0 if forced else sum(n > 1 for n in to_end.values()),
+        "extra attempts": len(attempts) - len({r for r, _ in attempts}),
         "done, metrics missing": sum(evals.get(r, 0) != _n_evals() for r in done),
         "left running": sum(s == "running" for s in status.values()) + len(claimed(db)),
     }
@@ -473,7 +480,7 @@ def ray_rows(rng: random.Random, pick: str | None = None) -> dict[str, dict]:
     return table
 
 
-COLS = ["expected", "done once", "lost", "computed twice", "done, metrics missing", "left running",
+COLS = ["expected", "done once", "lost", "computed twice", "extra attempts", "done, metrics missing", "left running",
         "exit after Ctrl-C (s)", "processes left after 5 s"]
 
 
@@ -560,7 +567,9 @@ def local_rows(args: argparse.Namespace, rng: random.Random) -> None:
         f"{f' --pick {chr(39)}{args.pick}{chr(39)}' if args.pick else ''}` on {os.cpu_count()} cores, "
         f"{time.time() - started:.0f} s. Each scenario runs a {N_RUNS}-run grid (`--jobs 2`), injects its faults, "
         "then one clean re-run completes the store, which is then audited. 'done once': runs whose attempts "
-        "ended `done` exactly once; 'computed twice': runs computed to `done` more than once without --force; "
+        "ended `done` exactly once; 'computed twice': runs computed to their end by more than one attempt without "
+        "--force (stored, diverged or discarded); 'extra attempts': attempts beyond each run's first (a kill, an "
+        "interrupt or a lost claim stopped the earlier one); "
         "'left running': `running` rows or claims left after the clean re-run. For `--force`, 'done, metrics "
         "missing' adds up every audit taken right after each kill (a finished result must survive each one). "
         "'faulted sweep', for the later rows: how every attempt (claim) on the store ended, or for the held "

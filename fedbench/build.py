@@ -272,6 +272,9 @@ def check_model_fits(registry: Registry, cfg: RunConfig) -> None:
             model = model_entry.spec.build(shape.input_shape, shape.n_outputs, **dict(cfg.model_params))
             model.eval()
             out = model(torch.zeros((1, *shape.input_shape), dtype=shape.input_dtype))
+        except SystemExit as e:  # a plugin's sys.exit(): one line before any run, not fedbench ending in silence
+            raise PluginError(f"model {cfg.model!r} (plugin {model_entry.plugin!r}) called sys.exit({e.code!r}) while it was "
+                              f"built for data set {cfg.dataset!r} ({shape}); nothing was run") from e
         except Exception as e:
             first = str(e).splitlines()[0] if str(e) else type(e).__name__
             raise ConfigError(f"model {cfg.model!r} does not fit data set {cfg.dataset!r} ({shape}): {first}; {fix}") from e

@@ -31,6 +31,11 @@ class ResultsError(FedbenchError):
     """The results store cannot be opened or written."""
 
 
+class ClaimLost(FedbenchError):
+    """This process's claim on a run was taken over as stale (it stood still past the heartbeat's limit: stopped
+    with SIGSTOP or Ctrl-Z, or a frozen machine); its attempt stops at once, the new owner's result counts."""
+
+
 class DivergedError(FedbenchError):
     """A run's loss became NaN or infinite; the run is stopped and marked diverged."""
 

@@ -21,7 +21,7 @@ from pathlib import Path
 from tqdm.auto import tqdm
 
 from fedbench.config import RunConfig
-from fedbench.errors import ConfigError, FedbenchError, ResultsError
+from fedbench.errors import ClaimLost, ConfigError, FedbenchError, ResultsError
 from fedbench.runner import Attempt, RunOutcome, compute, execute_run, store_attempt
 from fedbench.store import Held, ResultStore
 
@@ -440,7 +440,15 @@ def run_ray(
                 if run_id in claims:
                     claim, attempt = claims[run_id]
                     attempt.metrics, attempt.engine = metrics, engine
-                    store.log_metrics(claim, r, metrics)
+                    try:
+                        store.log_metrics(claim, r, metrics)
+                    except ClaimLost as e:  # (the driver stood still): its task stops, the new owner computes the run
+                        ref = next(k for k, v in running.items() if v[1] is claim)
+                        i = running.pop(ref)[0]
+                        ray.cancel(ref, force=True)
+                        claims.pop(run_id, None)
+                        returned(configs[i])
+                        report(i, RunOutcome(configs[i], "held", attempt.metrics, str(e), attempt.seconds, attempt.engine))
 
         beat = time.monotonic()
         while running:

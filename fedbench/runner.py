@@ -20,7 +20,7 @@ from tqdm.auto import tqdm
 from fedbench.build import Simulation, build_simulation
 from fedbench.config import RunConfig
 from fedbench.data import FederatedData
-from fedbench.errors import DivergedError, FedbenchError, ResultsError
+from fedbench.errors import ClaimLost, DivergedError, FedbenchError, ResultsError
 from fedbench.metrics import summarise
 from fedbench.registry import Registry
 from fedbench.store import Heartbeat, Held, ResultStore
@@ -128,7 +128,7 @@ def compute(registry: Registry, cfg: RunConfig, data_root: Path | None, progress
             log(r, metrics)
     except DivergedError as e:
         return "diverged", str(e), None
-    except (KeyboardInterrupt, Interrupted, ResultsError):  # (a results file that cannot be written stops the sweep)
+    except (KeyboardInterrupt, Interrupted, ResultsError, ClaimLost):  # (a results file that cannot be written stops the sweep)
         raise
     except SystemExit as e:  # plugin code that calls sys.exit() ends its run, not the sweep (and not silently)
         return "failed", f"the run's code called sys.exit({e.code!r}) (a plugin?); the run is stopped, the sweep goes on", e
@@ -151,6 +151,9 @@ def _compute(registry: Registry, cfg: RunConfig, store: ResultStore, claim, data
     except (KeyboardInterrupt, Interrupted):
         finish("failed", "interrupted")
         raise
+    except ClaimLost as e:  # its attempt is recorded as stopped; the run is the new owner's
+        beat.stop()
+        return RunOutcome(cfg, "held", attempt.metrics, str(e), attempt.seconds, attempt.engine)
     outcome = finish(status, error)
     if reraise and exc is not None and not isinstance(exc, FedbenchError):
         raise exc

@@ -37,7 +37,7 @@ from typing import Any, Iterator, Sequence
 import pandas as pd
 
 from fedbench.config import LATER_TRAIN_KEYS, RunConfig, TrainConfig, config_id_of
-from fedbench.errors import ResultsError
+from fedbench.errors import ClaimLost, ResultsError
 
 APPLICATION = "fedbench"
 SCHEMA_VERSION = "2"
@@ -461,13 +461,21 @@ class ResultStore:
         )
 
     def log_metrics(self, claim: Claim, round_: int, metrics: dict[str, float]) -> None:
-        """Stream one evaluation of the claimed run (visible as live progress, not yet a result)."""
+        """Stream one evaluation of the claimed run (visible as live progress, not yet a result). Raises
+        :class:`ClaimLost` when the claim was taken over as stale meanwhile: the attempt is recorded as stopped
+        and computes no further (the run is then computed once to the end, by the new owner)."""
         with self._write():
-            self._db.executemany(
-                "INSERT OR REPLACE INTO live_metrics (token, run_id, round, name, value) VALUES (?, ?, ?, ?, ?)",
-                [(claim.token, claim.run_id, round_, name, float(value)) for name, value in metrics.items()],
-            )
-            self._db.execute("UPDATE claims SET heartbeat = ? WHERE token = ?", (time.time(), claim.token))
+            mine = self._db.execute("UPDATE claims SET heartbeat = ? WHERE token = ?", (time.time(), claim.token)).rowcount
+            if mine:
+                self._db.executemany(
+                    "INSERT OR REPLACE INTO live_metrics (token, run_id, round, name, value) VALUES (?, ?, ?, ?, ?)",
+                    [(claim.token, claim.run_id, round_, name, float(value)) for name, value in metrics.items()],
+                )
+            else:
+                self._release(claim.token, f"claim lost (taken over as stale); stopped at round {round_}")
+        if not mine:
+            raise ClaimLost(f"this process stood still over {STALE_AFTER:.0f} s (stopped?) and its claim was taken over; "
+                            f"it stopped at round {round_}, the process that took it over computes the run")
 
     def beat(self, claims: Sequence[Claim]) -> None:
         """Refresh the heartbeat of ``claims`` (a Ray driver, for the runs its tasks compute)."""

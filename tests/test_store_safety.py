@@ -668,21 +668,34 @@ class TestOneLineStops:
 
         make_dist(tmp_path, "exits_model", """
             import sys
+            import torch
             from fedbench import ModelSpec, hookimpl
 
-            def build(input_shape, n_outputs):
-                sys.exit(3)
+            class ExitsWhenTrained(torch.nn.Linear):
+                def forward(self, x):
+                    if torch.is_grad_enabled():  # training: the check before the run and evaluations pass
+                        sys.exit(3)
+                    return super().forward(x)
+
+            def build_exits(input_shape, n_outputs):
+                sys.exit(4)
 
             @hookimpl
             def fedbench_models():
-                return [ModelSpec(name="exits", doc="calls sys.exit", build=build)]
+                return [ModelSpec(name="exits", doc="calls sys.exit when trained",
+                                  build=lambda input_shape, n_outputs: ExitsWhenTrained(input_shape[0], n_outputs)),
+                        ModelSpec(name="exits-at-build", doc="calls sys.exit when built", build=build_exits)]
             """)
         db = tmp_path / "r.sqlite"
+        sets = [x for k, v in TINY.items() if k.startswith("dataset.") for x in ("--set", f"{k}={v}")]
         proc = run_cli("run", "--dataset", "synthetic", "--method", "fedavg", "--model", "exits", "--results", str(db),
-                       *[x for k, v in TINY.items() if k.startswith("dataset.") for x in ("--set", f"{k}={v}")],
-                       env={"PYTHONPATH": str(tmp_path)})
+                       *sets, env={"PYTHONPATH": str(tmp_path)})
         assert proc.returncode == 1 and "called sys.exit(3)" in proc.stdout + proc.stderr
         assert _rows(db, "SELECT status FROM runs") == [("failed",)]  # not "interrupted", not silent
+        early = run_cli("run", "--dataset", "synthetic", "--method", "fedavg", "--model", "exits-at-build", "--results",
+                        str(tmp_path / "early.sqlite"), *sets, env={"PYTHONPATH": str(tmp_path)})
+        assert early.returncode == 2 and early.stderr.count("\n") == 1 and "called sys.exit(4)" in early.stderr
+        assert not (tmp_path / "early.sqlite").exists()  # refused before any run
 
     @pytest.mark.parametrize("jobs", [1, 2])
     def test_a_full_disk_stops_the_sweep_with_one_line_not_tracebacks(self, tmp_path, jobs):
@@ -760,6 +773,29 @@ class TestLiveness:
         finally:
             proc.kill()
             proc.wait()
+
+    def test_an_attempt_whose_claim_was_taken_over_stops_at_its_next_evaluation(self, registry, tmp_path):
+        from fedbench.errors import ClaimLost
+        from fedbench.store import STALE_AFTER
+
+        db = tmp_path / "r.sqlite"
+        stopped, other = ResultStore(db), ResultStore(db)
+        cfg = _cfg(registry)
+        old = stopped.claim(cfg)
+        stopped.log_metrics(old, 0, {"test_acc": 50.0})
+        # it stands still past STALE_AFTER (SIGSTOP); another sweep takes the run over
+        stopped._db.execute("UPDATE claims SET heartbeat = heartbeat - ?", (STALE_AFTER + 1,))
+        new = other.claim(cfg)
+        assert hasattr(new, "token")
+        with pytest.raises(ClaimLost, match="stopped at round 2"):  # continued: it learns at once, computes no further
+            stopped.log_metrics(old, 2, {"test_acc": 60.0})
+        other.log_metrics(new, 0, {"test_acc": 51.0})
+        rows = dict(other._db.execute("SELECT token, outcome FROM attempts").fetchall())
+        assert rows[old.token] == "claim lost (taken over as stale); stopped at round 2" and rows[new.token] is None
+        assert other._db.execute("SELECT count(*) FROM live_metrics WHERE token = ?", (old.token,)).fetchone()[0] == 0
+        assert other.holder(cfg.run_id) is not None  # the new owner's claim is untouched
+        stopped.close()
+        other.close()
 
     @pytest.mark.parametrize("skew", [3600, -3600])
     def test_a_heartbeat_from_a_clock_an_hour_off_counts_alive_until_it_stands_still(self, registry, tmp_path, monkeypatch, skew):
