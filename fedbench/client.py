@@ -40,6 +40,8 @@ class ClientUpdate:
     train_loss: float
     #: each learner's buffers after training, for an aggregator that shares them (None: not shared)
     buffers: list[torch.Tensor | None] | None = None
+    #: what the client tells the server besides (:meth:`Client.report`: e.g. its number of local steps), by name
+    metadata: Mapping[str, float] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -243,6 +245,25 @@ class Client:
             rows, bufs, values = rows + [t], bufs + [b], values + [value]
         return torch.stack(rows), torch.stack(bufs), torch.stack(values).mean()
 
+    def report(self, ins: FitIns, update: ClientUpdate) -> Mapping[str, float]:
+        """What this client sends the server besides its parameters after a round's training, by name (finite
+        numbers): the aggregator reads it as ``update.metadata``. Default: nothing. Both backends call it, after
+        training and before :meth:`after_fit`."""
+        return {}
+
+    def reported(self, ins: FitIns, update: ClientUpdate) -> ClientUpdate:
+        """``update`` with :meth:`report`'s metadata, checked: names are strings, values finite numbers."""
+        raw = self.report(ins, update)
+        if not raw:
+            return update
+        out = {}
+        for name, value in dict(raw).items():
+            number = float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+            if not isinstance(name, str) or number is None or number != number or number in (float("inf"), float("-inf")):
+                raise TypeError(f"{type(self).__name__}.report() must return finite numbers by name, got {name!r}: {value!r}")
+            out[name] = number
+        return dataclasses.replace(update, metadata=out)
+
     def after_fit(self, ins: FitIns, update: ClientUpdate) -> None:
         """Update this client's own state after a round's local training (``ins``: the round's instructions,
         with its number and learning rate; ``update``: what training produced). Both backends call it."""
@@ -275,7 +296,7 @@ class Client:
         self.update_sample_weights(losses)
         self.update_learners_weights()
         ins = FitIns(params, extras or {}, round_, lr)
-        update = self.fit(ins)
+        update = self.reported(ins, self.fit(ins))
         self.after_fit(ins, update)
         return update
 

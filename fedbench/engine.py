@@ -439,8 +439,8 @@ class VectorizedEngine:
         mean_loss = (torch.stack(losses).mean(dim=0) if losses else torch.zeros(len(clients))).tolist()
         updates = []
         for ci, c in enumerate(clients):
-            updates.append(ClientUpdate(c.client_id, current[ci], float(c.n_train), mean_loss[ci],
-                                        c.sent_buffers() if trained_buffers else None))
+            updates.append(c.reported(instructions[ci], ClientUpdate(c.client_id, current[ci], float(c.n_train), mean_loss[ci],
+                                                                     c.sent_buffers() if trained_buffers else None)))
             c.after_fit(instructions[ci], updates[-1])
         return updates
 
