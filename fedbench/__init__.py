@@ -28,6 +28,7 @@ __all__ = [
     "ClientData",
     "ClientSpec",
     "ClientUpdate",
+    "DataShape",
     "DatasetSpec",
     "EvalResult",
     "ExecutorSpec",

@@ -34,6 +34,16 @@ def registry():
     return get_registry()
 
 
+def with_plugin(plugin: object, name: str):  # noqa: ANN201
+    """The installed plugins (from their entry points) plus ``plugin`` registered under ``name``: real pluggy."""
+    from fedbench.registry import Registry, load_plugins, new_plugin_manager
+
+    pm = new_plugin_manager()
+    failures, packages = load_plugins(pm)
+    pm.register(plugin, name=name)
+    return Registry(pm, failures, packages)
+
+
 def run_cli(*args: str, env: dict[str, str] | None = None, cwd: Path | None = None) -> subprocess.CompletedProcess:
     """Run the real CLI in a fresh interpreter (plugins load from entry points there)."""
     full_env = {**os.environ, **(env or {})}

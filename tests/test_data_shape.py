@@ -9,7 +9,7 @@ import fedbench
 from fedbench.build import declared_shape, load_data, resolve_run
 from fedbench.data import DataShape
 from fedbench.errors import PluginError
-from tests.conftest import TINY, run_cli
+from tests.conftest import TINY, run_cli, with_plugin
 from tests.test_cifar import make_cifar
 from tests.test_idx import make_mnist_like
 from tests.test_leaf import make_leaf, make_shakespeare
@@ -72,7 +72,6 @@ def test_a_model_that_does_not_fit_is_one_line_before_any_run(tmp_path):
 
 def _lying_registry(shape: DataShape):
     from fedbench import DatasetSpec, hookimpl
-    from fedbench.registry import Registry, load_plugins, new_plugin_manager
 
     base = fedbench.load_dataset("synthetic", n_clients=4, n_test=10, dim=6)
 
@@ -82,10 +81,7 @@ def _lying_registry(shape: DataShape):
             return [DatasetSpec(name="lying", load=lambda data_root=None, seed=0: base, params={"seed": 0},
                                 default_model="linear", shape=lambda **p: shape)]
 
-    pm = new_plugin_manager()
-    failures, packages = load_plugins(pm)
-    pm.register(Lying(), name="lying-plugin")
-    return Registry(pm, failures, packages)
+    return with_plugin(Lying(), "lying-plugin")
 
 
 def test_a_declaration_that_is_not_what_loads_fails_the_run_naming_the_plugin(tmp_path):

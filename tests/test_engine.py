@@ -183,17 +183,14 @@ def test_batchnorm_models_train_vectorised_with_the_reference_statistics(registr
 def _registry_with(name, load, default_model):
     """The installed plugins plus a test plugin providing one data set (real pluggy registration)."""
     from fedbench import DatasetSpec, hookimpl
-    from fedbench.registry import Registry, load_plugins, new_plugin_manager
+    from tests.conftest import with_plugin
 
     class TestData:
         @hookimpl
         def fedbench_datasets(self):
             return [DatasetSpec(name=name, load=load, params={"seed": 0}, default_model=default_model)]
 
-    pm = new_plugin_manager()
-    failures, packages = load_plugins(pm)
-    pm.register(TestData(), name="testdata")
-    return Registry(pm, failures, packages)
+    return with_plugin(TestData(), "testdata")
 
 
 def _image_registry():

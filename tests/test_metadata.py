@@ -12,9 +12,9 @@ from fedbench import Client, ClientSpec, ClientUpdate, FitIns, MethodSpec, hooki
 from fedbench.aggregator import CentralizedAggregator, weighted_average
 from fedbench.build import build_simulation, resolve_run
 from fedbench.learner import batches_per_epoch
-from fedbench.registry import Registry, load_plugins, new_plugin_manager
+from fedbench.registry import Registry
 from fedbench.specs import AggregatorSpec
-from tests.conftest import TINY
+from tests.conftest import TINY, with_plugin
 
 
 class StepsClient(Client):
@@ -65,10 +65,7 @@ def _registry() -> Registry:
                     MethodSpec(name="bad-report", doc="reports NaN", client="bad-report", aggregator="centralized",
                                n_learners=1)]
 
-    pm = new_plugin_manager()
-    failures, packages = load_plugins(pm)
-    pm.register(Plugin(), name="metadata-test")
-    return Registry(pm, failures, packages)
+    return with_plugin(Plugin(), "metadata-test")
 
 
 def _rounds(reg: Registry, engine: str, method: str = "nova", rounds: int = 3):

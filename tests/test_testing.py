@@ -5,8 +5,9 @@ from __future__ import annotations
 import pytest
 
 from fedbench import Client, ClientSpec, MethodSpec, hookimpl
-from fedbench.registry import Registry, get_registry, load_plugins, new_plugin_manager
+from fedbench.registry import Registry, get_registry
 from fedbench.testing import check_method
+from tests.conftest import with_plugin
 
 
 @pytest.mark.parametrize("method", get_registry().names("method"))
@@ -50,10 +51,7 @@ def _registry_with_clients() -> Registry:
                     MethodSpec(name="leaky-avg", doc="state across runs", client="leaky", aggregator="centralized",
                                n_learners=1)]
 
-    pm = new_plugin_manager()
-    failures, packages = load_plugins(pm)
-    pm.register(TestMethods(), name="testmethods")
-    return Registry(pm, failures, packages)
+    return with_plugin(TestMethods(), "testmethods")
 
 
 def test_a_method_the_batched_engine_cannot_batch_is_reported_declined_with_equal_numbers():
