@@ -461,14 +461,22 @@ def ray_rows(rng: random.Random, pick: str | None = None) -> dict[str, dict]:
         return {**audit(db, expected=RAY_RUNS), "exit after Ctrl-C (s)": f"{took:.2f} (rc {proc.returncode})",
                 "processes left after 5 s": left, "kills": 1, "faulted sweep": first}
 
+    def oom_kills() -> int:
+        """Workers Ray's memory monitor has killed in this cluster's session (its raylets' logs say each kill)."""
+        logs = Path(tempfile.gettempdir()) / "ray" / "session_latest" / "logs"
+        return sum(f.read_text(errors="replace").count("OOM kill reason") for f in logs.glob("raylet*.out"))
+
     def out_of_memory(cluster: Cluster) -> dict:
         db = Path(tempfile.mkdtemp()) / "ray-oom.sqlite"
+        before = oom_kills()
         ray_finish(suite, db, cluster)  # node 1's memory monitor kills every task it runs (threshold 1 %)
+        kills = oom_kills() - before
         first = faulted(db)
         errors = rows(db, "SELECT count(*) FROM runs WHERE status = 'failed' AND error LIKE '%memory%'")[0][0]
         cluster.kill_node(1)  # then the clean re-run on node 0 alone
         ray_finish(suite, db, cluster)
-        return {**audit(db, expected=RAY_RUNS), "kills": errors, "faulted sweep": f"{first} ({errors} failed for memory)"}
+        return {**audit(db, expected=RAY_RUNS), "kills": kills,
+                "faulted sweep": f"{first}; {kills} kill records of Ray's memory monitor in the raylets' logs, {errors} runs failed for memory"}
 
     scenario("ray: kill -9 a task's worker x6", kill_workers)
     scenario("ray: a node dies mid-sweep", kill_node)
