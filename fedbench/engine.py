@@ -67,6 +67,10 @@ from fedbench.tasks import Task
 
 #: input elements per chunk in no-grad passes (bounds activation memory for big inputs)
 EVAL_BUDGET = 1 << 21
+#: elements of layer outputs live at once in a no-grad pass: twice the widest layer output per sample (a layer's
+#: input and output), times the samples (and learners) of the pass. A CNN on EMNIST holds ~50,000 per sample, so an
+#: input-only bound (2,674 samples of 784 inputs per chunk) let one pass hold 0.5 GB of activations per learner
+EVAL_ACTIVATIONS = 1 << 25
 #: input elements gathered at most at once in a training step (bounds memory for big inputs)
 ROW_BUDGET = 1 << 24
 #: a row set's fixed cost in a training step, in padded input elements of a small model (a model's padded
@@ -325,6 +329,8 @@ class VectorizedEngine:
         self.test_sizes = data.test_sizes().tolist()
         #: the reused buffer of :meth:`_take`
         self._scratch: torch.Tensor | None = None
+        #: per input shape: (logits, twice the widest layer output) of one sample (:meth:`_per_sample`)
+        self._sample_cost: dict[tuple, tuple[int, int]] = {}
         #: :meth:`_whole_block`'s blocks, by batch size
         self._blocks: dict[tuple, tuple] = {}
         #: why rounds were trained one client at a time (:class:`ClientCheck`), each with its first round
@@ -348,6 +354,32 @@ class VectorizedEngine:
         tensors = self._unflatten(flat)
         tensors.update(zip(self.buffer_names, buffers))
         return functional_call(self.model, tensors, (x,))
+
+    @torch.no_grad()
+    def _per_sample(self, flat: torch.Tensor, x: torch.Tensor, buffers: Sequence[torch.Tensor]) -> tuple[int, int]:
+        """One sample's logits and twice its widest layer output (forward hooks on the model's leaf modules, one
+        probe per input shape): what bounds a no-grad chunk's memory besides its inputs."""
+        if not len(x):
+            return 1, 1
+        shape = tuple(x.shape[1:])
+        if shape not in self._sample_cost:
+            widest = [0]
+
+            def count(_module, _inputs, output) -> None:  # noqa: ANN001
+                outs = output if isinstance(output, (tuple, list)) else (output,)
+                widest[0] = max(widest[0], 2 * sum(t.numel() for t in outs if isinstance(t, torch.Tensor)))
+
+            hooks = [m.register_forward_hook(count) for m in self.model.modules() if not list(m.children())]
+            try:
+                was = self.model.training
+                self.model.eval()
+                logits = self._logits(flat, x[:1], [b.clone() for b in buffers]).numel()
+                self.model.train(was)
+            finally:
+                for h in hooks:
+                    h.remove()
+            self._sample_cost[shape] = (logits, widest[0])
+        return self._sample_cost[shape]
 
     def _split_buffers(self, flat: torch.Tensor | None) -> list[torch.Tensor]:
         """(K, B) -> one contiguous (K, *shape) tensor per buffer (an in-place update under ``vmap`` reaches
@@ -777,7 +809,9 @@ class VectorizedEngine:
         stacked = torch.stack(list(params))
         state = self._split_buffers(self._buffers_of([client]))
         every = vmap(lambda flat, chunk, b: fn(self._logits(flat, chunk, b)), in_dims=(0, None, 0))
-        size = max(1, EVAL_BUDGET // max(1, x[0].numel() if len(x) else 1))
+        logits, acts = self._per_sample(stacked[0], x, [b[0] for b in state])
+        size = max(1, min(EVAL_BUDGET // max(1, x[0].numel() if len(x) else 1, logits),
+                          EVAL_ACTIVATIONS // max(1, acts * len(stacked))))  # the learners' passes run side by side
         parts = [every(stacked, chunk, state) for chunk in (x.split(size) if len(x) else [x])]
         return torch.cat(parts, dim=1)
 
@@ -800,7 +834,8 @@ class VectorizedEngine:
         # over clients, one learner at a time: a vmap over learners too would copy every client's inputs per learner
         every = vmap(lambda flat, chunk, b: fn(self._logits(flat, chunk, b)))
         feat = max(1, x_all[0].numel())
-        budget = max(1, EVAL_BUDGET * 8 // feat)  # padded samples per pass
+        _, acts = self._per_sample(stacked[0, 0], x_all, [b[0, 0] for b in state])
+        budget = max(1, min(EVAL_BUDGET * 8 // feat, EVAL_ACTIVATIONS // max(1, acts)))  # padded samples per pass
         blocks: list[list[int]] = []
         for i in sizes.argsort(stable=True).tolist():  # ascending: a block's last client is its widest
             if blocks and (len(blocks[-1]) + 1) * int(sizes[i]) <= budget:

@@ -232,6 +232,41 @@ class TestConvolutions:
             assert b.test_loss == pytest.approx(a.test_loss, rel=1e-4) and b.test_acc == a.test_acc
 
 
+    @pytest.mark.parametrize("method", ["fedem", "local"])  # global learners, and each client's own parameters
+    def test_evaluation_passes_are_bounded_by_the_models_activations(self, monkeypatch, method):
+        import fedbench.engine as engine_module
+
+        reg = _image_registry()
+        cfg = resolve_run(reg, dataset="tiny-images", method=method, seed=0, overrides={"batch_size": 4}, engine="vectorized")
+        free = build_simulation(reg, cfg)
+        assert free.engine.startswith("vectorized")
+        free.aggregator.fit_round(0)
+        want = free.aggregator.evaluate()
+        eng = free.aggregator.engine
+        (logits, acts), = eng._sample_cost.values()
+        # by hand: one sample's widest layer output, doubled (input and output live at once), and its 4 logits
+        widest = []
+        hooks = [m.register_forward_hook(lambda _m, _i, out: widest.append(out.numel()))
+                 for m in eng.model.modules() if not list(m.children())]
+        eng.model.eval()
+        with torch.no_grad():
+            eng.model(torch.zeros(1, 3, 16, 16))
+        for h in hooks:
+            h.remove()
+        assert (logits, acts) == (4, 2 * max(widest))
+        monkeypatch.setattr(engine_module, "EVAL_ACTIVATIONS", 2 * acts)  # two samples' worth per pass
+        bounded = build_simulation(reg, cfg)
+        bounded.aggregator.fit_round(0)
+        seen = []
+        first = next(m for m in bounded.aggregator.engine.model.modules() if isinstance(m, torch.nn.Conv2d))
+        first.register_forward_pre_hook(lambda _m, args: seen.append(args[0].shape[0]))
+        got = bounded.aggregator.evaluate()
+        m = cfg.n_learners if method == "fedem" else 1  # FedEM's learners run side by side in one pass
+        assert seen and max(seen) <= max(1, 2 // m) and max(seen) < 8
+        for a, b in zip(want, got):
+            assert b.test_acc == a.test_acc and b.test_loss == pytest.approx(a.test_loss, rel=1e-5)
+
+
 class FedDynClient(Client):
     """FedDyn's client (Acar et al., ICLR 2021), written as an outside plugin author would: local objective
     f_i(w) - <g_i, w> + alpha/2 ||w - w_received||^2, then g_i <- g_i - alpha (w_i - w_received). Its state g_i
