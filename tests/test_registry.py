@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import inspect
+import json
+import os
+import subprocess
+import sys
 import textwrap
 from pathlib import Path
 
@@ -338,6 +342,41 @@ def _doc_block(first_line: str) -> str:
 
 #: FedDyn as an outside plugin module: the complete example of docs/plugins.md
 FEDDYN = _doc_block("# feddyn_plugin.py")
+
+
+def _doc_toml(first_line: str) -> str:
+    text = (ROOT / "docs" / "plugins.md").read_text()
+    start = text.index("```toml\n" + first_line) + len("```toml\n")
+    return text[start:text.index("```", start)]
+
+
+class TestPooledDataSetExample:
+    """docs/plugins.md's pooled data set, partitioner and suite, installed through an entry point and run."""
+
+    def test_the_docs_suite_runs_through_the_cli_and_the_partitioner_deals_label_blocks(self, tmp_path):
+        import sqlite3
+
+        make_dist(tmp_path, "blobs_plugin", _doc_block("# blobs_plugin.py"))
+        (tmp_path / "blobs.toml").write_text(_doc_toml("# blobs.toml"))
+        env = {"PYTHONPATH": str(tmp_path)}
+        listed = run_cli("list", "partitioner", env=env)
+        assert "label_blocks" in listed.stdout, listed.stderr
+        db = tmp_path / "r.sqlite"
+        proc = run_cli("run", "--suite", "blobs", "--results", str(db), "--no-progress", env=env)
+        assert proc.returncode == 0, proc.stderr
+        rows = sqlite3.connect(db).execute("SELECT method, status, config FROM runs").fetchall()
+        assert len(rows) == 8 and all(status == "done" for _, status, _ in rows)
+        assert {json.loads(c)["dataset_params"]["partitioner"] for _, _, c in rows} == {"label_blocks", "dirichlet"}
+        check = ("import sys; sys.path.insert(0, %r)\n"
+                 "import numpy as np, fedbench\n"
+                 "d = fedbench.load_dataset('blobs', n_clients=4)\n"
+                 "ys = [np.concatenate([d.client(i).train_y.numpy(), d.client(i).test_y.numpy()]) for i in range(4)]\n"
+                 "print(d.n_clients, sum(map(len, ys)), int(all(ys[i].max() <= ys[i + 1].min() for i in range(3))))"
+                 % str(tmp_path))
+        out = subprocess.run([sys.executable, "-c", check], capture_output=True, text=True, env={**os.environ, **env})
+        n, total, sorted_blocks = out.stdout.split()
+        # every sample dealt once, and the blocks follow the label order (each client's labels <= the next one's)
+        assert (int(n), int(total), int(sorted_blocks)) == (4, 600, 1), out.stderr
 
 
 class TestSharedMethodParameters:
