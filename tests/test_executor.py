@@ -294,24 +294,50 @@ class TestStartMethod:
 
 
 class TestRayResources:
-    def test_gpus_per_run_places_runs_by_ray_resources(self, registry, tmp_path):
+    @pytest.mark.parametrize("share, at_once", [(0.5, 2), (0.25, 4)])
+    def test_gpus_per_run_places_runs_by_ray_resources(self, registry, tmp_path, share, at_once):
         pytest.importorskip("ray")
         import ray
 
         from fedbench.executor import run_ray
 
-        # a fake GPU on a CPU machine: with half a GPU each, at most two runs at once, though four CPUs are free
+        # a fake GPU on a CPU machine, four CPUs free: a run asks for `share` of it, so `at_once` share the GPU
         ray.init(num_cpus=4, num_gpus=1, include_dashboard=False, log_to_driver=False)
         try:
+            @ray.remote(num_cpus=0)
+            class Here:  # how many GPU tasks run at once, and the most there were
+                def __init__(self) -> None:
+                    self.now = self.peak = 0
+
+                def add(self, k: int) -> int:
+                    self.now += k
+                    self.peak = max(self.peak, self.now)
+                    return self.peak
+
+            here = Here.remote()
+
+            @ray.remote(num_cpus=0, num_gpus=share)
+            def holds(here) -> tuple[int, list]:  # noqa: ANN001
+                peak = ray.get(here.add.remote(1))
+                deadline = time.monotonic() + 30
+                while peak < at_once and time.monotonic() < deadline:  # until the others Ray admits are beside it
+                    time.sleep(0.05)
+                    peak = ray.get(here.add.remote(0))
+                ray.get(here.add.remote(-1))
+                return peak, ray.get_gpu_ids()
+
+            placed = ray.get([holds.remote(here) for _ in range(at_once + 1)])
             configs = [resolve_run(registry, dataset="synthetic", method="fedavg", seed=s, overrides={**TINY, "rounds": 40})
                        for s in range(6)]
-            out = run_ray(configs, tmp_path / "r.sqlite", cpus_per_run=0.5, gpus_per_run=0.5)
+            out = run_ray(configs, tmp_path / "r.sqlite", cpus_per_run=0.5, gpus_per_run=share)
         finally:
             ray.shutdown()
+        assert all(ids == [0] for _, ids in placed)  # every task on the one GPU,
+        assert max(seen for seen, _ in placed) == at_once  # `at_once` of them on it together, never more
         assert [o.status for o in out] == ["done"] * 6
         spans = _rows(tmp_path / "r.sqlite", "SELECT started, started + seconds FROM runs")
         most = max(sum(a <= t < b for a, b in spans) for t, _ in spans)
-        assert most <= 2, spans  # Ray's resource model, not four CPUs, decided
+        assert most <= at_once, spans  # Ray's resource model, not the CPUs, decided
 
     def test_resources_per_run_are_refused_outside_ray_before_any_run(self, tmp_path):
         proc = run_cli("run", "--suite", "quick", "--results", str(tmp_path / "r.sqlite"), "--gpus-per-run", "0.25")
