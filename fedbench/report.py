@@ -123,7 +123,8 @@ def comparison_table(runs: pd.DataFrame, metric: str = "test_acc") -> pd.DataFra
     cells: dict[tuple[str, str], str] = {}
     for key, group in runs.groupby(["dataset", "method", *grid], dropna=False):
         dataset, method, *point = key
-        label = method + "".join(f" {g.split('.')[-1]}={v}" for g, v in zip(grid, point))
+        # (a setting the method does not have, such as FedProx's mu beside FedAvg, is missing: no label part)
+        label = method + "".join(f" {g.split('.')[-1]}={v}" for g, v in zip(grid, point) if not pd.isna(v))
         finished = group[group.status == "done"]
         done = (finished[metric] if metric in group else pd.Series(dtype=float)).dropna()
         text = "n/a" if len(finished) and not len(done) else ""

@@ -466,6 +466,15 @@ class TestGridReports:
             assert cell == f"{accs.mean():.2f} ± {accs.std():.2f} (n=2)"
         assert human_bytes(24424800000.0) == "24.4 GB" and human_bytes(999) == "999 B" and human_bytes(1500) == "1.5 kB"
 
+    def test_a_setting_only_one_method_has_labels_only_that_methods_columns(self, registry, tmp_path):
+        from fedbench.report import comparison_table, runs_table
+
+        db = tmp_path / "r.sqlite"
+        configs = [_cfg(registry, method="fedprox", seed=1, **{"client.mu": mu}) for mu in (0.01, 1.0)]
+        run_local([*configs, _cfg(registry, method="fedavg", seed=1)], db, progress=False)
+        comp = comparison_table(runs_table(ResultStore(db, readonly=True)))
+        assert list(comp.columns) == ["fedavg", "fedprox mu=0.01", "fedprox mu=1.0"]  # not "fedavg mu=nan"
+
 
 class TestOutsidePartitioner:
     def test_an_outside_partitioners_own_settings_are_accepted_and_checked(self, tmp_path):
