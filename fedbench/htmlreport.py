@@ -17,7 +17,7 @@ from typing import Any
 import pandas as pd
 
 from fedbench.plot import curves, plot_curves, styles, value_label
-from fedbench.report import comparison_table, reference_table, runs_table
+from fedbench.report import comparison_table, reference_table, runs_table, table_labels
 from fedbench.store import ResultStore
 
 STYLE = """
@@ -33,21 +33,25 @@ th { background: #f4f4f4; } .headline { font-weight: bold; background: #fdf0e8; 
 
 
 def headline_gaps(runs: pd.DataFrame, headline: str | None, metric: str = "test_acc") -> pd.DataFrame:
-    """Per data set: the headline method's mean over finished seeds, the best other method and its mean, and
-    the gap (headline minus best other; positive when the headline leads). Empty without a headline."""
+    """Per data set and grid point of the headline method: its mean over finished seeds, the best other
+    method (at its best grid point) and its mean, and the gap (headline minus best other; positive when the
+    headline leads). Only seeds are averaged. Empty without a headline."""
     cols = ["dataset", "headline", "mean", "best other", "its mean", "gap"]
     if not headline or metric not in runs:
         return pd.DataFrame(columns=cols)
     done = runs[(runs.status == "done") & runs[metric].notna()]
+    done = done.assign(label=table_labels(done))
     rows = []
     for dataset, group in done.groupby("dataset"):
-        means = group.groupby("method")[metric].mean()
-        if headline not in means or len(means) < 2:
+        means = group.groupby("label")[metric].mean()
+        base = group.groupby("label")["method"].first()
+        others = means[base != headline]
+        if others.empty:
             continue
-        others = means.drop(headline)
         best = others.idxmax()
-        rows.append({"dataset": dataset, "headline": headline, "mean": means[headline], "best other": best,
-                     "its mean": others[best], "gap": means[headline] - others[best]})
+        for label in means[base == headline].index:
+            rows.append({"dataset": dataset, "headline": label, "mean": means[label], "best other": best,
+                         "its mean": others[best], "gap": means[label] - others[best]})
     return pd.DataFrame(rows, columns=cols)
 
 
@@ -59,7 +63,7 @@ def _table(df: pd.DataFrame, table_id: str, *, index: bool = False, headline: st
     head = "".join(f'<th class="{_kind(df[c])}{_mark(c, headline)}">{html.escape(str(c))}</th>' for c in df.columns)
     body = []
     for row in df.itertuples(index=False):
-        marked = headline is not None and headline in [str(v) for v in row]
+        marked = headline is not None and any(str(v).split(" ")[0] == headline for v in row)
         cells = "".join(
             f'<td class="{_kind(df[c])}{_mark(c, headline)}">{html.escape(_text(v))}</td>' for c, v in zip(df.columns, row)
         )
@@ -105,6 +109,9 @@ def spread_figure(runs: pd.DataFrame, out: Path, *, methods: list[str], headline
     if not need <= set(runs.columns):
         return []
     done = runs[(runs.status == "done") & runs.test_acc_p10.notna() & runs.test_acc_mean.notna()]
+    done = done.assign(method=table_labels(done))  # one row per grid point: only seeds are averaged
+    heads = [m for m in set(done.method) if m.split(" ")[0] == headline]
+    headline = heads[0] if len(heads) == 1 else None
     palette = styles(sorted(set(methods) | set(done.method)), headline)
     written = []
     for dataset, group in done.groupby("dataset"):

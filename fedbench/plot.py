@@ -15,7 +15,7 @@ import pandas as pd
 
 from fedbench.config import RunConfig
 from fedbench.errors import ConfigError
-from fedbench.report import human_bytes, select_runs
+from fedbench.report import human_bytes, run_labels, select_runs
 from fedbench.store import ResultStore
 
 
@@ -28,8 +28,10 @@ def _file_part(name: object) -> str:
 def curves(store: ResultStore, run_ids: list[str] | None = None, metric: str = "test_acc", *,
            configs: Sequence[RunConfig] | None = None) -> pd.DataFrame:
     """Per (dataset, method, round): mean and std over the finished runs' seeds of ``metric``,
-    and the mean cumulative ``bytes_sent`` at that round. ``configs`` (a suite's runs) picks one stored
-    run per configuration as reports do (the current code's, else the latest by other code)."""
+    and the mean cumulative ``bytes_sent`` at that round. ``method`` is the method at its grid point
+    (``fedprox mu=0.01``, :func:`fedbench.report.grid_label`): only seeds are averaged, never grid points;
+    ``base`` is the method's own name. ``configs`` (a suite's runs) picks one stored run per configuration as
+    reports do (the current code's, else the latest by other code)."""
     runs = store.runs()
     runs = runs[runs.status == "done"]
     if configs is not None:
@@ -37,16 +39,18 @@ def curves(store: ResultStore, run_ids: list[str] | None = None, metric: str = "
     if run_ids is not None:
         runs = runs[runs.run_id.isin(run_ids)]
     if runs.empty:
-        return pd.DataFrame(columns=["dataset", "method", "round", "mean", "std", "n", "bytes_sent"])
+        return pd.DataFrame(columns=["dataset", "method", "round", "mean", "std", "n", "bytes_sent", "base"])
+    runs = runs.assign(label=run_labels(runs), base=runs["method"])
     m = store.metrics(list(runs.run_id))
     wide = m.pivot_table(index=["run_id", "round"], columns="name", values="value").reset_index()
     if metric not in wide:
         raise ConfigError(f"no metric {metric!r} in the results; stored: {', '.join(sorted(set(m.name)))}")
-    wide = wide.merge(runs[["run_id", "dataset", "method"]], on="run_id")
+    wide = wide.merge(runs[["run_id", "dataset", "label", "base"]], on="run_id").rename(columns={"label": "method"})
     if "bytes_sent" not in wide:  # stores written before fedbench recorded communication
         wide["bytes_sent"] = float("nan")
     agg = wide.groupby(["dataset", "method", "round"]).agg(
-        mean=(metric, "mean"), std=(metric, "std"), n=(metric, "size"), bytes_sent=("bytes_sent", "mean")
+        mean=(metric, "mean"), std=(metric, "std"), n=(metric, "size"), bytes_sent=("bytes_sent", "mean"),
+        base=("base", "first"),
     )
     return agg.reset_index().fillna({"std": 0.0})
 
@@ -84,15 +88,20 @@ def value_label(metric: str, counts: Sequence[int]) -> str:
         return f"{metric} (one seed per method)"
     if len(counts) == 1:
         return f"{metric} (mean ± std over {counts[0]} seeds)"
-    return f"{metric} (mean ± std over seeds; n per method in the legend)"
+    return f"{metric} (mean ± std; n in the legend)"
 
 
 def bytes_ticks(ax: Any) -> None:
     """Decimal units on a log bytes axis (1 MB, 10 MB, ...) instead of powers of ten."""
-    from matplotlib.ticker import FuncFormatter, LogLocator
+    from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 
     ax.xaxis.set_major_locator(LogLocator(base=10))
-    ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: human_bytes(v).replace(".0 ", " ")))
+    label = FuncFormatter(lambda v, _: human_bytes(v).replace(".0 ", " "))
+    ax.xaxis.set_major_formatter(label)
+    narrow = ax.get_xlim()[1] / max(ax.get_xlim()[0], 1e-12) < 100  # under two decades: label the minor ticks too
+    if narrow:  # 2 and 5 of each decade labelled; all eight would overlap
+        ax.xaxis.set_minor_locator(LogLocator(base=10, subs=(2.0, 5.0)))
+    ax.xaxis.set_minor_formatter(label if narrow else NullFormatter())
 
 
 def default_out_dir(results: Path) -> Path:
@@ -126,7 +135,12 @@ def plot_curves(table: pd.DataFrame, out_dir: Path, metric: str = "test_acc", *,
     legend saying so. ``fmt``: ``png`` or ``svg``.
     """
     plt = _pyplot()
+    from matplotlib.ticker import MaxNLocator
+
     out_dir.mkdir(parents=True, exist_ok=True)
+    # the headline is emphasised when it is one curve; at several grid points none of them is singled out
+    heads = sorted(set(table.loc[table["base"] == headline, "method"])) if "base" in table else [headline]
+    headline = heads[0] if len(heads) == 1 else None
     palette = styles(sorted(set(methods or []) | set(table["method"])), headline)
     written = []
     for dataset, by_ds in table.groupby("dataset"):
@@ -154,6 +168,8 @@ def plot_curves(table: pd.DataFrame, out_dir: Path, metric: str = "test_acc", *,
             if x == "bytes_sent":
                 ax.set_xscale("log")
                 bytes_ticks(ax)
+            else:
+                ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # rounds are whole
             ax.set_xlabel(label)
             ax.set_ylabel(value_label(metric, by_ds.groupby("method")["n"].max()))
             ax.set_title(str(dataset))

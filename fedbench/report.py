@@ -109,6 +109,29 @@ def runs_table(store: ResultStore, run_ids: list[str] | None = None, *, configs:
 FIXED = {"run_id", "dataset", "method", "seed", "rounds", "status", "eval_round", "seconds", "other_code", "init", "error", *METRICS}
 
 
+def grid_label(method: str, names: Sequence[str], values: Sequence[object]) -> str:
+    """A method at one grid point, as tables and plots name it: ``fedprox mu=0.01`` (a setting the method does
+    not have, such as FedProx's mu beside FedAvg, is missing and left out)."""
+    return method + "".join(f" {g.split('.')[-1]}={v}" for g, v in zip(names, values) if not pd.isna(v))
+
+
+def run_labels(runs: pd.DataFrame) -> pd.Series:
+    """Per stored run (``ResultStore.runs()`` rows), its method and grid point (:func:`grid_label`): runs of
+    one label differ only by seed, so only they are averaged together."""
+    if runs.empty:
+        return pd.Series([], index=runs.index, dtype=object)
+    grid = grid_columns(runs)
+    return pd.Series([grid_label(m, list(grid.columns), list(point)) for m, point in
+                      zip(runs["method"], grid.itertuples(index=False))], index=runs.index, dtype=object)
+
+
+def table_labels(runs: pd.DataFrame) -> pd.Series:
+    """Per row of :func:`runs_table`, its method at its grid point (:func:`grid_label`)."""
+    grid = [c for c in runs.columns if c not in FIXED and not c.startswith("unseen_")]
+    return pd.Series([grid_label(m, grid, [row[g] for g in grid]) for m, (_, row) in zip(runs["method"], runs.iterrows())],
+                     index=runs.index, dtype=object)
+
+
 def comparison_table(runs: pd.DataFrame, metric: str = "test_acc") -> pd.DataFrame:
     """Rows data sets, columns methods (one per grid point: ``fedprox lr=0.01``): ``mean ± std (n=seeds)``
     of ``metric`` over finished runs. Only seeds are averaged.
@@ -123,8 +146,7 @@ def comparison_table(runs: pd.DataFrame, metric: str = "test_acc") -> pd.DataFra
     cells: dict[tuple[str, str], str] = {}
     for key, group in runs.groupby(["dataset", "method", *grid], dropna=False):
         dataset, method, *point = key
-        # (a setting the method does not have, such as FedProx's mu beside FedAvg, is missing: no label part)
-        label = method + "".join(f" {g.split('.')[-1]}={v}" for g, v in zip(grid, point) if not pd.isna(v))
+        label = grid_label(method, grid, point)
         finished = group[group.status == "done"]
         done = (finished[metric] if metric in group else pd.Series(dtype=float)).dropna()
         text = "n/a" if len(finished) and not len(done) else ""

@@ -291,7 +291,7 @@ class TestPlotDefaults:
 
         assert value_label("test_acc", [1, 1]) == "test_acc (one seed per method)"
         assert value_label("test_acc", [3, 3]) == "test_acc (mean ± std over 3 seeds)"
-        assert "n per method" in value_label("test_acc", [1, 3])
+        assert "n in the legend" in value_label("test_acc", [1, 3])
         db = tmp_path / "r.sqlite"
         fedbench.run_suite(_suite(tmp_path), results=db, progress=False)
         table = curves(ResultStore(db, readonly=True))
@@ -301,6 +301,28 @@ class TestPlotDefaults:
         assert "mean ± std over 2 seeds" in svg and "local: sends nothing" in svg and "log scale" in svg
         png = plot_curves(table, tmp_path / "png", headline="fedavg")[0]
         assert matplotlib.image.imread(png).shape[2] in (3, 4)
+
+    def test_grid_points_are_separate_curves_and_gaps_never_averaged_together(self, tmp_path):
+        from fedbench.htmlreport import headline_gaps
+        from fedbench.plot import curves
+        from fedbench.report import runs_table
+        from fedbench.store import ResultStore
+
+        suite = tmp_path / "grid.toml"
+        suite.write_text('headline = "fedprox"\nseeds = [1]\n[set]\nrounds = 2\neval_every = 1\n[datasets.synthetic]\n'
+                         'n_clients = 8\nn_test = 40\ndim = 10\n[methods.fedavg]\n[methods.fedprox]\nclient.mu = [0.01, 5.0]\n')
+        db = tmp_path / "r.sqlite"
+        fedbench.run_suite(str(suite), results=db, progress=False)
+        store = ResultStore(db, readonly=True)
+        table = curves(store)
+        assert sorted(set(table.method)) == ["fedavg", "fedprox mu=0.01", "fedprox mu=5.0"] and set(table.n) == {1}
+        runs = runs_table(store)
+        gaps = headline_gaps(runs, "fedprox")
+        fedavg = runs[runs.method == "fedavg"].test_acc.iloc[0]
+        prox = {mu: acc for mu, acc in zip(runs[runs.method == "fedprox"]["client.mu"], runs[runs.method == "fedprox"].test_acc)}
+        assert list(gaps.headline) == ["fedprox mu=0.01", "fedprox mu=5.0"] and set(gaps["best other"]) == {"fedavg"}
+        for row, mu in zip(gaps.itertuples(index=False), (0.01, 5.0)):  # each grid point on its own, not their mean
+            assert row.mean == pytest.approx(prox[mu]) and row.gap == pytest.approx(prox[mu] - fedavg)
 
     def test_round_zero_is_drawn(self, tmp_path):
         from fedbench.plot import curves
