@@ -89,6 +89,7 @@ def test_fedbn_with_mobilenet_end_to_end(tmp_path):
     assert "cifar10 / fedbn / seed 0" in proc.stdout and "done after 2 rounds" in proc.stdout and "engine: sequential (vectorized engine not applicable: model MobileNetV2 draws dropout masks" in proc.stdout
 
 
+@pytest.mark.slow  # 11 s: two fresh processes each training MobileNetV2
 def test_mobilenet_runs_give_the_same_numbers_in_every_process(tmp_path):
     """MobileNetV2's dropout draws from torch's global generator: seeded per (seed, round, client), a run gives
     the same numbers whatever the process did before (here: under two Python hash seeds, which used to differ)."""

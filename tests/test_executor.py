@@ -294,7 +294,7 @@ class TestStartMethod:
 
 
 class TestRayResources:
-    @pytest.mark.parametrize("share, at_once", [(0.5, 2), (0.25, 4)])
+    @pytest.mark.parametrize("share, at_once", [pytest.param(0.5, 2, marks=pytest.mark.slow), (0.25, 4)])
     def test_gpus_per_run_places_runs_by_ray_resources(self, registry, tmp_path, share, at_once):
         pytest.importorskip("ray")
         import ray
