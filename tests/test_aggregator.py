@@ -72,3 +72,45 @@ class TestCentralizedAggregator:
         for m in range(3):
             expected = sum(s * u.params[m] for s, u in zip(sizes, updates)) / sum(sizes)
             torch.testing.assert_close(agg2.global_params[m], expected)
+
+
+class TestFoldingAsUpdatesArrive:
+    """The one-at-a-time loop folds each update into the average as it arrives (no list of every client's
+    parameters): the same numbers as aggregate_fit on the whole list, bit for bit."""
+
+    @pytest.mark.parametrize("method, over", [
+        ("fedavg", {}),
+        ("fedem", {}),
+        ("fedavg", {"participation": 0.5}),  # the unsampled clients hold the old model (the authors')
+        ("fedavg", {"participation": 0.5, "aggregator.unsampled": "drop"}),
+    ])
+    def test_folding_equals_the_whole_list(self, registry, monkeypatch, method, over):
+        from fedbench.aggregator import CentralizedAggregator
+
+        def rounds():
+            cfg = resolve_run(registry, dataset="synthetic", method=method, seed=3, overrides={**TINY, **over},
+                              engine="sequential")
+            sim = build_simulation(registry, cfg)
+            stats = [sim.aggregator.fit_round(r) for r in range(3)]
+            return sim.aggregator, stats
+
+        folded_agg, folded = rounds()
+        assert folded_agg.folds(folded_agg.clients)
+        monkeypatch.setattr(CentralizedAggregator, "folds", lambda self, clients: False)
+        listed_agg, listed = rounds()
+        assert folded == listed  # the round's loss and bytes
+        for a, b in zip(folded_agg.global_params, listed_agg.global_params):
+            assert torch.equal(a, b)
+
+    def test_a_client_that_trains_its_own_way_is_not_folded(self, registry):
+        from fedbench.client import Client
+
+        class OwnFit(Client):
+            def fit(self, ins, phases=None):  # noqa: ANN001, ANN201
+                return super().fit(ins, phases)
+
+        cfg = resolve_run(registry, dataset="synthetic", method="fedavg", seed=3, overrides=TINY, engine="sequential")
+        agg = build_simulation(registry, cfg).aggregator
+        assert agg.folds(agg.clients)
+        agg.clients[0].__class__ = OwnFit  # its update's weight is its own business: the whole list, as before
+        assert not agg.folds(agg.clients)
