@@ -34,14 +34,34 @@ def weighted_average(tensors: Sequence[torch.Tensor] | torch.Tensor, weights: Se
     sum holds one extra tensor where stacking a round's updates held a second copy of all of them."""
     if len(tensors) != len(weights) or not len(tensors):
         raise ValueError(f"need as many weights as tensors (>0), got {len(weights)} and {len(tensors)}")
-    w = torch.as_tensor(list(weights), dtype=tensors[0].dtype, device=tensors[0].device)
-    if float(w.sum()) <= 0:
-        raise ValueError(f"weights must sum to a positive number, got {list(weights)}")
-    w = w / w.sum()
-    acc = torch.zeros_like(tensors[0])
+    average = RunningAverage(weights, tensors[0])
     for i in range(len(tensors)):
-        acc += w[i] * tensors[i]
-    return acc
+        average.add(i, tensors[i])
+    return average.result()
+
+
+class RunningAverage:
+    """The arithmetic of :func:`weighted_average` (``old`` None: the weights normalised first, then ``acc +=
+    w_i * t_i`` from zero) and :func:`held_average` (``acc += w_i / total * (t_i - old)``, then ``old + acc``),
+    one term at a time in the tensors' dtype: what an aggregator folding updates in as they arrive computes,
+    bit for bit the same as on the whole list."""
+
+    def __init__(self, weights: Sequence[float], like: torch.Tensor, *, old: torch.Tensor | None = None,
+                 total: float | None = None) -> None:
+        w = torch.as_tensor(list(weights), dtype=like.dtype, device=like.device)
+        if old is None:
+            if float(w.sum()) <= 0:
+                raise ValueError(f"weights must sum to a positive number, got {list(weights)}")
+            w = w / w.sum()
+        else:
+            w = w / total
+        self.w, self.old, self.acc = w, old, torch.zeros_like(like)
+
+    def add(self, i: int, t: torch.Tensor) -> None:
+        self.acc += self.w[i] * (t if self.old is None else t - self.old)
+
+    def result(self) -> torch.Tensor:
+        return self.acc if self.old is None else self.old + self.acc
 
 
 def sample_clients(n_clients: int, participation: float, gen: torch.Generator) -> list[int]:
@@ -240,11 +260,10 @@ class Aggregator(abc.ABC):
 def held_average(old: torch.Tensor, sampled: Sequence[torch.Tensor], weights: Sequence[float], total: float) -> torch.Tensor:
     """The average over *all* clients when the unsampled ones hold the old model ``old``:
     ``old + sum_S w_i / total * (theta_i - old)`` (``total``: the weights of every client)."""
-    w = torch.as_tensor(list(weights), dtype=old.dtype, device=old.device) / total
-    step = torch.zeros_like(old)
+    average = RunningAverage(weights, old, old=old, total=total)
     for i, theta in enumerate(sampled):  # a running sum, as in :func:`weighted_average` (no stacked copy)
-        step += w[i] * (theta - old)
-    return old + step
+        average.add(i, theta)
+    return average.result()
 
 
 class CentralizedAggregator(Aggregator):
@@ -280,35 +299,22 @@ class CentralizedAggregator(Aggregator):
                 and all(type(c).step is Client.step and type(c).fit is Client.fit for c in clients))
 
     def fold_start(self, clients: Sequence[Client]) -> None:
-        weights = [float(c.n_train) for c in clients]
-        old = self.global_params
-        self._held = self.unsampled == "hold" and len(clients) < len(self.clients)
-        if self._held:  # held_average's arithmetic, term by term
+        self._weights = [float(c.n_train) for c in clients]
+        if self.unsampled == "hold" and len(clients) < len(self.clients):  # aggregate_fit's two cases
             total = float(sum(c.n_train for c in self.clients))
-            self._w = [torch.as_tensor(weights, dtype=p.dtype, device=p.device) / total for p in old]
-        else:  # weighted_average's: the weights normalised first, then acc += w_i * theta_i from zero
-            if not weights or sum(weights) <= 0:
-                raise ValueError(f"weights must sum to a positive number, got {weights}")
-            self._w = [torch.as_tensor(weights, dtype=p.dtype, device=p.device) for p in old]
-            self._w = [w / w.sum() for w in self._w]
-        self._weights = weights
-        self._acc = [torch.zeros_like(p) for p in old]
+            self._sums = [RunningAverage(self._weights, p, old=p, total=total) for p in self.global_params]
+        else:
+            self._sums = [RunningAverage(self._weights, p) for p in self.global_params]
 
     def fold(self, k: int, update: ClientUpdate) -> None:
         if update.weight != self._weights[k]:  # (cannot happen for the clients folds() accepts)
             raise RuntimeError(f"client {update.client_id}'s update weighs {update.weight}, not its train size")
-        for m, theta in enumerate(update.params):
-            if self._held:
-                self._acc[m] += self._w[m][k] * (theta - self.global_params[m])
-            else:
-                self._acc[m] += self._w[m][k] * theta
+        for average, theta in zip(self._sums, update.params):
+            average.add(k, theta)
 
     def fold_end(self) -> None:
-        if self._held:
-            self.global_params = [old + step for old, step in zip(self.global_params, self._acc)]
-        else:
-            self.global_params = self._acc
-        del self._acc, self._w, self._weights
+        self.global_params = [average.result() for average in self._sums]
+        del self._sums, self._weights
 
     def aggregate_fit(self, round_: int, updates: list[ClientUpdate]) -> None:
         weights = [u.weight for u in updates]

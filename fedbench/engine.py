@@ -61,7 +61,7 @@ from torch.func import functional_call, grad_and_value, vmap
 from fedbench import datacache
 from fedbench.client import Client, ClientUpdate, EvalResult, FitIns, FitPhase
 from fedbench.data import FederatedData, segment_sum
-from fedbench.learner import SGDConfig, batch_loss, order_keys, uses_batch_statistics
+from fedbench.learner import SGDConfig, batch_loss, order_keys, sample_cost, uses_batch_statistics
 from fedbench.seeding import STREAM_TRAIN, generators
 from fedbench.tasks import Task
 
@@ -355,30 +355,14 @@ class VectorizedEngine:
         tensors.update(zip(self.buffer_names, buffers))
         return functional_call(self.model, tensors, (x,))
 
-    @torch.no_grad()
     def _per_sample(self, flat: torch.Tensor, x: torch.Tensor, buffers: Sequence[torch.Tensor]) -> tuple[int, int]:
-        """One sample's logits and twice its widest layer output (forward hooks on the model's leaf modules, one
-        probe per input shape): what bounds a no-grad chunk's memory besides its inputs."""
+        """One sample's logits and twice its widest layer output at ``flat`` (:func:`fedbench.learner.sample_cost`,
+        one probe per input shape)."""
         if not len(x):
             return 1, 1
         shape = tuple(x.shape[1:])
         if shape not in self._sample_cost:
-            widest = [0]
-
-            def count(_module, _inputs, output) -> None:  # noqa: ANN001
-                outs = output if isinstance(output, (tuple, list)) else (output,)
-                widest[0] = max(widest[0], 2 * sum(t.numel() for t in outs if isinstance(t, torch.Tensor)))
-
-            hooks = [m.register_forward_hook(count) for m in self.model.modules() if not list(m.children())]
-            try:
-                was = self.model.training
-                self.model.eval()
-                logits = self._logits(flat, x[:1], [b.clone() for b in buffers]).numel()
-                self.model.train(was)
-            finally:
-                for h in hooks:
-                    h.remove()
-            self._sample_cost[shape] = (logits, widest[0])
+            self._sample_cost[shape] = sample_cost(self.model, lambda: self._logits(flat, x[:1], [b.clone() for b in buffers]))
         return self._sample_cost[shape]
 
     def _split_buffers(self, flat: torch.Tensor | None) -> list[torch.Tensor]:

@@ -179,20 +179,7 @@ class Learner:
             return 1
         shape = tuple(x.shape[1:])
         if shape not in self._per_sample:  # one probe per input shape: the output sizes depend on nothing else
-            self.model.eval()
-            seen = [0]
-
-            def count(_module, _inputs, output) -> None:  # noqa: ANN001
-                seen[0] = max(seen[0], 2 * sum(t.numel() for t in (output if isinstance(output, (tuple, list)) else (output,))
-                                               if isinstance(t, torch.Tensor)))
-
-            hooks = [m.register_forward_hook(count) for m in self.model.modules() if not list(m.children())]
-            try:
-                logits = self.model(x[:1]).numel()
-            finally:
-                for h in hooks:
-                    h.remove()
-            self._per_sample[shape] = (logits, seen[0])
+            self._per_sample[shape] = sample_cost(self.model, lambda: self.model(x[:1]))
         logits, activations = self._per_sample[shape]
         return max(1, min(EVAL_BUDGET // max(x[0].numel(), logits), ACTIVATION_BUDGET // max(1, activations)))
 
@@ -276,6 +263,29 @@ class Learner:
         elif sgd.momentum > 0 and batches:
             buf = torch.cat([opt.state[p]["momentum_buffer"].reshape(-1) for p in self._params]).detach()
         return FitResult(total / max(batches, 1), buf)
+
+
+@torch.no_grad()
+def sample_cost(model: nn.Module, forward: Callable[[], torch.Tensor]) -> tuple[int, int]:
+    """``(logits, twice the widest layer output)`` of the one sample ``forward()`` passes through ``model``, in
+    eval mode, measured by forward hooks on its leaf modules (a layer's input and output live at once): what
+    bounds a no-grad chunk's memory besides its inputs. ``model``'s training mode is left as it was."""
+    widest = [0]
+
+    def count(_module, _inputs, output) -> None:  # noqa: ANN001
+        outs = output if isinstance(output, (tuple, list)) else (output,)
+        widest[0] = max(widest[0], 2 * sum(t.numel() for t in outs if isinstance(t, torch.Tensor)))
+
+    was = model.training
+    hooks = [m.register_forward_hook(count) for m in model.modules() if not list(m.children())]
+    try:
+        model.eval()
+        logits = forward().numel()
+    finally:
+        for h in hooks:
+            h.remove()
+        model.train(was)
+    return logits, widest[0]
 
 
 def uses_batch_statistics(model: nn.Module) -> bool:
