@@ -134,12 +134,9 @@ def prepare(registry: Registry, configs: list[RunConfig], *, data_root: Path | N
     for name, problem in missing.items():  # every missing data set up front; the other runs go ahead
         say(f"fedbench: skipping {sum(c.dataset == name for c in configs)} run(s) of {name}: {problem}")
     configs = [c for c in configs if c.dataset not in missing]
-    checked = set()
-    for c in configs:  # every (data set, model) pair whose data set declares its shape, once
-        key = (c.dataset, c.dataset_params, c.model, c.model_params)
-        if key not in checked:
-            checked.add(key)
-            check_model_fits(registry, c)
+    pairs = {(c.dataset, c.dataset_params, c.model, c.model_params): c for c in configs}
+    for c in pairs.values():  # every (data set, model) pair whose data set declares its shape, once
+        check_model_fits(registry, c)
     for line, n in init_notes(registry, configs).items():  # e.g. a model started from scratch: said before any run
         say(f"fedbench: warning: {n} run(s): {line}")
     return configs, missing

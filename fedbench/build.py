@@ -278,9 +278,14 @@ def check_model_fits(registry: Registry, cfg: RunConfig) -> None:
         except Exception as e:
             first = str(e).splitlines()[0] if str(e) else type(e).__name__
             raise ConfigError(f"model {cfg.model!r} does not fit data set {cfg.dataset!r} ({shape}): {first}; {fix}") from e
-    got = tuple(out.shape[1:])
-    want = (*shape.label_shape, shape.n_outputs) if shape.task == "multiclass" else None
-    if want is not None and got != want:
+    _check_logits(cfg, tuple(out.shape[1:]), shape, fix)
+
+
+def _check_logits(cfg: RunConfig, got: tuple[int, ...], shape: DataShape, fix: str) -> None:
+    """A multiclass data set needs logits of a label's shape plus the class axis (a label per window position
+    needs a model that predicts every position); a ConfigError naming both otherwise."""
+    want = (*shape.label_shape, shape.n_outputs)
+    if shape.task == "multiclass" and got != want:
         raise ConfigError(f"model {cfg.model!r} gives logits of shape {got} per sample but data set {cfg.dataset!r} "
                           f"needs {want} ({shape}); {fix}")
 
@@ -292,8 +297,7 @@ def check_declared_shape(registry: Registry, cfg: RunConfig, data: FederatedData
     if declared is None:
         return
     loaded = DataShape.of(data)
-    if (declared.input_shape, declared.n_outputs, declared.label_shape, declared.input_dtype) != (
-            loaded.input_shape, loaded.n_outputs, loaded.label_shape, loaded.input_dtype):
+    if declared != loaded:
         plugin = registry.entry("dataset", cfg.dataset).plugin
         raise PluginError(f"data set {cfg.dataset!r} (plugin {plugin!r}) declares {declared} but loaded {loaded}; "
                           "its shape() must say what its load() returns")
@@ -309,12 +313,8 @@ def check_output_shape(cfg: RunConfig, model: torch.nn.Module, data: FederatedDa
     with torch.no_grad():
         got = tuple(model(data.train_x[:1].to(next(model.parameters()).device)).shape[1:])
     model.train(was_training)
-    want = (*data.train_y.shape[1:], data.n_outputs)
-    if got != want:
-        raise ConfigError(
-            f"model {cfg.model!r} gives logits of shape {got} per sample but data set {cfg.dataset!r} needs {want} "
-            "(a label per position needs a model that predicts every position); choose matching model and dataset settings"
-        )
+    _check_logits(cfg, got, DataShape.of(data), "a label per position needs a model that predicts every position; "
+                  "choose matching model and dataset settings")
 
 
 def build_simulation(registry: Registry, cfg: RunConfig, data_root: Path | None = None,

@@ -138,28 +138,29 @@ def cmd_run(args: argparse.Namespace) -> int:
     return 0 if result.ok else 1
 
 
-def _tensorboard(results: str, outcomes: list[RunOutcome], log_dir: str) -> None:
-    from fedbench.export import write_tensorboard
-
-    runs = [o.config.run_id for o in outcomes if o.status in ("done", "diverged", "skipped")]
+def _write_stored(results: str, outcomes: list[RunOutcome], statuses: tuple[str, ...], write) -> None:  # noqa: ANN001
+    """``write(store, run_ids)`` for the stored runs among ``outcomes`` that ended in one of ``statuses``."""
+    runs = [o.config.run_id for o in outcomes if o.status in statuses]
     if runs:
         store = ResultStore(results, readonly=True)
         try:
-            write_tensorboard(store, runs, Path(log_dir))
+            write(store, runs)
         finally:
             store.close()
+
+
+def _tensorboard(results: str, outcomes: list[RunOutcome], log_dir: str) -> None:
+    from fedbench.export import write_tensorboard
+
+    _write_stored(results, outcomes, ("done", "diverged", "skipped"),
+                  lambda store, runs: write_tensorboard(store, runs, Path(log_dir)))
 
 
 def _mlflow(results: str, outcomes: list[RunOutcome], target: str, experiment: str) -> None:
     from fedbench.export import write_mlflow
 
-    runs = [o.config.run_id for o in outcomes if o.status in ("done", "diverged", "failed", "skipped")]
-    if runs:
-        store = ResultStore(results, readonly=True)
-        try:
-            write_mlflow(store, runs, target, experiment)
-        finally:
-            store.close()
+    _write_stored(results, outcomes, ("done", "diverged", "failed", "skipped"),
+                  lambda store, runs: write_mlflow(store, runs, target, experiment))
 
 
 def _names(text: str | None) -> list[str] | None:

@@ -56,6 +56,14 @@ def _part(name: object) -> str:
     return "_" + text[1:] if text.startswith(".") else text
 
 
+def round_values(rows: pd.DataFrame) -> Iterator[tuple[int, str, float]]:
+    """``(round, metric, value)`` of every stored value in :func:`per_round` rows (one run's)."""
+    for row in rows.itertuples(index=False):
+        for name, value in row._asdict().items():
+            if name not in ("run_id", "dataset", "method", "seed", "status", "round") and pd.notna(value):
+                yield int(row.round), name, float(value)
+
+
 def write_tensorboard(store: ResultStore, run_ids: list[str], log_dir: Path) -> list[Path]:
     """TensorBoard event files, one folder per run (``DATASET/METHOD/seedN-RUNID``), one scalar per
     metric (step = round). Written again from the store on every call, so a re-run replaces a folder."""
@@ -75,10 +83,8 @@ def write_tensorboard(store: ResultStore, run_ids: list[str], log_dir: Path) -> 
         try:
             config = json.loads(runs.loc[run_id, "config"])
             writer.add_text("config", "```\n" + json.dumps(config, indent=2, default=str) + "\n```", 0)
-            for row in rows.itertuples(index=False):
-                for name, value in row._asdict().items():
-                    if name not in ("run_id", "dataset", "method", "seed", "status", "round") and pd.notna(value):
-                        writer.add_scalar(name, float(value), int(row.round))
+            for round_, name, value in round_values(rows):
+                writer.add_scalar(name, value, round_)
         finally:
             writer.close()
         written.append(folder)
@@ -146,7 +152,7 @@ def write_mlflow(store: ResultStore, run_ids: list[str], target: str, experiment
         raise ConfigError("--mlflow needs MLflow: pip install 'fedbench-suite[mlflow]' (mlflow-skinny; a "
                           "sqlite:/// tracking URI needs the full mlflow package)") from e
     uri = mlflow_uri(target)
-    table = per_round(store, run_ids)
+    by_run = dict(tuple(per_round(store, run_ids).groupby("run_id")))
     runs = store.runs().set_index("run_id")
     written = []
     with _file_store_allowed(uri):
@@ -170,11 +176,8 @@ def write_mlflow(store: ResultStore, run_ids: list[str], target: str, experiment
             made = client.create_run(exp_id, start_time=started, tags=tags,
                                      run_name=f"{row.dataset} {row.method} seed{row.seed}")
             params = [Param(k, v[:6000]) for k, v in flat_config(json.loads(row.config)).items()]
-            metrics = []
-            for r in table[table.run_id == run_id].itertuples(index=False):
-                for name, value in r._asdict().items():
-                    if name not in ("run_id", "dataset", "method", "seed", "status", "round") and pd.notna(value):
-                        metrics.append(Metric(name, float(value), started, int(r.round)))
+            rows = by_run.get(run_id)
+            metrics = [] if rows is None else [Metric(name, value, started, round_) for round_, name, value in round_values(rows)]
             mid = made.info.run_id
             for k in range(0, len(params), _MLFLOW_PARAMS):
                 client.log_batch(mid, params=params[k:k + _MLFLOW_PARAMS])

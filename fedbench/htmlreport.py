@@ -16,7 +16,7 @@ from typing import Any
 
 import pandas as pd
 
-from fedbench.plot import curves, plot_curves, styles, value_label
+from fedbench.plot import curves, pyplot, plot_curves, styles, value_label
 from fedbench.report import comparison_table, reference_table, runs_table, table_labels
 from fedbench.store import ResultStore
 
@@ -100,11 +100,7 @@ def _svg(path: Path) -> str:
 def spread_figure(runs: pd.DataFrame, out: Path, *, methods: list[str], headline: str | None) -> list[Path]:
     """Per data set, one SVG: each method's per-client accuracy as the segment from its 10th percentile
     (``test_acc_p10``) to its mean over clients (``test_acc_mean``), each a mean over finished seeds."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     need = {"test_acc_p10", "test_acc_mean"}
     if not need <= set(runs.columns):
         return []

@@ -134,7 +134,7 @@ def plot_curves(table: pd.DataFrame, out_dir: Path, metric: str = "test_acc", *,
     every point of a method that sends nothing, such as Local) cannot stand on it and are left out, the
     legend saying so. ``fmt``: ``png`` or ``svg``.
     """
-    plt = _pyplot()
+    plt = pyplot()
     from matplotlib.ticker import MaxNLocator
 
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -183,7 +183,7 @@ def plot_curves(table: pd.DataFrame, out_dir: Path, metric: str = "test_acc", *,
     return written
 
 
-def _pyplot() -> Any:
+def pyplot() -> Any:
     try:
         import matplotlib
 

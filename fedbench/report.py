@@ -125,9 +125,14 @@ def run_labels(runs: pd.DataFrame) -> pd.Series:
                       zip(runs["method"], grid.itertuples(index=False))], index=runs.index, dtype=object)
 
 
+def grid_names(runs: pd.DataFrame) -> list[str]:
+    """The grid settings among :func:`runs_table`'s columns (those not :data:`FIXED`)."""
+    return [c for c in runs.columns if c not in FIXED and not c.startswith("unseen_")]
+
+
 def table_labels(runs: pd.DataFrame) -> pd.Series:
     """Per row of :func:`runs_table`, its method at its grid point (:func:`grid_label`)."""
-    grid = [c for c in runs.columns if c not in FIXED and not c.startswith("unseen_")]
+    grid = grid_names(runs)
     return pd.Series([grid_label(m, grid, [row[g] for g in grid]) for m, (_, row) in zip(runs["method"], runs.iterrows())],
                      index=runs.index, dtype=object)
 
@@ -142,7 +147,7 @@ def comparison_table(runs: pd.DataFrame, metric: str = "test_acc") -> pd.DataFra
     """
     if runs.empty:
         return pd.DataFrame()
-    grid = [c for c in runs.columns if c not in FIXED and not c.startswith("unseen_")]
+    grid = grid_names(runs)
     cells: dict[tuple[str, str], str] = {}
     for key, group in runs.groupby(["dataset", "method", *grid], dropna=False):
         dataset, method, *point = key
