@@ -68,7 +68,7 @@ from fedbench.tasks import Task
 #: input elements per chunk in no-grad passes (bounds activation memory for big inputs)
 EVAL_BUDGET = 1 << 21
 #: elements of layer outputs live at once in a no-grad pass: twice the widest layer output per sample (a layer's
-#: input and output), times the samples (and learners) of the pass. A CNN on EMNIST holds ~50,000 per sample, so an
+#: input and output), times the samples (and learners) of the pass. A small conv net on 28x28 inputs holds ~50,000 per sample, so an
 #: input-only bound (2,674 samples of 784 inputs per chunk) let one pass hold 0.5 GB of activations per learner
 EVAL_ACTIVATIONS = 1 << 25
 #: input elements gathered at most at once in a training step (bounds memory for big inputs)

@@ -29,7 +29,7 @@ def curves(store: ResultStore, run_ids: list[str] | None = None, metric: str = "
            configs: Sequence[RunConfig] | None = None) -> pd.DataFrame:
     """Per (dataset, method, round): mean and std over the finished runs' seeds of ``metric``,
     and the mean cumulative ``bytes_sent`` at that round. ``method`` is the method at its grid point
-    (``fedprox mu=0.01``, :func:`fedbench.report.grid_label`): only seeds are averaged, never grid points;
+    (``METHOD mu=0.01``, :func:`fedbench.report.grid_label`): only seeds are averaged, never grid points;
     ``base`` is the method's own name. ``configs`` (a suite's runs) picks one stored run per configuration as
     reports do (the current code's, else the latest by other code)."""
     runs = store.runs()
@@ -131,7 +131,7 @@ def plot_curves(table: pd.DataFrame, out_dir: Path, metric: str = "test_acc", *,
 
     ``methods`` (e.g. every registered method) fixes each method's style across plots; ``headline`` is
     drawn thicker, in vermillion, on top. The bytes axis is logarithmic: points at 0 bytes (round 0, and
-    every point of a method that sends nothing, such as Local) cannot stand on it and are left out, the
+    every point of a method that sends nothing) cannot stand on it and are left out, the
     legend saying so. ``fmt``: ``png`` or ``svg``.
     """
     plt = pyplot()

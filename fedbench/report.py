@@ -110,8 +110,8 @@ FIXED = {"run_id", "dataset", "method", "seed", "rounds", "status", "eval_round"
 
 
 def grid_label(method: str, names: Sequence[str], values: Sequence[object]) -> str:
-    """A method at one grid point, as tables and plots name it: ``fedprox mu=0.01`` (a setting the method does
-    not have, such as FedProx's mu beside FedAvg, is missing and left out)."""
+    """A method at one grid point, as tables and plots name it: ``METHOD mu=0.01`` (a setting the method does
+    not have, one that only another method of the grid declares, is missing and left out)."""
     return method + "".join(f" {g.split('.')[-1]}={v}" for g, v in zip(names, values) if not pd.isna(v))
 
 
