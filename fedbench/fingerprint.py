@@ -92,14 +92,20 @@ def reached_modules(obj: Any) -> dict[str, ModuleType]:
 
 @functools.lru_cache(maxsize=1)
 def core_fingerprint() -> str:
-    """Hash of the core's sources that can change numbers."""
+    """Hash of the core's sources that can change numbers (:func:`package_fingerprint` of this package)."""
     import fedbench
 
+    return package_fingerprint(Path(fedbench.__file__).parent)
+
+
+def package_fingerprint(root: Path) -> str:
+    """Hash of the sources under ``root``: every module, subpackages included (by path from ``root``), less
+    the top-level :data:`PRESENTATION` modules."""
     h = hashlib.sha256()
-    root = Path(fedbench.__file__).parent
-    for path in sorted(root.glob("*.py")):
-        if path.stem not in PRESENTATION:
-            h.update(path.name.encode() + b"\0" + path.read_bytes() + b"\0")
+    for path in sorted(root.rglob("*.py"), key=lambda p: p.relative_to(root).as_posix()):
+        name = path.relative_to(root).as_posix()
+        if name.removesuffix(".py") not in PRESENTATION:
+            h.update(name.encode() + b"\0" + path.read_bytes() + b"\0")
     return h.hexdigest()[:16]
 
 
