@@ -22,7 +22,7 @@ from fedbench.data import DataShape, FederatedData, default_data_root
 from fedbench.engine import VectorizedEngine, prefers_sequential, vectorisable
 from fedbench.errors import ConfigError, FedbenchError, PluginError
 from fedbench.fingerprint import code_fingerprint
-from fedbench.learner import Learner, LearnersEnsemble
+from fedbench.learner import Learner, LearnersEnsemble, representation_module, uses_batch_statistics
 from fedbench.registry import Registry
 from fedbench.seeding import STREAM_INIT, STREAM_UNSEEN, derive_seed
 from fedbench.tasks import make_task
@@ -279,6 +279,29 @@ def check_model_fits(registry: Registry, cfg: RunConfig) -> None:
             first = str(e).splitlines()[0] if str(e) else type(e).__name__
             raise ConfigError(f"model {cfg.model!r} does not fit data set {cfg.dataset!r} ({shape}): {first}; {fix}") from e
     _check_logits(cfg, tuple(out.shape[1:]), shape, fix)
+    check_capabilities(registry, cfg, model)
+
+
+def check_capabilities(registry: Registry, cfg: RunConfig, model: torch.nn.Module) -> None:
+    """What the run's client type needs of its model: a representation (``needs_representation``, a model
+    whose ``representation`` attribute names a submodule, without BatchNorm: the representation at other
+    parameters would use this model's batch statistics). A ConfigError naming the fix otherwise."""
+    client_cls = registry.get("client", cfg.client).cls
+    if not getattr(client_cls, "needs_representation", False):
+        return
+    fix = ("choose a model that declares one (`fedbench list model` says which do) with --set model=NAME, "
+           "or give your model a `representation` attribute naming a submodule")
+    try:
+        body = representation_module(model)
+    except ValueError as e:
+        raise ConfigError(f"method {cfg.method!r}: {e}; {fix}") from e
+    if body is None:
+        raise ConfigError(f"method {cfg.method!r} compares the model's representations, but model {cfg.model!r} "
+                          f"declares none; {fix}")
+    if uses_batch_statistics(model):
+        raise ConfigError(f"method {cfg.method!r} compares representations at other parameters, which fedbench does "
+                          f"not compute for a model with BatchNorm ({cfg.model!r} with these settings); choose a "
+                          f"model without it")
 
 
 def _check_logits(cfg: RunConfig, got: tuple[int, ...], shape: DataShape, fix: str) -> None:
@@ -349,6 +372,7 @@ def build_simulation(registry: Registry, cfg: RunConfig, data_root: Path | None 
         except Exception as e:
             raise PluginError(f"model {cfg.model!r} (plugin {model_entry.plugin!r}) failed to build: {e}") from e
     check_output_shape(cfg, models[0], data)
+    check_capabilities(registry, cfg, models[0])
     ensemble = LearnersEnsemble([Learner(m.to(device), task) for m in models])
     client_cls = registry.get("client", cfg.client).cls
     everyone = [

@@ -24,7 +24,7 @@ import torch
 from fedbench.config import TrainConfig
 from fedbench.contract import guard
 from fedbench.data import ClientData
-from fedbench.learner import FitResult, LearnersEnsemble, SGDConfig, batch_loss, eager_grad, epoch_orders, sgd_update
+from fedbench.learner import Batch, FitResult, LearnersEnsemble, SGDConfig, batch_loss, eager_grad, epoch_orders, sgd_update
 from fedbench.seeding import STREAM_TRAIN, generator, STREAM_GLOBAL, seed_global
 
 
@@ -71,7 +71,9 @@ class FitPhase:
     parameters the first time). ``keep``: None - the result goes on, and the last such result is the
     update sent; a name - the result is kept as ``Client.kept[name]`` (a personal model) and not sent.
     ``term``: the name of the client method giving this phase's local term (the signature of
-    :meth:`Client.local_term`), or None. ``step``: the name of a client method that replaces the phase's
+    :meth:`Client.local_term`), or None. ``sample_term``: the name of the client method giving a term per
+    sample of each batch (the signature of :meth:`Client.sample_term`), or None. ``step``: the name of a
+    client method that replaces the phase's
     SGD step by its own pure function (the signature of :meth:`Client.joint_step`), for a method whose
     learners train together on the same batches (APFL's mixed model, pFedMe's inner problem); such a
     phase draws one batch order per epoch, as a single learner does, and takes no ``term`` or
@@ -93,12 +95,14 @@ class FitPhase:
     momentum: str | None = "main"
     step: str | None = None
     carry: tuple[str, ...] = ()
+    sample_term: str | None = None
 
     def __post_init__(self) -> None:
         if self.trainable is not None and self.momentum is not None:
             raise ValueError("a phase with frozen tensors starts a fresh momentum: give it momentum=None")
-        if self.step is not None and (self.term is not None or self.trainable is not None):
-            raise ValueError("a phase with its own step adds no term and freezes nothing: give it term=None, trainable=None")
+        if self.step is not None and (self.term is not None or self.trainable is not None or self.sample_term is not None):
+            raise ValueError("a phase with its own step adds no term and freezes nothing: give it term=None, "
+                             "sample_term=None, trainable=None")
         if self.carry and self.step is None:
             raise ValueError("only a phase with its own step carries kept models: give it step=")
 
@@ -219,6 +223,25 @@ class Client:
         """
         return None
 
+    #: whether :meth:`sample_term` reads the model's representation (:attr:`fedbench.learner.Batch.features`,
+    #: ``represent``): a run whose model declares none (:func:`fedbench.learner.representation_module`) is
+    #: then refused before it starts
+    needs_representation: bool = False
+
+    def sample_term(self, theta: torch.Tensor, ctx: Mapping[str, torch.Tensor], batch: Batch) -> torch.Tensor:
+        """A term of the local objective per sample of a batch (W values), added to each sample's loss before
+        the sample weights and the division by the batch size: the batch loss becomes
+        ``sum_i w_i (loss_i + term_i) / B``. Not called unless overridden.
+
+        A pure torch function of ``theta`` (the learner's flat parameters), ``ctx`` (as for
+        :meth:`local_term`) and ``batch`` (:class:`fedbench.learner.Batch`: the inputs, labels, the model's
+        representation at ``theta`` and at any other parameters), using no other per-client attribute: the
+        one-at-a-time backend calls it per client, learner and batch, the vectorised one under
+        ``torch.func.vmap`` over the rows of a step, with the same check as for :meth:`local_term`. It must
+        be finite for any input (a padded sample weighs 0, and 0 x NaN is NaN). MOON's model-contrastive loss
+        is one (docs/plugins.md)."""
+        raise NotImplementedError
+
     def term_context(self, params: list[torch.Tensor], extras: Mapping[str, list[torch.Tensor]]) -> list[dict[str, torch.Tensor]]:
         """Per learner, what :meth:`local_term` reads: ``received`` (the parameters sent) and each of the
         round's ``extras``. Override to add this client's own state (FedDyn's gradient memory)."""
@@ -277,11 +300,16 @@ class Client:
     def has_local_term(cls) -> bool:
         return cls.local_term is not Client.local_term
 
+    @classmethod
+    def has_sample_term(cls) -> bool:
+        return cls.sample_term is not Client.sample_term
+
     def fit_phases(self) -> tuple[FitPhase, ...]:
         """This client type's local fits of a round, in order (a property of the type and its settings,
         the same for every round). The plain client: one fit from the received parameters with its
         local term and kept momentum."""
-        return (FitPhase(term="local_term" if self.has_local_term() else None),)
+        return (FitPhase(term="local_term" if self.has_local_term() else None,
+                         sample_term="sample_term" if self.has_sample_term() else None),)
 
     def step(self, params: list[torch.Tensor], round_: int, lr: float,
              extras: Mapping[str, list[torch.Tensor]] | None = None) -> ClientUpdate:
@@ -300,13 +328,17 @@ class Client:
         self.after_fit(ins, update)
         return update
 
-    def terms(self, name: str | None, params: list[torch.Tensor], extras: Mapping[str, list[torch.Tensor]] | None
-              ) -> list[Callable[[torch.Tensor], torch.Tensor]] | None:
-        """Per learner, the term method ``name`` bound to that learner's context, or None."""
+    def terms(self, name: str | None, params: list[torch.Tensor], extras: Mapping[str, list[torch.Tensor]] | None,
+              per_sample: bool = False) -> list[Callable[..., torch.Tensor]] | None:
+        """Per learner, the term method ``name`` bound to that learner's context, or None (``per_sample``:
+        a :meth:`sample_term`, which takes the batch too)."""
         if name is None:
             return None
         method = getattr(self, name)
-        return [lambda theta, ctx=ctx: method(theta, ctx) for ctx in self.term_context(params, extras or {})]
+        contexts = self.term_context(params, extras or {})
+        if per_sample:
+            return [lambda theta, batch, ctx=ctx: method(theta, ctx, batch) for ctx in contexts]
+        return [lambda theta, ctx=ctx: method(theta, ctx) for ctx in contexts]
 
     def fit(self, ins: FitIns, phases: Sequence[FitPhase] | None = None) -> ClientUpdate:
         """One round of local training (:meth:`fit_phases`, or ``phases``) from ``ins.params`` with this
@@ -332,6 +364,7 @@ class Client:
                 momentum=self.momentum_slot(phase.momentum),
                 terms=self.terms(phase.term, ins.params, ins.extras),
                 trainable=phase.trainable,
+                sample_terms=self.terms(phase.sample_term, ins.params, ins.extras, per_sample=True),
             )
             self.set_momentum_slot(phase.momentum, [fit.momentum for fit in fits])
             result = self.ensemble.get_params()

@@ -61,7 +61,10 @@ from torch.func import functional_call, grad_and_value, vmap
 from fedbench import datacache
 from fedbench.client import Client, ClientUpdate, EvalResult, FitIns, FitPhase
 from fedbench.data import FederatedData, segment_sum
-from fedbench.learner import SGDConfig, batch_loss, order_keys, sample_cost, uses_batch_statistics
+from fedbench.learner import (
+    Batch, SGDConfig, batch_loss, captured, order_keys, representation_module, representer, sample_cost,
+    uses_batch_statistics,
+)
 from fedbench.seeding import STREAM_TRAIN, generators
 from fedbench.tasks import Task
 
@@ -199,6 +202,15 @@ class ClientCheck:
             self._offset = (0.1 + torch.rand(like.shape, generator=gen, dtype=torch.float64)).to(like)
         return like + self._offset.to(like.device)
 
+    def _batch(self, client: Client, like: torch.Tensor) -> Batch:
+        """A fixed probe :class:`Batch` for per-sample terms: two of ``client``'s train samples, fixed
+        features, and a representation at other parameters that depends on them (the same for every client)."""
+        data = client.data
+        x, y = data.train_x[:2], data.train_y[:2]
+        gen = torch.Generator().manual_seed(20211207)
+        features = (0.1 + torch.rand(len(y), 3, generator=gen, dtype=torch.float64)).to(like)
+        return Batch(x, y, features, lambda point: features * (1.0 + point.double().mean().to(like)))
+
     def why_not(self, clients: Sequence[Client], instructions: Sequence[FitIns]) -> str | None:
         """None if every client of the round computes what the first one would, else why not."""
         first, lr = clients[0], instructions[0].lr
@@ -217,7 +229,7 @@ class ClientCheck:
             for c in clients[1:]:
                 if c.fit_phases() != phases:
                     return f"client {c.client_id}'s fit phases differ from client {first.client_id}'s"
-        probed = [p for p in phases if p.term is not None or p.step is not None]
+        probed = [p for p in phases if p.term is not None or p.step is not None or p.sample_term is not None]
         if not probed:
             return None
         if self.reference is None or type(self.reference) is not cls or _state_token(self.reference) != self.reference_token:
@@ -228,18 +240,22 @@ class ClientCheck:
         if not todo:
             return None
         for phase in probed:
-            name = phase.term or phase.step
+            probes = []  # (method name, what it is, its probe arguments)
             if phase.term is not None:
                 args = (self._probe(ins.params[0]), ref.term_context(ins.params, ins.extras)[0])
-            else:
+                probes.append((phase.term, "local term", args))
+            if phase.sample_term is not None:
+                args = (self._probe(ins.params[0]), ref.term_context(ins.params, ins.extras)[0], self._batch(ref, ins.params[0]))
+                probes.append((phase.sample_term, "per-sample term", args))
+            if phase.step is not None:
                 rows = torch.stack([self._probe(p) for p in ref.joint_start(phase, ins.params, ins.params)])
-                args = (rows, torch.zeros_like(rows), _probe_grad, phase.sgd(ref.sgd_config(lr)))
-            want = getattr(ref, name)(*args)
-            for c, _ in todo:
-                if not _same(getattr(c, name)(*args), want):
-                    what = f"local term ({name})" if phase.term is not None else f"own step ({name})"
-                    return (f"client {c.client_id}'s {what} computes something else than client {ref.client_id}'s on "
-                            f"the same inputs: it reads a per-client value")
+                probes.append((phase.step, "own step", (rows, torch.zeros_like(rows), _probe_grad, phase.sgd(ref.sgd_config(lr)))))
+            for name, what, args in probes:
+                want = getattr(ref, name)(*args)
+                for c, _ in todo:
+                    if not _same(getattr(c, name)(*args), want):
+                        return (f"client {c.client_id}'s {what} ({name}) computes something else than client "
+                                f"{ref.client_id}'s on the same inputs: it reads a per-client value")
         self.equal.update((c.client_id, t) for c, t in todo)
         return None
 
@@ -426,18 +442,23 @@ class VectorizedEngine:
             buf = torch.stack([b if b is not None else torch.zeros_like(flat[0]) for bs in slots for b in bs])
             sgd = phase.sgd(base)
             weights = [c.samples_weights for c in clients]
+            # a per-sample term sees each row's own batch: the one-block path for one-batch clients shares
+            # a client's batch between its learners, so such phases take the per-step path
+            whole = self._whole_fits(sgd.batch_size) and phase.sample_term is None
             steps = self._schedule(clients, m, sgd.epochs, sgd.batch_size, round_, phase.stream,
-                                   whole=self._whole_fits(sgd.batch_size), drop_last=sgd.drop_last)
-            term, ctx = None, None
-            if phase.term is not None:  # one pure function, vmapped over every (client, learner) row
-                term = getattr(clients[0], phase.term)
+                                   whole=whole, drop_last=sgd.drop_last)
+            term, sample_term, ctx = None, None, None
+            if phase.term is not None or phase.sample_term is not None:  # pure functions, vmapped over the rows
+                term = getattr(clients[0], phase.term) if phase.term is not None else None
+                sample_term = getattr(clients[0], phase.sample_term) if phase.sample_term is not None else None
                 rows = [row for c, ins in zip(clients, instructions) for row in c.term_context(ins.params, ins.extras)]
                 ctx = {k: torch.stack([torch.as_tensor(row[k]) for row in rows]) for k in rows[0]}
             mask = None
             if phase.trainable is not None and not all(phase.trainable):  # (all trainable: no mask to apply)
                 mask = torch.cat([torch.full((size,), bool(t)) for size, t in zip(self.sizes, phase.trainable)]).to(flat)
             bufs = self._buffers_of(clients)
-            new_flat, new_buf, loss_sum, n_steps = self._sgd(flat, buf, weights, steps, sgd, lr, term, ctx, mask, bufs)
+            new_flat, new_buf, loss_sum, n_steps = self._sgd(flat, buf, weights, steps, sgd, lr, term, ctx, mask, bufs,
+                                                             sample_term)
             results = list(new_flat.view(len(clients), m, -1))
             per_client_buf = new_buf.view(len(clients), m, -1)
             for ci, c in enumerate(clients):
@@ -704,21 +725,26 @@ class VectorizedEngine:
         rows ``theta`` (..., P) on their batches (..., W, ...), scored against labels ``y`` (..., W, ...),
         weighted by ``w`` (..., W) and summed over each batch, divided by ``denom`` (...): the real batch
         sizes. Rows are independent, so the gradient of the sum of the rows' batch losses with respect to
-        the stacked parameters is every row's own gradient."""
+        the stacked parameters is every row's own gradient. A ``forward`` that returns ``(logits, extra)``
+        adds ``extra`` (..., W) to the samples' losses before weighting (a per-sample term)."""
         lead = w.dim()
         theta = theta.detach().requires_grad_(True)
         with torch.enable_grad():
             with layout():
                 logits = forward(theta)
+            logits, extra = logits if isinstance(logits, tuple) else (logits, None)
             losses = self.task.loss(logits.reshape(-1, *logits.shape[lead:]), y.reshape(-1, *y.shape[lead:])).view(w.shape)
+            if extra is not None:
+                losses = losses + extra
             per_row = (losses * w).sum(dim=-1) / denom
             (grad,) = torch.autograd.grad(per_row.sum(), theta)
         return grad, per_row.detach()
 
-    def _sgd(self, flat, buf, weights, steps, sgd, lr, term, ctx, mask=None, bufs=None):  # noqa: ANN001, ANN202
+    def _sgd(self, flat, buf, weights, steps, sgd, lr, term, ctx, mask=None, bufs=None, sample_term=None):  # noqa: ANN001, ANN202
         """Run every row's scheduled batches; returns new params, momentum buffers, loss sums and step counts.
         ``mask`` (P,): the coordinates that train (the others take no step, decay or momentum). ``bufs`` (K, B):
-        every row's model buffers (BatchNorm statistics), updated in place by its batches."""
+        every row's model buffers (BatchNorm statistics), updated in place by its batches. ``sample_term``
+        (:meth:`Client.sample_term`): a per-sample term, run with each row's logits under ``vmap``."""
         device = flat.device
         k = flat.shape[0]
         steps = steps.to(device)
@@ -730,7 +756,23 @@ class VectorizedEngine:
         # measured faster for the linear layers of models without BatchNorm, slower with it
         layout = RowMajorLinear if device.type == "cpu" and not self.batch_stats else contextlib.nullcontext
 
-        def grad_fn(theta, x, y, w, denom, state):  # noqa: ANN001, ANN202
+        if sample_term is not None:
+            body = representation_module(self.model)
+
+            def with_term(t, x, state, y, row_ctx):  # noqa: ANN001, ANN202
+                """One row's logits and its per-sample term on its batch (the model's representation captured
+                from the same forward)."""
+                with captured(body) as seen:
+                    logits = model_call(t, x, state)
+                batch = Batch(x, y, seen[-1] if seen else None, representer(model_call, body, x))
+                return logits, sample_term(t, row_ctx, batch)
+
+            forward_term = vmap(with_term)
+
+        def grad_fn(theta, x, y, w, denom, state, active):  # noqa: ANN001, ANN202
+            if sample_term is not None:
+                row_ctx = {k: v[active] for k, v in ctx.items()}
+                return self._rows_grad(theta, lambda t: forward_term(t, x, state, y, row_ctx), y, w, denom, layout)
             return self._rows_grad(theta, lambda t: forward(t, x, state), y, w, denom, layout)
         term_grad = vmap(grad_and_value(term)) if term is not None else None  # per row: d term / d theta, term
         loss_sum = torch.zeros(k, device=device)
@@ -768,7 +810,7 @@ class VectorizedEngine:
                 active, _, x, y, w, denom = self._gather(steps, s, rows, flat.dtype, pooled)
                 theta = flat[active]
                 state = self._split_buffers(None if bufs is None else bufs[active])
-                g, loss = grad_fn(theta, x, y, w, denom, state)
+                g, loss = grad_fn(theta, x, y, w, denom, state, active)
                 if bufs is not None:  # the batches' statistics, as the model left them
                     bufs.index_copy_(0, active, self._join_buffers(state))
                 apply(active, rows, theta, g, loss)

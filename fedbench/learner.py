@@ -7,8 +7,9 @@ writing their own loop. Parameters travel as one flat tensor per learner.
 
 from __future__ import annotations
 
+import contextlib
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -83,6 +84,65 @@ def batch_loss(
         return (task.loss(call(theta, x), y) * weights).sum() / denom
 
     return loss
+
+
+@dataclass(frozen=True)
+class Batch:
+    """What a per-sample term (:meth:`fedbench.client.Client.sample_term`) sees of one training batch of W
+    samples: the inputs ``x`` and labels ``y``; ``features`` (W, D), the model's representation of the batch at
+    the parameters being trained (differentiable; None for a model that declares none, see
+    :func:`representation_module`); and ``represent(point)``, the representation of the same batch at other
+    flat parameters ``point`` (e.g. the received model's), computed without gradient."""
+
+    x: torch.Tensor
+    y: torch.Tensor
+    features: torch.Tensor | None
+    represent: Callable[[torch.Tensor], torch.Tensor]
+
+
+def representation_module(model: nn.Module) -> nn.Module | None:
+    """The submodule whose output is ``model``'s representation of a sample, or None.
+
+    A model declares it with an attribute ``representation``: the submodule's name as ``named_modules()``
+    gives it (``"features"``, ``"body.3"``); its output, flattened per sample, is what a representation-based
+    local objective compares (:class:`Batch` ``features``). A name that is no submodule is a ``ValueError``."""
+    name = getattr(model, "representation", None)
+    if name is None:
+        return None
+    modules = dict(model.named_modules())
+    if not isinstance(name, str) or name not in modules:
+        raise ValueError(f"model {type(model).__name__} declares representation = {name!r}, which is not one of its "
+                         f"submodules ({', '.join(n for n in modules if n)})")
+    return modules[name]
+
+
+@contextlib.contextmanager
+def captured(module: nn.Module | None) -> Iterator[list[torch.Tensor]]:
+    """Within it, each output of ``module`` (None: nothing) is appended, flattened per sample, to the list it
+    yields; under ``torch.func.vmap`` the outputs are the vmapped function's own (per row)."""
+    seen: list[torch.Tensor] = []
+    if module is None:
+        yield seen
+        return
+    handle = module.register_forward_hook(lambda _m, _i, out: seen.append(out.flatten(1)))
+    try:
+        yield seen
+    finally:
+        handle.remove()
+
+
+def representer(call: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], module: nn.Module | None,
+                x: torch.Tensor) -> Callable[[torch.Tensor], torch.Tensor]:
+    """``point -> the representation of x at flat parameters point`` (no gradient), for :class:`Batch`."""
+
+    def represent(point: torch.Tensor) -> torch.Tensor:
+        if module is None:
+            raise ValueError("this model declares no representation (a `representation` attribute naming a submodule)")
+        with torch.no_grad(), captured(module) as seen:
+            call(point.detach(), x)
+        return seen[-1]
+
+    return represent
 
 
 def eager_grad(loss: Callable[[torch.Tensor], torch.Tensor]) -> Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]]:
@@ -212,12 +272,15 @@ class Learner:
         momentum: torch.Tensor | None = None,
         term: Callable[[torch.Tensor], torch.Tensor] | None = None,
         trainable: Sequence[bool] | None = None,
+        sample_term: Callable[[torch.Tensor, Batch], torch.Tensor] | None = None,
     ) -> FitResult:
         """Run one epoch of mini-batch SGD per row of ``orders`` (sample orders, shape (epochs, n)).
 
         Batches are consecutive slices of ``batch_size`` indices of each order. The batch loss is ``sum_i w_i * loss_i / batch_size`` (``w = 1`` when
         ``weights`` is None), plus ``term(theta)`` (theta: the flat parameters) when a client's local
-        objective has one (:meth:`fedbench.client.Client.local_term`). ``momentum``
+        objective has one (:meth:`fedbench.client.Client.local_term`), and ``sample_term(theta, batch)``
+        (one value per sample of the :class:`Batch`, added to that sample's loss before weighting:
+        :meth:`fedbench.client.Client.sample_term`) when it has one of those. ``momentum``
         is the buffer left by an earlier fit (flat), or None to start afresh.
         ``trainable`` (one flag per parameter tensor) freezes the tensors flagged False:
         they take no step, no weight decay and no momentum; such a fit starts and
@@ -238,6 +301,7 @@ class Learner:
         # incomplete last batches (sgd.drop_last, set by the data set's loader) leaves
         # out any short last batch of a client with more than one batch (SGDConfig.drops).
         batch_norm = uses_batch_statistics(self.model)
+        body = representation_module(self.model) if sample_term is not None else None
         total, batches = 0.0, 0
         for perm in orders.to(y.device):
             for idx in perm.split(sgd.batch_size):
@@ -246,7 +310,12 @@ class Learner:
                 if batch_norm and idx.numel() == 1:
                     continue
                 opt.zero_grad(set_to_none=True)
-                losses = self.task.loss(self.model(x[idx]), y[idx])
+                with captured(body) as seen:
+                    logits = self.model(x[idx])
+                losses = self.task.loss(logits, y[idx])
+                if sample_term is not None:
+                    batch = Batch(x[idx], y[idx], seen[-1] if seen else None, representer(self.call, body, x[idx]))
+                    losses = losses + sample_term(parameters_to_vector(self._params), batch)
                 if weights is not None:
                     losses = losses * weights[idx]
                 loss = losses.sum() / idx.numel()
@@ -347,6 +416,7 @@ class LearnersEnsemble:
         momentum: Sequence[torch.Tensor | None] | None = None,
         terms: Sequence[Callable[[torch.Tensor], torch.Tensor]] | None = None,
         trainable: Sequence[bool] | None = None,
+        sample_terms: Sequence[Callable[[torch.Tensor, Batch], torch.Tensor]] | None = None,
     ) -> list[FitResult]:
         """Fit learner m with row m of ``weights`` (shape (M, n)), one after another.
 
@@ -356,8 +426,9 @@ class LearnersEnsemble:
         """
         momentum = momentum or [None] * len(self)
         terms = terms or [None] * len(self)
+        sample_terms = sample_terms or [None] * len(self)
         orders = epoch_orders(generator, len(self) * sgd.epochs, int(y.shape[0])).view(len(self), sgd.epochs, -1)
         return [
-            learner.fit_epochs(x, y, weights[m], sgd, orders[m], momentum[m], terms[m], trainable)
+            learner.fit_epochs(x, y, weights[m], sgd, orders[m], momentum[m], terms[m], trainable, sample_terms[m])
             for m, learner in enumerate(self.learners)
         ]

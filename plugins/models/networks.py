@@ -24,7 +24,9 @@ def mlp(input_shape: tuple[int, ...], n_outputs: int, hidden: int = 64, batch_no
     if batch_norm:
         layers.append(nn.BatchNorm1d(hidden))
     layers += [nn.ReLU(), nn.Linear(hidden, n_outputs)]
-    return nn.Sequential(*layers)
+    model = nn.Sequential(*layers)
+    model.representation = str(len(layers) - 2)  # the hidden layer's output (after its ReLU)
+    return model
 
 
 class Cifar10CNN(nn.Module):
@@ -40,6 +42,8 @@ class Cifar10CNN(nn.Module):
         )
         flat = 64 * ((((height - 4) // 2) - 4) // 2) * ((((width - 4) // 2) - 4) // 2)
         self.head = nn.Sequential(nn.Flatten(), nn.Linear(flat, 2048), nn.ReLU(), nn.Linear(2048, n_outputs))
+        #: the representation a representation-based method compares: the 2048 units before the classifier
+        self.representation = "head.2"
 
     def forward(self, x):  # noqa: ANN001, ANN201
         return self.head(self.features(x))
@@ -136,12 +140,12 @@ def fedbench_models() -> list[ModelSpec]:
         ModelSpec(name="linear", doc="linear layer on the flattened input", params={"bias": True}, build=linear),
         ModelSpec(
             name="mlp",
-            doc="one hidden ReLU layer on the flattened input (optional BatchNorm)",
+            doc="one hidden ReLU layer on the flattened input (optional BatchNorm); representation: the hidden layer",
             params={"hidden": Param(64, low=1), "batch_norm": False},
             build=mlp,
         ),
-        ModelSpec(name="cifar10cnn", doc="2 conv + 2 dense layers for 32x32 colour images (fc 1600->2048)", build=cifar10cnn),
-        ModelSpec(name="femnist_cnn", doc="2 conv + 2 dense layers for 28x28 grey images (fc 1024->2048)", build=femnist_cnn),
+        ModelSpec(name="cifar10cnn", doc="2 conv + 2 dense layers for 32x32 colour images (fc 1600->2048); representation: the 2048 units", build=cifar10cnn),
+        ModelSpec(name="femnist_cnn", doc="2 conv + 2 dense layers for 28x28 grey images (fc 1024->2048); representation: the 2048 units", build=femnist_cnn),
         ModelSpec(
             name="mobilenet_v2",
             doc="torchvision MobileNetV2 (BatchNorm); optional ImageNet weights from a local file",
