@@ -17,6 +17,7 @@ import torch
 from fedbench.client import Client, ClientUpdate, EvalResult, FitIns
 from fedbench import memory
 from fedbench.config import TrainConfig
+from fedbench.params import Param, declare
 from fedbench.seeding import STREAM_SAMPLE, generator
 
 
@@ -85,8 +86,14 @@ class Aggregator(abc.ABC):
 
     Subclasses implement :meth:`configure_fit`, :meth:`aggregate_fit` and
     :meth:`configure_evaluate`; extra constructor keywords are the
-    aggregator's own parameters.
+    aggregator's own parameters, declared once in ``PARAMS`` (name -> default or
+    :class:`fedbench.params.Param`): every construction fills and checks them
+    (:func:`fedbench.params.declare`), and its spec offers them.
     """
+
+    def __init_subclass__(cls, **kwargs: object) -> None:
+        super().__init_subclass__(**kwargs)
+        declare(cls)
 
     #: whether parameters travel between clients and a server (False: every client trains alone)
     communicates: bool = True
@@ -278,13 +285,11 @@ class CentralizedAggregator(Aggregator):
 
     serves_new_clients = True
     shares_buffers = True
-    #: "hold" or "drop": see the class doc
-    unsampled: str = "hold"
+    PARAMS = {"unsampled": Param("hold", choices=("hold", "drop"))}
 
-    def __init__(self, clients, init_params, train, *, seed, unsampled: str = "hold") -> None:  # noqa: ANN001
+    def __init__(self, clients, init_params, train, *, seed, unsampled: str) -> None:  # noqa: ANN001
         super().__init__(clients, init_params, train, seed=seed)
-        if unsampled not in ("hold", "drop"):
-            raise ValueError(f"unsampled must be 'hold' or 'drop', got {unsampled!r}")
+        #: "hold" or "drop": see the class doc
         self.unsampled = unsampled
 
     def configure_fit(self, round_: int, client: Client) -> list[torch.Tensor]:

@@ -24,6 +24,7 @@ import torch
 from fedbench.config import TrainConfig
 from fedbench.contract import guard
 from fedbench.data import ClientData
+from fedbench.params import declare
 from fedbench.learner import Batch, FitResult, LearnersEnsemble, SGDConfig, batch_loss, eager_grad, epoch_orders, sgd_update
 from fedbench.seeding import STREAM_TRAIN, generator, STREAM_GLOBAL, seed_global
 
@@ -129,8 +130,14 @@ class Client:
 
     Subclasses change what happens before training by overriding
     :meth:`update_sample_weights` and :meth:`update_learners_weights`, as in
-    the FedEM design.
+    the FedEM design. A subclass declares its own keyword parameters once, in ``PARAMS`` (name -> default
+    or :class:`fedbench.params.Param`): every construction fills and checks them
+    (:func:`fedbench.params.declare`), and its spec offers them.
     """
+
+    def __init_subclass__(cls, **kwargs: object) -> None:
+        super().__init_subclass__(**kwargs)
+        declare(cls)
 
     def __init__(
         self,

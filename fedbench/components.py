@@ -8,7 +8,6 @@ from __future__ import annotations
 
 from fedbench.aggregator import CentralizedAggregator
 from fedbench.client import Client
-from fedbench.params import Param
 from fedbench.registry import hookimpl
 from fedbench.specs import AggregatorSpec, ClientSpec, ExecutorSpec
 
@@ -24,7 +23,6 @@ def fedbench_aggregators() -> list[AggregatorSpec]:
         AggregatorSpec(
             name="centralized",
             doc="server averages each learner over the clients, weighted by train size (unsampled ones hold the old model)",
-            params={"unsampled": Param("hold", choices=("hold", "drop"))},
             cls=CentralizedAggregator,
         )
     ]

@@ -10,6 +10,8 @@ line and exit 2 before any run starts, not a failed run later::
 
 from __future__ import annotations
 
+import functools
+import inspect
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -95,3 +97,37 @@ def check_all(owner: str, values: Mapping[str, Any], rules: Mapping[str, Param],
     for key, rule in rules.items():
         if key in values:
             rule.check(owner, key, values[key], registry)
+
+
+def class_params(cls: type) -> dict[str, Any]:
+    """The parameters a client or aggregator class declares in ``PARAMS`` (name -> default or
+    :class:`Param`), its bases' first, less those its ``__init__`` cannot take (a subclass whose constructor
+    passes its base fixed values and takes no ``**kwargs``): what its spec offers when the spec lists none."""
+    merged: dict[str, Any] = {}
+    for klass in reversed(cls.__mro__):
+        merged.update(klass.__dict__.get("PARAMS", {}))
+    taken = inspect.signature(cls.__init__).parameters
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in taken.values()):
+        return merged
+    return {k: v for k, v in merged.items() if k in taken}
+
+
+def declare(cls: type) -> None:
+    """Make ``cls``'s own ``PARAMS`` (name -> default or :class:`Param`) the one declaration of the keyword
+    parameters its ``__init__`` takes: constructing it, from a run or directly from Python, fills the missing
+    ones with their defaults and checks every value against its rule (a ConfigError naming the class and the
+    key) before its ``__init__`` runs. The client and aggregator base classes call it for each subclass."""
+    own = cls.__dict__.get("PARAMS")
+    if own is None:
+        return
+    defaults, rules = split_params(own)
+    init = cls.__init__
+
+    @functools.wraps(init)
+    def checked(self: Any, *args: Any, **kwargs: Any) -> None:
+        for key, value in defaults.items():
+            kwargs.setdefault(key, value)
+        check_all(cls.__name__, kwargs, rules)
+        init(self, *args, **kwargs)
+
+    cls.__init__ = checked

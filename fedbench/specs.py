@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any
 
-from fedbench.params import Param, split_params
+from fedbench.params import Param, class_params, split_params
 
 
 def _frozen(mapping: Mapping[str, Any] | None) -> Mapping[str, Any]:
@@ -83,16 +83,28 @@ class ModelSpec(Spec):
 
 @dataclass(frozen=True, kw_only=True)
 class ClientSpec(Spec):
-    """A client type: a subclass of :class:`fedbench.client.Client`."""
+    """A client type: a subclass of :class:`fedbench.client.Client`. Without ``params``, the spec offers
+    what the class declares in ``PARAMS`` (:func:`fedbench.params.declare`)."""
 
     cls: type
+
+    def __post_init__(self) -> None:
+        if not self.params:
+            object.__setattr__(self, "params", class_params(self.cls))
+        super().__post_init__()
 
 
 @dataclass(frozen=True, kw_only=True)
 class AggregatorSpec(Spec):
-    """An aggregator: a subclass of :class:`fedbench.aggregator.Aggregator`."""
+    """An aggregator: a subclass of :class:`fedbench.aggregator.Aggregator`. Without ``params``, the spec
+    offers what the class declares in ``PARAMS`` (:func:`fedbench.params.declare`)."""
 
     cls: type
+
+    def __post_init__(self) -> None:
+        if not self.params:
+            object.__setattr__(self, "params", class_params(self.cls))
+        super().__post_init__()
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -17,7 +17,7 @@ import torch
 from fedbench import hookspecs
 from fedbench.errors import UnknownPluginError
 from fedbench.registry import KIND_HOOKS, Registry, new_plugin_manager
-from tests.conftest import run_cli
+from tests.conftest import TINY, run_cli
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -403,7 +403,7 @@ class TestSharedMethodParameters:
 
     def test_one_setting_reaches_both_and_the_server_update_uses_it(self, feddyn_registry):
         from fedbench.build import build_simulation, resolve_run
-        from tests.conftest import TINY
+
 
         cfg = resolve_run(feddyn_registry, dataset="synthetic", method="feddyn", seed=0, overrides={**TINY, "method.alpha": 0.05})
         assert dict(cfg.client_params)["alpha"] == 0.05 == dict(cfg.aggregator_params)["alpha"]
@@ -516,3 +516,39 @@ def test_a_method_may_name_the_model_it_needs(tmp_path):
 
     (config,) = sqlite3.connect(db).execute("SELECT config FROM runs").fetchone()
     assert '"model": "mlp"' in config and '"lr": 0.05' in config
+
+
+class TestDeclaredOnce:
+    """A component's parameters are declared once, in its class's PARAMS: the spec offers them, and every
+    construction (a run's or a direct one from Python) fills the missing ones and checks the given ones."""
+
+    def test_the_spec_offers_what_the_class_declares(self, registry):
+        from fedbench.params import Param
+
+        spec = registry.get("aggregator", "agnostic")
+        assert dict(spec.params) == {"lr_lambda": 0.01, "variant": "authors", "lambda_pairing": "own"}
+        assert spec.rules["variant"] == Param("authors", choices=("authors", "local"))
+        # inherited declarations come with a subclass's own, the base's first, where its constructor takes them
+        assert list(registry.get("client", "pfedme").params) == ["lam", "k_steps", "personal_lr"]
+        assert list(registry.get("aggregator", "centralized").params) == ["unsampled"]
+        assert list(registry.get("aggregator", "server_opt").params) == ["optimizer", "server_lr", "beta1", "beta2", "tau"]
+
+    def test_direct_construction_fills_defaults_and_refuses_typos(self, registry):
+        from fedbench.build import build_simulation, resolve_run
+        from fedbench.errors import ConfigError
+
+        sim = build_simulation(registry, resolve_run(registry, dataset="synthetic", method="afl", seed=0, overrides=dict(TINY)))
+        agg = sim.aggregator
+        cls = type(agg)
+        args = (agg.clients, agg.global_params, agg.train)
+        assert cls(*args, seed=0).variant == "authors"  # the declared default, with no constructor default written
+        with pytest.raises(ConfigError, match=r"AgnosticAggregator: variant must be one of 'authors', 'local', got 'autors'"):
+            cls(*args, seed=0, variant="autors")  # ran the "local" variant silently before
+        fedem = registry.get("client", "mixture").cls
+        c = sim.aggregator.clients[0]
+        with pytest.raises(ConfigError, match="MixtureClient: adapt_from must be one of 'last', 'uniform', got 'uniformm'"):
+            fedem(0, c.data, c.ensemble, c.train, seed=0, adapt_from="uniformm")
+        prox = registry.get("client", "proximal").cls
+        assert prox(0, c.data, c.ensemble, c.train, seed=0).mu == 0.1
+        with pytest.raises(ConfigError, match="ProximalClient: mu must be >= 0, got -1"):
+            prox(0, c.data, c.ensemble, c.train, seed=0, mu=-1)

@@ -61,11 +61,14 @@ def server_sgd(
 class AgnosticAggregator(CentralizedAggregator):
     """Averages with adversarial client weights lambda and ascends lambda on the clients' losses."""
 
-    def __init__(self, clients, init_params, train, *, seed, lr_lambda=0.01, variant="authors",  # noqa: ANN001
-                 lambda_pairing="own"):  # noqa: ANN001
+    PARAMS = {
+        "lr_lambda": Param(0.01, low=0.0), "variant": Param("authors", choices=("authors", "local")),
+        "lambda_pairing": Param("own", choices=("own", "authors"),
+                                doc="each lambda ascends on its own client's loss, or as the authors' code pairs them"),
+    }
+
+    def __init__(self, clients, init_params, train, *, seed, lr_lambda, variant, lambda_pairing):  # noqa: ANN001
         super().__init__(clients, init_params, train, seed=seed)
-        if lr_lambda < 0:
-            raise ValueError(f"lr_lambda must be >= 0, got {lr_lambda}")
         if lambda_pairing == "authors" and train.participation < 1:
             raise ValueError("aggregator.lambda_pairing = authors needs participation = 1 (the authors' code adds the "
                              "sampled clients' losses to every client's weight, which only fits with all sampled)")
@@ -144,9 +147,6 @@ def fedbench_aggregators() -> list[AggregatorSpec]:
     return [
         AggregatorSpec(
             name="agnostic", doc="averages with adversarial client weights, ascended on client losses and projected",
-            params={"lr_lambda": Param(0.01, low=0.0), "variant": Param("authors", choices=("authors", "local")),
-                    "lambda_pairing": Param("own", choices=("own", "authors"),
-                                            doc="each lambda ascends on its own client's loss, or as the authors' code pairs them")},
             cls=AgnosticAggregator,
         )
     ]

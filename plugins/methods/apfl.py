@@ -28,13 +28,13 @@ def mixed(alpha: float, v: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
 class APFLClient(Client):
     """Trains the shared model (learner 0) and its personal model (learner 1) on the same batches."""
 
+    PARAMS = {"alpha": Param(0.5, low=0.0, high=1.0)}
+
     #: its predictor involves a personal model that only training produces
     serves_new_clients = False
 
-    def __init__(self, *args, alpha: float = 0.5, **kwargs) -> None:  # noqa: ANN002, ANN003
+    def __init__(self, *args, alpha: float, **kwargs) -> None:  # noqa: ANN002, ANN003
         super().__init__(*args, **kwargs)
-        if not 0 <= alpha <= 1:
-            raise ValueError(f"APFL alpha must be in [0, 1], got {alpha}")
         if len(self.ensemble) != 2:
             raise ValueError(f"APFL needs n_learners = 2 (shared and personal), got {len(self.ensemble)}")
         self.alpha = alpha
@@ -88,7 +88,7 @@ class APFLAggregator(CentralizedAggregator):
 
 @hookimpl
 def fedbench_clients() -> list[ClientSpec]:
-    return [ClientSpec(name="apfl", doc="shared and personal model trained on the same batches, mixed by alpha", params={"alpha": Param(0.5, low=0.0, high=1.0)}, cls=APFLClient)]
+    return [ClientSpec(name="apfl", doc="shared and personal model trained on the same batches, mixed by alpha", cls=APFLClient)]
 
 
 @hookimpl

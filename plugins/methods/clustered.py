@@ -78,10 +78,14 @@ class ClusteredAggregator(Aggregator):
     handed to the cluster's members, as the authors' ``average_learners`` does with every float32 entry of the
     state dict (``utils/torch_utils.py:39-70``, ``aggregator.py:569-594``)."""
 
+    PARAMS = {
+        "eps1": Param(0.4, low=0.0), "eps2": Param(1.6, low=0.0), "warmup": Param(0, low=0), "min_size": Param(3, low=1),
+        "max_norm": Param("authors", choices=("authors", "l2")),
+    }
+
     shares_buffers = True
 
-    def __init__(self, clients, init_params, train, *, seed, eps1=0.4, eps2=1.6, warmup=0, min_size=3,  # noqa: ANN001
-                 max_norm="authors"):  # noqa: ANN001
+    def __init__(self, clients, init_params, train, *, seed, eps1, eps2, warmup, min_size, max_norm):  # noqa: ANN001
         super().__init__(clients, init_params, train, seed=seed)
         if train.participation < 1:
             raise ValueError("clustered FL needs full participation (participation = 1)")
@@ -149,10 +153,6 @@ def fedbench_aggregators() -> list[AggregatorSpec]:
         AggregatorSpec(
             name="clustered",
             doc="one model per cluster; split a cluster when updates cancel on average but not individually",
-            params={
-                "eps1": Param(0.4, low=0.0), "eps2": Param(1.6, low=0.0), "warmup": Param(0, low=0), "min_size": Param(3, low=1),
-                "max_norm": Param("authors", choices=("authors", "l2")),
-            },
             cls=ClusteredAggregator,
         )
     ]

@@ -157,11 +157,14 @@ def metropolis_weights(adj: torch.Tensor) -> torch.Tensor:
 class DecentralizedAggregator(Aggregator):
     """Gossip averaging over a fixed graph; every client evaluates its own copy."""
 
-    def __init__(self, clients, init_params, train, *, seed, graph="binomial", p=0.5, mixing="fmmc"):  # noqa: ANN001
+    PARAMS = {
+        "graph": Param("binomial", choices=("binomial", "erdos_renyi", "complete")), "p": Param(0.5, low=0.0, high=1.0),
+        "mixing": Param("fmmc", choices=("fmmc", "metropolis", "uniform")),
+    }
+
+    def __init__(self, clients, init_params, train, *, seed, graph, p, mixing):  # noqa: ANN001
         super().__init__(clients, init_params, train, seed=seed)
         n = len(clients)
-        if not 0 <= p <= 1:
-            raise ValueError(f"edge probability p must be in [0, 1], got {p}")
         if graph == "complete":
             adj = torch.ones(n, n, dtype=torch.float64) - torch.eye(n, dtype=torch.float64)
         elif graph == "binomial":
@@ -214,10 +217,6 @@ def fedbench_aggregators() -> list[AggregatorSpec]:
         AggregatorSpec(
             name="decentralized",
             doc="no server: clients average with their neighbours on a communication graph",
-            params={
-                "graph": Param("binomial", choices=("binomial", "erdos_renyi", "complete")), "p": Param(0.5, low=0.0, high=1.0),
-                "mixing": Param("fmmc", choices=("fmmc", "metropolis", "uniform")),
-            },
             cls=DecentralizedAggregator,
         )
     ]

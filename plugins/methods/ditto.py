@@ -30,13 +30,13 @@ class DittoClient(PersonalModelClient):
     Two phases a round (:class:`fedbench.FitPhase`), so both backends run it: the global model's FedAvg
     fit (sent), then the personal model's fit toward the received global model (kept)."""
 
+    PARAMS = {"lam": Param(0.1, low=0.0)}
+
     #: its predictor involves a personal model that only training produces
     serves_new_clients = False
 
-    def __init__(self, *args, lam: float = 0.1, **kwargs) -> None:  # noqa: ANN002, ANN003
+    def __init__(self, *args, lam: float, **kwargs) -> None:  # noqa: ANN002, ANN003
         super().__init__(*args, **kwargs)
-        if lam < 0:
-            raise ValueError(f"Ditto lambda must be >= 0, got {lam}")
         self.lam = lam
 
     def fit_phases(self) -> tuple[FitPhase, ...]:
@@ -58,7 +58,6 @@ def fedbench_clients() -> list[ClientSpec]:
         ClientSpec(
             name="ditto",
             doc="trains the global model as FedAvg and a personal model pulled toward it (lambda)",
-            params={"lam": Param(0.1, low=0.0)},
             cls=DittoClient,
         )
     ]

@@ -33,11 +33,15 @@ STREAM_TUNE = 101
 class TunedClient(Client):
     """A plain client that evaluates a locally fine-tuned copy of the parameters it is given."""
 
-    def __init__(self, *args, tune_epochs: int = 1, tune_lr: float = 0.0, tune_at: str = "initial",  # noqa: ANN002
-                 tune_momentum: str = "carried", **kwargs) -> None:  # noqa: ANN003
+    PARAMS = {
+        "tune_epochs": Param(1, low=0), "tune_lr": Param(0.0, low=0.0),
+        "tune_at": Param("initial", choices=("initial", "current")),
+        "tune_momentum": Param("carried", choices=("carried", "fresh")),
+    }
+
+    def __init__(self, *args, tune_epochs: int, tune_lr: float, tune_at: str, tune_momentum: str,  # noqa: ANN002
+                 **kwargs) -> None:  # noqa: ANN003
         super().__init__(*args, **kwargs)
-        if tune_epochs < 0 or tune_lr < 0:
-            raise ValueError(f"need tune_epochs >= 0 and tune_lr >= 0, got {tune_epochs}, {tune_lr}")
         self.tune_epochs, self.tune_lr, self.tune_at, self.tune_momentum = tune_epochs, tune_lr, tune_at, tune_momentum
         self.last_lr = self.train.lr
         self.evaluations = 0
@@ -83,11 +87,6 @@ def fedbench_clients() -> list[ClientSpec]:
         ClientSpec(
             name="tuned",
             doc="plain client evaluated after fine-tuning a copy of the global model on its own data",
-            params={
-                "tune_epochs": Param(1, low=0), "tune_lr": Param(0.0, low=0.0),
-                "tune_at": Param("initial", choices=("initial", "current")),
-                "tune_momentum": Param("carried", choices=("carried", "fresh")),
-            },
             cls=TunedClient,
         )
     ]

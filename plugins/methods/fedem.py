@@ -63,9 +63,11 @@ class MixtureClient(Client):
     steps (e.g. 100) fits pi afresh to convergence at every evaluation.
     """
 
+    PARAMS = {"adapt_steps": Param(1, low=1), "adapt_from": Param("last", choices=("last", "uniform"))}
+
     needs_losses = True
 
-    def __init__(self, *args, adapt_steps: int = 1, adapt_from: str = "last", **kwargs) -> None:  # noqa: ANN002, ANN003
+    def __init__(self, *args, adapt_steps: int, adapt_from: str, **kwargs) -> None:  # noqa: ANN002, ANN003
         super().__init__(*args, **kwargs)
         self.adapt_steps, self.adapt_from = adapt_steps, adapt_from
 
@@ -111,7 +113,6 @@ def fedbench_clients() -> list[ClientSpec]:
     return [
         ClientSpec(
             name="mixture", doc="FedEM client: E-step/M-step on its mixture weights, weighted training",
-            params={"adapt_steps": Param(1, low=1), "adapt_from": Param("last", choices=("last", "uniform"))},
             cls=MixtureClient,
         )
     ]

@@ -50,16 +50,16 @@ def server_step(
 class ServerOptAggregator(CentralizedAggregator):
     """Centralised averaging followed by a server optimiser step on the pseudo-gradient."""
 
+    PARAMS = {
+        "optimizer": Param("sgd", choices=OPTIMIZERS), "server_lr": Param(1.0, low=0.0, low_open=True),
+        "beta1": Param(0.9, low=0.0, high=1.0, high_open=True), "beta2": Param(0.99, low=0.0, high=1.0, high_open=True),
+        "tau": Param(1e-3, low=0.0, low_open=True),
+    }
+
     def __init__(  # noqa: PLR0913
-        self, clients, init_params, train, *, seed, optimizer="sgd", server_lr=1.0, beta1=0.9, beta2=0.99, tau=1e-3  # noqa: ANN001
+        self, clients, init_params, train, *, seed, optimizer, server_lr, beta1, beta2, tau  # noqa: ANN001
     ) -> None:
         super().__init__(clients, init_params, train, seed=seed)
-        if optimizer not in OPTIMIZERS:
-            raise ValueError(f"server optimizer must be one of {', '.join(OPTIMIZERS)}, got {optimizer!r}")
-        if server_lr <= 0 or not 0 <= beta1 < 1 or not 0 <= beta2 < 1 or tau <= 0:
-            raise ValueError(
-                f"need server_lr > 0, 0 <= beta1, beta2 < 1 and tau > 0; got {server_lr}, {beta1}, {beta2}, {tau}"
-            )
         self.kind, self.hyper = optimizer, {"server_lr": server_lr, "beta1": beta1, "beta2": beta2, "tau": tau}
         self.m = [torch.zeros_like(p) for p in init_params]
         self.v = [torch.full_like(p, tau * tau) for p in init_params]
@@ -80,11 +80,6 @@ def fedbench_aggregators() -> list[AggregatorSpec]:
         AggregatorSpec(
             name="server_opt",
             doc="centralised averaging followed by a server optimiser (sgd with momentum, adam, yogi)",
-            params={
-                "optimizer": Param("sgd", choices=("sgd", "adam", "yogi")), "server_lr": Param(1.0, low=0.0, low_open=True),
-                "beta1": Param(0.9, low=0.0, high=1.0, high_open=True), "beta2": Param(0.99, low=0.0, high=1.0, high_open=True),
-                "tau": Param(1e-3, low=0.0, low_open=True),
-            },
             cls=ServerOptAggregator,
         )
     ]

@@ -24,10 +24,10 @@ def proximal(theta: torch.Tensor, anchor: torch.Tensor, weight: float) -> torch.
 class ProximalClient(Client):
     """A plain client whose local loss adds mu/2 * ||w - w_received||^2."""
 
-    def __init__(self, *args, mu: float = 0.1, **kwargs) -> None:  # noqa: ANN002, ANN003
+    PARAMS = {"mu": Param(0.1, low=0.0)}
+
+    def __init__(self, *args, mu: float, **kwargs) -> None:  # noqa: ANN002, ANN003
         super().__init__(*args, **kwargs)
-        if mu < 0:
-            raise ValueError(f"FedProx mu must be >= 0, got {mu}")
         self.mu = mu
 
     def local_term(self, theta: torch.Tensor, ctx: Mapping[str, torch.Tensor]) -> torch.Tensor:
@@ -40,7 +40,6 @@ def fedbench_clients() -> list[ClientSpec]:
         ClientSpec(
             name="proximal",
             doc="plain client with a proximal term mu/2 ||w - w_received||^2 in local training",
-            params={"mu": Param(0.1, low=0.0)},
             cls=ProximalClient,
         )
     ]

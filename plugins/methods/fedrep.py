@@ -34,11 +34,13 @@ STREAM_BODY = 104
 class RepresentationClient(PartlyPersonalClient):
     """Trains its personal head, then the shared body, each with the other frozen."""
 
-    def __init__(self, *args, head_tensors: int = 2, head_epochs: int = 10, **kwargs) -> None:  # noqa: ANN002, ANN003
+    PARAMS = {"head_tensors": Param(2, low=0), "head_epochs": Param(10, low=0)}
+
+    def __init__(self, *args, head_tensors: int, head_epochs: int, **kwargs) -> None:  # noqa: ANN002, ANN003
         super().__init__(*args, **kwargs)
         n = len(self.ensemble.learners[0]._params)
-        if not 0 <= head_tensors <= n or head_epochs < 0:
-            raise ValueError(f"need 0 <= head_tensors <= {n} (the model's parameter tensors) and head_epochs >= 0, got {head_tensors}, {head_epochs}")
+        if head_tensors > n:
+            raise ValueError(f"need head_tensors <= {n} (the model's parameter tensors), got {head_tensors}")
         self.head_tensors, self.head_epochs = head_tensors, head_epochs
 
     def personal_tensors(self) -> list[bool]:
@@ -82,7 +84,6 @@ def fedbench_clients() -> list[ClientSpec]:
         ClientSpec(
             name="representation",
             doc="FedRep client: personal head (last head_tensors tensors) trained first, then the shared body",
-            params={"head_tensors": Param(2, low=0), "head_epochs": Param(10, low=0)},
             cls=RepresentationClient,
         )
     ]

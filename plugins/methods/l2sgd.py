@@ -29,12 +29,12 @@ STREAM_COIN = 103
 class LooplessAggregator(NoCommunicationAggregator):
     """Personal models; random rounds of partial averaging instead of local training."""
 
+    PARAMS = {"communication_probability": Param(0.2, low=0.0, high=1.0), "penalty": Param(0.5, low=0.0, high=1.0)}
+
     communicates = True
 
-    def __init__(self, clients, init_params, train, *, seed, communication_probability=0.2, penalty=0.5):  # noqa: ANN001
+    def __init__(self, clients, init_params, train, *, seed, communication_probability, penalty):  # noqa: ANN001
         super().__init__(clients, init_params, train, seed=seed)
-        if not 0 <= communication_probability <= 1 or not 0 <= penalty <= 1:
-            raise ValueError(f"need communication_probability and penalty in [0, 1], got {communication_probability}, {penalty}")
         self.p, self.penalty = communication_probability, penalty
         self._last_loss = 0.0
 
@@ -61,7 +61,7 @@ def fedbench_aggregators() -> list[AggregatorSpec]:
     return [
         AggregatorSpec(
             name="loopless", doc="personal models; with probability p a round averages them partially instead of training",
-            params={"communication_probability": Param(0.2, low=0.0, high=1.0), "penalty": Param(0.5, low=0.0, high=1.0)}, cls=LooplessAggregator,
+            cls=LooplessAggregator,
         )
     ]
 

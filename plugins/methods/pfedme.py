@@ -42,12 +42,12 @@ class PersonalProxClient(Client):
     """The authors' pFedMe client: trains its own model with lam/2 ||theta - w||^2 toward the round's
     global model ``w`` (sent as the extra ``anchor``); the aggregator keeps the personal model."""
 
+    PARAMS = {"lam": Param(1.0, low=0.0)}
+
     serves_new_clients = False
 
-    def __init__(self, *args, lam: float = 1.0, **kwargs) -> None:  # noqa: ANN002, ANN003
+    def __init__(self, *args, lam: float, **kwargs) -> None:  # noqa: ANN002, ANN003
         super().__init__(*args, **kwargs)
-        if lam < 0:
-            raise ValueError(f"pFedMe lam must be >= 0, got {lam}")
         self.lam = lam
 
     def local_term(self, theta: torch.Tensor, ctx: Mapping[str, torch.Tensor]) -> torch.Tensor:
@@ -91,13 +91,13 @@ def toward_personal(w: torch.Tensor, theta_hat: torch.Tensor, lr: float, lam: fl
 class PFedMeClient(PersonalModelClient):
     """Keeps a personal model; sends back its local copy of the global model."""
 
+    PARAMS = {"lam": Param(1.0, low=0.0, low_open=True), "k_steps": Param(5, low=1), "personal_lr": Param(0.0, low=0.0)}
+
     #: its predictor involves a personal model that only training produces
     serves_new_clients = False
 
-    def __init__(self, *args, lam: float = 1.0, k_steps: int = 5, personal_lr: float = 0.0, **kwargs) -> None:  # noqa: ANN002, ANN003
+    def __init__(self, *args, lam: float, k_steps: int, personal_lr: float, **kwargs) -> None:  # noqa: ANN002, ANN003
         super().__init__(*args, **kwargs)
-        if lam <= 0 or k_steps < 1 or personal_lr < 0:
-            raise ValueError(f"need lam > 0, k_steps >= 1, personal_lr >= 0; got {lam}, {k_steps}, {personal_lr}")
         self.lam, self.k_steps, self.personal_lr = lam, k_steps, personal_lr
 
     def fit_phases(self) -> tuple[FitPhase, ...]:
@@ -115,10 +115,10 @@ class PFedMeClient(PersonalModelClient):
 class PFedMeAggregator(CentralizedAggregator):
     """w <- (1 - beta) * w + beta * (weighted average of the clients' local copies)."""
 
-    def __init__(self, clients, init_params, train, *, seed, beta=1.0):  # noqa: ANN001
+    PARAMS = {"beta": Param(1.0, low=0.0, low_open=True)}
+
+    def __init__(self, clients, init_params, train, *, seed, beta):  # noqa: ANN001
         super().__init__(clients, init_params, train, seed=seed)
-        if beta <= 0:
-            raise ValueError(f"pFedMe beta must be > 0, got {beta}")
         self.beta = beta
 
     def aggregate_fit(self, round_: int, updates: list[ClientUpdate]) -> None:
@@ -133,13 +133,11 @@ def fedbench_clients() -> list[ClientSpec]:
         ClientSpec(
             name="personal-prox",
             doc="trains its own model with a proximal pull lam/2 ||theta - w||^2 toward the round's global model",
-            params={"lam": Param(1.0, low=0.0)},
             cls=PersonalProxClient,
         ),
         ClientSpec(
             name="pfedme",
             doc="personal model solving a Moreau-envelope problem around the global model",
-            params={"lam": Param(1.0, low=0.0, low_open=True), "k_steps": Param(5, low=1), "personal_lr": Param(0.0, low=0.0)},
             cls=PFedMeClient,
         )
     ]
@@ -148,7 +146,7 @@ def fedbench_clients() -> list[ClientSpec]:
 @hookimpl
 def fedbench_aggregators() -> list[AggregatorSpec]:
     return [
-        AggregatorSpec(name="pfedme", doc="averaging with pFedMe's beta step", params={"beta": Param(1.0, low=0.0, low_open=True)}, cls=PFedMeAggregator),
+        AggregatorSpec(name="pfedme", doc="averaging with pFedMe's beta step", cls=PFedMeAggregator),
         AggregatorSpec(
             name="personalized", doc="personal models kept by the server; the global model averages all of them",
             cls=PersonalizedAggregator,

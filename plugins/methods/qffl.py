@@ -31,10 +31,10 @@ def qffl_step(w: torch.Tensor, local: list[torch.Tensor], losses: list[float], q
 class QFFLAggregator(CentralizedAggregator):
     """Centralised training with the q-FedAvg server update."""
 
-    def __init__(self, clients, init_params, train, *, seed, q=1.0):  # noqa: ANN001
+    PARAMS = {"q": Param(1.0, low=0.0)}
+
+    def __init__(self, clients, init_params, train, *, seed, q):  # noqa: ANN001
         super().__init__(clients, init_params, train, seed=seed)
-        if q < 0:
-            raise ValueError(f"q must be >= 0, got {q}")
         self.q = q
         self._losses: dict[int, float] = {}
         self._lr = train.lr
@@ -55,7 +55,7 @@ class QFFLAggregator(CentralizedAggregator):
 
 @hookimpl
 def fedbench_aggregators() -> list[AggregatorSpec]:
-    return [AggregatorSpec(name="qffl", doc="q-FedAvg server update: clients with larger losses weigh more", params={"q": Param(1.0, low=0.0)}, cls=QFFLAggregator)]
+    return [AggregatorSpec(name="qffl", doc="q-FedAvg server update: clients with larger losses weigh more", cls=QFFLAggregator)]
 
 
 @hookimpl
