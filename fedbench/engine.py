@@ -63,7 +63,7 @@ from fedbench.client import Client, ClientUpdate, EvalResult, FitIns, FitPhase
 from fedbench.data import FederatedData, segment_sum
 from fedbench.learner import (
     Batch, SGDConfig, batch_loss, captured, order_keys, representation_module, representer, sample_cost,
-    uses_batch_statistics,
+    sgd_update, uses_batch_statistics,
 )
 from fedbench.seeding import STREAM_TRAIN, generators
 from fedbench.tasks import Task
@@ -457,7 +457,7 @@ class VectorizedEngine:
             if phase.trainable is not None and not all(phase.trainable):  # (all trainable: no mask to apply)
                 mask = torch.cat([torch.full((size,), bool(t)) for size, t in zip(self.sizes, phase.trainable)]).to(flat)
             bufs = self._buffers_of(clients)
-            new_flat, new_buf, loss_sum, n_steps = self._sgd(flat, buf, weights, steps, sgd, lr, term, ctx, mask, bufs,
+            new_flat, new_buf, loss_sum, n_steps = self._sgd(flat, buf, weights, steps, sgd, term, ctx, mask, bufs,
                                                              sample_term)
             results = list(new_flat.view(len(clients), m, -1))
             per_client_buf = new_buf.view(len(clients), m, -1)
@@ -740,7 +740,7 @@ class VectorizedEngine:
             (grad,) = torch.autograd.grad(per_row.sum(), theta)
         return grad, per_row.detach()
 
-    def _sgd(self, flat, buf, weights, steps, sgd, lr, term, ctx, mask=None, bufs=None, sample_term=None):  # noqa: ANN001, ANN202
+    def _sgd(self, flat, buf, weights, steps, sgd, term, ctx, mask=None, bufs=None, sample_term=None):  # noqa: ANN001, ANN202
         """Run every row's scheduled batches; returns new params, momentum buffers, loss sums and step counts.
         ``mask`` (P,): the coordinates that train (the others take no step, decay or momentum). ``bufs`` (K, B):
         every row's model buffers (BatchNorm statistics), updated in place by its batches. ``sample_term``
@@ -784,14 +784,10 @@ class VectorizedEngine:
                 term_g, term_v = term_grad(theta, {k: v[active] for k, v in ctx.items()})
                 g = g + term_g
                 loss = loss + term_v
-            if sgd.weight_decay:
-                g = g + sgd.weight_decay * theta
-            if mask is not None:
-                g = g * mask
+            theta, rows_buf = sgd_update(theta, g, buf[active] if sgd.momentum > 0 else buf, sgd, mask)
             if sgd.momentum > 0:
-                g = buf[active].mul_(sgd.momentum).add_(g)
-                buf.index_copy_(0, active, g)
-            flat.index_copy_(0, active, theta.sub_(g, alpha=lr))
+                buf.index_copy_(0, active, rows_buf)
+            flat.index_copy_(0, active, theta)
             loss_sum.index_add_(0, active, loss)
             n_steps[rows] += 1
 

@@ -59,18 +59,23 @@ class FitResult:
     momentum: torch.Tensor | None
 
 
-def sgd_update(p: torch.Tensor, g: torch.Tensor, buf: torch.Tensor, sgd: SGDConfig) -> tuple[torch.Tensor, torch.Tensor]:
-    """One ``torch.optim.SGD`` step, out of place: weight decay added to the gradient, momentum
-    ``b <- mu * b + g`` (``buf`` starts at zeros, which makes the first step torch's ``b = g``), then
-    ``p <- p - lr * b``. Returns the new parameters and buffer (``buf`` unchanged without momentum).
-    A pure function, so a client's own step (:attr:`fedbench.client.FitPhase.step`) runs the same
-    arithmetic one client at a time and under ``torch.func.vmap``."""
+def sgd_update(p: torch.Tensor, g: torch.Tensor, buf: torch.Tensor, sgd: SGDConfig,
+               mask: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """One local SGD step, out of place: the one definition every training path uses (the one-at-a-time
+    learner per parameter tensor, the vectorised engine on stacked rows, a method's own step under ``vmap``,
+    a server optimiser). ``torch.optim.SGD``'s arithmetic op for op (its single-tensor path, bit for bit:
+    tested): weight decay added to the gradient (``g + wd * p`` as one ``add``), momentum ``b <- mu * b + g``
+    (``buf`` starts at zeros, which makes the first step torch's ``b = g``), then ``p <- p - lr * b``. ``mask``
+    (0/1, like ``p``) zeroes the step, decay and momentum of frozen coordinates. Returns the new parameters
+    and buffer (``buf`` unchanged without momentum)."""
     if sgd.weight_decay:
-        g = g + sgd.weight_decay * p
+        g = torch.add(g, p, alpha=sgd.weight_decay)
+    if mask is not None:
+        g = g * mask
     if sgd.momentum > 0:
-        buf = sgd.momentum * buf + g
+        buf = torch.add(buf * sgd.momentum, g)
         g = buf
-    return p - sgd.lr * g, buf
+    return torch.add(p, g, alpha=-sgd.lr), buf
 
 
 def batch_loss(
@@ -291,10 +296,10 @@ class Learner:
         stepped = self._params if trainable is None else [p for p, t in zip(self._params, trainable) if t]
         if not stepped:
             return FitResult(0.0, None)
-        opt = torch.optim.SGD(stepped, lr=sgd.lr, momentum=sgd.momentum, weight_decay=sgd.weight_decay)
         if momentum is not None and sgd.momentum > 0 and trainable is None:
-            for p, buf in zip(self._params, _split_like(momentum, self._params)):
-                opt.state[p]["momentum_buffer"] = buf.clone()
+            bufs = [b.clone() for b in _split_like(momentum, self._params)]
+        else:  # zeros: the first step's buffer is then the gradient, as torch's
+            bufs = [torch.zeros_like(p) if sgd.momentum > 0 else None for p in stepped]
         self.model.train()
         # BatchNorm cannot train on one sample: a one-sample batch (the lone last sample of a client of
         # k * batch_size + 1, or a client of one sample) takes no step. A data set whose protocol drops
@@ -309,7 +314,8 @@ class Learner:
                     continue
                 if batch_norm and idx.numel() == 1:
                     continue
-                opt.zero_grad(set_to_none=True)
+                for p in self._params:
+                    p.grad = None
                 with captured(body) as seen:
                     logits = self.model(x[idx])
                 losses = self.task.loss(logits, y[idx])
@@ -322,15 +328,17 @@ class Learner:
                 if term is not None:
                     loss = loss + term(parameters_to_vector(self._params))
                 loss.backward()
-                opt.step()
+                with torch.no_grad():
+                    for i, p in enumerate(stepped):
+                        new, bufs[i] = sgd_update(p, p.grad, bufs[i], sgd)
+                        p.copy_(new)
                 total += float(loss.detach())
                 batches += 1
+        for p in self._params:
+            p.grad = None
         buf = None
-        if trainable is not None:
-            for p in self._params:
-                p.grad = None
-        elif sgd.momentum > 0 and batches:
-            buf = torch.cat([opt.state[p]["momentum_buffer"].reshape(-1) for p in self._params]).detach()
+        if trainable is None and sgd.momentum > 0 and batches:
+            buf = torch.cat([b.reshape(-1) for b in bufs])
         return FitResult(total / max(batches, 1), buf)
 
 

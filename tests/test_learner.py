@@ -142,3 +142,40 @@ class TestSequenceLabels:
         torch.testing.assert_close(
             MulticlassTask(w).loss(logits, y), torch.nn.functional.cross_entropy(logits, y, weight=w, reduction="none")
         )
+
+
+class TestOneSGDStep:
+    """``sgd_update`` is the one SGD step of every training path; ``torch.optim.SGD`` stays as its reference."""
+
+    def test_the_learners_loop_is_torchs_sgd_bit_for_bit(self):
+        from plugins.models.networks import mlp
+
+        torch.manual_seed(3)
+        x, y = torch.randn(40, 6), torch.randint(0, 3, (40,))
+        sgd = SGDConfig(lr=0.07, momentum=0.9, weight_decay=5e-4, batch_size=8, epochs=2)
+        orders = _orders(40, epochs=2)
+        ours = mlp((6,), 3, hidden=5)
+        ref = mlp((6,), 3, hidden=5)
+        ref.load_state_dict(ours.state_dict())
+        learner = Learner(ours, MulticlassTask())
+        fit = learner.fit_epochs(x, y, None, sgd, orders)
+        opt = torch.optim.SGD(ref.parameters(), lr=sgd.lr, momentum=sgd.momentum, weight_decay=sgd.weight_decay)
+        for perm in orders:
+            for idx in perm.split(sgd.batch_size):
+                opt.zero_grad()
+                nn.functional.cross_entropy(ref(x[idx]), y[idx], reduction="sum").div(len(idx)).backward()
+                opt.step()
+        want = torch.cat([p.detach().reshape(-1) for p in ref.parameters()])
+        assert torch.equal(learner.get_params(), want)  # 10 steps of momentum and weight decay, not one bit apart
+        bufs = torch.cat([opt.state[p]["momentum_buffer"].reshape(-1) for p in ref.parameters()])
+        assert torch.equal(fit.momentum, bufs)
+
+    def test_a_mask_freezes_step_decay_and_momentum(self):
+        from fedbench.learner import sgd_update
+
+        p, g = torch.tensor([1.0, 2.0]), torch.tensor([0.5, 0.5])
+        new, buf = sgd_update(p, g, torch.tensor([1.0, 0.0]), SGDConfig(lr=0.1, momentum=0.5, weight_decay=0.1),
+                              mask=torch.tensor([1.0, 0.0]))
+        # coordinate 0: g + wd p = 0.6, b = 0.5 * 1 + 0.6 = 1.1, p = 1 - 0.11; coordinate 1 frozen
+        torch.testing.assert_close(new, torch.tensor([0.89, 2.0]))
+        torch.testing.assert_close(buf, torch.tensor([1.1, 0.0]))

@@ -32,6 +32,7 @@ import torch
 from fedbench.params import Param
 from fedbench import AggregatorSpec, CentralizedAggregator, Client, ClientUpdate, MethodSpec, hookimpl, weighted_average
 from fedbench.aggregator import RoundStats, sample_clients
+from fedbench.learner import SGDConfig, sgd_update
 from fedbench.seeding import STREAM_SAMPLE, STREAM_TRAIN, generator, seed_global
 
 
@@ -42,20 +43,6 @@ def project_simplex(v: torch.Tensor) -> torch.Tensor:
     k = torch.arange(1, len(v) + 1, dtype=v.dtype, device=v.device)
     rho = int((u - css / k > 0).nonzero().max())
     return (v - css[rho] / (rho + 1)).clamp_min(0)
-
-
-def server_sgd(
-    params: list[torch.Tensor], grads: list[torch.Tensor], momentum: list[torch.Tensor] | None, lr: float, mu: float, wd: float
-) -> tuple[list[torch.Tensor], list[torch.Tensor] | None]:
-    """One ``torch.optim.SGD`` step (weight decay, then momentum with the first buffer = the gradient)."""
-    out, bufs = [], []
-    for m, (w, g) in enumerate(zip(params, grads)):
-        d = g + wd * w
-        if mu > 0:
-            d = d if momentum is None else mu * momentum[m] + d
-            bufs.append(d)
-        out.append(w - lr * d)
-    return out, (bufs if mu > 0 else None)
 
 
 class AgnosticAggregator(CentralizedAggregator):
@@ -104,9 +91,12 @@ class AgnosticAggregator(CentralizedAggregator):
         if sum(weights) <= 0:
             weights = [1.0] * len(chosen)
         step = [weighted_average(g, weights) for g in grads]
-        self.global_params, self.server_momentum = server_sgd(
-            self.global_params, step, self.server_momentum, lr, self.train.momentum, self.train.weight_decay
-        )
+        # the server's torch.optim.SGD step on the averaged gradient, as their code takes it
+        sgd = SGDConfig(lr=lr, momentum=self.train.momentum, weight_decay=self.train.weight_decay)
+        momentum = self.server_momentum or [torch.zeros_like(w) for w in self.global_params]
+        stepped = [sgd_update(w, g, b, sgd) for w, g, b in zip(self.global_params, step, momentum)]
+        self.global_params = [w for w, _ in stepped]
+        self.server_momentum = [b for _, b in stepped] if sgd.momentum > 0 else None
         if self.lr_lambda > 0:
             self._ascend(round_, list(chosen), losses)
         self.rounds_done = round_ + 1
