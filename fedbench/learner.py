@@ -319,14 +319,15 @@ class Learner:
                 with captured(body) as seen:
                     logits = self.model(x[idx])
                 losses = self.task.loss(logits, y[idx])
+                theta = parameters_to_vector(self._params) if term is not None or sample_term is not None else None
                 if sample_term is not None:
                     batch = Batch(x[idx], y[idx], seen[-1] if seen else None, representer(self.call, body, x[idx]))
-                    losses = losses + sample_term(parameters_to_vector(self._params), batch)
+                    losses = losses + sample_term(theta, batch)
                 if weights is not None:
                     losses = losses * weights[idx]
                 loss = losses.sum() / idx.numel()
                 if term is not None:
-                    loss = loss + term(parameters_to_vector(self._params))
+                    loss = loss + term(theta)
                 loss.backward()
                 with torch.no_grad():
                     for i, p in enumerate(stepped):

@@ -82,9 +82,9 @@ class ModelSpec(Spec):
 
 
 @dataclass(frozen=True, kw_only=True)
-class ClientSpec(Spec):
-    """A client type: a subclass of :class:`fedbench.client.Client`. Without ``params``, the spec offers
-    what the class declares in ``PARAMS`` (:func:`fedbench.params.declare`)."""
+class ClassSpec(Spec):
+    """A component given as a class ``cls``. Without ``params``, the spec offers what the class declares in
+    ``PARAMS`` (:func:`fedbench.params.declare`)."""
 
     cls: type
 
@@ -95,16 +95,13 @@ class ClientSpec(Spec):
 
 
 @dataclass(frozen=True, kw_only=True)
-class AggregatorSpec(Spec):
-    """An aggregator: a subclass of :class:`fedbench.aggregator.Aggregator`. Without ``params``, the spec
-    offers what the class declares in ``PARAMS`` (:func:`fedbench.params.declare`)."""
+class ClientSpec(ClassSpec):
+    """A client type: a subclass of :class:`fedbench.client.Client`."""
 
-    cls: type
 
-    def __post_init__(self) -> None:
-        if not self.params:
-            object.__setattr__(self, "params", class_params(self.cls))
-        super().__post_init__()
+@dataclass(frozen=True, kw_only=True)
+class AggregatorSpec(ClassSpec):
+    """An aggregator: a subclass of :class:`fedbench.aggregator.Aggregator`."""
 
 
 @dataclass(frozen=True, kw_only=True)

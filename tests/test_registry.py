@@ -340,6 +340,19 @@ def _doc_block(first_line: str) -> str:
     return text[start:text.index("```", start)]
 
 
+def installed_registry(tmp_path: Path, monkeypatch, module: str, source: str, *, method: str) -> Registry:  # noqa: ANN001
+    """The registry of the installed plugins plus ``source`` installed as the distribution ``module`` under
+    ``tmp_path`` (loaded through its entry point), which must register ``method``."""
+    from fedbench.registry import load_plugins
+
+    make_dist(tmp_path, module, source)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    pm = new_plugin_manager()
+    reg = Registry(pm, *load_plugins(pm))
+    assert method in reg.names("method"), reg.failures
+    return reg
+
+
 #: FedDyn as an outside plugin module: the complete example of docs/plugins.md
 FEDDYN = _doc_block("# feddyn_plugin.py")
 
@@ -385,14 +398,7 @@ class TestSharedMethodParameters:
 
     @pytest.fixture
     def feddyn_registry(self, tmp_path, monkeypatch):
-        from fedbench.registry import Registry, load_plugins, new_plugin_manager
-
-        make_dist(tmp_path, "feddyn_plugin", FEDDYN)
-        monkeypatch.syspath_prepend(str(tmp_path))
-        pm = new_plugin_manager()
-        reg = Registry(pm, *load_plugins(pm))
-        assert "feddyn" in reg.names("method"), reg.failures
-        return reg
+        return installed_registry(tmp_path, monkeypatch, "feddyn_plugin", FEDDYN, method="feddyn")
 
     def test_the_docs_example_passes_the_conformance_check(self, feddyn_registry):
         from fedbench.testing import check_method

@@ -18,21 +18,14 @@ from fedbench.errors import ConfigError
 from fedbench.learner import Batch, Learner, SGDConfig, representation_module, representer
 from fedbench.tasks import make_task
 from fedbench.testing import TINY, check_method
-from tests.test_registry import _doc_block, make_dist
+from tests.test_registry import _doc_block, installed_registry, make_dist
 
 MOON = _doc_block("# moon_plugin.py")
 
 
 @pytest.fixture
 def moon_registry(tmp_path, monkeypatch):
-    from fedbench.registry import Registry, load_plugins, new_plugin_manager
-
-    make_dist(tmp_path, "moon_plugin", MOON)
-    monkeypatch.syspath_prepend(str(tmp_path))
-    pm = new_plugin_manager()
-    reg = Registry(pm, *load_plugins(pm))
-    assert "moon" in reg.names("method"), reg.failures
-    return reg
+    return installed_registry(tmp_path, monkeypatch, "moon_plugin", MOON, method="moon")
 
 
 def _mlp(hidden: int = 4, batch_norm: bool = False):
