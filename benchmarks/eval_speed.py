@@ -36,7 +36,7 @@ def main() -> None:
     batched = VectorizedEngine._evaluate_own
 
     def per_client(self, clients, params):  # noqa: ANN001, ANN202
-        return [VectorizedEngine.evaluate_clients(self, [c], [p])[0] for c, p in zip(clients, params)]
+        return [VectorizedEngine.evaluate(self, [c], [p])[0] for c, p in zip(clients, params)]
 
     print(f"torch threads: {torch.get_num_threads()}\n")
     print("| method | per client s | many per pass s | per client / many (range) | test_acc per client, many |")

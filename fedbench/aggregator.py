@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import abc
 import dataclasses
+import functools
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -17,13 +18,9 @@ import torch
 from fedbench.client import Client, ClientUpdate, EvalResult, FitIns
 from fedbench import memory
 from fedbench.config import TrainConfig
+from fedbench.engine import Engine, SequentialEngine
 from fedbench.params import Param, declare
 from fedbench.seeding import STREAM_SAMPLE, generator
-
-
-#: a model at least this large (its parameters' bytes) gives its freed memory back after every client's step,
-#: round and evaluation
-RELEASE_EACH_BYTES = 1 << 20
 
 
 def weighted_average(tensors: Sequence[torch.Tensor] | torch.Tensor, weights: Sequence[float]) -> torch.Tensor:
@@ -115,8 +112,9 @@ class Aggregator(abc.ABC):
         self.global_params = [p.clone() for p in init_params]
         self.train = train
         self.seed = seed
-        #: a batched engine (e.g. :class:`fedbench.engine.VectorizedEngine`) or None for one at a time
-        self.engine = None
+        #: the backend that trains and scores the clients (:class:`fedbench.engine.Engine`): one at a time unless
+        #: the run picks the batched one
+        self.engine: Engine = SequentialEngine()
         #: training rounds run so far
         self.rounds_done = 0
         #: the averaged buffers of each learner once clients have sent some (``shares_buffers``)
@@ -131,41 +129,34 @@ class Aggregator(abc.ABC):
         self.send_buffers(clients)
         instructions = [self.instructions(round_, lr, c) for c in clients]
         params = [ins.params for ins in instructions]
-        folded = None
-        if self.engine is not None:
-            updates = self.engine.step_clients(clients, instructions)
-        elif self.folds(clients):
-            # each update folded into the average as it arrives: the round holds one running sum per learner, not
-            # every client's parameters (~0.9 GB for 100 clients of a 2.3 M-parameter model); the numbers are aggregate_fit's
+        folded = [0] if self.folds(clients) else None  # bytes exchanged, counted as the updates are folded in
+        consume = None
+        if folded is not None:
+            # each update folded into the average as it arrives (the engine then keeps no client's parameters);
+            # the numbers are aggregate_fit's
             self.fold_start(clients)
-            updates, folded = [], 0
-            for k, (c, ins) in enumerate(zip(clients, instructions)):
-                update = c.step(ins.params, ins.round, ins.lr, ins.extras)
-                self.fold(k, update)
-                if self.communicates:
-                    folded += c.exchanged_bytes(ins.params) + c.exchanged_bytes(update.params)
-                updates.append(dataclasses.replace(update, params=[]))  # its loss, weight and buffers stay
-                del update
-                self._release()
+            consume = functools.partial(self._fold_one, clients, params, folded)
+        updates = self.engine.fit(clients, instructions, consume)
+        if folded is not None:
             self.fold_end()
         else:
-            # a large model's clients one at a time: each client's freed training memory goes back before the next
-            # (glibc would keep it: ~1 GB of peak on EMNIST with 100 clients, fedbench.memory)
-            updates = []
-            for c, ins in zip(clients, instructions):
-                updates.append(c.step(ins.params, ins.round, ins.lr, ins.extras))
-                self._release()
-        if folded is None:
             self.aggregate_fit(round_, updates)
         self.collect_buffers(updates)
         self.rounds_done = round_ + 1
         loss = float(weighted_average(
             torch.tensor([u.train_loss for u in updates], dtype=torch.float64), [u.weight for u in updates]
         ))
-        stats = RoundStats(loss, self.round_bytes(params, updates) if folded is None else int(folded))
-        del updates, params, instructions  # the round's updates are spent: their memory goes back with the rest
+        stats = RoundStats(loss, self.round_bytes(params, updates) if folded is None else int(folded[0]))
+        del updates, params, instructions, consume  # the round's updates are spent: their memory goes back with the rest
         self._release()
         return stats
+
+    def _fold_one(self, clients: Sequence[Client], sent: list[list[torch.Tensor]], total: list[int], k: int,
+                  update: ClientUpdate) -> None:
+        """Fold ``update`` (from ``clients[k]``, sent ``sent[k]``) in and add the bytes it exchanged to ``total[0]``."""
+        self.fold(k, update)
+        if self.communicates:
+            total[0] += clients[k].exchanged_bytes(sent[k]) + clients[k].exchanged_bytes(update.params)
 
     def folds(self, clients: Sequence[Client]) -> bool:
         """Whether this round's updates can be folded in one by one (:meth:`fold_start`, :meth:`fold`,
@@ -182,10 +173,8 @@ class Aggregator(abc.ABC):
         raise NotImplementedError
 
     def _release(self) -> None:
-        """Hand freed heap back to the OS when the model is large (:data:`RELEASE_EACH_BYTES`); for a small one
-        the pages it would have to fault in again cost more (5-12 % of a synthetic round) than they save."""
-        if sum(p.numel() * p.element_size() for p in self.global_params) >= RELEASE_EACH_BYTES:
-            memory.release()
+        """Hand freed heap back to the OS when the model is large (:func:`fedbench.memory.release_if_large`)."""
+        memory.release_if_large(self.global_params)
 
     def round_bytes(self, sent: list[list[torch.Tensor]], updates: list[ClientUpdate]) -> int:
         """Bytes of parameters sent to the sampled clients plus those sent back (0 without communication);
@@ -216,10 +205,7 @@ class Aggregator(abc.ABC):
         """Every client's scores of its own predictor."""
         self.send_buffers(self.clients)
         params = [self.configure_evaluate(c) for c in self.clients]
-        if self.engine is not None:
-            scores = self.engine.evaluate_clients(self.clients, params)
-        else:
-            scores = [c.evaluate(p) for c, p in zip(self.clients, params)]
+        scores = self.engine.evaluate(self.clients, params)
         self._release()
         return scores
 

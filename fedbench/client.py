@@ -25,8 +25,8 @@ from fedbench.config import TrainConfig
 from fedbench.contract import guard
 from fedbench.data import ClientData
 from fedbench.params import declare
-from fedbench.learner import Batch, FitResult, LearnersEnsemble, SGDConfig, batch_loss, eager_grad, epoch_orders, sgd_update
-from fedbench.seeding import STREAM_TRAIN, generator, STREAM_GLOBAL, seed_global
+from fedbench.learner import Batch, LearnersEnsemble, SGDConfig, sgd_update
+from fedbench.seeding import STREAM_TRAIN, STREAM_GLOBAL, seed_global
 
 
 @dataclass(frozen=True)
@@ -320,17 +320,13 @@ class Client:
 
     def step(self, params: list[torch.Tensor], round_: int, lr: float,
              extras: Mapping[str, list[torch.Tensor]] | None = None) -> ClientUpdate:
-        """Take ``params`` (:meth:`receive`), update the sample and learner weights for them, train from
-        them (:meth:`fit`) and run :meth:`after_fit`."""
+        """One round of this client alone: take ``params`` (:meth:`receive`), update the sample and learner
+        weights for them, train from them (:meth:`fit`), :meth:`report` and :meth:`after_fit` - the round
+        driver of :class:`fedbench.engine.base.Engine`, one-at-a-time backend."""
+        from fedbench.engine.sequential import ONE_AT_A_TIME  # the engines build on this module
+
         seed_global(self.seed, STREAM_GLOBAL, round_, self.client_id)  # dropout draws: fixed per (seed, round, client)
-        params = self.receive(params)
-        losses = None
-        if self.needs_losses:
-            self.load(params)
-            losses = self.ensemble.per_sample_losses(self.data.train_x, self.data.train_y)
-        self.update_sample_weights(losses)
-        self.update_learners_weights()
-        ins = FitIns(params, extras or {}, round_, lr)
+        (ins,) = ONE_AT_A_TIME.prepare([self], [FitIns(params, extras or {}, round_, lr)])
         update = self.reported(ins, self.fit(ins))
         self.after_fit(ins, update)
         return update
@@ -349,41 +345,11 @@ class Client:
 
     def fit(self, ins: FitIns, phases: Sequence[FitPhase] | None = None) -> ClientUpdate:
         """One round of local training (:meth:`fit_phases`, or ``phases``) from ``ins.params`` with this
-        client's weights, local terms and kept momentum, each phase's batch orders drawn from its stream."""
-        current, losses, shared = ins.params, [], None
-        base = self.sgd_config(ins.lr)
-        for phase in phases if phases is not None else self.fit_phases():
-            if phase.step is not None:
-                result, loss = self._fit_joint(phase, phase.sgd(base), ins, current)
-                if phase.keep is not None:
-                    self.kept[phase.keep] = result
-                    continue
-                current = result
-                losses.append(loss)
-                continue
-            self.load(self.phase_start(phase, ins.params, current))
-            fits: list[FitResult] = self.ensemble.fit_epochs(
-                self.data.train_x,
-                self.data.train_y,
-                self.samples_weights,
-                phase.sgd(base),
-                generator(self.seed, phase.stream, ins.round, self.client_id),
-                momentum=self.momentum_slot(phase.momentum),
-                terms=self.terms(phase.term, ins.params, ins.extras),
-                trainable=phase.trainable,
-                sample_terms=self.terms(phase.sample_term, ins.params, ins.extras, per_sample=True),
-            )
-            self.set_momentum_slot(phase.momentum, [fit.momentum for fit in fits])
-            result = self.ensemble.get_params()
-            if phase.keep is not None:
-                self.kept[phase.keep] = result
-                continue
-            current = result
-            losses.append(sum(fit.loss for fit in fits) / len(fits))
-            self.buffers = self.ensemble.get_buffers()
-            shared = self.sent_buffers()
-        loss = sum(losses) / len(losses) if losses else 0.0
-        return ClientUpdate(self.client_id, current, float(self.n_train), loss, shared)
+        client's weights, local terms and kept momentum, each phase's batch orders drawn from its stream
+        (the round driver's phases, one-at-a-time backend)."""
+        from fedbench.engine.sequential import ONE_AT_A_TIME  # the engines build on this module
+
+        return ONE_AT_A_TIME.train_phases([self], [ins], phases)[0]
 
     def joint_start(self, phase: FitPhase, received: list[torch.Tensor], previous: list[torch.Tensor]) -> list[torch.Tensor]:
         """What a ``step`` phase trains: its learners' start, then each carried model (S = M * (1 + carried))."""
@@ -403,26 +369,6 @@ class Client:
             self.kept[name] = rows[i * m:(i + 1) * m]
         return rows[:m]
 
-    def _fit_joint(self, phase: FitPhase, sgd: SGDConfig, ins: FitIns, previous: list[torch.Tensor]
-                   ) -> tuple[list[torch.Tensor], float]:
-        """One client's ``step`` phase: :meth:`joint_step`'s function on each batch of one order per epoch."""
-        learner, step = self.ensemble.learners[0], getattr(self, phase.step)
-        theta = torch.stack(self.joint_start(phase, ins.params, previous))
-        momentum = self.joint_momentum(phase, theta)
-        orders = epoch_orders(generator(self.seed, phase.stream, ins.round, self.client_id), sgd.epochs, self.n_train)
-        learner.model.train()
-        total, steps = 0.0, 0
-        for perm in orders.to(self.data.train_y.device):
-            for idx in perm.split(sgd.batch_size):
-                if sgd.drops(idx.numel(), perm.numel()):
-                    continue
-                ones = torch.ones(idx.numel(), dtype=theta.dtype, device=theta.device)
-                loss = batch_loss(learner.call, learner.task, self.data.train_x[idx], self.data.train_y[idx], ones, float(idx.numel()))
-                theta, momentum, value = step(theta, momentum, eager_grad(loss), sgd)
-                total, steps = total + float(value), steps + 1
-        self.set_momentum_slot(phase.momentum, list(momentum) if sgd.momentum > 0 else [None] * len(theta))
-        return self.joint_done(phase, [t.detach() for t in theta]), total / max(steps, 1)
-
     def phase_start(self, phase: FitPhase, received: list[torch.Tensor], previous: list[torch.Tensor]) -> list[torch.Tensor]:
         """What ``phase`` trains from (see :class:`FitPhase` ``start``); ``previous`` is the last sent-on
         result, the received parameters before any."""
@@ -437,6 +383,14 @@ class Client:
         if name is None or not self.train.keep_optimizer_state:
             return None
         return self.momentum if name == "main" else self.kept_momentum.get(name)
+
+    def set_kept(self, name: str, params: list[torch.Tensor]) -> None:
+        """Keep a phase's result as the personal model ``name`` (:class:`FitPhase` ``keep``)."""
+        self.kept[name] = list(params)
+
+    def set_trained_buffers(self, buffers: list[torch.Tensor | None]) -> None:
+        """Take the buffers (BatchNorm statistics) this client's training left as its own copy."""
+        self.buffers = list(buffers)
 
     def set_momentum_slot(self, name: str | None, buffers: list[torch.Tensor | None]) -> None:
         if name is None or not self.train.keep_optimizer_state:

@@ -117,7 +117,7 @@ def _trace(registry: Registry, cfg) -> dict:  # noqa: ANN001
         out["params"].append(_params(agg))
         out["evals"].append(_scores(agg.evaluate()))
     engine = agg.engine
-    out["declined"] = engine.note().strip() if engine is not None and getattr(engine, "declined", None) else ""
+    out["declined"] = engine.note().strip()
     return out
 
 

@@ -234,7 +234,7 @@ class TestConvolutions:
 
     @pytest.mark.parametrize("method", ["fedem", "local"])  # global learners, and each client's own parameters
     def test_evaluation_passes_are_bounded_by_the_models_activations(self, monkeypatch, method):
-        import fedbench.engine as engine_module
+        import fedbench.engine.vectorized.evaluate as engine_module
 
         reg = _image_registry()
         cfg = resolve_run(reg, dataset="tiny-images", method=method, seed=0, overrides={"batch_size": 4}, engine="vectorized")
@@ -368,7 +368,7 @@ def test_e_step_losses_of_clients_with_their_own_parameters_are_batched_over_cli
     pass (padded to the widest of a block); whatever the blocks and pass widths, each client's losses are
     those of a pass over that client alone and of its own ensemble (to rounding: the matrix products
     group the sums differently)."""
-    import fedbench.engine as engine_module
+    import fedbench.engine.vectorized.evaluate as engine_module
 
     cfg = resolve_run(registry, dataset="synthetic", method="d-fedem", seed=3, overrides=TINY, engine="vectorized")
     agg = build_simulation(registry, cfg).aggregator
@@ -435,7 +435,7 @@ def test_row_major_linear_is_the_same_linear_layer_and_gradient():
 def test_buckets_split_short_batches_from_full_ones_unless_padding_them_is_cheaper():
     """Rows with a batch of at most B/2 samples form their own row set, unless padding them to the full
     rows' width adds at most ``merge_padding`` samples; chunks are even and hold every row once."""
-    from fedbench.engine import _buckets
+    from fedbench.engine.vectorized.schedule import _buckets
 
     count = torch.tensor([0, 128, 10, 100, 60, 0])
     # merging pads rows 2 and 4 from width 60 to 128: 2 * 68 = 136 padded samples
@@ -459,7 +459,7 @@ def test_buckets_split_short_batches_from_full_ones_unless_padding_them_is_cheap
 def test_short_batches_alone_or_padded_into_the_full_rows_give_the_reference_numbers(registry, monkeypatch, set_cost, method, extra):
     """Whether the rows with short last batches train as a row set of their own (SET_COST 0) or padded
     into the full rows' set (the tiny model always merges), every round equals the one-at-a-time path."""
-    import fedbench.engine as engine_module
+    import fedbench.engine.vectorized.schedule as engine_module
 
     monkeypatch.setattr(engine_module, "SET_COST", set_cost)
     calls = []
@@ -533,11 +533,12 @@ def test_clients_whose_batch_is_their_whole_data_train_from_one_block_and_equal_
 
 
 def test_a_block_over_the_row_budget_leaves_those_clients_to_the_gathered_batches(registry, monkeypatch):
-    import fedbench.engine as engine_module
+    import fedbench.engine.vectorized.schedule as engine_module
+    from fedbench.engine import VectorizedEngine
 
     monkeypatch.setattr(engine_module, "ROW_BUDGET", 128 * 10)  # less than the block of 4 clients x 128 x 10 inputs
     calls = []
-    monkeypatch.setattr(engine_module.VectorizedEngine, "_whole_grad", lambda *a: calls.append(1))
+    monkeypatch.setattr(VectorizedEngine, "_whole_grad", lambda *a: calls.append(1))
     seq, vec = _pair(registry, "fedem", {})
     seq.fit_round(0), vec.fit_round(0)
     assert not calls
