@@ -149,3 +149,28 @@ class TestShakespeare:
         )
         assert proc.returncode == 0, proc.stderr
         assert "shakespeare / fedavg / seed 0" in proc.stdout and "done after 2 rounds" in proc.stdout
+
+
+def test_femnist_converts_only_the_writers_it_keeps(tmp_path, monkeypatch):
+    """Writers are chosen from their counts first; only the kept ones become arrays (peak memory), a writer split
+    over two files is one client, and the data are those of converting every writer and sampling after."""
+    import fedbench_plugins.datasets.leaf as leaf
+
+    make_leaf(tmp_path, writers=20, files=2)
+    folder = tmp_path / "femnist" / "all_data"
+    doc = json.loads((folder / "all_data_1.json").read_text())  # f0000_0 (file 0) gets more samples in file 1
+    doc["users"].append("f0000_0")
+    doc["user_data"]["f0000_0"] = {"x": np.full((4, 784), 0.5).tolist(), "y": [1, 2, 3, 4]}
+    (folder / "all_data_1.json").write_text(json.dumps(doc))
+    converted = []
+    real = leaf._femnist_arrays
+    monkeypatch.setattr(leaf, "_femnist_arrays", lambda x, y: converted.append(len(y)) or real(x, y))
+    data = load_femnist(tmp_path, fraction=0.25, seed=3)
+    assert data.n_clients == 5 and sum(converted) == int(data.train_sizes().sum() + data.test_sizes().sum())
+
+    # the same clients and samples as reading every writer and choosing among them afterwards
+    everyone = leaf.read_leaf(leaf.find_leaf_files("femnist", tmp_path), real)
+    counts = {u: sum(len(c) for c in ys) for u, (_, ys) in everyone.items()}
+    assert leaf.count_leaf(leaf.find_leaf_files("femnist", tmp_path)) == counts and counts["f0000_0"] > 4
+    kept = leaf._keep_users({u: n for u, n in counts.items() if n > 2}, 0.25, np.random.default_rng(3), rounding=int)
+    assert sorted((data.train_sizes() + data.test_sizes()).tolist()) == sorted(counts[u] for u in kept)

@@ -57,25 +57,52 @@ FOLDERS = {name: (f"{name}/all_data", f"{name}/data/all_data") for name in ("fem
 VOCAB = string.printable
 
 
-def read_leaf(files: list[Path], convert=None) -> dict[str, tuple[list, list]]:  # noqa: ANN001
-    """user -> (chunks of x, chunks of y) from LEAF json files, in file order.
+def _bad_file(f: Path, e: Exception) -> DataError:
+    return DataError(f"{f} is not a LEAF json file ({type(e).__name__}: {e}); re-run LEAF's preprocessing")
 
-    ``convert(x, y)`` turns one file's lists for a user into compact arrays as each file is read, so
-    that the whole data set never sits in memory as Python lists (LEAF's full FEMNIST is 817,851 x
-    784 floats: about 20 GB as Python floats, 2.6 GB as float32)."""
-    users: dict[str, tuple[list, list]] = {}
+
+def _leaf_docs(files: list[Path]):  # noqa: ANN202 - (file, parsed json) one file at a time
     for f in files:
         try:
             doc = json.loads(f.read_text())
+        except ValueError as e:  # (json.JSONDecodeError is one)
+            raise _bad_file(f, e) from e
+        yield f, doc
+        del doc
+
+
+def count_leaf(files: list[Path]) -> dict[str, int]:
+    """user -> number of samples over LEAF json files (a first pass: nothing is kept but the counts)."""
+    counts: dict[str, int] = {}
+    for f, doc in _leaf_docs(files):
+        try:
             for u in doc["users"]:
+                counts[u] = counts.get(u, 0) + len(doc["user_data"][u]["y"])
+        except (KeyError, TypeError) as e:
+            raise _bad_file(f, e) from e
+    return counts
+
+
+def read_leaf(files: list[Path], convert=None, only: set[str] | None = None) -> dict[str, tuple[list, list]]:  # noqa: ANN001
+    """user -> (chunks of x, chunks of y) from LEAF json files, in file order (``only``: just these users).
+
+    ``convert(x, y)`` turns one file's lists for a user into compact arrays as each file is read, so
+    that the whole data set never sits in memory as Python lists (LEAF's full FEMNIST is 817,851 x
+    784 floats: about 20 GB as Python floats, 2.6 GB as float32); with ``only``, the other users are
+    never converted (FEMNIST keeps 15 % of its writers: :func:`count_leaf` first, then this)."""
+    users: dict[str, tuple[list, list]] = {}
+    for f, doc in _leaf_docs(files):
+        try:
+            for u in doc["users"]:
+                if only is not None and u not in only:
+                    continue
                 d = doc["user_data"][u]
                 x, y = (d["x"], d["y"]) if convert is None else convert(d["x"], d["y"])
                 xs, ys = users.setdefault(u, ([], []))
                 xs.append(x)
                 ys.append(y)
-        except (json.JSONDecodeError, KeyError, TypeError, ValueError) as e:
-            raise DataError(f"{f} is not a LEAF json file ({type(e).__name__}: {e}); re-run LEAF's preprocessing") from e
-        del doc
+        except (KeyError, TypeError, ValueError) as e:
+            raise _bad_file(f, e) from e
     return users
 
 
@@ -124,16 +151,18 @@ def load_femnist(
 ) -> FederatedData:
     files = find_leaf_files("femnist", data_root)
     _check_fractions("femnist", fraction, test_fraction)
-    users = read_leaf(files, _femnist_arrays)
-    rng = np.random.default_rng(seed)
-    train, test = [], []
     # the authors' order (data_to_tensor.py:59, generate_data.py:83): writers with more than 2 images, then
     # int(fraction * their number) of them (539 of LEAF's 3,597), each cut floor(0.8 n) / the rest as
-    # sklearn's train_test_split(train_size=0.8) does
-    eligible = {u: v for u, v in users.items() if sum(len(c) for c in v[1]) > 2}
+    # sklearn's train_test_split(train_size=0.8) does. The writers are chosen from a first pass that keeps
+    # only their sample counts, so only the kept 15 % are ever converted (peak memory, results/paper-cost.md)
+    eligible = {u: n for u, n in count_leaf(files).items() if n > 2}
     if not eligible:
         raise DataError("femnist: no writer has more than 2 samples; these are not LEAF's FEMNIST files")
-    for user in _keep_users(eligible, fraction, rng, rounding=int):
+    rng = np.random.default_rng(seed)
+    kept = _keep_users(eligible, fraction, rng, rounding=int)
+    users = read_leaf(files, _femnist_arrays, only=set(kept))
+    train, test = [], []
+    for user in kept:
         x, y = np.concatenate(users[user][0]), np.concatenate(users[user][1])
         order = rng.permutation(len(y))
         n_test = len(y) - int(np.floor((1 - test_fraction) * len(y)))
