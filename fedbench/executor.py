@@ -22,7 +22,9 @@ from tqdm.auto import tqdm
 
 from fedbench.config import RunConfig
 from fedbench.errors import ClaimLost, ConfigError, FedbenchError, ResultsError
+from fedbench.hookspecs import hookimpl
 from fedbench.runner import Attempt, RunOutcome, compute, execute_run, store_attempt
+from fedbench.specs import ExecutorSpec
 from fedbench.store import Held, ResultStore
 
 
@@ -507,3 +509,23 @@ def _ray_compute(cfg: RunConfig, data_root: str | None, queue, data=None) -> tup
     status, error, _ = compute(get_registry(), cfg, Path(data_root) if data_root else None, False, attempt,
                                lambda r, metrics: queue.put((cfg.run_id, r, metrics, attempt.engine)), data)
     return status, error, attempt.seconds, attempt.engine_line(), attempt.wall
+
+
+# ---- the executors, registered through the same hook as a third party's (fedbench.registry.CORE_MODULES) -------
+def _local(configs, results, *, jobs=1, data_root=None, force=False, progress=True, on_outcome=None, address=None):  # noqa: ANN001, ANN202, ARG001
+    return run_local(configs, results, jobs=jobs, data_root=data_root, force=force, progress=progress, on_outcome=on_outcome)
+
+
+def _ray(configs, results, *, jobs=1, data_root=None, force=False, progress=True, on_outcome=None, address=None,  # noqa: ANN001, ANN202, ARG001
+         resources=None, data_from="driver"):
+    resources = resources or {}
+    return run_ray(configs, results, address=address, data_root=data_root, force=force, on_outcome=on_outcome,
+                   cpus_per_run=resources.get("cpus", 1.0), gpus_per_run=resources.get("gpus"), data_from=data_from)
+
+
+@hookimpl
+def fedbench_executors() -> list[ExecutorSpec]:
+    return [
+        ExecutorSpec(name="local", doc="this machine: --jobs worker processes (1: in this process)", run=_local),
+        ExecutorSpec(name="ray", doc="a Ray cluster (--address; default: a local Ray), one task per run", run=_ray),
+    ]

@@ -13,7 +13,7 @@ Built-in plugins (``plugins/`` in the source tree) use exactly these hooks.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import pluggy
 
@@ -23,6 +23,11 @@ if TYPE_CHECKING:
     )
 
 hookspec = pluggy.HookspecMarker("fedbench")
+
+
+def hookimpl(function: Any = None, **kwargs: Any) -> Any:
+    """Mark a function as an implementation of a fedbench hook (``fedbench.hookimpl``)."""
+    return pluggy.HookimplMarker("fedbench")(function, **kwargs)
 
 
 @hookspec

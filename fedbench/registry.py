@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import difflib
 import functools
+import importlib
 import os
 import sys
 from dataclasses import dataclass
@@ -24,14 +25,21 @@ from typing import Any
 import pluggy
 
 from fedbench import contract, hookspecs
+
 from fedbench.errors import PluginError, UnknownPluginError
 from fedbench.specs import Spec
 
 GROUP = "fedbench"
+#: the hook marker (re-exported: plugins import it from here or from ``fedbench``)
+hookimpl = hookspecs.hookimpl
 #: the top-level package of the built-in plugins: they are never shadowed without an explicit opt-in
 BUILTIN_PACKAGE = "fedbench_plugins"
 #: plugin name of the core's own components (fedbench/components.py)
 CORE_PLUGIN = "fedbench-core"
+#: the core's own plugin modules, by plugin name, registered before any entry point: the components (plain
+#: client, centralised aggregator) and the executors (``fedbench/executor.py``, which sits above the registry
+#: and so is loaded by name, as an entry point would be)
+CORE_MODULES = {CORE_PLUGIN: "fedbench.components", "fedbench-executors": "fedbench.executor"}
 
 
 def _overrides() -> set[str]:
@@ -302,15 +310,11 @@ def get_registry() -> Registry:
 
 
 def load_plugins(pm: pluggy.PluginManager) -> tuple[dict[str, str], dict[str, str]]:
-    """Register the core's own components (``fedbench/components.py``, through the same hooks) and every
+    """Register the core's own plugin modules (:data:`CORE_MODULES`, through the same hooks) and every
     entry-point plugin; returns :func:`load_entry_points`' ``(failures, packages)``."""
-    from fedbench import components
-
-    pm.register(components, name=CORE_PLUGIN)
+    for name, module in CORE_MODULES.items():
+        pm.register(importlib.import_module(module), name=name)
     failures, packages = load_entry_points(pm)
-    return failures, {**packages, CORE_PLUGIN: "fedbench-suite"}
+    return failures, {**packages, **dict.fromkeys(CORE_MODULES, "fedbench-suite")}
 
 
-def hookimpl(function: Any = None, **kwargs: Any) -> Any:
-    """Mark a function as an implementation of a fedbench hook."""
-    return pluggy.HookimplMarker(GROUP)(function, **kwargs)
