@@ -17,112 +17,16 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
 
 import torch
 
 from fedbench.config import TrainConfig
+from fedbench.messages import ClientUpdate, EvalResult, FitIns, FitPhase  # (also importable from here)
 from fedbench.contract import guard
 from fedbench.data import ClientData
 from fedbench.params import declare
 from fedbench.learner import Batch, LearnersEnsemble, SGDConfig, sgd_update
-from fedbench.seeding import STREAM_TRAIN, STREAM_GLOBAL, seed_global
-
-
-@dataclass(frozen=True)
-class ClientUpdate:
-    """What a client sends back after local training."""
-
-    client_id: int
-    params: list[torch.Tensor]
-    #: aggregation weight: the number of local training samples
-    weight: float
-    #: mean training batch loss over the local fit (for divergence checks)
-    train_loss: float
-    #: each learner's buffers after training, for an aggregator that shares them (None: not shared)
-    buffers: list[torch.Tensor | None] | None = None
-    #: what the client tells the server besides (:meth:`Client.report`: e.g. its number of local steps), by name
-    metadata: Mapping[str, float] = field(default_factory=dict)
-
-
-@dataclass(frozen=True)
-class FitIns:
-    """One round's instructions to one client: what an aggregator's ``configure_fit`` returns.
-
-    ``params``: one flat tensor per learner to train from; ``extras``: what the method sends besides,
-    by name, one tensor per learner (SCAFFOLD's ``correction``); ``round`` and ``lr`` are filled in by
-    the round loop when the aggregator leaves them None. A client reads ``extras`` in its local
-    objective (:meth:`Client.local_term`) - no aggregator writes into a client.
-    """
-
-    params: list[torch.Tensor]
-    extras: Mapping[str, list[torch.Tensor]] = field(default_factory=dict)
-    round: int | None = None
-    lr: float | None = None
-
-
-@dataclass(frozen=True)
-class FitPhase:
-    """One local fit of a round. :meth:`Client.fit_phases` lists a client type's phases; both backends
-    run them in order, the vectorised one for every client of the round at once.
-
-    ``start``: what the phase trains from: ``"received"`` (the round's parameters, after
-    :meth:`Client.receive`), ``"previous"`` (the last sent-on phase's result; the received parameters
-    before any) or the name of a model this client keeps (``Client.kept[name]``; the received
-    parameters the first time). ``keep``: None - the result goes on, and the last such result is the
-    update sent; a name - the result is kept as ``Client.kept[name]`` (a personal model) and not sent.
-    ``term``: the name of the client method giving this phase's local term (the signature of
-    :meth:`Client.local_term`), or None. ``sample_term``: the name of the client method giving a term per
-    sample of each batch (the signature of :meth:`Client.sample_term`), or None. ``step``: the name of a
-    client method that replaces the phase's
-    SGD step by its own pure function (the signature of :meth:`Client.joint_step`), for a method whose
-    learners train together on the same batches (APFL's mixed model, pFedMe's inner problem); such a
-    phase draws one batch order per epoch, as a single learner does, and takes no ``term`` or
-    ``trainable``. ``carry``: names of kept models (M tensors each) that a ``step`` phase trains
-    beside the learners (stacked after them) and keeps afterwards; the received parameters the first
-    time. ``trainable``: one flag per parameter tensor, False freezing
-    it (no step, no weight decay, no momentum). ``epochs``: None for the run's ``local_epochs``.
-    ``stream``: the random stream of the phase's batch orders. ``momentum``: ``"main"`` (the client's
-    momentum, kept between rounds when ``train.keep_optimizer_state``), another name (a momentum of
-    its own, kept likewise), or None (fresh every round; required with ``trainable``).
-    """
-
-    start: str = "received"
-    keep: str | None = None
-    term: str | None = "local_term"
-    trainable: tuple[bool, ...] | None = None
-    epochs: int | None = None
-    stream: int = STREAM_TRAIN
-    momentum: str | None = "main"
-    step: str | None = None
-    carry: tuple[str, ...] = ()
-    sample_term: str | None = None
-
-    def __post_init__(self) -> None:
-        if self.trainable is not None and self.momentum is not None:
-            raise ValueError("a phase with frozen tensors starts a fresh momentum: give it momentum=None")
-        if self.step is not None and (self.term is not None or self.trainable is not None or self.sample_term is not None):
-            raise ValueError("a phase with its own step adds no term and freezes nothing: give it term=None, "
-                             "sample_term=None, trainable=None")
-        if self.carry and self.step is None:
-            raise ValueError("only a phase with its own step carries kept models: give it step=")
-
-    def sgd(self, base: SGDConfig) -> SGDConfig:
-        """The round's optimiser settings with this phase's epochs."""
-        return base if self.epochs is None else dataclasses.replace(base, epochs=self.epochs)
-
-
-@dataclass(frozen=True)
-class EvalResult:
-    """One client's scores of its own (personalised) predictor."""
-
-    client_id: int
-    n_train: int
-    n_test: int
-    train_loss: float
-    train_acc: float
-    test_loss: float
-    test_acc: float
+from fedbench.seeding import STREAM_GLOBAL, seed_global
 
 
 class Client:
@@ -319,17 +223,17 @@ class Client:
                          sample_term="sample_term" if self.has_sample_term() else None),)
 
     def step(self, params: list[torch.Tensor], round_: int, lr: float,
-             extras: Mapping[str, list[torch.Tensor]] | None = None) -> ClientUpdate:
+             extras: Mapping[str, list[torch.Tensor]] | None = None, report_start_loss: bool = False) -> ClientUpdate:
         """One round of this client alone: take ``params`` (:meth:`receive`), update the sample and learner
         weights for them, train from them (:meth:`fit`), :meth:`report` and :meth:`after_fit` - the round
         driver of :class:`fedbench.engine.base.Engine`, one-at-a-time backend."""
         from fedbench.engine.sequential import ONE_AT_A_TIME  # the engines build on this module
 
+        sent = FitIns(params, extras or {}, round_, lr, report_start_loss=report_start_loss)
+        start = ONE_AT_A_TIME.start_losses([self], [sent])
         seed_global(self.seed, STREAM_GLOBAL, round_, self.client_id)  # dropout draws: fixed per (seed, round, client)
-        (ins,) = ONE_AT_A_TIME.prepare([self], [FitIns(params, extras or {}, round_, lr)])
-        update = self.reported(ins, self.fit(ins))
-        self.after_fit(ins, update)
-        return update
+        (ins,) = ONE_AT_A_TIME.prepare([self], [sent])
+        return ONE_AT_A_TIME.finish([self], [ins], [self.fit(ins)], start)[0]
 
     def terms(self, name: str | None, params: list[torch.Tensor], extras: Mapping[str, list[torch.Tensor]] | None,
               per_sample: bool = False) -> list[Callable[..., torch.Tensor]] | None:

@@ -114,3 +114,22 @@ class TestFoldingAsUpdatesArrive:
         assert agg.folds(agg.clients)
         agg.clients[0].__class__ = OwnFit  # its update's weight is its own business: the whole list, as before
         assert not agg.folds(agg.clients)
+
+
+@pytest.mark.parametrize("engine", ["sequential", "vectorized"])
+def test_the_loss_at_the_sent_model_comes_back_in_the_update_when_asked(registry, engine):
+    """q-FFL's and AFL's servers weigh clients by F_k(w): it travels in the update (FitIns.report_start_loss ->
+    ClientUpdate.start_loss), computed by the client before training, on either engine; nothing else asks for it."""
+    cfg = resolve_run(registry, dataset="synthetic", method="qffl", seed=3, overrides=TINY, engine=engine)
+    sim = build_simulation(registry, cfg)
+    agg = sim.aggregator
+    assert sim.engine.startswith(engine)
+    sent = [agg.instructions(0, 0.1, c) for c in agg.clients]
+    assert all(ins.report_start_loss for ins in sent)
+    expected = [c.loss_at(ins.params) for c, ins in zip(agg.clients, sent)]
+    updates = agg.engine.fit(agg.clients, sent)
+    assert [u.start_loss for u in updates] == expected and all(v > 0 for v in expected)
+    plain = resolve_run(registry, dataset="synthetic", method="fedavg", seed=3, overrides=TINY, engine=engine)
+    fedavg = build_simulation(registry, plain).aggregator
+    ins = [fedavg.instructions(0, 0.1, c) for c in fedavg.clients]
+    assert all(u.start_loss is None for u in fedavg.engine.fit(fedavg.clients, ins))

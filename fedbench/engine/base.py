@@ -24,8 +24,11 @@ from typing import Any
 
 import torch
 
-from fedbench.client import Client, ClientUpdate, EvalResult, FitIns, FitPhase
+from fedbench.messages import ClientUpdate, EvalResult, FitIns, FitPhase
 from fedbench.learner import SGDConfig
+
+#: a :class:`fedbench.client.Client` (not imported here: the client module runs the one-at-a-time driver)
+AnyClient = Any
 
 #: what :meth:`Engine.fit` hands each update to as it arrives (its position among the round's clients, the update)
 Consume = Callable[[int, ClientUpdate], None]
@@ -38,7 +41,7 @@ class Engine(abc.ABC):
     declined: dict[str, int]
 
     @abc.abstractmethod
-    def fit(self, clients: Sequence[Client], instructions: Sequence[FitIns],
+    def fit(self, clients: Sequence[AnyClient], instructions: Sequence[FitIns],
             consume: Consume | None = None) -> list[ClientUpdate]:
         """Every client's update after the round's local training from its instructions (``instructions[k]``
         for ``clients[k]``): what ``clients[k].step(...)`` returns, one at a time. With ``consume``, each
@@ -46,7 +49,7 @@ class Engine(abc.ABC):
         updates carry no parameters (their loss, weight, buffers and metadata stay)."""
 
     @abc.abstractmethod
-    def evaluate(self, clients: Sequence[Client], params: Sequence[list[torch.Tensor]]) -> list[EvalResult]:
+    def evaluate(self, clients: Sequence[AnyClient], params: Sequence[list[torch.Tensor]]) -> list[EvalResult]:
         """Every client's scores of its own predictor at ``params[k]`` (what ``clients[k].evaluate(params[k])``
         returns)."""
 
@@ -56,7 +59,12 @@ class Engine(abc.ABC):
                        for why, r in self.declined.items())
 
     # ---- the round, written once ------------------------------------------------------------------------------
-    def prepare(self, clients: Sequence[Client], instructions: Sequence[FitIns]) -> list[FitIns]:
+    def start_losses(self, clients: Sequence[AnyClient], instructions: Sequence[FitIns]) -> list[float | None]:
+        """Each client's mean train loss at the parameters it was sent, where its instructions ask for it
+        (``report_start_loss``; before :meth:`prepare`: the server's model, the client's weights as they were)."""
+        return [c.loss_at(ins.params) if ins.report_start_loss else None for c, ins in zip(clients, instructions)]
+
+    def prepare(self, clients: Sequence[AnyClient], instructions: Sequence[FitIns]) -> list[FitIns]:
         """The instructions with the parameters each client trains from (:meth:`Client.receive`), after the
         sample and learner weights are set for them (:meth:`weigh`)."""
         received = [c.receive(ins.params) for c, ins in zip(clients, instructions)]
@@ -64,7 +72,7 @@ class Engine(abc.ABC):
         self.weigh(clients, [ins.params for ins in out])
         return out
 
-    def train_phases(self, clients: Sequence[Client], instructions: Sequence[FitIns],
+    def train_phases(self, clients: Sequence[AnyClient], instructions: Sequence[FitIns],
                      phases: Sequence[FitPhase] | None = None) -> list[ClientUpdate]:
         """One round of local training of ``clients`` (of one type, with equal settings) from their prepared
         instructions: the type's phases (or ``phases``) in order; the updates, before :meth:`finish`."""
@@ -93,31 +101,34 @@ class Engine(abc.ABC):
         return [ClientUpdate(c.client_id, current[k], float(c.n_train), mean[k], c.sent_buffers() if trained_buffers else None)
                 for k, c in enumerate(clients)]
 
-    def finish(self, clients: Sequence[Client], instructions: Sequence[FitIns],
-               updates: Sequence[ClientUpdate]) -> list[ClientUpdate]:
-        """Each update with its client's :meth:`Client.report`, then :meth:`Client.after_fit`."""
+    def finish(self, clients: Sequence[AnyClient], instructions: Sequence[FitIns], updates: Sequence[ClientUpdate],
+               start_losses: Sequence[float | None] | None = None) -> list[ClientUpdate]:
+        """Each update with its start loss (:meth:`start_losses`) and its client's :meth:`Client.report`, then
+        :meth:`Client.after_fit`."""
         out = []
-        for c, ins, update in zip(clients, instructions, updates):
+        for k, (c, ins, update) in enumerate(zip(clients, instructions, updates)):
+            if start_losses is not None and start_losses[k] is not None:
+                update = dataclasses.replace(update, start_loss=start_losses[k])
             out.append(c.reported(ins, update))
             c.after_fit(ins, out[-1])
         return out
 
     # ---- what a backend computes -------------------------------------------------------------------------------
     @abc.abstractmethod
-    def weigh(self, clients: Sequence[Client], params: Sequence[list[torch.Tensor]]) -> None:
+    def weigh(self, clients: Sequence[AnyClient], params: Sequence[list[torch.Tensor]]) -> None:
         """Set every client's sample and learner weights for the received ``params`` (the E- and M-steps:
         :meth:`Client.update_sample_weights` with the per-sample losses where :attr:`Client.needs_losses`,
         then :meth:`Client.update_learners_weights`)."""
 
     @abc.abstractmethod
-    def train_phase(self, clients: Sequence[Client], phase: FitPhase, sgd: SGDConfig, instructions: Sequence[FitIns],
+    def train_phase(self, clients: Sequence[AnyClient], phase: FitPhase, sgd: SGDConfig, instructions: Sequence[FitIns],
                     starts: Sequence[list[torch.Tensor]]) -> tuple[list[list[torch.Tensor]], Any, list | None]:
         """A phase of SGD steps on every client's batches from ``starts``, with its local terms and momentum
         slot: per client its learners' parameters, the phase's loss (the backend's own form, for
         :meth:`mean_losses`) and per client its learners' buffers after training (None for a model without)."""
 
     @abc.abstractmethod
-    def joint_phase(self, clients: Sequence[Client], phase: FitPhase, sgd: SGDConfig, instructions: Sequence[FitIns],
+    def joint_phase(self, clients: Sequence[AnyClient], phase: FitPhase, sgd: SGDConfig, instructions: Sequence[FitIns],
                     previous: Sequence[list[torch.Tensor]]) -> tuple[list[list[torch.Tensor]], Any]:
         """A phase with the client type's own step (:class:`FitPhase` ``step``): per client its learners'
         parameters, and the phase's loss."""

@@ -14,8 +14,8 @@ from collections.abc import Sequence
 import torch
 
 from fedbench import memory
-from fedbench.client import Client, ClientUpdate, EvalResult, FitIns, FitPhase
-from fedbench.engine.base import Consume, Engine
+from fedbench.messages import ClientUpdate, EvalResult, FitIns, FitPhase
+from fedbench.engine.base import AnyClient, Consume, Engine
 from fedbench.learner import SGDConfig, batch_loss, eager_grad, epoch_orders
 from fedbench.seeding import generator
 
@@ -26,11 +26,13 @@ class SequentialEngine(Engine):
     def __init__(self) -> None:
         self.declined = {}
 
-    def fit(self, clients: Sequence[Client], instructions: Sequence[FitIns],
+    def fit(self, clients: Sequence[AnyClient], instructions: Sequence[FitIns],
             consume: Consume | None = None) -> list[ClientUpdate]:
         updates = []
         for k, (c, ins) in enumerate(zip(clients, instructions)):
-            update = c.step(ins.params, ins.round, ins.lr, ins.extras)
+            # (a type overriding step with the older signature still runs when no start loss is asked for)
+            update = (c.step(ins.params, ins.round, ins.lr, ins.extras, report_start_loss=True) if ins.report_start_loss
+                      else c.step(ins.params, ins.round, ins.lr, ins.extras))
             if consume is not None:
                 # folded in as it arrives: the round holds one running sum, not every client's parameters
                 # (~0.9 GB for 100 clients of a 2.3 M-parameter model)
@@ -43,11 +45,11 @@ class SequentialEngine(Engine):
             memory.release_if_large(ins.params)
         return updates
 
-    def evaluate(self, clients: Sequence[Client], params: Sequence[list[torch.Tensor]]) -> list[EvalResult]:
+    def evaluate(self, clients: Sequence[AnyClient], params: Sequence[list[torch.Tensor]]) -> list[EvalResult]:
         return [c.evaluate(p) for c, p in zip(clients, params)]
 
     # ---- the steps of the round driver, one client at a time -----------------------------------------------------
-    def weigh(self, clients: Sequence[Client], params: Sequence[list[torch.Tensor]]) -> None:
+    def weigh(self, clients: Sequence[AnyClient], params: Sequence[list[torch.Tensor]]) -> None:
         for c, ps in zip(clients, params):
             losses = None
             if c.needs_losses:
@@ -56,7 +58,7 @@ class SequentialEngine(Engine):
             c.update_sample_weights(losses)
             c.update_learners_weights()
 
-    def train_phase(self, clients: Sequence[Client], phase: FitPhase, sgd: SGDConfig, instructions: Sequence[FitIns],
+    def train_phase(self, clients: Sequence[AnyClient], phase: FitPhase, sgd: SGDConfig, instructions: Sequence[FitIns],
                     starts: Sequence[list[torch.Tensor]]) -> tuple[list[list[torch.Tensor]], list[float], list]:
         results, losses, buffers = [], [], []
         for c, ins, start in zip(clients, instructions, starts):
@@ -78,7 +80,7 @@ class SequentialEngine(Engine):
             buffers.append(c.ensemble.get_buffers() if phase.keep is None else None)
         return results, losses, buffers
 
-    def joint_phase(self, clients: Sequence[Client], phase: FitPhase, sgd: SGDConfig, instructions: Sequence[FitIns],
+    def joint_phase(self, clients: Sequence[AnyClient], phase: FitPhase, sgd: SGDConfig, instructions: Sequence[FitIns],
                     previous: Sequence[list[torch.Tensor]]) -> tuple[list[list[torch.Tensor]], list[float]]:
         """:meth:`Client.joint_step`'s function on each batch of one order per epoch, autograd for its gradient."""
         results, losses = [], []

@@ -30,7 +30,7 @@ from __future__ import annotations
 import torch
 
 from fedbench.params import Param
-from fedbench import AggregatorSpec, CentralizedAggregator, Client, ClientUpdate, MethodSpec, hookimpl, weighted_average
+from fedbench import AggregatorSpec, CentralizedAggregator, Client, ClientUpdate, FitIns, MethodSpec, hookimpl, weighted_average
 from fedbench.aggregator import RoundStats, sample_clients
 from fedbench.learner import SGDConfig, sgd_update
 from fedbench.seeding import STREAM_SAMPLE, STREAM_TRAIN, generator, seed_global
@@ -65,7 +65,6 @@ class AgnosticAggregator(CentralizedAggregator):
         sizes = torch.tensor([float(c.n_train) for c in self.clients], dtype=torch.float64)
         self.lambdas = sizes / sizes.sum()
         self._index = {c.client_id: i for i, c in enumerate(self.clients)}
-        self._losses: dict[int, float] = {}
 
     def fit_round(self, round_: int) -> RoundStats:
         if self.variant != "authors":
@@ -105,10 +104,9 @@ class AgnosticAggregator(CentralizedAggregator):
                                            [float(self.clients[i].n_train) for i in chosen]))
         return RoundStats(mean_loss, int(sent))
 
-    def configure_fit(self, round_: int, client: Client) -> list[torch.Tensor]:
-        if self.lr_lambda > 0:
-            self._losses[client.client_id] = client.loss_at(self.global_params)
-        return self.global_params
+    def configure_fit(self, round_: int, client: Client) -> FitIns:
+        # each client's mean train loss at the sent model comes back with its update, for the lambda ascent
+        return FitIns(self.global_params, report_start_loss=self.lr_lambda > 0)
 
     def aggregate_fit(self, round_: int, updates: list[ClientUpdate]) -> None:
         idx = [self._index[u.client_id] for u in updates]
@@ -119,7 +117,7 @@ class AgnosticAggregator(CentralizedAggregator):
             weighted_average([u.params[m] for u in updates], weights) for m in range(len(self.global_params))
         ]
         if self.lr_lambda > 0:
-            self._ascend(round_, idx, [self._losses[u.client_id] for u in updates])
+            self._ascend(round_, idx, [u.start_loss for u in updates])
 
     def _ascend(self, round_: int, idx: list[int], losses: list[float]) -> None:
         """lambda += lr_lambda * loss (client ``idx[j]`` gets ``losses[j]``, or with ``lambda_pairing = "authors"``

@@ -13,7 +13,7 @@ from __future__ import annotations
 import torch
 
 from fedbench.params import Param
-from fedbench import AggregatorSpec, CentralizedAggregator, Client, ClientUpdate, MethodSpec, hookimpl
+from fedbench import AggregatorSpec, CentralizedAggregator, Client, ClientUpdate, FitIns, MethodSpec, hookimpl
 
 
 def qffl_step(w: torch.Tensor, local: list[torch.Tensor], losses: list[float], q: float, lipschitz: float) -> torch.Tensor:
@@ -36,19 +36,16 @@ class QFFLAggregator(CentralizedAggregator):
     def __init__(self, clients, init_params, train, *, seed, q):  # noqa: ANN001
         super().__init__(clients, init_params, train, seed=seed)
         self.q = q
-        self._losses: dict[int, float] = {}
-        self._lr = train.lr
 
-    def configure_fit(self, round_: int, client: Client) -> list[torch.Tensor]:
-        # F_k(w): the client's mean train loss at the parameters it is sent (needed before training)
-        self._losses[client.client_id] = client.loss_at(self.global_params) + 1e-10
-        self._lr = self.train.learning_rate(round_)
-        return self.global_params
+    def configure_fit(self, round_: int, client: Client) -> FitIns:
+        # F_k(w), the client's mean train loss at the parameters it is sent, comes back with its update
+        return FitIns(self.global_params, report_start_loss=True)
 
     def aggregate_fit(self, round_: int, updates: list[ClientUpdate]) -> None:
-        losses = [self._losses[u.client_id] for u in updates]
+        losses = [u.start_loss + 1e-10 for u in updates]
+        lipschitz = 1.0 / self.train.learning_rate(round_)
         self.global_params = [
-            qffl_step(w, [u.params[m] for u in updates], losses, self.q, 1.0 / self._lr)
+            qffl_step(w, [u.params[m] for u in updates], losses, self.q, lipschitz)
             for m, w in enumerate(self.global_params)
         ]
 

@@ -40,8 +40,7 @@ class ScaffoldAggregator(CentralizedAggregator):
         n_total = len(self.clients)
         deltas = [torch.zeros_like(p) for p in self.c]
         for u in updates:
-            client = self.clients[u.client_id]
-            steps = self.train.local_epochs * batches_per_epoch(client.n_train, client.sgd_config(lr))
+            steps = u.metadata["local_steps"]  # K, as the client counted its local steps (ScaffoldClient.report)
             old = self.c_i[u.client_id]
             new = [ci - c + (w - y) / (steps * lr) for ci, c, w, y in zip(old, self.c, sent, u.params)]
             self.c_i[u.client_id] = new
@@ -66,6 +65,11 @@ class ScaffoldClient(Client):
 
     def local_term(self, theta: torch.Tensor, ctx: Mapping[str, torch.Tensor]) -> torch.Tensor:
         return (ctx["correction"] * theta).sum()
+
+    def report(self, ins: FitIns, update: ClientUpdate) -> Mapping[str, float]:
+        """The number of local steps K this round, which the server's control-variate update divides by."""
+        sgd = self.sgd_config(ins.lr)
+        return {"local_steps": sgd.epochs * batches_per_epoch(self.n_train, sgd)}
 
 
 @hookimpl

@@ -40,8 +40,9 @@ class Train:
     def _fit_batched(self, clients: Sequence[Client], instructions: Sequence[FitIns]) -> list[ClientUpdate]:
         """:meth:`fit` for clients that share one batched step (:class:`fedbench.engine.vectorized.check.ClientCheck`):
         the round driver (:class:`fedbench.engine.base.Engine`) over all of them at once."""
+        start = self.start_losses(clients, instructions)
         instructions = self.prepare(clients, instructions)
-        return self.finish(clients, instructions, self.train_phases(clients, instructions))
+        return self.finish(clients, instructions, self.train_phases(clients, instructions), start)
 
     def weigh(self, clients: Sequence[Client], params: Sequence[list[torch.Tensor]]) -> None:
         """The E-step losses of every client that needs them in batched passes, then each client type's
