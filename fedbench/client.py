@@ -219,8 +219,9 @@ class Client:
         """This client type's local fits of a round, in order (a property of the type and its settings,
         the same for every round). The plain client: one fit from the received parameters with its
         local term and kept momentum."""
-        return (FitPhase(term="local_term" if self.has_local_term() else None,
-                         sample_term="sample_term" if self.has_sample_term() else None),)
+        mine = type(self)
+        return (FitPhase(term=mine.local_term if self.has_local_term() else None,
+                         sample_term=mine.sample_term if self.has_sample_term() else None),)
 
     def step(self, params: list[torch.Tensor], round_: int, lr: float,
              extras: Mapping[str, list[torch.Tensor]] | None = None, report_start_loss: bool = False) -> ClientUpdate:
@@ -235,13 +236,13 @@ class Client:
         (ins,) = ONE_AT_A_TIME.prepare([self], [sent])
         return ONE_AT_A_TIME.finish([self], [ins], [self.fit(ins)], start)[0]
 
-    def terms(self, name: str | None, params: list[torch.Tensor], extras: Mapping[str, list[torch.Tensor]] | None,
-              per_sample: bool = False) -> list[Callable[..., torch.Tensor]] | None:
-        """Per learner, the term method ``name`` bound to that learner's context, or None (``per_sample``:
-        a :meth:`sample_term`, which takes the batch too)."""
+    def terms(self, name: Callable[..., torch.Tensor] | str | None, params: list[torch.Tensor],
+              extras: Mapping[str, list[torch.Tensor]] | None, per_sample: bool = False) -> list[Callable[..., torch.Tensor]] | None:
+        """Per learner, the phase's term (its function, or its method's name) bound to this client and that
+        learner's context, or None (``per_sample``: a :meth:`sample_term`, which takes the batch too)."""
         if name is None:
             return None
-        method = getattr(self, name)
+        method = FitPhase.bound(name, self)
         contexts = self.term_context(params, extras or {})
         if per_sample:
             return [lambda theta, batch, ctx=ctx: method(theta, ctx, batch) for ctx in contexts]

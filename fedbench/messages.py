@@ -8,8 +8,10 @@ them). The engines (:mod:`fedbench.engine`) and the client types (:mod:`fedbench
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping
+import functools
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 
@@ -65,10 +67,10 @@ class FitPhase:
     before any) or the name of a model this client keeps (``Client.kept[name]``; the received
     parameters the first time). ``keep``: None - the result goes on, and the last such result is the
     update sent; a name - the result is kept as ``Client.kept[name]`` (a personal model) and not sent.
-    ``term``: the name of the client method giving this phase's local term (the signature of
-    :meth:`Client.local_term`), or None. ``sample_term``: the name of the client method giving a term per
-    sample of each batch (the signature of :meth:`Client.sample_term`), or None. ``step``: the name of a
-    client method that replaces the phase's
+    ``term``: the client type's function giving this phase's local term (the signature of
+    :meth:`Client.local_term`; e.g. ``DittoClient.pull``, called with the client first, as a method), or
+    None. ``sample_term``: the function giving a term per sample of each batch (the signature of
+    :meth:`Client.sample_term`), or None. ``step``: the client type's function that replaces the phase's
     SGD step by its own pure function (the signature of :meth:`Client.joint_step`), for a method whose
     learners train together on the same batches (APFL's mixed model, pFedMe's inner problem); such a
     phase draws one batch order per epoch, as a single learner does, and takes no ``term`` or
@@ -79,20 +81,34 @@ class FitPhase:
     ``stream``: the random stream of the phase's batch orders. ``momentum``: ``"main"`` (the client's
     momentum, kept between rounds when ``train.keep_optimizer_state``), another name (a momentum of
     its own, kept likewise), or None (fresh every round; required with ``trainable``).
+
+    ``term``, ``sample_term`` and ``step`` also take a method's name (``term="pull"``, the form of plugin API 2,
+    looked up on the client, so a subclass's override is found); a function is the form to prefer: it is
+    what runs, named once, and a typo fails where the phase is written. The names of kept models cannot be
+    ``"received"`` or ``"previous"`` (what ``start`` means by them) and a kept momentum cannot be named like
+    a kept model's start.
     """
 
     start: str = "received"
     keep: str | None = None
-    term: str | None = "local_term"
+    term: Callable[..., Any] | str | None = "local_term"
     trainable: tuple[bool, ...] | None = None
     epochs: int | None = None
     stream: int = STREAM_TRAIN
     momentum: str | None = "main"
-    step: str | None = None
+    step: Callable[..., Any] | str | None = None
     carry: tuple[str, ...] = ()
-    sample_term: str | None = None
+    sample_term: Callable[..., Any] | str | None = None
 
     def __post_init__(self) -> None:
+        for name in (self.keep, *self.carry):
+            if name in ("received", "previous"):
+                raise ValueError(f"a kept model cannot be named {name!r}: a phase's start={name!r} means something "
+                                 "else; name it after what it is (e.g. 'personal')")
+        for field_name in ("term", "sample_term", "step"):
+            value = getattr(self, field_name)
+            if value is not None and not isinstance(value, str) and not callable(value):
+                raise ValueError(f"a phase's {field_name} is the client type's function (or its name), got {value!r}")
         if self.trainable is not None and self.momentum is not None:
             raise ValueError("a phase with frozen tensors starts a fresh momentum: give it momentum=None")
         if self.step is not None and (self.term is not None or self.trainable is not None or self.sample_term is not None):
@@ -104,6 +120,21 @@ class FitPhase:
     def sgd(self, base: SGDConfig) -> SGDConfig:
         """The round's optimiser settings with this phase's epochs."""
         return base if self.epochs is None else dataclasses.replace(base, epochs=self.epochs)
+
+    @staticmethod
+    def bound(what: Callable[..., Any] | str | None, client: Any) -> Callable[..., Any] | None:
+        """``term``, ``sample_term`` or ``step`` as a function of ``client``: looked up by name on it, or the
+        given function with the client bound as its first argument; None for None."""
+        if what is None:
+            return None
+        if isinstance(what, str):
+            return getattr(client, what)
+        return functools.partial(what, client)
+
+    @staticmethod
+    def label(what: Callable[..., Any] | str) -> str:
+        """A term's or step's name, for messages."""
+        return what if isinstance(what, str) else getattr(what, "__qualname__", repr(what))
 
 
 @dataclass(frozen=True)

@@ -563,7 +563,7 @@ def test_a_local_term_reading_a_per_client_value_is_not_batched_and_equals_seque
     _in_step(seq, vec, 3)
     assert list(vec.engine.declined.values()) == [0]  # declined from the first round on, with its reason
     (why,) = vec.engine.declined
-    assert "client 1's local term (local_term)" in why and "per-client value" in why
+    assert "client 1's local term (ParityProxClient.local_term)" in why and "per-client value" in why
     assert "one client at a time" in vec.engine.note()
     # and the terms really differ: a uniform mu of 5 ends elsewhere (the check is not vacuous)
     uniform, _ = _pair(registry, "fedprox", {"momentum": 0.0, "participation": 1.0, "client.mu": 5.0})
@@ -609,3 +609,47 @@ def test_the_client_check_names_types_settings_and_own_steps(registry):
     assert set(check.equal) == {c.client_id for c in clients[1:]}
     clients[1].scale = 2.0  # a per-client value set between rounds: the changed client is probed again
     assert "client %d's own step (joint_step)" % clients[1].client_id in check.why_not(clients, ins)
+
+
+class NamedTermClient(Client):
+    """FedProx's term, its phase naming it by the method's name (plugin API 2's form)."""
+
+    def local_term(self, theta, ctx):  # noqa: ANN001, ANN201
+        return 0.25 * (theta - ctx["received"]).pow(2).sum()
+
+    def fit_phases(self):  # noqa: ANN201
+        from fedbench import FitPhase
+
+        return (FitPhase(term="local_term"),)
+
+
+class FunctionTermClient(NamedTermClient):
+    """The same term, its phase naming the function itself."""
+
+    def fit_phases(self):  # noqa: ANN201
+        from fedbench import FitPhase
+
+        return (FitPhase(term=type(self).local_term),)
+
+
+@pytest.mark.parametrize("engine", ["sequential", "vectorized"])
+def test_a_phase_names_its_term_by_function_or_by_name_with_the_same_numbers(registry, engine):
+    sims = [build_simulation(registry, resolve_run(registry, dataset="synthetic", method="fedavg", seed=4,
+                                                   overrides=TINY, engine=engine)) for _ in range(2)]
+    for sim, cls in zip(sims, (NamedTermClient, FunctionTermClient)):
+        for c in sim.aggregator.clients:
+            c.__class__ = cls
+    for r in range(2):
+        assert sims[0].aggregator.fit_round(r) == sims[1].aggregator.fit_round(r)
+    assert torch.equal(sims[0].aggregator.global_params[0], sims[1].aggregator.global_params[0])
+    assert not sims[1].aggregator.engine.declined  # a function bound per client passes the check like a name
+
+
+def test_phase_names_that_would_clash_are_refused_where_the_phase_is_written():
+    from fedbench import FitPhase
+
+    for kept in ({"keep": "received"}, {"keep": "previous"}, {"step": Client.joint_step, "term": None, "carry": ("received",)}):
+        with pytest.raises(ValueError, match="cannot be named"):
+            FitPhase(**kept)
+    with pytest.raises(ValueError, match="the client type's function"):
+        FitPhase(term=42)

@@ -85,7 +85,7 @@ class SequentialEngine(Engine):
         """:meth:`Client.joint_step`'s function on each batch of one order per epoch, autograd for its gradient."""
         results, losses = [], []
         for c, ins, prev in zip(clients, instructions, previous):
-            learner, step = c.ensemble.learners[0], getattr(c, phase.step)
+            learner, step = c.ensemble.learners[0], FitPhase.bound(phase.step, c)
             theta = torch.stack(c.joint_start(phase, ins.params, prev))
             momentum = c.joint_momentum(phase, theta)
             orders = epoch_orders(generator(c.seed, phase.stream, ins.round, c.client_id), sgd.epochs, c.n_train)

@@ -41,7 +41,7 @@ class APFLClient(Client):
 
     def fit_phases(self) -> tuple[FitPhase, ...]:
         # one order per epoch, as FedAvg's (and Local's) single learner draws it, shared by w and v
-        return (FitPhase(term=None, step="apfl_step"),)
+        return (FitPhase(term=None, step=type(self).apfl_step),)
 
     def apfl_step(self, theta: torch.Tensor, momentum: torch.Tensor, grad, sgd: SGDConfig):  # noqa: ANN001, ANN201
         """On one batch: w steps on its own loss, v on the loss of the mixed model (gradient alpha times

@@ -44,7 +44,7 @@ class DittoClient(PersonalModelClient):
             # 1. the global model: one FedAvg local fit, on its own random stream
             FitPhase(term=None, stream=STREAM_DITTO_GLOBAL),
             # 2. the personal model: proximal fit toward the received global model, with its own momentum
-            FitPhase(start="personal", keep="personal", term="pull" if self.lam > 0 else None, stream=STREAM_TRAIN,
+            FitPhase(start="personal", keep="personal", term=type(self).pull if self.lam > 0 else None, stream=STREAM_TRAIN,
                      momentum="personal"),
         )
 

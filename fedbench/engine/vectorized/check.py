@@ -7,7 +7,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from fedbench.client import Client, FitIns
+from fedbench.client import Client, FitIns, FitPhase
 from fedbench.engine.vectorized.layout import _state_buffers
 from fedbench.learner import Batch
 
@@ -156,10 +156,10 @@ class ClientCheck:
                 rows = torch.stack([self._probe(p) for p in ref.joint_start(phase, ins.params, ins.params)])
                 probes.append((phase.step, "own step", (rows, torch.zeros_like(rows), _probe_grad, phase.sgd(ref.sgd_config(lr)))))
             for name, what, args in probes:
-                want = getattr(ref, name)(*args)
+                want = FitPhase.bound(name, ref)(*args)
                 for c, _ in todo:
-                    if not _same(getattr(c, name)(*args), want):
-                        return (f"client {c.client_id}'s {what} ({name}) computes something else than client "
+                    if not _same(FitPhase.bound(name, c)(*args), want):
+                        return (f"client {c.client_id}'s {what} ({FitPhase.label(name)}) computes something else than client "
                                 f"{ref.client_id}'s on the same inputs: it reads a per-client value")
         self.equal.update((c.client_id, t) for c, t in todo)
         return None

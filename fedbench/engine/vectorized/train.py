@@ -73,8 +73,8 @@ class Train:
                                whole=whole, drop_last=sgd.drop_last)
         term, sample_term, ctx = None, None, None
         if phase.term is not None or phase.sample_term is not None:  # pure functions, vmapped over the rows
-            term = getattr(clients[0], phase.term) if phase.term is not None else None
-            sample_term = getattr(clients[0], phase.sample_term) if phase.sample_term is not None else None
+            term = FitPhase.bound(phase.term, clients[0])
+            sample_term = FitPhase.bound(phase.sample_term, clients[0])
             rows = [row for c, ins in zip(clients, instructions) for row in c.term_context(ins.params, ins.extras)]
             ctx = {k: torch.stack([torch.as_tensor(row[k]) for row in rows]) for k in rows[0]}
         mask = None
@@ -109,7 +109,7 @@ class Train:
         bufs = torch.stack([c.joint_momentum(phase, rows) for c, rows in zip(clients, stacks)])
         steps = self._schedule(clients, 1, sgd.epochs, sgd.batch_size, round_, phase.stream,
                                drop_last=sgd.drop_last).to(stacks.device)
-        step, task, call = getattr(clients[0], phase.step), self.task, self._logits
+        step, task, call = FitPhase.bound(phase.step, clients[0]), self.task, self._logits
 
         def one(theta, buf, x, y, w, denom):  # noqa: ANN001, ANN202
             return step(theta, buf, grad_and_value(batch_loss(call, task, x, y, w, denom)), sgd)
