@@ -26,8 +26,9 @@ MobileNetV2 from scratch (their ``pretrained=True`` downloads ImageNet weights; 
 fedbench's MobileNetV2 starts from scratch too unless given the weights file): the same arithmetic per step.
 FEMNIST: the authors make per-writer tensors from LEAF's raw images (``data_to_tensor.py``); this script writes
 those tensors from the LEAF json stand-in (the same grey levels / 255, writers with more than 2 images), then
-runs their ``generate_data.py``. Shakespeare is not run in their code here: one round of it is hours on a CPU
-(results/paper-cost.md).
+runs their ``generate_data.py``. Shakespeare: both codes read LEAF's per-role text files
+(``by_play_and_character/*.txt``, which the stand-in writes beside its json); one round at the real size is
+hours on a CPU (results/paper-cost.md), so a smaller stand-in (``standin_data.py --scale``) is what fits here.
 """
 
 from __future__ import annotations
@@ -51,9 +52,11 @@ AUTHORS_SPLIT = {
     "cifar10": ["--n_tasks", "80", "--n_components", "3", "--alpha", "0.4", "--s_frac", "1.0", "--tr_frac", "0.8",
                 "--seed", "12345"],
     "femnist": ["--s_frac", "0.15", "--tr_frac", "0.8", "--seed", "12345"],
+    "shakespeare": ["--s_frac", "1.0", "--tr_frac", "0.8", "--seed", "12345"],
 }
 #: where their data scripts find the raw files: (folder under data/<name>/raw_data, our stand-in folder)
-AUTHORS_RAW = {"emnist": ("EMNIST", "EMNIST"), "cifar10": ("cifar-10-batches-py", "cifar-10-batches-py")}
+AUTHORS_RAW = {"emnist": ("EMNIST", "EMNIST"), "cifar10": ("cifar-10-batches-py", "cifar-10-batches-py"),
+               "shakespeare": ("by_play_and_character", "shakespeare/raw_data/by_play_and_character")}
 AUTHORS_METHOD = {"fedavg": ("FedAvg", "1"), "fedem": ("FedEM", "3"), "local": ("local", "1")}
 
 SITECUSTOMIZE = """\

@@ -19,7 +19,8 @@ and text (so a model can learn something, and nothing real is redistributed):
 - ``femnist/data/all_data/``: LEAF json, 3,597 writers, 817,851 samples of 784
   floats in [0, 1], 62 classes, spread over 36 files as LEAF does;
 - ``shakespeare/data/all_data/``: LEAF json, 1,129 speaking roles, 4,226,158
-  samples (80-character windows and the next character).
+  samples (80-character windows and the next character); ``shakespeare/raw_data/by_play_and_character/``:
+  the same roles' text, one file per role, as LEAF's ``preprocess_shakespeare.py`` writes it.
 
 Every folder gets a ``STANDIN.txt`` saying what it is. ``--scale`` shrinks every
 count (for quick checks); the paper-scale numbers need ``--scale 1``.
@@ -153,6 +154,11 @@ def femnist(root: Path, scale: float, rng: np.random.Generator, n_files: int = 3
 def shakespeare(root: Path, scale: float, rng: np.random.Generator, n_files: int = 4) -> None:
     folder = root / "shakespeare" / "data" / "all_data"
     _mark(folder)
+    # LEAF's preprocess_shakespeare.py writes one text file per role (its speech lines, one a line) before its
+    # json: the FedEM authors' generate_data.py reads those, and so does fedbench when they are present
+    roles_folder = root / "shakespeare" / "raw_data" / "by_play_and_character"
+    _mark(roles_folder.parent)  # (not in the role folder: every .txt there is a role)
+    roles_folder.mkdir(exist_ok=True)
     roles = max(2, int(1_129 * scale))
     total = int(4_226_158 * scale)
     weights = rng.lognormal(0.0, 1.5, size=roles)
@@ -169,6 +175,7 @@ def shakespeare(root: Path, scale: float, rng: np.random.Generator, n_files: int
             doc["num_samples"].append(int(counts[r]))
             doc["user_data"][user] = {"x": [text[i : i + 80] for i in range(counts[r])],
                                       "y": [text[i + 80] for i in range(counts[r])]}
+            (roles_folder / f"{user}.txt").write_text(text)  # the same text, its line breaks the lines
         (folder / f"all_data_{k}.json").write_text(json.dumps(doc))
 
 
