@@ -15,10 +15,22 @@ from fedbench.client import Client, ClientUpdate, EvalResult, FitIns, FitPhase
 from fedbench.data import ClientData, DataShape, FederatedData
 from fedbench.learner import Learner, LearnersEnsemble
 from fedbench.registry import get_registry, hookimpl
-from fedbench.api import RunResult, SuiteResult, configure, load_dataset, results, run, run_suite
 from fedbench.specs import (
     AggregatorSpec, ClientSpec, DatasetSpec, ExecutorSpec, MethodSpec, ModelSpec, PartitionerSpec, SuiteSpec,
 )
+
+#: the Python API (``docs/api.md``), imported on first use: a plugin's ``import fedbench`` does not load the
+#: runner, the store or pandas
+_API = ("RunResult", "SuiteResult", "configure", "load_dataset", "results", "run", "run_suite")
+
+
+def __getattr__(name: str):  # noqa: ANN202 - PEP 562
+    if name in _API:
+        from fedbench import api
+
+        return getattr(api, name)
+    raise AttributeError(f"module 'fedbench' has no attribute {name!r}")
+
 
 __all__ = [
     "Aggregator",

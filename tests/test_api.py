@@ -430,3 +430,18 @@ class TestOneSpelling:
                          "--set", "dataset.dim=4")
         assert plain.returncode == 0 and dotted.returncode == 0, dotted.stderr
         assert dotted.stdout == plain.stdout and "5 clients" in dotted.stdout
+
+
+def test_import_fedbench_is_light_for_plugins_and_the_api_loads_on_first_use():
+    import subprocess
+    import sys
+
+    code = ("import sys, fedbench\n"
+            "heavy = [m for m in ('pandas', 'fedbench.api', 'fedbench.store', 'fedbench.runner', 'fedbench.executor') if m in sys.modules]\n"
+            "assert not heavy, heavy\n"
+            "from fedbench import run, MethodSpec, hookimpl, Client\n"
+            "assert run.__module__ == 'fedbench.api' and 'pandas' in sys.modules\n"
+            "try:\n    fedbench.no_such_name\nexcept AttributeError as e:\n    assert 'no_such_name' in str(e)\n"
+            "else:\n    raise SystemExit('no AttributeError')\n")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
