@@ -12,6 +12,7 @@ __version__ = "0.1.0"
 from fedbench.contract import PLUGIN_API
 from fedbench.aggregator import Aggregator, CentralizedAggregator, weighted_average
 from fedbench.client import Client, ClientUpdate, EvalResult, FitIns, FitPhase
+from fedbench.messages import EvaluateIns
 from fedbench.data import ClientData, DataShape, FederatedData
 from fedbench.learner import Learner, LearnersEnsemble
 from fedbench.registry import get_registry, hookimpl
@@ -43,6 +44,7 @@ __all__ = [
     "DataShape",
     "DatasetSpec",
     "EvalResult",
+    "EvaluateIns",
     "ExecutorSpec",
     "FederatedData",
     "FitIns",

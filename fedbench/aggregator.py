@@ -16,6 +16,7 @@ from dataclasses import dataclass
 import torch
 
 from fedbench.client import Client, ClientUpdate, EvalResult, FitIns
+from fedbench.messages import EvaluateIns
 from fedbench import memory
 from fedbench.config import TrainConfig
 from fedbench.engine import Engine, SequentialEngine
@@ -204,8 +205,7 @@ class Aggregator(abc.ABC):
     def evaluate(self) -> list[EvalResult]:
         """Every client's scores of its own predictor."""
         self.send_buffers(self.clients)
-        params = [self.configure_evaluate(c) for c in self.clients]
-        scores = self.engine.evaluate(self.clients, params)
+        scores = self.engine.evaluate(self.clients, [EvaluateIns(self.configure_evaluate(c)) for c in self.clients])
         self._release()
         return scores
 
@@ -215,12 +215,9 @@ class Aggregator(abc.ABC):
         if not clients or not self.serves_new_clients or not all(c.serves_new_clients for c in clients):
             return None
         self.send_buffers(clients)
-        out = []
-        for c in clients:
-            params = self.configure_new_client(c)
-            c.adapt(params, self.train.learning_rate(self.rounds_done - 1) if self.rounds_done else self.train.lr)
-            out.append(c.evaluate(params))
-        return out
+        lr = self.train.learning_rate(self.rounds_done - 1) if self.rounds_done else self.train.lr
+        # (each client's parameters asked for before any adapts: configure_new_client reads the server's state only)
+        return self.engine.evaluate(clients, [EvaluateIns(self.configure_new_client(c), adapt_lr=lr) for c in clients])
 
     def configure_new_client(self, client: Client) -> list[torch.Tensor]:
         """The parameters a client that never trained receives (the global ones by default)."""

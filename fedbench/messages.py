@@ -138,6 +138,20 @@ class FitPhase:
 
 
 @dataclass(frozen=True)
+class EvaluateIns:
+    """What one client is scored with: an aggregator's ``configure_evaluate`` (or, for a client that never
+    trained, ``configure_new_client``) as the engine receives it.
+
+    ``params``: one flat tensor per learner, the client's predictor; ``adapt_lr``: for a client that never
+    trained (unseen clients), the learning rate of the last training round, with which it first adapts to
+    ``params`` (:meth:`Client.adapt`); None for a client scored as it is.
+    """
+
+    params: list[torch.Tensor]
+    adapt_lr: float | None = None
+
+
+@dataclass(frozen=True)
 class EvalResult:
     """One client's scores of its own (personalised) predictor."""
 

@@ -24,7 +24,7 @@ from typing import Any
 
 import torch
 
-from fedbench.messages import ClientUpdate, EvalResult, FitIns, FitPhase
+from fedbench.messages import ClientUpdate, EvalResult, EvaluateIns, FitIns, FitPhase
 from fedbench.learner import SGDConfig
 
 #: a :class:`fedbench.client.Client` (not imported here: the client module runs the one-at-a-time driver)
@@ -49,14 +49,21 @@ class Engine(abc.ABC):
         updates carry no parameters (their loss, weight, buffers and metadata stay)."""
 
     @abc.abstractmethod
-    def evaluate(self, clients: Sequence[AnyClient], params: Sequence[list[torch.Tensor]]) -> list[EvalResult]:
-        """Every client's scores of its own predictor at ``params[k]`` (what ``clients[k].evaluate(params[k])``
-        returns)."""
+    def evaluate(self, clients: Sequence[AnyClient],
+                 instructions: Sequence[EvaluateIns | list[torch.Tensor]]) -> list[EvalResult]:
+        """Every client's scores of its own predictor from its instructions (:class:`EvaluateIns`, or just the
+        parameters): what ``clients[k].evaluate(params)`` returns, after ``clients[k].adapt(params, lr)`` where
+        ``adapt_lr`` is set (a client that never trained)."""
 
     def note(self) -> str:
         """What :attr:`declined` adds to the run's engine line ("" when every round ran this engine's way)."""
         return "".join(f"; from round {r}, rounds whose clients differ ran one client at a time ({why})"
                        for why, r in self.declined.items())
+
+    @staticmethod
+    def evaluate_instructions(instructions: Sequence[EvaluateIns | list[torch.Tensor]]) -> list[EvaluateIns]:
+        """Each instruction as an :class:`EvaluateIns` (a bare parameter list: scored as it is)."""
+        return [ins if isinstance(ins, EvaluateIns) else EvaluateIns(ins) for ins in instructions]
 
     # ---- the round, written once ------------------------------------------------------------------------------
     def start_losses(self, clients: Sequence[AnyClient], instructions: Sequence[FitIns]) -> list[float | None]:

@@ -14,7 +14,7 @@ from collections.abc import Sequence
 import torch
 
 from fedbench import memory
-from fedbench.messages import ClientUpdate, EvalResult, FitIns, FitPhase
+from fedbench.messages import ClientUpdate, EvalResult, EvaluateIns, FitIns, FitPhase
 from fedbench.engine.base import AnyClient, Consume, Engine
 from fedbench.learner import SGDConfig, batch_loss, eager_grad, epoch_orders
 from fedbench.seeding import generator
@@ -45,8 +45,14 @@ class SequentialEngine(Engine):
             memory.release_if_large(ins.params)
         return updates
 
-    def evaluate(self, clients: Sequence[AnyClient], params: Sequence[list[torch.Tensor]]) -> list[EvalResult]:
-        return [c.evaluate(p) for c, p in zip(clients, params)]
+    def evaluate(self, clients: Sequence[AnyClient],
+                 instructions: Sequence[EvaluateIns | list[torch.Tensor]]) -> list[EvalResult]:
+        out = []
+        for c, ins in zip(clients, self.evaluate_instructions(instructions)):
+            if ins.adapt_lr is not None:
+                c.adapt(ins.params, ins.adapt_lr)
+            out.append(c.evaluate(ins.params))
+        return out
 
     # ---- the steps of the round driver, one client at a time -----------------------------------------------------
     def weigh(self, clients: Sequence[AnyClient], params: Sequence[list[torch.Tensor]]) -> None:

@@ -10,6 +10,7 @@ from torch.func import vmap
 
 from fedbench import datacache
 from fedbench.client import Client, EvalResult
+from fedbench.messages import EvaluateIns
 from fedbench.data import segment_sum
 
 #: input elements per chunk in no-grad passes (bounds activation memory for big inputs)
@@ -162,9 +163,16 @@ class Evaluate:
         return _eval_results(clients, scores)
 
     @torch.no_grad()
-    def evaluate(self, clients: Sequence[Client], params: Sequence[list[torch.Tensor]]) -> list[EvalResult]:
+    def evaluate(self, clients: Sequence[Client],
+                 instructions: Sequence[EvaluateIns | list[torch.Tensor]]) -> list[EvalResult]:
         """What ``[c.evaluate(p) for c, p in zip(clients, params)]`` returns, batched (per client for a
-        client type with its own ``evaluate`` or ``score``, e.g. FedAvg+'s fine-tuned copy)."""
+        client type with its own ``evaluate`` or ``score``, e.g. FedAvg+'s fine-tuned copy, and for clients
+        that first adapt: unseen clients, scored one at a time as the reference scores them)."""
+        instructions = self.evaluate_instructions(instructions)
+        if any(ins.adapt_lr is not None for ins in instructions):
+            with torch.enable_grad():  # adapting may train
+                return self.one_at_a_time.evaluate(clients, instructions)
+        params = [ins.params for ins in instructions]
         if any(type(c).evaluate is not Client.evaluate or type(c).score is not Client.score for c in clients):
             with torch.enable_grad():  # an evaluation may train (a fine-tuned copy)
                 return [c.evaluate(p) for c, p in zip(clients, params)]
