@@ -51,11 +51,14 @@ AUTHORS_SPLIT = {
                "--seed", "12345"],
     "cifar10": ["--n_tasks", "80", "--n_components", "3", "--alpha", "0.4", "--s_frac", "1.0", "--tr_frac", "0.8",
                 "--seed", "12345"],
+    "cifar100": ["--n_tasks", "100", "--pachinko_allocation_split", "--alpha", "0.4", "--beta", "10", "--s_frac", "1.0",
+                 "--tr_frac", "0.8", "--seed", "12345"],
     "femnist": ["--s_frac", "0.15", "--tr_frac", "0.8", "--seed", "12345"],
     "shakespeare": ["--s_frac", "1.0", "--tr_frac", "0.8", "--seed", "12345"],
 }
 #: where their data scripts find the raw files: (folder under data/<name>/raw_data, our stand-in folder)
 AUTHORS_RAW = {"emnist": ("EMNIST", "EMNIST"), "cifar10": ("cifar-10-batches-py", "cifar-10-batches-py"),
+               "cifar100": ("cifar-100-python", "cifar-100-python"),
                "shakespeare": ("by_play_and_character", "shakespeare/raw_data/by_play_and_character")}
 AUTHORS_METHOD = {"fedavg": ("FedAvg", "1"), "fedem": ("FedEM", "3"), "local": ("local", "1")}
 
