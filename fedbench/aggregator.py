@@ -133,8 +133,8 @@ class Aggregator(abc.ABC):
         folded = [0] if self.folds(clients) else None  # bytes exchanged, counted as the updates are folded in
         consume = None
         if folded is not None:
-            # each update folded into the average as it arrives (the engine then keeps no client's parameters);
-            # the numbers are aggregate_fit's
+            # each update folded into the average as the engine hands it over (the one-at-a-time engine then keeps
+            # no client's parameters after its step); the numbers are aggregate_fit's
             self.fold_start(clients)
             consume = functools.partial(self._fold_one, clients, params, folded)
         updates = self.engine.fit(clients, instructions, consume)
