@@ -280,9 +280,10 @@ class TestWorkers:
         proc = subprocess.Popen(
             [sys.executable, "-m", "fedbench", "run", "--suite", str(suite), "--results", str(db), "--no-progress", "--jobs", str(jobs)],
             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, start_new_session=True,
-            # a terminal's sweep takes Ctrl-C; a shell's background job (e.g. CI started with nohup or &) would pass
-            # SIGINT on ignored, and Python then never raises KeyboardInterrupt: restore it, as a terminal has it
-            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+            # a terminal's sweep takes Ctrl-C and a hang-up; a shell's background job (e.g. CI started with nohup or &)
+            # would pass SIGINT (and, under nohup, SIGHUP) on ignored, and the sweep would never see them: restore both,
+            # as a terminal has them
+            preexec_fn=lambda: (signal.signal(signal.SIGINT, signal.SIG_DFL), signal.signal(signal.SIGHUP, signal.SIG_DFL)),
         )
         _wait_for(lambda: len(_claimed_pids(db)) >= jobs)
         return proc, db, _claimed_pids(db)
