@@ -366,7 +366,7 @@ def build_simulation(registry: Registry, cfg: RunConfig, data_root: Path | None 
         torch.manual_seed(derive_seed(cfg.seed, STREAM_INIT))
         try:
             models = [
-                model_entry.spec.build(data.input_shape, data.n_outputs, **dict(cfg.model_params))
+                data.attach(model_entry.spec.build(data.input_shape, data.n_outputs, **dict(cfg.model_params)))
                 for _ in range(cfg.n_learners)
             ]
         except Exception as e:

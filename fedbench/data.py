@@ -46,6 +46,34 @@ def segment_sum(values: torch.Tensor, sizes: Sequence[int] | torch.Tensor, seque
     return (running[ends] - running[ends - sizes]).to(values.dtype)
 
 
+def decode_inputs(table: torch.Tensor, x: torch.Tensor, sample_ndim: int) -> torch.Tensor:
+    """Inputs stored as integer codes -> the model's inputs: ``table[c, v]`` for each value ``v`` of channel
+    ``c`` (the first axis of a sample of ``sample_ndim`` axes; a one-row table serves every channel). A lookup,
+    so the value of each code is what the data set computed once when it wrote the table, bit for bit on every
+    device and batch size (an image data set stores uint8 pixels, a quarter of their float32 size). Works on a
+    batch or on one sample, and under ``torch.func.vmap``."""
+    if x.is_floating_point():
+        raise DataError(f"inputs decoded through a table must be integer codes, got {x.dtype}")
+    channels, codes = table.shape
+    index = x.to(torch.int32)
+    if channels > 1:
+        shape = (channels,) + (1,) * (sample_ndim - 1)
+        index = index + torch.arange(0, channels * codes, codes, dtype=torch.int32, device=x.device).view(shape)
+    return table.reshape(-1)[index]
+
+
+class InputDecoder:
+    """A model's forward pre-hook that decodes stored codes (:func:`decode_inputs`) before the model sees them:
+    attached to every model of a run whose data set has an ``input_table`` (:meth:`FederatedData.attach`), so
+    every path that calls the model (both engines, evaluation, a method's own code) sees the same inputs."""
+
+    def __init__(self, table: torch.Tensor, sample_ndim: int) -> None:
+        self.table, self.sample_ndim = table, sample_ndim
+
+    def __call__(self, module: torch.nn.Module, args: tuple) -> tuple:
+        return (decode_inputs(self.table, args[0], self.sample_ndim), *args[1:])
+
+
 @dataclass(frozen=True)
 class ClientData:
     """One client's train and test tensors (views into the pooled tensors)."""
@@ -56,6 +84,12 @@ class ClientData:
     test_y: torch.Tensor
     #: the data set's training protocol drops an incomplete last batch (:attr:`FederatedData.drop_last`)
     drop_last: bool = False
+    #: the inputs are integer codes the model decodes (:attr:`FederatedData.input_table`), or None
+    input_table: torch.Tensor | None = None
+
+    def decode(self, x: torch.Tensor) -> torch.Tensor:
+        """``x`` (this client's samples) as the model sees them (:meth:`FederatedData.decode`)."""
+        return x if self.input_table is None else decode_inputs(self.input_table, x, x.dim() - 1)
 
     @property
     def n_train(self) -> int:
@@ -87,7 +121,9 @@ class DataShape:
 
     @classmethod
     def of(cls, data: FederatedData) -> DataShape:
-        return cls(data.input_shape, data.n_outputs, data.task, tuple(data.train_y.shape[1:]), data.train_x.dtype)
+        """The shape the model sees: decoded inputs' dtype when the data set stores codes (``input_table``)."""
+        dtype = data.input_table.dtype if data.input_table is not None else data.train_x.dtype
+        return cls(data.input_shape, data.n_outputs, data.task, tuple(data.train_y.shape[1:]), dtype)
 
     def __str__(self) -> str:
         dtype = "" if self.input_dtype == torch.float32 else f" {str(self.input_dtype).removeprefix('torch.')}"
@@ -107,7 +143,9 @@ class FederatedData:
     each label in the loss, None for none. ``drop_last``: local training leaves
     out each epoch's incomplete last batch of a client that has more than one
     batch (a data set's own protocol, set by its loader; docs/fidelity.md says
-    which data sets do and why).
+    which data sets do and why). ``input_table`` (``(channels, codes)``, floating): the inputs are stored
+    as integer codes and each model decodes them batch by batch (:func:`decode_inputs`, :meth:`attach`):
+    ``table[c, v]`` is the model's input for value ``v`` in channel ``c`` (one row: every channel).
     """
 
     train_x: torch.Tensor
@@ -120,6 +158,7 @@ class FederatedData:
     num_classes: int
     class_weights: torch.Tensor | None = None
     drop_last: bool = False
+    input_table: torch.Tensor | None = None
 
     def __post_init__(self) -> None:
         if self.task not in TASKS:
@@ -137,6 +176,32 @@ class FederatedData:
                 raise DataError(f"{split} offsets must be non-decreasing")
         if self.train_offsets.shape != self.test_offsets.shape:
             raise DataError("train and test must cover the same number of clients")
+        if self.input_table is not None:
+            self._check_table()
+
+    def _check_table(self) -> None:
+        table = self.input_table
+        if table.dim() != 2 or not table.is_floating_point():
+            raise DataError(f"input_table must be a floating (channels, codes) tensor, got {table.dtype} {tuple(table.shape)}")
+        for x in (self.train_x, self.test_x):
+            if x.is_floating_point() or x.dtype == torch.bool:
+                raise DataError(f"inputs decoded through input_table must be integer codes, got {x.dtype}")
+            if table.shape[0] > 1 and (x.dim() < 2 or x.shape[1] != table.shape[0]):
+                raise DataError(f"input_table has {table.shape[0]} rows (channels) but samples are {tuple(x.shape[1:])}")
+            if x.numel() and not 0 <= int(x.min()) <= int(x.max()) < table.shape[1]:
+                raise DataError(f"input codes span {int(x.min())}..{int(x.max())}, outside input_table's "
+                                f"{table.shape[1]} codes")
+
+    def decode(self, x: torch.Tensor) -> torch.Tensor:
+        """``x`` (samples of this data set) as the model sees them: decoded when the data set stores codes."""
+        return x if self.input_table is None else decode_inputs(self.input_table, x, len(self.input_shape))
+
+    def attach(self, model: torch.nn.Module) -> torch.nn.Module:
+        """``model`` decoding this data set's stored inputs itself (a forward pre-hook, :class:`InputDecoder`);
+        unchanged when the inputs are stored as the model takes them."""
+        if self.input_table is not None:
+            model.register_forward_pre_hook(InputDecoder(self.input_table, len(self.input_shape)))
+        return model
 
     @classmethod
     def from_clients(
@@ -147,6 +212,7 @@ class FederatedData:
         num_classes: int,
         class_weights: torch.Tensor | None = None,
         drop_last: bool = False,
+        input_table: torch.Tensor | None = None,
     ) -> FederatedData:
         """Pool per-client ``(x, y)`` pairs into one container."""
         if len(train) != len(test) or not train:
@@ -162,6 +228,7 @@ class FederatedData:
             num_classes=num_classes,
             class_weights=class_weights,
             drop_last=drop_last,
+            input_table=input_table,
         )
 
     @property
@@ -189,14 +256,15 @@ class FederatedData:
             raise IndexError(f"client index {i} out of range for {self.n_clients} clients")
         a, b = int(self.train_offsets[i]), int(self.train_offsets[i + 1])
         c, d = int(self.test_offsets[i]), int(self.test_offsets[i + 1])
-        return ClientData(self.train_x[a:b], self.train_y[a:b], self.test_x[c:d], self.test_y[c:d], self.drop_last)
+        return ClientData(self.train_x[a:b], self.train_y[a:b], self.test_x[c:d], self.test_y[c:d], self.drop_last,
+                          self.input_table)
 
     def select(self, clients: Sequence[int]) -> FederatedData:
         """A federation of the given clients, in the given order (client ``j`` is old client ``clients[j]``)."""
         parts = [self.client(i) for i in clients]
         return FederatedData.from_clients(
             [(c.train_x, c.train_y) for c in parts], [(c.test_x, c.test_y) for c in parts], self.task, self.num_classes,
-            self.class_weights, self.drop_last,
+            self.class_weights, self.drop_last, self.input_table,
         )
 
     def to(self, device: torch.device | str) -> FederatedData:
@@ -212,4 +280,5 @@ class FederatedData:
             self.num_classes,
             self.class_weights,
             self.drop_last,
+            self.input_table.to(device) if self.input_table is not None else None,
         )

@@ -40,8 +40,8 @@ import torch
 from fedbench.data import FederatedData
 
 #: the FederatedData fields stored as tensors, and the ones stored as metadata
-TENSORS = ("train_x", "train_y", "train_offsets", "test_x", "test_y", "test_offsets", "class_weights")
-FORMAT = 2  # 2: a SHA-256 per tensor (meta['digest']), checked at every load
+TENSORS = ("train_x", "train_y", "train_offsets", "test_x", "test_y", "test_offsets", "class_weights", "input_table")
+FORMAT = 3  # 2: a SHA-256 per tensor (meta['digest']), checked at every load; 3: input_table
 #: default bound of the folder, in gigabytes (``FEDBENCH_DATA_CACHE_GB``)
 DEFAULT_GB = 4.0
 #: a temporary file older than this (seconds) was left by a killed writer and is deleted

@@ -60,7 +60,7 @@ class TestLoaders:
         data = load_idx("mnist", tmp_path, {"n_clients": 4, "partitioner": "iid"})
         assert data.n_clients == 4 and data.input_shape == (1, 28, 28) and data.num_classes == 10
         assert int(data.train_sizes().sum() + data.test_sizes().sum()) == 160
-        pooled = torch.cat([data.train_x, data.test_x]).flatten(1).sum(1).sort().values
+        pooled = data.decode(torch.cat([data.train_x, data.test_x])).flatten(1).sum(1).sort().values
         expected = torch.from_numpy(images.reshape(160, -1).astype(np.float32) / 255.0).sum(1).sort().values
         torch.testing.assert_close(pooled, expected)
         assert sorted(torch.cat([data.train_y, data.test_y]).tolist()) == sorted(labels.tolist())

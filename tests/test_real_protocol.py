@@ -25,8 +25,12 @@ class TestCifarNormalisation:
         x_raw, _ = make_cifar(tmp_path, name, per_file=20)
         data = load_cifar(name, tmp_path, {"n_clients": 1, "partitioner": "iid", "test_fraction": 0.5})
         raw = torch.from_numpy(x_raw.reshape(-1, 3, 32, 32)).double() / 255
-        pool = torch.cat([data.train_x, data.test_x]).double()
-        assert pool.shape == raw.shape and pool.dtype == torch.float64
+        stored = torch.cat([data.train_x, data.test_x])
+        assert stored.dtype == torch.uint8  # a quarter of float32; each model decodes its batches
+        pool = data.decode(stored)
+        assert pool.dtype == torch.float32
+        pool = pool.double()
+        assert pool.shape == raw.shape
         # the same multiset of images: compare per-channel sums, which the split's order does not change
         for ch in range(3):
             expected = ((raw[:, ch] - MEAN[ch]) / STD[ch]).sum()
@@ -49,7 +53,9 @@ class TestCifarNormalisation:
     def test_raw_pixels_on_request(self, tmp_path):
         make_cifar(tmp_path, "cifar10", per_file=20)
         data = load_cifar("cifar10", tmp_path, {"n_clients": 2, "partitioner": "iid", "normalize": False})
-        assert float(data.train_x.min()) >= 0 and float(data.train_x.max()) <= 1
+        pool = data.decode(data.train_x)
+        assert float(pool.min()) >= 0 and float(pool.max()) <= 1
+        assert torch.equal(pool, data.train_x.float() / 255)
 
 
 class TestDropLast:
