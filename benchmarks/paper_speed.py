@@ -85,7 +85,8 @@ def __getattr__(name):
 """
 
 
-def child(dataset: str, method: str, engine: str, rounds: int, device: str, data_root: str) -> dict:
+def child(dataset: str, method: str, engine: str, rounds: int, device: str, data_root: str,
+          client_state: str = "memory") -> dict:
     """One cell in this process: load, build, ``rounds`` rounds with an evaluation before and after each."""
     import resource
 
@@ -102,7 +103,7 @@ def child(dataset: str, method: str, engine: str, rounds: int, device: str, data
 
     registry = get_registry()
     suite = load_suite(registry, "paper", seeds=[1], device=device, engine=engine, only_datasets=[dataset],
-                       only_methods=[method])
+                       only_methods=[method], client_state=client_state)
     (cfg,) = suite.runs
     t = time.perf_counter()
     sim = build_simulation(registry, cfg, Path(data_root))  # loads the data set, as a run does, once
@@ -157,8 +158,10 @@ def timed(cmd: list[str], cwd: str | Path | None = None, env: dict | None = None
         return {"rc": -1, "wall": float("nan"), "rss": float("nan"), "out": "", "err": f"{type(e).__name__}: {e}"}
 
 
-def ours(dataset: str, method: str, engine: str, rounds: int, device: str, data_root: Path, timeout: float) -> dict:
-    res = timed([sys.executable, __file__, "--child", dataset, method, engine, str(rounds), device, str(data_root)],
+def ours(dataset: str, method: str, engine: str, rounds: int, device: str, data_root: Path, timeout: float,
+         client_state: str = "memory") -> dict:
+    res = timed([sys.executable, __file__, "--child", dataset, method, engine, str(rounds), device, str(data_root),
+                 client_state],
                 env={**os.environ, "PYTHONUNBUFFERED": "1"}, timeout=timeout)
     row = {"code": "fedbench", "dataset": dataset, "method": method, "wall_s": res["wall"], "rss_mb": res["rss"]}
     if res["rc"] != 0:
@@ -262,21 +265,23 @@ def fmt(rows: list[dict]) -> list[str]:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--child", nargs=6, help=argparse.SUPPRESS)
+    p.add_argument("--child", nargs=7, help=argparse.SUPPRESS)
     p.add_argument("--data-root", type=Path)
     p.add_argument("--device", default="cpu")
     p.add_argument("--datasets", default="emnist,cifar10")
     p.add_argument("--methods", default="fedavg,fedem")
     p.add_argument("--engines", default="auto", help="comma-separated: auto, sequential, vectorized")
     p.add_argument("--rounds", type=int, default=2)
+    p.add_argument("--client-states", default="memory",
+                   help="comma-separated: memory, disk (fedbench's --client-state; one row of ours each)")
     p.add_argument("--authors", type=Path, help="a checkout of github.com/omarfoq/FedEM")
     p.add_argument("--authors-python", default=sys.executable)
     p.add_argument("--timeout", type=float, default=1800, help="seconds per process before it is stopped")
     p.add_argument("--out", default="results/paper-speed.md")
     args = p.parse_args()
     if args.child:
-        dataset, method, engine, rounds, device, root = args.child
-        print(json.dumps(child(dataset, method, engine, int(rounds), device, root)))
+        dataset, method, engine, rounds, device, root, client_state = args.child
+        print(json.dumps(child(dataset, method, engine, int(rounds), device, root, client_state)))
         return
     if args.data_root is None:
         p.error("--data-root is required")
@@ -286,7 +291,7 @@ def main() -> None:
         "## " + time.strftime("%Y-%m-%d") + f": {args.device}",
         "",
         f"`python benchmarks/paper_speed.py --data-root STANDIN --device {args.device} --datasets {args.datasets} "
-        f"--methods {args.methods} --engines {args.engines} --rounds {args.rounds}"
+        f"--methods {args.methods} --engines {args.engines} --rounds {args.rounds} --client-states {args.client_states}"
         f"{' --authors CHECKOUT' if args.authors else ''}` on {platform.machine()}, {os.cpu_count()} CPUs.",
         f"Every cell: {args.rounds} rounds and {args.rounds + 1} evaluations (before the first round, after each).",
         "",
@@ -308,10 +313,11 @@ def main() -> None:
             prepared = None
             for method in args.methods.split(","):
                 for engine in args.engines.split(","):
-                    row = ours(dataset, method, engine, args.rounds, args.device, args.data_root, args.timeout)
-                    rows.append(row)
-                    print(fmt([row])[-1], flush=True)
-                    write()
+                    for state in args.client_states.split(","):
+                        row = ours(dataset, method, engine, args.rounds, args.device, args.data_root, args.timeout, state)
+                        rows.append(row)
+                        print(fmt([row])[-1], flush=True)
+                        write()
                 if args.authors and dataset in AUTHORS_SPLIT and method in AUTHORS_METHOD:
                     if prepared is None:
                         prepared = prepare_authors(args.authors, args.authors_python, scratch, dataset, args.data_root,

@@ -87,11 +87,12 @@ def settings_of(settings: Mapping[str, Any] | None, keywords: Mapping[str, Any])
 
 
 def configure(dataset: str, method: str, seed: int = 0, *, settings: Mapping[str, Any] | None = None,
-              device: str = "cpu", engine: str = "auto", **keywords: Any) -> RunConfig:
+              device: str = "cpu", engine: str = "auto", client_state: str = "memory", **keywords: Any) -> RunConfig:
     """The fully resolved configuration of one run (every default filled in, every value checked)."""
     check_device(device)
     return resolve_run(get_registry(), dataset=dataset, method=method, seed=seed,
-                       overrides=settings_of(settings, keywords), device=device, engine=engine)
+                       overrides=settings_of(settings, keywords), device=device, engine=engine,
+                       client_state=client_state)
 
 
 def load_dataset(name: str, *, data_root: str | Path | None = None, **params: Any) -> FederatedData:
@@ -182,7 +183,7 @@ def history_of(store: ResultStore, run_id: str) -> pd.DataFrame:
 def run(dataset: str, method: str, seed: int = 0, *, results: str | Path | None = None,
         settings: Mapping[str, Any] | None = None, data_root: str | Path | None = None, device: str = "cpu",
         engine: str = "auto", force: bool = False, download: bool = False, progress: bool | None = None,
-        **keywords: Any) -> RunResult:
+        client_state: str = "memory", **keywords: Any) -> RunResult:
     """Run one method on one data set and return its result.
 
     ``results=None`` keeps everything in memory (nothing is written; an exception propagates with
@@ -190,7 +191,8 @@ def run(dataset: str, method: str, seed: int = 0, *, results: str | Path | None 
     run already done is read back (``status="skipped"``) unless ``force``.
     """
     registry = get_registry()
-    cfg = configure(dataset, method, seed, settings=settings, device=device, engine=engine, **keywords)
+    cfg = configure(dataset, method, seed, settings=settings, device=device, engine=engine, client_state=client_state,
+                    **keywords)
     root = Path(data_root) if data_root is not None else None
     prepare(registry, [cfg], data_root=root, download=download, skip_missing=False)
     if results is None:
@@ -224,7 +226,7 @@ def run_suite(suite: str | Path, *, results: str | Path = DEFAULT_PATH, seeds: S
               datasets: Sequence[str] | None = None, methods: Sequence[str] | None = None, jobs: int = 1,
               executor: str = "local", address: str | None = None, devices: Sequence[str] | None = None,
               data_root: str | Path | None = None, download: bool = False, force: bool = False, device: str = "cpu",
-              engine: str = "auto", progress: bool | None = None,
+              engine: str = "auto", progress: bool | None = None, client_state: str = "memory",
               on_outcome: Callable[[RunOutcome], None] | None = None, settings: Mapping[str, Any] | None = None,
               resources: Mapping[str, float] | None = None, data_from: str | None = None,
               **keywords: Any) -> SuiteResult:
@@ -245,7 +247,7 @@ plugin may register other executors (``fedbench list executor``). ``resources`` 
         check_device(d)
     loaded = load_suite(
         registry, str(suite), extra=settings_of(settings, keywords), seeds=list(seeds) if seeds is not None else None,
-        device=device, engine=engine, only_datasets=list(datasets) if datasets else None,
+        device=device, engine=engine, client_state=client_state, only_datasets=list(datasets) if datasets else None,
         only_methods=list(methods) if methods else None,
     )
     if resources and executor != "ray":

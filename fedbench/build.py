@@ -18,6 +18,7 @@ import torch
 from fedbench import datacache
 from fedbench.aggregator import Aggregator
 from fedbench.config import TRAIN_KEYS, RunConfig, TrainConfig, merge_params
+from fedbench.client_state import ScratchFolder
 from fedbench.data import DataShape, FederatedData, default_data_root
 from fedbench.engine import VectorizedEngine, prefers_sequential, vectorisable
 from fedbench.errors import ConfigError, FedbenchError, PluginError
@@ -41,6 +42,7 @@ def resolve_run(
     overrides: dict[str, Any] | None = None,
     device: str = "cpu",
     engine: str = "auto",
+    client_state: str = "memory",
 ) -> RunConfig:
     """A fully resolved :class:`RunConfig` from names and ``--set``-style overrides.
 
@@ -112,6 +114,7 @@ def resolve_run(
         ),
         device=device,
         engine=engine,
+        client_state=client_state,
         code=code_fingerprint(registry, components),
     )
 
@@ -396,4 +399,10 @@ def build_simulation(registry: Registry, cfg: RunConfig, data_root: Path | None 
         note = f"sequential (vectorized engine not applicable: {reason})"
     else:
         note = f"sequential (chosen for speed: {slower})"
-    return Simulation(cfg, data, aggregator, ensemble.learners[0].n_params, note, new_clients)
+    sim = Simulation(cfg, data, aggregator, ensemble.learners[0].n_params, note, new_clients)
+    if cfg.client_state == "disk":
+        folder = ScratchFolder()
+        for c in everyone:
+            c.keep_state_on_disk(folder)
+        sim.engine += "; client state on disk"
+    return sim

@@ -104,6 +104,7 @@ def cmd_run(args: argparse.Namespace) -> int:
             args.dataset, args.method, args.seed if args.seed is not None else 0, results=args.results,
             settings=settings, data_root=args.data_root, device=devices[0] if devices else args.device,
             engine=args.engine, force=args.force, download=args.download, progress=progress,
+            client_state=args.client_state,
         )
         outcome = RunOutcome(result.config, result.status, result.metrics, result.error, result.seconds, result.engine)
         print(outcome.summary())
@@ -129,6 +130,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         datasets=_names(args.datasets), methods=_names(args.methods), jobs=args.jobs, executor=args.executor,
         address=args.address, devices=_names(args.devices), data_root=args.data_root, download=args.download,
         force=args.force, device=args.device, engine=args.engine, progress=progress, on_outcome=report,
+        client_state=args.client_state,
         settings=settings, resources={k: v for k, v in (("cpus", args.cpus_per_run), ("gpus", args.gpus_per_run))
                                       if v is not None} or None, data_from=args.data_from,
     )
@@ -405,6 +407,11 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument(
         "--engine", choices=["auto", "vectorized", "sequential"], default="auto",
         help="auto (default): vectorised when the model and method allow it, else one client at a time",
+    )
+    run.add_argument(
+        "--client-state", choices=["memory", "disk"], default="memory",
+        help="where clients keep momentum and personal models between rounds: memory (default) or disk (files under "
+             "$FEDBENCH_STATE_DIR or the temp folder; the same numbers, one client's state in memory at a time)",
     )
     run.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a setting, e.g. lr=0.05 or dataset.n_clients=50")
     run.add_argument("--results", default=str(DEFAULT_PATH), help=f"SQLite results file (default {DEFAULT_PATH})")

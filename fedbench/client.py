@@ -16,10 +16,11 @@ client decides what it takes (:meth:`Client.receive_buffers`) and what it sends
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping, MutableMapping, Sequence
 
 import torch
 
+from fedbench.client_state import DiskSlots, ScratchFolder
 from fedbench.config import TrainConfig
 from fedbench.messages import ClientUpdate, EvalResult, FitIns, FitPhase  # (also importable from here)
 from fedbench.contract import guard
@@ -60,12 +61,24 @@ class Client:
         m = len(ensemble)
         self.learners_weights = torch.full((m,), 1.0 / m, device=data.train_y.device)
         self.samples_weights = torch.full((m, data.n_train), 1.0 / m, device=data.train_y.device)
-        self.momentum: list[torch.Tensor | None] = [None] * m
-        #: models this client keeps between rounds, by phase name (:class:`FitPhase` ``keep``), and their momentum
-        self.kept: dict[str, list[torch.Tensor]] = {}
-        self.kept_momentum: dict[str, list[torch.Tensor | None]] = {}
+        #: models this client keeps between rounds, by phase name (:class:`FitPhase` ``keep``), and the momentum
+        #: buffers it keeps by slot name (``"main"``: its learners'); in files with :meth:`keep_state_on_disk`
+        self.kept: MutableMapping[str, list[torch.Tensor]] = {}
+        self.kept_momentum: MutableMapping[str, list[torch.Tensor | None]] = {}
         #: this client's copy of each learner's buffers (None for models without buffers)
         self.buffers: list[torch.Tensor | None] = ensemble.get_buffers()
+
+    @property
+    def momentum(self) -> list[torch.Tensor | None]:
+        """The momentum buffers of this client's learners (None: fresh)."""
+        return self.kept_momentum.get("main") or [None] * len(self.ensemble)
+
+    def keep_state_on_disk(self, folder: ScratchFolder) -> None:
+        """Keep the models and momentum buffers this client holds between rounds in files under ``folder``
+        (:mod:`fedbench.client_state`): the same tensors, read back when it trains again."""
+        prefix = f"client{self.client_id}"
+        self.kept = DiskSlots(folder, f"{prefix}-kept", dict(self.kept))
+        self.kept_momentum = DiskSlots(folder, f"{prefix}-momentum", dict(self.kept_momentum))
 
     def load(self, params: list[torch.Tensor]) -> None:
         """Put ``params`` and this client's own buffers into the workspace learners."""
@@ -287,7 +300,7 @@ class Client:
         """The kept momentum a phase starts from (None: fresh)."""
         if name is None or not self.train.keep_optimizer_state:
             return None
-        return self.momentum if name == "main" else self.kept_momentum.get(name)
+        return self.kept_momentum.get(name)
 
     def set_kept(self, name: str, params: list[torch.Tensor]) -> None:
         """Keep a phase's result as the personal model ``name`` (:class:`FitPhase` ``keep``)."""
@@ -300,10 +313,7 @@ class Client:
     def set_momentum_slot(self, name: str | None, buffers: list[torch.Tensor | None]) -> None:
         if name is None or not self.train.keep_optimizer_state:
             return
-        if name == "main":
-            self.momentum = buffers
-        else:
-            self.kept_momentum[name] = buffers
+        self.kept_momentum[name] = buffers
 
     def sgd_config(self, lr: float) -> SGDConfig:
         """The local optimiser settings for a round with learning rate ``lr``."""

@@ -19,6 +19,8 @@ from fedbench.errors import ConfigError
 
 LR_SCHEDULES = ("multistep", "constant")
 ENGINES = ("auto", "vectorized", "sequential")
+#: where clients keep what lasts between rounds (:mod:`fedbench.client_state`)
+CLIENT_STATES = ("memory", "disk")
 
 
 #: points on a learning curve when ``eval_every`` is not set
@@ -122,12 +124,17 @@ class RunConfig:
     device: str = field(default="cpu", compare=False)
     #: auto | vectorized | sequential; not part of the run id (both engines compute the same numbers)
     engine: str = field(default="auto", compare=False)
+    #: memory | disk: where clients keep their momentum and personal models between rounds
+    #: (:mod:`fedbench.client_state`); not part of the run id (the same numbers either way)
+    client_state: str = field(default="memory", compare=False)
     #: fingerprint of the code that computes this run (:mod:`fedbench.fingerprint`); part of the run id
     code: str = ""
 
     def __post_init__(self) -> None:
         if self.engine not in ENGINES:
             raise ConfigError(f"engine must be one of {', '.join(ENGINES)}, got {self.engine!r}")
+        if self.client_state not in CLIENT_STATES:
+            raise ConfigError(f"client_state must be one of {', '.join(CLIENT_STATES)}, got {self.client_state!r}")
 
     def to_dict(self) -> dict[str, Any]:
         out = dataclasses.asdict(self)

@@ -138,6 +138,7 @@ def load_suite(
     seeds: list[int] | None = None,
     device: str = "cpu",
     engine: str = "auto",
+    client_state: str = "memory",
     only_datasets: list[str] | None = None,
     only_methods: list[str] | None = None,
 ) -> Suite:
@@ -226,7 +227,7 @@ def load_suite(
                     runs.append(
                         resolve_run(
                             registry, dataset=ds_name, method=method, seed=seed, overrides=overrides,
-                            device=device, engine=engine,
+                            device=device, engine=engine, client_state=client_state,
                         )
                     )
             except FedbenchError as e:

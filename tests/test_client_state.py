@@ -1,0 +1,63 @@
+"""Clients' lasting state (momentum buffers, personal models) kept in files: the same numbers as in memory."""
+
+from __future__ import annotations
+
+import gc
+
+import pytest
+import torch
+
+from fedbench.build import build_simulation, resolve_run
+from fedbench.client_state import DiskSlots, ScratchFolder
+from fedbench.errors import ConfigError
+from tests.conftest import TINY
+
+
+def test_disk_slots_give_back_what_was_put_and_the_folder_goes_with_its_last_user(tmp_path, monkeypatch):
+    monkeypatch.setenv("FEDBENCH_STATE_DIR", str(tmp_path))
+    folder = ScratchFolder()
+    slots = DiskSlots(folder, "client0", {"main": [torch.arange(3.0), None]})
+    value = [torch.tensor([1.5, -2.0]), torch.tensor([[7.0]])]
+    slots["personal"] = value
+    assert sorted(slots) == ["main", "personal"] and len(slots) == 2
+    assert all(torch.equal(a, b) for a, b in zip(slots["personal"], value))
+    assert slots["main"][1] is None and torch.equal(slots["main"][0], torch.arange(3.0))
+    assert slots.get("other") is None
+    assert len(list(folder.path.iterdir())) == 2  # nothing but the names in memory
+    del slots["main"]
+    assert len(list(folder.path.iterdir())) == 1
+    path = folder.path
+    del folder, slots
+    gc.collect()
+    assert not path.exists()
+
+
+@pytest.mark.parametrize("method, engine", [("fedavg", "vectorized"), ("ditto", "vectorized"), ("fedem", "sequential"),
+                                            ("pfedme-moreau", "sequential")])
+def test_a_run_with_client_state_on_disk_computes_the_same_numbers(registry, tmp_path, monkeypatch, method, engine):
+    monkeypatch.setenv("FEDBENCH_STATE_DIR", str(tmp_path))
+    over = {**TINY, "rounds": 3, "participation": 0.5}
+    sims = [build_simulation(registry, resolve_run(registry, dataset="synthetic", method=method, seed=1, overrides=over,
+                                                   engine=engine, client_state=state))
+            for state in ("memory", "disk")]
+    assert sims[1].engine.endswith("client state on disk") and sims[1].engine.startswith(engine)
+    mem, disk = sims[0].aggregator, sims[1].aggregator
+    for r in range(3):
+        assert mem.fit_round(r).train_loss == disk.fit_round(r).train_loss
+    for a, b in zip(mem.global_params, disk.global_params):
+        assert torch.equal(a, b)
+    for c, d in zip(mem.clients, disk.clients):
+        assert sorted(c.kept) == sorted(d.kept) and sorted(c.kept_momentum) == sorted(d.kept_momentum)
+        for key in c.kept_momentum:
+            assert all(torch.equal(x, y) for x, y in zip(c.kept_momentum[key], d.kept_momentum[key]) if x is not None)
+    assert [(e.test_loss, e.test_acc) for e in mem.evaluate()] == [(e.test_loss, e.test_acc) for e in disk.evaluate()]
+    (folder,) = tmp_path.iterdir()
+    assert any(folder.iterdir())  # the state is there, not in memory
+    del sims, mem, disk, c, d
+    gc.collect()
+    assert not folder.exists()
+
+
+def test_an_unknown_place_is_refused_before_any_run(registry):
+    with pytest.raises(ConfigError, match="client_state must be one of memory, disk"):
+        resolve_run(registry, dataset="synthetic", method="fedavg", seed=0, client_state="gpu")
