@@ -17,6 +17,7 @@ from torch import nn
 from torch.func import functional_call
 from torch.nn.utils import parameters_to_vector
 
+from fedbench.dropout import KeyedDropout, batch_key, keyed
 from fedbench.tasks import Task
 
 #: input elements per chunk in no-grad passes over a whole data set (bounds activation memory)
@@ -195,6 +196,8 @@ class Learner:
         self.n_params = int(sum(p.numel() for p in self._params))
         #: floating-point buffers (BatchNorm running statistics): state, not trained by gradients
         self._buffers = [b for b in model.buffers() if b.is_floating_point()]
+        #: the model has keyed dropout layers (:mod:`fedbench.dropout`): a fit then keys its batches' masks
+        self.keyed_dropout = any(isinstance(m, KeyedDropout) for m in model.modules())
 
     def loss_and_grad(self, flat: torch.Tensor, x: torch.Tensor, y: torch.Tensor) -> tuple[float, torch.Tensor]:
         """Mean loss of the model at parameters ``flat`` on (x, y), and its gradient (flat).
@@ -278,6 +281,7 @@ class Learner:
         term: Callable[[torch.Tensor], torch.Tensor] | None = None,
         trainable: Sequence[bool] | None = None,
         sample_term: Callable[[torch.Tensor, Batch], torch.Tensor] | None = None,
+        dropout_key: int | None = None,
     ) -> FitResult:
         """Run one epoch of mini-batch SGD per row of ``orders`` (sample orders, shape (epochs, n)).
 
@@ -289,7 +293,8 @@ class Learner:
         is the buffer left by an earlier fit (flat), or None to start afresh.
         ``trainable`` (one flag per parameter tensor) freezes the tensors flagged False:
         they take no step, no weight decay and no momentum; such a fit starts and
-        returns no momentum buffer.
+        returns no momentum buffer. ``dropout_key`` (:func:`fedbench.dropout.row_key`): the model's keyed
+        dropout layers draw batch ``b``'s masks from ``batch_key(dropout_key, b)``, as the batched engine does.
         """
         if trainable is not None and len(trainable) != len(self._params):
             raise ValueError(f"trainable needs one flag per parameter tensor ({len(self._params)}), got {len(trainable)}")
@@ -307,6 +312,9 @@ class Learner:
         # out any short last batch of a client with more than one batch (SGDConfig.drops).
         batch_norm = uses_batch_statistics(self.model)
         body = representation_module(self.model) if sample_term is not None else None
+        row = None
+        if dropout_key is not None and self.keyed_dropout:
+            row = torch.tensor(dropout_key, dtype=torch.int64, device=y.device)
         total, batches = 0.0, 0
         for perm in orders.to(y.device):
             for idx in perm.split(sgd.batch_size):
@@ -316,13 +324,14 @@ class Learner:
                     continue
                 for p in self._params:
                     p.grad = None
-                with captured(body) as seen:
-                    logits = self.model(x[idx])
-                losses = self.task.loss(logits, y[idx])
-                theta = parameters_to_vector(self._params) if term is not None or sample_term is not None else None
-                if sample_term is not None:
-                    batch = Batch(x[idx], y[idx], seen[-1] if seen else None, representer(self.call, body, x[idx]))
-                    losses = losses + sample_term(theta, batch)
+                with keyed(None if row is None else batch_key(row, batches)):
+                    with captured(body) as seen:
+                        logits = self.model(x[idx])
+                    losses = self.task.loss(logits, y[idx])
+                    theta = parameters_to_vector(self._params) if term is not None or sample_term is not None else None
+                    if sample_term is not None:
+                        batch = Batch(x[idx], y[idx], seen[-1] if seen else None, representer(self.call, body, x[idx]))
+                        losses = losses + sample_term(theta, batch)
                 if weights is not None:
                     losses = losses * weights[idx]
                 loss = losses.sum() / idx.numel()
@@ -426,18 +435,21 @@ class LearnersEnsemble:
         terms: Sequence[Callable[[torch.Tensor], torch.Tensor]] | None = None,
         trainable: Sequence[bool] | None = None,
         sample_terms: Sequence[Callable[[torch.Tensor, Batch], torch.Tensor]] | None = None,
+        dropout_keys: Sequence[int] | None = None,
     ) -> list[FitResult]:
         """Fit learner m with row m of ``weights`` (shape (M, n)), one after another.
 
         The batch orders of all learners and epochs are drawn at once from
         ``generator`` (:func:`epoch_orders`), so a run is reproducible for a seed.
-        ``trainable``: as in :meth:`Learner.fit_epochs`, for every learner.
+        ``trainable``: as in :meth:`Learner.fit_epochs`, for every learner; ``dropout_keys``: one per learner.
         """
         momentum = momentum or [None] * len(self)
+        dropout_keys = dropout_keys or [None] * len(self)
         terms = terms or [None] * len(self)
         sample_terms = sample_terms or [None] * len(self)
         orders = epoch_orders(generator, len(self) * sgd.epochs, int(y.shape[0])).view(len(self), sgd.epochs, -1)
         return [
-            learner.fit_epochs(x, y, weights[m], sgd, orders[m], momentum[m], terms[m], trainable, sample_terms[m])
+            learner.fit_epochs(x, y, weights[m], sgd, orders[m], momentum[m], terms[m], trainable, sample_terms[m],
+                               dropout_keys[m])
             for m, learner in enumerate(self.learners)
         ]

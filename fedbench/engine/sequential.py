@@ -16,6 +16,7 @@ import torch
 from fedbench import memory
 from fedbench.messages import ClientUpdate, EvalResult, EvaluateIns, FitIns, FitPhase
 from fedbench.engine.base import AnyClient, Consume, Engine
+from fedbench.dropout import batch_key, keyed, row_key
 from fedbench.learner import SGDConfig, batch_loss, eager_grad, epoch_orders
 from fedbench.seeding import generator
 
@@ -79,6 +80,8 @@ class SequentialEngine(Engine):
                 terms=c.terms(phase.term, ins.params, ins.extras),
                 trainable=phase.trainable,
                 sample_terms=c.terms(phase.sample_term, ins.params, ins.extras, per_sample=True),
+                dropout_keys=([row_key(c.seed, phase.stream, ins.round, c.client_id, j) for j in range(len(start))]
+                              if c.ensemble.learners[0].keyed_dropout else None),
             )
             c.set_momentum_slot(phase.momentum, [fit.momentum for fit in fits])
             results.append(c.ensemble.get_params())
@@ -95,6 +98,9 @@ class SequentialEngine(Engine):
             theta = torch.stack(c.joint_start(phase, ins.params, prev))
             momentum = c.joint_momentum(phase, theta)
             orders = epoch_orders(generator(c.seed, phase.stream, ins.round, c.client_id), sgd.epochs, c.n_train)
+            row = None  # the client's step: its dropout masks (if any) from one row key
+            if learner.keyed_dropout:
+                row = torch.tensor(row_key(c.seed, phase.stream, ins.round, c.client_id, 0), device=c.data.train_y.device)
             learner.model.train()
             total, steps = 0.0, 0
             for perm in orders.to(c.data.train_y.device):
@@ -104,7 +110,8 @@ class SequentialEngine(Engine):
                     ones = torch.ones(idx.numel(), dtype=theta.dtype, device=theta.device)
                     loss = batch_loss(learner.call, learner.task, c.data.train_x[idx], c.data.train_y[idx], ones,
                                       float(idx.numel()))
-                    theta, momentum, value = step(theta, momentum, eager_grad(loss), sgd)
+                    with keyed(None if row is None else batch_key(row, steps)):
+                        theta, momentum, value = step(theta, momentum, eager_grad(loss), sgd)
                     total, steps = total + float(value), steps + 1
             c.set_momentum_slot(phase.momentum, list(momentum) if sgd.momentum > 0 else [None] * len(theta))
             results.append(c.joint_done(phase, [t.detach() for t in theta]))

@@ -34,7 +34,8 @@ reference; this engine computes the same thing as batched tensor work:
 It applies when the model's buffers are floating-point (BatchNorm statistics: every
 client's copy is a row like its parameters, updated in place by its batches; rows
 are then batched only with rows of the same batch size, since a padded sample
-would enter the batch statistics) and it draws no dropout masks, and the client
+would enter the batch statistics) and its dropout layers are keyed (:mod:`fedbench.dropout`: each row's
+masks drawn from its own key, as the one-at-a-time path draws them), and the client
 type keeps the reference's ``step``, ``fit`` and ``sgd_config``: its local
 objective may add a term (:meth:`Client.local_term`, run here under ``vmap``
 over all rows), train in several phases (:class:`FitPhase`), replace the SGD
@@ -59,6 +60,7 @@ from fedbench.engine.vectorized.evaluate import Evaluate
 from fedbench.engine.vectorized.layout import Layout, _state_buffers
 from fedbench.engine.vectorized.schedule import Schedule
 from fedbench.engine.vectorized.train import Train
+from fedbench.dropout import KeyedDropout
 from fedbench.learner import uses_batch_statistics
 from fedbench.tasks import Task
 
@@ -82,6 +84,10 @@ class VectorizedEngine(Layout, Schedule, Train, Evaluate, Engine):
         #: whether a batch's statistics enter the model (BatchNorm in training): then rows are batched only
         #: with rows of the same batch size (no padding) and a lone last sample is skipped, as the reference does
         self.batch_stats = uses_batch_statistics(model)
+        #: whether the model has keyed dropout layers (:mod:`fedbench.dropout`): each row's batches then
+        #: draw their masks from the row's key, as the one-at-a-time path does
+        self.keyed_dropout = any(isinstance(m, KeyedDropout) for m in model.modules())
+        self.device = next(model.parameters()).device
         #: what a padded sample costs in a training step, in input elements (:data:`SET_COST`)
         self.sample_cost = max(1, data.train_x[0].numel() if len(data.train_x) else 1, sum(self.sizes))
         self.train_sizes = data.train_sizes().tolist()

@@ -8,6 +8,7 @@ import torch
 from torch import nn
 
 from fedbench.client import Client, FitIns, FitPhase
+from fedbench.dropout import unkeyed
 from fedbench.engine.vectorized.layout import _state_buffers
 from fedbench.learner import Batch
 
@@ -46,8 +47,10 @@ def vectorisable(model: nn.Module, clients: Sequence[Client]) -> str | None:
     other = [n for n, b in model.named_buffers() if id(b) not in kept and not n.endswith("num_batches_tracked")]
     if other:
         return f"model {type(model).__name__} has non-floating-point buffers ({', '.join(other)})"
-    if any(isinstance(m, nn.modules.dropout._DropoutNd) for m in model.modules()):
-        return f"model {type(model).__name__} draws dropout masks, which the reference draws per client and batch"
+    drawn = unkeyed(model)
+    if drawn:
+        return (f"model {type(model).__name__} draws dropout masks from torch's generator ({', '.join(sorted(set(drawn)))}: "
+                "only nn.Dropout layers are keyed per client, learner and batch, fedbench.dropout)")
     for cls in {type(c) for c in clients}:
         for name in ("step", "fit", "sgd_config"):  # training; a client's own evaluate runs per client
             if getattr(cls, name) is not getattr(Client, name):

@@ -12,6 +12,7 @@ import torch
 from torch.func import grad_and_value, vmap
 
 from fedbench.client import Client, ClientUpdate, FitIns, FitPhase
+from fedbench.dropout import batch_key, keyed, row_key
 from fedbench.engine.base import Consume
 from fedbench.engine.vectorized.layout import RowMajorLinear
 from fedbench.learner import Batch, SGDConfig, batch_loss, captured, representation_module, representer, sgd_update
@@ -66,9 +67,10 @@ class Train:
         slots = [c.momentum_slot(phase.momentum) or [None] * m for c in clients]
         buf = torch.stack([b if b is not None else torch.zeros_like(flat[0]) for bs in slots for b in bs])
         weights = [c.samples_weights for c in clients]
-        # a per-sample term sees each row's own batch: the one-block path for one-batch clients shares
-        # a client's batch between its learners, so such phases take the per-step path
-        whole = self._whole_fits(sgd.batch_size) and phase.sample_term is None
+        # a per-sample term sees each row's own batch, and a dropout mask falls on the samples in the order of
+        # the row's batch: the one-block path for one-batch clients shares a client's stored block between its
+        # learners, so such phases take the per-step path
+        whole = self._whole_fits(sgd.batch_size) and phase.sample_term is None and not self.keyed_dropout
         steps = self._schedule(clients, m, sgd.epochs, sgd.batch_size, instructions[0].round, phase.stream,
                                whole=whole, drop_last=sgd.drop_last)
         term, sample_term, ctx = None, None, None
@@ -81,8 +83,9 @@ class Train:
         if phase.trainable is not None and not all(phase.trainable):  # (all trainable: no mask to apply)
             mask = torch.cat([torch.full((size,), bool(t)) for size, t in zip(self.sizes, phase.trainable)]).to(flat)
         bufs = self._buffers_of(clients)
+        keys = self._dropout_keys(clients, m, phase.stream, instructions[0].round)
         new_flat, new_buf, loss_sum, n_steps = self._sgd(flat, buf, weights, steps, sgd, term, ctx, mask, bufs,
-                                                         sample_term)
+                                                         sample_term, keys)
         per_client_buf = new_buf.view(len(clients), m, -1)
         for ci, c in enumerate(clients):
             c.set_momentum_slot(phase.momentum, list(per_client_buf[ci]) if sgd.momentum > 0 else [None] * m)
@@ -91,6 +94,14 @@ class Train:
             buffers = [list(rows.clone()) for rows in bufs.view(len(clients), m, -1)]
         results = [list(r) for r in new_flat.view(len(clients), m, -1)]
         return results, (loss_sum / n_steps.clamp_min(1)).view(len(clients), m).mean(dim=1), buffers
+
+    def _dropout_keys(self, clients: Sequence[Client], m: int, stream: int, round_: int) -> torch.Tensor | None:
+        """Each (client, learner) row's dropout key (:func:`fedbench.dropout.row_key`), None for a model
+        without keyed dropout layers."""
+        if not self.keyed_dropout:
+            return None
+        return torch.tensor([row_key(c.seed, stream, round_, c.client_id, j) for c in clients for j in range(m)],
+                            dtype=torch.int64, device=self.device)
 
     def mean_losses(self, losses: list[torch.Tensor], n_clients: int) -> list[float]:
         return (torch.stack(losses).mean(dim=0) if losses else torch.zeros(n_clients)).tolist()
@@ -110,9 +121,11 @@ class Train:
         steps = self._schedule(clients, 1, sgd.epochs, sgd.batch_size, round_, phase.stream,
                                drop_last=sgd.drop_last).to(stacks.device)
         step, task, call = FitPhase.bound(phase.step, clients[0]), self.task, self._logits
+        keys = self._dropout_keys(clients, 1, phase.stream, round_)
 
-        def one(theta, buf, x, y, w, denom):  # noqa: ANN001, ANN202
-            return step(theta, buf, grad_and_value(batch_loss(call, task, x, y, w, denom)), sgd)
+        def one(theta, buf, x, y, w, denom, key=None):  # noqa: ANN001, ANN202
+            with keyed(key):
+                return step(theta, buf, grad_and_value(batch_loss(call, task, x, y, w, denom)), sgd)
 
         every = vmap(one)
         loss_sum = torch.zeros(len(clients), device=stacks.device)
@@ -121,7 +134,8 @@ class Train:
         for s in range(steps.counts.shape[1]):
             for rows in self._row_sets(steps.counts[:, s], steps.gidx.shape[2]):
                 active, valid, x, y, _, denom = self._gather(steps, s, rows, stacks.dtype)
-                theta, buf, value = every(stacks[active], bufs[active], x, y, valid.to(stacks.dtype), denom)
+                theta, buf, value = every(stacks[active], bufs[active], x, y, valid.to(stacks.dtype), denom,
+                                          *(() if keys is None else (batch_key(keys[active], s),)))
                 stacks.index_copy_(0, active, theta.detach())
                 bufs.index_copy_(0, active, buf.detach())
                 loss_sum.index_add_(0, active, value.detach())
@@ -167,17 +181,25 @@ class Train:
             (grad,) = torch.autograd.grad(per_row.sum(), theta)
         return grad, per_row.detach()
 
-    def _sgd(self, flat, buf, weights, steps, sgd, term, ctx, mask=None, bufs=None, sample_term=None):  # noqa: ANN001, ANN202
+    def _sgd(self, flat, buf, weights, steps, sgd, term, ctx, mask=None, bufs=None, sample_term=None,  # noqa: ANN001, ANN202
+             keys=None):
         """Run every row's scheduled batches; returns new params, momentum buffers, loss sums and step counts.
         ``mask`` (P,): the coordinates that train (the others take no step, decay or momentum). ``bufs`` (K, B):
         every row's model buffers (BatchNorm statistics), updated in place by its batches. ``sample_term``
-        (:meth:`Client.sample_term`): a per-sample term, run with each row's logits under ``vmap``."""
+        (:meth:`Client.sample_term`): a per-sample term, run with each row's logits under ``vmap``. ``keys`` (K,):
+        the rows' dropout keys (:func:`fedbench.dropout.row_key`; batch ``s`` draws from ``batch_key(key, s)``)."""
         device = flat.device
         k = flat.shape[0]
         steps = steps.to(device)
         pooled = self._pooled_weights(weights, steps)
-        model_call = self._logits
+        plain_call = self._logits
         self.model.train()
+
+        def model_call(t, x, state, key=None):  # noqa: ANN001, ANN202
+            """One row's logits; its keyed dropout layers draw from ``key``."""
+            with keyed(key):
+                return plain_call(t, x, state)
+
         forward = vmap(model_call)
 
         # measured faster for the linear layers of models without BatchNorm, slower with it
@@ -186,21 +208,23 @@ class Train:
         if sample_term is not None:
             body = representation_module(self.model)
 
-            def with_term(t, x, state, y, row_ctx):  # noqa: ANN001, ANN202
+            def with_term(t, x, state, y, row_ctx, key=None):  # noqa: ANN001, ANN202
                 """One row's logits and its per-sample term on its batch (the model's representation captured
                 from the same forward)."""
-                with captured(body) as seen:
-                    logits = model_call(t, x, state)
-                batch = Batch(x, y, seen[-1] if seen else None, representer(model_call, body, x))
-                return logits, sample_term(t, row_ctx, batch)
+                with keyed(key):
+                    with captured(body) as seen:
+                        logits = plain_call(t, x, state)
+                    batch = Batch(x, y, seen[-1] if seen else None, representer(plain_call, body, x))
+                    return logits, sample_term(t, row_ctx, batch)
 
             forward_term = vmap(with_term)
 
-        def grad_fn(theta, x, y, w, denom, state, active):  # noqa: ANN001, ANN202
+        def grad_fn(theta, x, y, w, denom, state, active, s):  # noqa: ANN001, ANN202
+            key = () if keys is None else (batch_key(keys[active], s),)
             if sample_term is not None:
                 row_ctx = {k: v[active] for k, v in ctx.items()}
-                return self._rows_grad(theta, lambda t: forward_term(t, x, state, y, row_ctx), y, w, denom, layout)
-            return self._rows_grad(theta, lambda t: forward(t, x, state), y, w, denom, layout)
+                return self._rows_grad(theta, lambda t: forward_term(t, x, state, y, row_ctx, *key), y, w, denom, layout)
+            return self._rows_grad(theta, lambda t: forward(t, x, state, *key), y, w, denom, layout)
         term_grad = vmap(grad_and_value(term)) if term is not None else None  # per row: d term / d theta, term
         loss_sum = torch.zeros(k, device=device)
         n_steps = np.zeros(k, dtype=np.int64)
@@ -233,7 +257,7 @@ class Train:
                 active, _, x, y, w, denom = self._gather(steps, s, rows, flat.dtype, pooled)
                 theta = flat[active]
                 state = self._split_buffers(None if bufs is None else bufs[active])
-                g, loss = grad_fn(theta, x, y, w, denom, state, active)
+                g, loss = grad_fn(theta, x, y, w, denom, state, active, s)
                 if bufs is not None:  # the batches' statistics, as the model left them
                     bufs.index_copy_(0, active, self._join_buffers(state))
                 apply(active, rows, theta, g, loss)
