@@ -3,7 +3,9 @@
 # registry (run from the repository root), cheapest first so that a lease that ends early still returns whole rows:
 #   1. tests/test_cuda.py: every baselines-suite method on the GPU, both engines, against the CPU reference;
 #   2. real-size stand-ins of the paper's CIFAR-10 and EMNIST (benchmarks/standin_data.py, numpy only);
-#   3. benchmarks/paper_speed.py on cuda: each real cell (EMNIST, then CIFAR-10; FedAvg, then FedEM) in whole rounds,
+#   3. benchmarks/paper_speed.py on cuda: each real cell (EMNIST, then CIFAR-10; FedAvg, then FedEM) in whole rounds
+#      (MobileNetV2 and the LSTM train vectorised too since keyed dropout and the written-out LSTM; DATASETS can add
+#      cifar100, femnist and shakespeare),
 #      fedbench beside the FedEM authors' code on the same files and GPU (when AUTHORS names a checkout of
 #      omarfoq/FedEM), then the same cells of fedbench on the other engine;
 #   4. (SYNTHETIC=1) the synthetic headline run of benchmarks/speed_synthetic.py on cuda and on the CPU.

@@ -20,6 +20,7 @@ from fedbench.aggregator import Aggregator
 from fedbench.config import TRAIN_KEYS, RunConfig, TrainConfig, merge_params
 from fedbench.client_state import ScratchFolder
 from fedbench.dropout import keyed_dropout
+from fedbench.recurrent import batchable_lstms
 from fedbench.data import DataShape, FederatedData, default_data_root
 from fedbench.engine import VectorizedEngine, prefers_sequential, vectorisable
 from fedbench.errors import ConfigError, FedbenchError, PluginError
@@ -370,8 +371,8 @@ def build_simulation(registry: Registry, cfg: RunConfig, data_root: Path | None 
         torch.manual_seed(derive_seed(cfg.seed, STREAM_INIT))
         try:
             models = [
-                data.attach(keyed_dropout(model_entry.spec.build(data.input_shape, data.n_outputs,
-                                                                 **dict(cfg.model_params))))
+                data.attach(batchable_lstms(keyed_dropout(model_entry.spec.build(data.input_shape, data.n_outputs,
+                                                                                 **dict(cfg.model_params)))))
                 for _ in range(cfg.n_learners)
             ]
         except Exception as e:

@@ -66,3 +66,41 @@ def test_a_stored_gpu_run_matches_the_cpu_run(registry, tmp_path):
         out[device] = outcome.metrics
     assert out["cuda"]["test_acc"] == pytest.approx(out["cpu"]["test_acc"], abs=0.5)
     assert out["cuda"]["train_loss"] == pytest.approx(out["cpu"]["train_loss"], rel=1e-3)
+
+
+def test_dropout_masks_on_the_gpu_are_the_cpus_bit_for_bit():
+    from fedbench.dropout import batch_key, keep_mask, row_key
+
+    key = batch_key(torch.tensor(row_key(1, 3, 7, 11, 2)), 5)
+    cpu = keep_mask(key, 1, torch.Size([128, 1280]), 0.2, torch.device("cpu"))
+    gpu = keep_mask(key.cuda(), 1, torch.Size([128, 1280]), 0.2, torch.device("cuda"))
+    assert torch.equal(gpu.cpu(), cpu)
+
+
+@pytest.mark.parametrize("engine", ["vectorized", "sequential"])
+def test_a_dropout_model_on_the_gpu_equals_the_cpu_reference(engine):
+    from tests.test_dropout import _registry
+
+    reg = _registry()
+    sims = [build_simulation(reg, resolve_run(reg, dataset="synthetic", method="fedem", seed=2,
+                                              overrides={**TINY, "model": "dropnet", "batch_size": 16}, engine=e, device=d))
+            for e, d in (("sequential", "cpu"), (engine, "cuda"))]
+    ref, gpu = sims[0].aggregator, sims[1].aggregator
+    for r in range(2):
+        assert gpu.fit_round(r).train_loss == pytest.approx(ref.fit_round(r).train_loss, rel=1e-4)
+    for p, q in zip(ref.global_params, gpu.global_params):
+        torch.testing.assert_close(q.cpu(), p, rtol=1e-4, atol=1e-5)
+
+
+def test_the_lstm_written_out_on_the_gpu_equals_the_cpu_reference():
+    from tests.test_recurrent import _registry
+
+    reg = _registry()
+    sims = [build_simulation(reg, resolve_run(reg, dataset="chars", method="fedavg", seed=0,
+                                              overrides={"batch_size": 8, "model.hidden": 16}, engine=e, device=d))
+            for e, d in (("sequential", "cpu"), ("vectorized", "cuda"))]
+    ref, gpu = sims[0].aggregator, sims[1].aggregator
+    for r in range(2):
+        assert gpu.fit_round(r).train_loss == pytest.approx(ref.fit_round(r).train_loss, rel=1e-4)
+    for p, q in zip(ref.global_params, gpu.global_params):
+        torch.testing.assert_close(q.cpu(), p, rtol=1e-4, atol=1e-5)

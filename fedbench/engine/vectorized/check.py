@@ -9,6 +9,7 @@ from torch import nn
 
 from fedbench.client import Client, FitIns, FitPhase
 from fedbench.dropout import unkeyed
+from fedbench.recurrent import unbatchable
 from fedbench.engine.vectorized.layout import _state_buffers
 from fedbench.learner import Batch
 
@@ -47,6 +48,10 @@ def vectorisable(model: nn.Module, clients: Sequence[Client]) -> str | None:
     other = [n for n, b in model.named_buffers() if id(b) not in kept and not n.endswith("num_batches_tracked")]
     if other:
         return f"model {type(model).__name__} has non-floating-point buffers ({', '.join(other)})"
+    recurrent = unbatchable(model)
+    if recurrent:
+        return (f"model {type(model).__name__} has recurrent layers vmap cannot batch ({', '.join(sorted(set(recurrent)))}: "
+                "only unidirectional nn.LSTM without projection or inter-layer dropout is written out, fedbench.recurrent)")
     drawn = unkeyed(model)
     if drawn:
         return (f"model {type(model).__name__} draws dropout masks from torch's generator ({', '.join(sorted(set(drawn)))}: "

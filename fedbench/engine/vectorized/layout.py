@@ -13,6 +13,7 @@ from torch.overrides import TorchFunctionMode
 
 from fedbench.client import Client
 from fedbench.learner import sample_cost
+from fedbench.recurrent import unrolled
 
 
 class RowMajorLinear(TorchFunctionMode):
@@ -55,7 +56,8 @@ class Layout:
         training updates them in place) on ``x``."""
         tensors = self._unflatten(flat)
         tensors.update(zip(self.buffer_names, buffers))
-        return functional_call(self.model, tensors, (x,))
+        with unrolled():  # an LSTM as matrix products, which vmap batches (fedbench.recurrent)
+            return functional_call(self.model, tensors, (x,))
 
     def _per_sample(self, flat: torch.Tensor, x: torch.Tensor, buffers: Sequence[torch.Tensor]) -> tuple[int, int]:
         """One sample's logits and twice its widest layer output at ``flat`` (:func:`fedbench.learner.sample_cost`,
