@@ -9,13 +9,13 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-import math
 import tomllib
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, fields
 from typing import Any
 
 from fedbench.errors import ConfigError
+from fedbench.params import Param
 
 LR_SCHEDULES = ("multistep", "constant")
 ENGINES = ("auto", "vectorized", "sequential")
@@ -25,6 +25,12 @@ CLIENT_STATES = ("memory", "disk")
 
 #: points on a learning curve when ``eval_every`` is not set
 EVAL_POINTS = 20
+
+
+def setting(default: Any, **rule: Any) -> Any:
+    """A training setting: its default and its rule (:class:`fedbench.params.Param`), declared once; the
+    dataclass checks every value against its rule when it is built."""
+    return field(default=default, metadata={"param": Param(default, **rule)})
 
 
 @dataclass(frozen=True)
@@ -41,44 +47,29 @@ class TrainConfig:
     separately (``unseen_*`` metrics, the paper's Table 3).
     """
 
-    rounds: int = 200
-    batch_size: int = 128
-    local_epochs: int = 1
-    lr: float = 0.1
-    momentum: float = 0.9
-    weight_decay: float = 5e-4
-    lr_schedule: str = "multistep"
-    participation: float = 1.0
+    rounds: int = setting(200, low=1, integer=True)
+    batch_size: int = setting(128, low=1, integer=True)
+    local_epochs: int = setting(1, low=1, integer=True)
+    lr: float = setting(0.1, low=0.0, low_open=True)
+    momentum: float = setting(0.9, low=0.0, high=1.0, high_open=True)
+    weight_decay: float = setting(5e-4, low=0.0)
+    lr_schedule: str = setting("multistep", choices=LR_SCHEDULES)
+    participation: float = setting(1.0, low=0.0, high=1.0, low_open=True)
     #: evaluate every this many rounds (and at the last); None: ``max(1, rounds // 20)``, about 20 points on
     #: any curve (every 10 rounds at the default 200, every round for a run of 20 or fewer)
-    eval_every: int | None = None
-    keep_optimizer_state: bool = True
-    unseen_fraction: float = 0.0
+    eval_every: int | None = setting(None, low=1, integer=True)
+    keep_optimizer_state: bool = setting(True, choices=(True, False))
+    unseen_fraction: float = setting(0.0, low=0.0, high=1.0, high_open=True)
     #: evaluate the initial models before round 1 (round 0 of the curves), as the authors' aggregator
     #: does when it is built; it matters beyond the curves where an evaluation changes state (FedAvg+'s
     #: carried tuning momentum, FedEM's warm-started pi of unseen clients)
-    eval_at_start: bool = True
+    eval_at_start: bool = setting(True, choices=(True, False))
 
     def __post_init__(self) -> None:
-        if self.eval_every is None and isinstance(self.rounds, int):
+        if self.eval_every is None and isinstance(self.rounds, int) and not isinstance(self.rounds, bool):
             object.__setattr__(self, "eval_every", max(1, self.rounds // EVAL_POINTS))
-        finite = math.isfinite
-        checks = [
-            ("rounds", self.rounds >= 1, ">= 1"),
-            ("batch_size", self.batch_size >= 1, ">= 1"),
-            ("local_epochs", self.local_epochs >= 1, ">= 1"),
-            ("lr", self.lr > 0 and finite(self.lr), "a finite number > 0"),
-            ("momentum", 0 <= self.momentum < 1, "in [0, 1)"),
-            ("weight_decay", self.weight_decay >= 0 and finite(self.weight_decay), "a finite number >= 0"),
-            ("lr_schedule", self.lr_schedule in LR_SCHEDULES, f"one of {', '.join(LR_SCHEDULES)}"),
-            ("participation", 0 < self.participation <= 1, "in (0, 1]"),
-            ("eval_every", isinstance(self.eval_every, int) and not isinstance(self.eval_every, bool)
-             and self.eval_every >= 1, "an integer >= 1"),
-            ("unseen_fraction", 0 <= self.unseen_fraction < 1, "in [0, 1)"),
-        ]
-        for key, ok, rule in checks:
-            if not ok:  # the key and its value, not the whole configuration
-                raise ConfigError(f"{key} must be {rule}, got {getattr(self, key)!r}")
+        for f in fields(self):  # each setting's rule, declared with its default (the key and its value in errors)
+            f.metadata["param"].check("", f.name, getattr(self, f.name))
 
     def learning_rate(self, round_: int) -> float:
         """The learning rate used in (0-based) round ``round_``."""

@@ -37,6 +37,8 @@ class Param:
     choices: tuple[Any, ...] | None = None
     kind: str | None = None
     doc: str = ""
+    #: the value must be an int (not a bool, not a float)
+    integer: bool = False
 
     def rule(self) -> str:
         """The accepted values, in words (for errors and ``fedbench list``)."""
@@ -49,7 +51,10 @@ class Param:
             parts.append(f"{'>' if self.low_open else '>='} {self.low:g}")
         if self.high is not None:
             parts.append(f"{'<' if self.high_open else '<='} {self.high:g}")
-        return " and ".join(parts) or "any value"
+        bounds = " and ".join(parts)
+        if self.integer:
+            return "an integer" + (" " + bounds if bounds else "")
+        return bounds or "any value"
 
     @property
     def allows_infinity(self) -> bool:
@@ -57,8 +62,12 @@ class Param:
         return self.high == math.inf or self.low == -math.inf
 
     def check(self, owner: str, key: str, value: Any, registry: Any = None) -> None:
-        """Raise a ConfigError naming ``owner.key``, the value and the accepted ones when ``value`` breaks a rule."""
+        """Raise a ConfigError naming ``owner: key`` (``key`` alone when ``owner`` is empty), the value and the
+        accepted ones when ``value`` breaks a rule."""
+        name = f"{owner}: {key}" if owner else key
         bad = False
+        if self.integer and (not isinstance(value, int) or isinstance(value, bool)):
+            raise ConfigError(f"{name} must be {self.rule()}, got {value!r}")
         if self.choices is not None:
             bad = value not in self.choices
         elif self.kind is not None:
@@ -67,7 +76,7 @@ class Param:
         elif isinstance(value, (int, float)) and not isinstance(value, bool):
             if isinstance(value, float) and math.isinf(value) and not self.allows_infinity:
                 rule = self.rule()
-                raise ConfigError(f"{owner}: {key} must be a finite number{'' if rule == 'any value' else ' ' + rule}, "
+                raise ConfigError(f"{name} must be a finite number{'' if rule == 'any value' else ' ' + rule}, "
                                   f"got {value!r}")
             if isinstance(value, float) and math.isnan(value):
                 bad = True
@@ -76,7 +85,7 @@ class Param:
             if self.high is not None and (value > self.high or (self.high_open and value == self.high)):
                 bad = True
         if bad:
-            raise ConfigError(f"{owner}: {key} must be {self.rule()}, got {value!r}")
+            raise ConfigError(f"{name} must be {self.rule()}, got {value!r}")
 
 
 def split_params(params: Mapping[str, Any] | None) -> tuple[dict[str, Any], dict[str, Param]]:

@@ -96,7 +96,7 @@ class TestRunId:
             ({"lrr": 0.1}, "unknown setting 'lrr'"),
             ({"dataset.n_client": 3}, "has no parameter 'n_client'"),
             ({"lr": "fast"}, "lr expects float"),
-            ({"rounds": 0}, "^rounds must be >= 1, got 0$"),  # the key and its value, not the whole configuration
+            ({"rounds": 0}, "^rounds must be an integer >= 1, got 0$"),  # the key and its value, not the whole configuration
             ({"lr": float("inf")}, "^lr must be a finite number > 0, got inf$"),
             ({"dataset.noise": float("inf")}, "noise must be a finite number >= 0, got inf"),
             ({"n_learners": 1_000_000}, "n_learners=1000000 is more than 1000"),
