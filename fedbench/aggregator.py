@@ -20,6 +20,7 @@ from fedbench.messages import EvaluateIns
 from fedbench import memory
 from fedbench.config import TrainConfig
 from fedbench.engine import Engine, SequentialEngine
+from fedbench.errors import PluginError
 from fedbench.params import Param, declare
 from fedbench.seeding import STREAM_SAMPLE, generator
 
@@ -91,6 +92,12 @@ class Aggregator(abc.ABC):
 
     def __init_subclass__(cls, **kwargs: object) -> None:
         super().__init_subclass__(**kwargs)
+        if "send_buffers" in vars(cls):  # plugin API 2 called it; plugin API 3 would ignore an override
+            raise PluginError(
+                f"aggregator {cls.__name__} ({cls.__module__}) defines send_buffers(clients), which fedbench no longer "
+                "calls (it would be ignored and clients would train with other BatchNorm statistics); return a "
+                "client's buffers from buffers_for(client) instead: they travel in its FitIns and EvaluateIns "
+                "(docs/plugins.md)")
         declare(cls)
 
     #: whether parameters travel between clients and a server (False: every client trains alone)
@@ -127,7 +134,6 @@ class Aggregator(abc.ABC):
         chosen = sample_clients(len(self.clients), self.train.participation, generator(self.seed, STREAM_SAMPLE, round_))
         lr = self.train.learning_rate(round_)
         clients = [self.clients[i] for i in chosen]
-        self.send_buffers(clients)
         instructions = [self.instructions(round_, lr, c) for c in clients]
         params = [ins.params for ins in instructions]
         folded = [0] if self.folds(clients) else None  # bytes exchanged, counted as the updates are folded in
@@ -185,11 +191,11 @@ class Aggregator(abc.ABC):
         by_id = {c.client_id: c for c in self.clients}
         return int(sum(by_id[u.client_id].exchanged_bytes(ps) + by_id[u.client_id].exchanged_bytes(u.params) for ps, u in zip(sent, updates)))
 
-    def send_buffers(self, clients: Sequence[Client]) -> None:
-        """Hand the averaged buffers to ``clients`` (when this aggregator shares them)."""
-        if self.shares_buffers and self.global_buffers is not None:
-            for c in clients:
-                c.receive_buffers(self.global_buffers)
+    def buffers_for(self, client: Client) -> list[torch.Tensor | None] | None:
+        """The averaged buffers ``client`` takes before it trains or is scored, sent in its instructions
+        (:attr:`FitIns.buffers`, :attr:`EvaluateIns.buffers`): the average when this aggregator shares them
+        and has one, else None (nothing sent)."""
+        return self.global_buffers if self.shares_buffers else None
 
     def collect_buffers(self, updates: Sequence[ClientUpdate]) -> None:
         """Average the buffers sent with ``updates``, weighted like the parameters (when shared)."""
@@ -204,8 +210,8 @@ class Aggregator(abc.ABC):
 
     def evaluate(self) -> list[EvalResult]:
         """Every client's scores of its own predictor."""
-        self.send_buffers(self.clients)
-        scores = self.engine.evaluate(self.clients, [EvaluateIns(self.configure_evaluate(c)) for c in self.clients])
+        scores = self.engine.evaluate(self.clients, [EvaluateIns(self.configure_evaluate(c), buffers=self.buffers_for(c))
+                                                     for c in self.clients])
         self._release()
         return scores
 
@@ -214,23 +220,26 @@ class Aggregator(abc.ABC):
         :meth:`configure_new_client`; None when this aggregator or client type serves no new clients."""
         if not clients or not self.serves_new_clients or not all(c.serves_new_clients for c in clients):
             return None
-        self.send_buffers(clients)
         lr = self.train.learning_rate(self.rounds_done - 1) if self.rounds_done else self.train.lr
         # (each client's parameters asked for before any adapts: configure_new_client reads the server's state only)
-        return self.engine.evaluate(clients, [EvaluateIns(self.configure_new_client(c), adapt_lr=lr) for c in clients])
+        return self.engine.evaluate(clients, [EvaluateIns(self.configure_new_client(c), adapt_lr=lr, buffers=self.buffers_for(c))
+                                              for c in clients])
 
     def configure_new_client(self, client: Client) -> list[torch.Tensor]:
         """The parameters a client that never trained receives (the global ones by default)."""
         return self.global_params
 
     def instructions(self, round_: int, lr: float, client: Client) -> FitIns:
-        """:meth:`configure_fit`'s answer as a :class:`FitIns` with this round's number and learning rate."""
+        """:meth:`configure_fit`'s answer as a :class:`FitIns` with this round's number and learning rate, and the
+        buffers :meth:`buffers_for` sends the client."""
         ins = self.configure_fit(round_, client)
+        buffers = self.buffers_for(client)
         if not isinstance(ins, FitIns):  # the same list object for every client keeps the engine's shared-model path
-            return FitIns(ins if isinstance(ins, list) else list(ins), round=round_, lr=lr)
-        if ins.round is not None and ins.lr is not None:
+            return FitIns(ins if isinstance(ins, list) else list(ins), round=round_, lr=lr, buffers=buffers)
+        if ins.round is not None and ins.lr is not None and (ins.buffers is not None or buffers is None):
             return ins
-        return dataclasses.replace(ins, round=round_ if ins.round is None else ins.round, lr=lr if ins.lr is None else ins.lr)
+        return dataclasses.replace(ins, round=round_ if ins.round is None else ins.round, lr=lr if ins.lr is None else ins.lr,
+                                   buffers=buffers if ins.buffers is None else ins.buffers)
 
     # ---- what subclasses fill in -------------------------------------------
     @abc.abstractmethod

@@ -19,8 +19,10 @@ import re
 from fedbench.errors import PluginError
 
 #: the version of the plugin API this fedbench implements (version 1: until the local objective moved
-#: to ``Client.local_term``, 2026-11-26)
-PLUGIN_API = 2
+#: to ``Client.local_term``, 2026-11-26; version 2: until BatchNorm averages travelled in the instructions,
+#: ``Aggregator.buffers_for`` replacing ``send_buffers``, 2026-12-06; an aggregator defining ``send_buffers``
+#: is refused where its class is defined, :class:`fedbench.aggregator.Aggregator`)
+PLUGIN_API = 3
 
 #: client-type names a previous version honoured and this one does not: name -> (the version that
 #: removed it, what to write instead)

@@ -55,6 +55,9 @@ class FitIns:
     round: int | None = None
     lr: float | None = None
     report_start_loss: bool = False
+    #: the averaged buffers (BatchNorm statistics) the client takes before anything else (:meth:`Client.receive_buffers`),
+    #: one per learner; None: none sent (filled in by the aggregator's :meth:`buffers_for`)
+    buffers: list[torch.Tensor | None] | None = None
 
 
 @dataclass(frozen=True)
@@ -149,6 +152,8 @@ class EvaluateIns:
 
     params: list[torch.Tensor]
     adapt_lr: float | None = None
+    #: the averaged buffers the client takes before it is scored (as :attr:`FitIns.buffers`); None: none sent
+    buffers: list[torch.Tensor | None] | None = None
 
 
 @dataclass(frozen=True)

@@ -133,3 +133,30 @@ def test_the_loss_at_the_sent_model_comes_back_in_the_update_when_asked(registry
     fedavg = build_simulation(registry, plain).aggregator
     ins = [fedavg.instructions(0, 0.1, c) for c in fedavg.clients]
     assert all(u.start_loss is None for u in fedavg.engine.fit(fedavg.clients, ins))
+
+
+class TestBuffersTravelInTheInstructions:
+    """BatchNorm averages reach clients in FitIns/EvaluateIns (``buffers_for``), not by the server calling them."""
+
+    def test_the_average_is_in_each_clients_instructions_and_taken_before_training(self, registry):
+        from fedbench.build import build_simulation, resolve_run
+
+        over = {**TINY, "model": "mlp", "model.batch_norm": True, "model.hidden": 8}
+        agg = build_simulation(registry, resolve_run(registry, dataset="synthetic", method="fedavg", seed=0, overrides=over)).aggregator
+        assert agg.instructions(0, 0.1, agg.clients[0]).buffers is None  # nothing averaged yet: nothing sent
+        agg.fit_round(0)
+        sent = agg.instructions(1, 0.1, agg.clients[3])
+        assert sent.buffers is agg.global_buffers and sent.buffers is not None
+        agg.clients[3].buffers = [torch.zeros_like(b) for b in agg.global_buffers]  # a stale copy
+        agg.engine.deliver([agg.clients[3]], [sent])
+        assert all(torch.equal(a, b) for a, b in zip(agg.clients[3].buffers, agg.global_buffers))
+
+    def test_an_aggregator_written_for_send_buffers_is_refused_where_it_is_defined(self):
+        from fedbench.aggregator import CentralizedAggregator
+        from fedbench.errors import PluginError
+
+        with pytest.raises(PluginError, match=r"defines send_buffers\(clients\), which fedbench no longer calls.*buffers_for\(client\)"):
+            class OldStyle(CentralizedAggregator):  # noqa: F841
+                def send_buffers(self, clients):  # noqa: ANN001, ANN202
+                    for c in clients:
+                        c.receive_buffers(self.global_buffers)

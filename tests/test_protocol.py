@@ -215,7 +215,8 @@ class TestEmnistNormalisation:
             write_idx(folder / name, arr, False)
         opts = {"n_clients": 2, "partitioner": "iid"}
         plain, scaled = load_idx("emnist", tmp_path, dict(opts)), load_idx("emnist", tmp_path, {**opts, "normalize": True})
-        torch.testing.assert_close(scaled.train_x, (plain.train_x - 0.1307) / 0.3081)
+        assert torch.equal(scaled.train_x, plain.train_x) and scaled.train_x.dtype == torch.uint8  # the same codes
+        torch.testing.assert_close(scaled.decode(scaled.train_x), (plain.decode(plain.train_x) - 0.1307) / 0.3081)
         assert "normalize" not in registry.get("dataset", "fashion-mnist").params  # only the authors' (F)EMNIST
 
 

@@ -218,15 +218,16 @@ class TestClusteredBatchNorm:
         # cluster 0: (0*1 + 1*3 + 2*4) / 8 = 11/8; cluster 1: mean of 3..7 with equal weights = 5
         torch.testing.assert_close(agg.cluster_buffers[0][0], torch.full((3,), 11 / 8))
         torch.testing.assert_close(agg.cluster_buffers[1][0], torch.full((3,), 5.0))
-        agg.send_buffers(agg.clients)
-        assert [float(c.buffers[0][0]) for c in agg.clients] == [11 / 8] * 3 + [5.0] * 5
+        assert [float(agg.buffers_for(c)[0][0]) for c in agg.clients] == [11 / 8] * 3 + [5.0] * 5
+        agg.models = [agg.models[0]] * 2
+        assert all(agg.instructions(0, 0.1, c).buffers is agg.buffers_for(c) for c in agg.clients)  # sent in the record
 
     def test_members_share_statistics_after_a_round_and_both_engines_agree(self, registry):
         seq, vec = self._sim(registry), self._sim(registry, "vectorized")
         for r in range(2):
             seq.fit_round(r), vec.fit_round(r)
         for agg in (seq, vec):
-            agg.send_buffers(agg.clients)
+            agg.evaluate()  # each client takes its cluster's buffers from its EvaluateIns
             for members in agg.clusters:
                 first = agg.clients[members[0]].buffers
                 for i in members[1:]:

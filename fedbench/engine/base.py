@@ -61,9 +61,19 @@ class Engine(abc.ABC):
                        for why, r in self.declined.items())
 
     @staticmethod
-    def evaluate_instructions(instructions: Sequence[EvaluateIns | list[torch.Tensor]]) -> list[EvaluateIns]:
-        """Each instruction as an :class:`EvaluateIns` (a bare parameter list: scored as it is)."""
-        return [ins if isinstance(ins, EvaluateIns) else EvaluateIns(ins) for ins in instructions]
+    def deliver(clients: Sequence[AnyClient], instructions: Sequence[FitIns | EvaluateIns]) -> None:
+        """Hand each client the buffers its instructions carry (:meth:`Client.receive_buffers`), first thing."""
+        for c, ins in zip(clients, instructions):
+            if ins.buffers is not None:
+                c.receive_buffers(ins.buffers)
+
+    def evaluate_instructions(self, clients: Sequence[AnyClient],
+                              instructions: Sequence[EvaluateIns | list[torch.Tensor]]) -> list[EvaluateIns]:
+        """Each instruction as an :class:`EvaluateIns` (a bare parameter list: scored as it is), its buffers
+        delivered (:meth:`deliver`)."""
+        out = [ins if isinstance(ins, EvaluateIns) else EvaluateIns(ins) for ins in instructions]
+        self.deliver(clients, out)
+        return out
 
     # ---- the round, written once ------------------------------------------------------------------------------
     def start_losses(self, clients: Sequence[AnyClient], instructions: Sequence[FitIns]) -> list[float | None]:

@@ -30,6 +30,7 @@ class SequentialEngine(Engine):
     def fit(self, clients: Sequence[AnyClient], instructions: Sequence[FitIns],
             consume: Consume | None = None) -> list[ClientUpdate]:
         updates = []
+        self.deliver(clients, instructions)
         for k, (c, ins) in enumerate(zip(clients, instructions)):
             # (a type overriding step with the older signature still runs when no start loss is asked for)
             update = (c.step(ins.params, ins.round, ins.lr, ins.extras, report_start_loss=True) if ins.report_start_loss
@@ -49,7 +50,7 @@ class SequentialEngine(Engine):
     def evaluate(self, clients: Sequence[AnyClient],
                  instructions: Sequence[EvaluateIns | list[torch.Tensor]]) -> list[EvalResult]:
         out = []
-        for c, ins in zip(clients, self.evaluate_instructions(instructions)):
+        for c, ins in zip(clients, self.evaluate_instructions(clients, instructions)):
             if ins.adapt_lr is not None:
                 c.adapt(ins.params, ins.adapt_lr)
             out.append(c.evaluate(ins.params))

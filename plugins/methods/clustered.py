@@ -124,12 +124,9 @@ class ClusteredAggregator(Aggregator):
         self.clusters, self.models = new_clusters, new_models
         self._cluster_of = {i: k for k, members in enumerate(self.clusters) for i in members}
 
-    def send_buffers(self, clients) -> None:  # noqa: ANN001
-        """Each client gets its own cluster's averaged buffers."""
-        for c in clients:
-            buffers = self.cluster_buffers.get(self._cluster_of[c.client_id])
-            if buffers is not None:
-                c.receive_buffers(buffers)
+    def buffers_for(self, client):  # noqa: ANN001, ANN201
+        """Each client gets its own cluster's averaged buffers (None before its cluster has any)."""
+        return self.cluster_buffers.get(self._cluster_of[client.client_id])
 
     def collect_buffers(self, updates) -> None:  # noqa: ANN001
         """Average the sent buffers within each cluster (the clusters after this round's splits)."""

@@ -168,7 +168,7 @@ class Evaluate:
         """What ``[c.evaluate(p) for c, p in zip(clients, params)]`` returns, batched (per client for a
         client type with its own ``evaluate`` or ``score``, e.g. FedAvg+'s fine-tuned copy, and for clients
         that first adapt: unseen clients, scored one at a time as the reference scores them)."""
-        instructions = self.evaluate_instructions(instructions)
+        instructions = self.evaluate_instructions(clients, instructions)
         if any(ins.adapt_lr is not None for ins in instructions):
             with torch.enable_grad():  # adapting may train
                 return self.one_at_a_time.evaluate(clients, instructions)

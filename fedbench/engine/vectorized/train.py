@@ -41,6 +41,7 @@ class Train:
     def _fit_batched(self, clients: Sequence[Client], instructions: Sequence[FitIns]) -> list[ClientUpdate]:
         """:meth:`fit` for clients that share one batched step (:class:`fedbench.engine.vectorized.check.ClientCheck`):
         the round driver (:class:`fedbench.engine.base.Engine`) over all of them at once."""
+        self.deliver(clients, instructions)
         start = self.start_losses(clients, instructions)
         instructions = self.prepare(clients, instructions)
         return self.finish(clients, instructions, self.train_phases(clients, instructions), start)
