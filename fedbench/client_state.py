@@ -28,11 +28,15 @@ class DiskSlots(MutableMapping):
     def __init__(self, folder: ScratchFolder, prefix: str, initial: dict[str, Any] | None = None) -> None:
         self._folder, self._prefix = folder, prefix
         self._files: dict[str, Path] = {}
+        self._written = 0  # files ever named here: a new key never takes the name of a deleted one's live neighbour
         for key, value in (initial or {}).items():
             self[key] = value
 
     def __setitem__(self, key: str, value: Any) -> None:
-        path = self._files.get(key) or self._folder.path / f"{self._prefix}-{len(self._files)}.pt"
+        path = self._files.get(key)
+        if path is None:
+            path = self._folder.path / f"{self._prefix}-{self._written}.pt"
+            self._written += 1
         torch.save(value, path)
         self._files[key] = path
 

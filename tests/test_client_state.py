@@ -26,6 +26,9 @@ def test_disk_slots_give_back_what_was_put_and_the_folder_goes_with_its_last_use
     assert len(list(folder.path.iterdir())) == 2  # nothing but the names in memory
     del slots["main"]
     assert len(list(folder.path.iterdir())) == 1
+    slots["again"] = [torch.tensor([9.0])]  # a new key after a delete takes a file of its own
+    assert all(torch.equal(a, b) for a, b in zip(slots["personal"], value)) and float(slots["again"][0]) == 9.0
+    del slots["again"]
     path = folder.path
     del folder, slots
     gc.collect()
