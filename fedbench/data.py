@@ -89,7 +89,7 @@ class ClientData:
 
     def decode(self, x: torch.Tensor) -> torch.Tensor:
         """``x`` (this client's samples) as the model sees them (:meth:`FederatedData.decode`)."""
-        return x if self.input_table is None else decode_inputs(self.input_table, x, x.dim() - 1)
+        return x if self.input_table is None else decode_inputs(self.input_table, x, self.train_x.dim() - 1)
 
     @property
     def n_train(self) -> int:

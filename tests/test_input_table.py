@@ -51,6 +51,8 @@ def test_the_container_refuses_codes_it_cannot_decode():
         FederatedData(d.train_x, d.train_y, d.train_offsets, d.test_x, d.test_y, d.test_offsets, d.task,
                       d.num_classes, input_table=d.input_table[:2])
     assert d.select([2, 0]).input_table is d.input_table and d.to("cpu").input_table is not None
+    client = d.client(1)
+    assert torch.equal(client.decode(client.train_x[0]), d.decode(client.train_x)[0])  # one sample, no batch axis
 
 
 def _registry(load):
