@@ -51,6 +51,11 @@ def row_key(seed: int, stream: int, round_: int, client_id: int, learner: int) -
     return derive_seed(STREAM_DROPOUT, seed, stream, round_, client_id, learner)
 
 
+def row_keys(client: object, stream: int, round_: int, learners: int) -> list[int]:
+    """:func:`row_key` of each of ``client``'s first ``learners`` learners (its ``seed`` and ``client_id``)."""
+    return [row_key(client.seed, stream, round_, client.client_id, j) for j in range(learners)]
+
+
 def batch_key(row: torch.Tensor, batch: int) -> torch.Tensor:
     """The key of a row's ``batch``-th trained batch (``row``: int64 tensor of row keys)."""
     return mix(row + torch.full_like(row, batch + 1) * _GOLDEN)  # (int64 tensors wrap; Python ints would not)
@@ -109,6 +114,11 @@ def keyed_dropout(model: nn.Module) -> nn.Module:
                 setattr(parent, name, KeyedDropout(child.p, layer))
                 layer += 1
     return model
+
+
+def has_keyed(model: nn.Module) -> bool:
+    """Whether ``model`` has :class:`KeyedDropout` layers (its training then needs a key per batch)."""
+    return any(isinstance(m, KeyedDropout) for m in model.modules())
 
 
 def unkeyed(model: nn.Module) -> list[str]:

@@ -17,7 +17,7 @@ from torch import nn
 from torch.func import functional_call
 from torch.nn.utils import parameters_to_vector
 
-from fedbench.dropout import KeyedDropout, batch_key, keyed
+from fedbench.dropout import batch_key, has_keyed, keyed
 from fedbench.tasks import Task
 
 #: input elements per chunk in no-grad passes over a whole data set (bounds activation memory)
@@ -197,7 +197,7 @@ class Learner:
         #: floating-point buffers (BatchNorm running statistics): state, not trained by gradients
         self._buffers = [b for b in model.buffers() if b.is_floating_point()]
         #: the model has keyed dropout layers (:mod:`fedbench.dropout`): a fit then keys its batches' masks
-        self.keyed_dropout = any(isinstance(m, KeyedDropout) for m in model.modules())
+        self.keyed_dropout = has_keyed(model)
 
     def loss_and_grad(self, flat: torch.Tensor, x: torch.Tensor, y: torch.Tensor) -> tuple[float, torch.Tensor]:
         """Mean loss of the model at parameters ``flat`` on (x, y), and its gradient (flat).

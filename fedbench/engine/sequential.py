@@ -16,7 +16,7 @@ import torch
 from fedbench import memory
 from fedbench.messages import ClientUpdate, EvalResult, EvaluateIns, FitIns, FitPhase
 from fedbench.engine.base import AnyClient, Consume, Engine
-from fedbench.dropout import batch_key, keyed, row_key
+from fedbench.dropout import batch_key, keyed, row_keys
 from fedbench.learner import SGDConfig, batch_loss, eager_grad, epoch_orders
 from fedbench.seeding import generator
 
@@ -81,7 +81,7 @@ class SequentialEngine(Engine):
                 terms=c.terms(phase.term, ins.params, ins.extras),
                 trainable=phase.trainable,
                 sample_terms=c.terms(phase.sample_term, ins.params, ins.extras, per_sample=True),
-                dropout_keys=([row_key(c.seed, phase.stream, ins.round, c.client_id, j) for j in range(len(start))]
+                dropout_keys=(row_keys(c, phase.stream, ins.round, len(start))
                               if c.ensemble.learners[0].keyed_dropout else None),
             )
             c.set_momentum_slot(phase.momentum, [fit.momentum for fit in fits])
@@ -101,7 +101,7 @@ class SequentialEngine(Engine):
             orders = epoch_orders(generator(c.seed, phase.stream, ins.round, c.client_id), sgd.epochs, c.n_train)
             row = None  # the client's step: its dropout masks (if any) from one row key
             if learner.keyed_dropout:
-                row = torch.tensor(row_key(c.seed, phase.stream, ins.round, c.client_id, 0), device=c.data.train_y.device)
+                row = torch.tensor(row_keys(c, phase.stream, ins.round, 1)[0], device=c.data.train_y.device)
             learner.model.train()
             total, steps = 0.0, 0
             for perm in orders.to(c.data.train_y.device):

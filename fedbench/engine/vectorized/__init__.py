@@ -60,7 +60,7 @@ from fedbench.engine.vectorized.evaluate import Evaluate
 from fedbench.engine.vectorized.layout import Layout, _state_buffers
 from fedbench.engine.vectorized.schedule import Schedule
 from fedbench.engine.vectorized.train import Train
-from fedbench.dropout import KeyedDropout
+from fedbench.dropout import has_keyed
 from fedbench.learner import uses_batch_statistics
 from fedbench.tasks import Task
 
@@ -86,7 +86,7 @@ class VectorizedEngine(Layout, Schedule, Train, Evaluate, Engine):
         self.batch_stats = uses_batch_statistics(model)
         #: whether the model has keyed dropout layers (:mod:`fedbench.dropout`): each row's batches then
         #: draw their masks from the row's key, as the one-at-a-time path does
-        self.keyed_dropout = any(isinstance(m, KeyedDropout) for m in model.modules())
+        self.keyed_dropout = has_keyed(model)
         self.device = next(model.parameters()).device
         #: what a padded sample costs in a training step, in input elements (:data:`SET_COST`)
         self.sample_cost = max(1, data.train_x[0].numel() if len(data.train_x) else 1, sum(self.sizes))

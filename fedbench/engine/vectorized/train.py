@@ -12,7 +12,7 @@ import torch
 from torch.func import grad_and_value, vmap
 
 from fedbench.client import Client, ClientUpdate, FitIns, FitPhase
-from fedbench.dropout import batch_key, keyed, row_key
+from fedbench.dropout import batch_key, keyed, row_keys
 from fedbench.engine.base import Consume
 from fedbench.engine.vectorized.layout import RowMajorLinear
 from fedbench.learner import Batch, SGDConfig, batch_loss, captured, representation_module, representer, sgd_update
@@ -101,8 +101,8 @@ class Train:
         without keyed dropout layers."""
         if not self.keyed_dropout:
             return None
-        return torch.tensor([row_key(c.seed, stream, round_, c.client_id, j) for c in clients for j in range(m)],
-                            dtype=torch.int64, device=self.device)
+        return torch.tensor([k for c in clients for k in row_keys(c, stream, round_, m)], dtype=torch.int64,
+                            device=self.device)
 
     def mean_losses(self, losses: list[torch.Tensor], n_clients: int) -> list[float]:
         return (torch.stack(losses).mean(dim=0) if losses else torch.zeros(n_clients)).tolist()
