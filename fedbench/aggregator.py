@@ -20,6 +20,7 @@ from fedbench.messages import EvaluateIns
 from fedbench import memory
 from fedbench.config import TrainConfig
 from fedbench.engine import Engine, SequentialEngine
+from fedbench.contract import removed_aggregator_method
 from fedbench.errors import PluginError
 from fedbench.params import Param, declare
 from fedbench.seeding import STREAM_SAMPLE, generator
@@ -92,12 +93,9 @@ class Aggregator(abc.ABC):
 
     def __init_subclass__(cls, **kwargs: object) -> None:
         super().__init_subclass__(**kwargs)
-        if "send_buffers" in vars(cls):  # plugin API 2 called it; plugin API 3 would ignore an override
-            raise PluginError(
-                f"aggregator {cls.__name__} ({cls.__module__}) defines send_buffers(clients), which fedbench no longer "
-                "calls (it would be ignored and clients would train with other BatchNorm statistics); return a "
-                "client's buffers from buffers_for(client) instead: they travel in its FitIns and EvaluateIns "
-                "(docs/plugins.md)")
+        removed = removed_aggregator_method(cls)  # an override the plugin API no longer calls would be ignored
+        if removed:
+            raise PluginError(removed)
         declare(cls)
 
     #: whether parameters travel between clients and a server (False: every client trains alone)

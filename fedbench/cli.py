@@ -21,7 +21,7 @@ from tqdm.auto import tqdm
 
 from fedbench import __version__
 from fedbench.build import resolve_run
-from fedbench.config import parse_assignments
+from fedbench.config import CLIENT_STATES, parse_assignments
 from fedbench.data import default_data_root
 from fedbench.errors import FedbenchError
 from fedbench.registry import KIND_HOOKS, Registry, get_registry
@@ -409,7 +409,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="auto (default): vectorised when the model and method allow it, else one client at a time",
     )
     run.add_argument(
-        "--client-state", choices=["memory", "disk"], default="memory",
+        "--client-state", choices=CLIENT_STATES, default="memory",
         help="where clients keep momentum and personal models between rounds: memory (default) or disk (files under "
              "$FEDBENCH_STATE_DIR or the temp folder; the same numbers, one client's state in memory at a time)",
     )

@@ -20,8 +20,7 @@ from fedbench.errors import PluginError
 
 #: the version of the plugin API this fedbench implements (version 1: until the local objective moved
 #: to ``Client.local_term``, 2026-11-26; version 2: until BatchNorm averages travelled in the instructions,
-#: ``Aggregator.buffers_for`` replacing ``send_buffers``, 2026-12-06; an aggregator defining ``send_buffers``
-#: is refused where its class is defined, :class:`fedbench.aggregator.Aggregator`)
+#: ``Aggregator.buffers_for`` replacing ``send_buffers``, 2026-12-06: :data:`REMOVED_AGGREGATOR`)
 PLUGIN_API = 3
 
 #: client-type names a previous version honoured and this one does not: name -> (the version that
@@ -33,6 +32,25 @@ REMOVED: dict[str, tuple[int, str]] = {
                           "through term_context or the round's extras (as SCAFFOLD's correction)"),
     "penalties": (2, "return the term from local_term(theta, ctx) (theta: one learner's flat parameters)"),
 }
+
+
+#: aggregator methods a previous version called and this one does not: name -> (the version that removed it, its
+#: old call, what to write instead); an aggregator class defining one is refused where it is defined
+REMOVED_AGGREGATOR: dict[str, tuple[int, str, str]] = {
+    "send_buffers": (3, "send_buffers(clients)",
+                     "it would be ignored and clients would train with other BatchNorm statistics; return a client's "
+                     "buffers from buffers_for(client) instead: they travel in its FitIns and EvaluateIns"),
+}
+
+
+def removed_aggregator_method(cls: type) -> str | None:
+    """One line naming the first removed aggregator method (:data:`REMOVED_AGGREGATOR`) that ``cls`` itself
+    defines, and its replacement; None when it defines none."""
+    for name, (version, call, instead) in REMOVED_AGGREGATOR.items():
+        if name in vars(cls):
+            return (f"aggregator {cls.__name__} ({cls.__module__}) defines {call}, which fedbench no longer calls "
+                    f"(plugin API {version}): {instead} (docs/plugins.md)")
+    return None
 
 
 def removed_message(owner: str, name: str) -> str:
