@@ -90,17 +90,19 @@ def next_char_lstm(
 
 
 def mobilenet_v2(input_shape: tuple[int, ...], n_outputs: int, weights_path: str = "", width_mult: float = 1.0) -> nn.Module:
-    """torchvision's MobileNetV2 with ``n_outputs`` classes (the paper's CIFAR model).
+    """MobileNetV2 with ``n_outputs`` classes (the paper's CIFAR model): torchvision's network, layer for
+    layer and draw for draw, built without importing torchvision (:mod:`fedbench_plugins.models.mobilenet`).
 
     ``weights_path``: a local file with torchvision's ImageNet ``state_dict``
     (e.g. ``mobilenet_v2-b0353104.pth``); every layer but the classifier is
-    loaded from it. Weights are never fetched from the internet.
+    loaded from it, and the classifier starts as a fresh ``nn.Linear``, as the authors' code replaces
+    it (``model.classifier[1] = nn.Linear(...)``). Weights are never fetched from the internet.
     """
-    from torchvision.models import mobilenet_v2 as build
+    from fedbench_plugins.models.mobilenet import MobileNetV2
 
     if len(input_shape) != 3:
         raise ValueError(f"mobilenet_v2 expects (channels, height, width) images, got shape {input_shape}")
-    model = build(weights=None, num_classes=n_outputs, width_mult=width_mult)
+    model = MobileNetV2(n_outputs, width_mult=width_mult)
     if input_shape[0] != 3:
         first = model.features[0][0]
         model.features[0][0] = nn.Conv2d(input_shape[0], first.out_channels, 3, stride=2, padding=1, bias=False)
@@ -119,6 +121,7 @@ def mobilenet_v2(input_shape: tuple[int, ...], n_outputs: int, weights_path: str
                 f"mobilenet_v2: {path} does not match torchvision's MobileNetV2 (missing {missing[:3]}, "
                 f"unexpected {unexpected[:3]}); give torchvision's ImageNet state_dict for width_mult={width_mult}"
             )
+        model.classifier[1].reset_parameters()  # a fresh layer's default draw, as the authors' new nn.Linear
     return model
 
 
