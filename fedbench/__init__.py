@@ -11,7 +11,7 @@ __version__ = "0.1.0"
 
 from fedbench.contract import PLUGIN_API
 from fedbench.aggregator import Aggregator, CentralizedAggregator, weighted_average
-from fedbench.client import Client, ClientUpdate, EvalResult, FitIns, FitPhase
+from fedbench.client import Client, ClientUpdate, EvalResult, FitIns, FitPhase, LossPhase, StepPhase
 from fedbench.messages import EvaluateIns
 from fedbench.data import ClientData, DataShape, FederatedData
 from fedbench.learner import Learner, LearnersEnsemble
@@ -49,6 +49,8 @@ __all__ = [
     "FederatedData",
     "FitIns",
     "FitPhase",
+    "LossPhase",
+    "StepPhase",
     "Learner",
     "LearnersEnsemble",
     "MethodSpec",

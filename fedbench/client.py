@@ -22,7 +22,7 @@ import torch
 
 from fedbench.client_state import DiskSlots, ScratchFolder
 from fedbench.config import TrainConfig
-from fedbench.messages import ClientUpdate, EvalResult, FitIns, FitPhase  # (also importable from here)
+from fedbench.messages import ClientUpdate, EvalResult, FitIns, FitPhase, LossPhase, StepPhase  # (also importable from here)
 from fedbench.contract import guard
 from fedbench.data import ClientData
 from fedbench.params import declare
@@ -175,7 +175,7 @@ class Client:
         self, theta: torch.Tensor, momentum: torch.Tensor,
         grad: Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]], sgd: SGDConfig,
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """The signature of a phase's own step (:class:`FitPhase` ``step``), shown with plain SGD on every row.
+        """The signature of a phase's own step (:class:`StepPhase` ``step``), shown with plain SGD on every row.
 
         A pure torch function of one client's stacked parameters ``theta`` (S, P) (the M learners, then
         each carried model's M), their momentum buffers (S, P) (zeros when fresh), ``grad`` (``point ->
@@ -233,7 +233,7 @@ class Client:
         the same for every round). The plain client: one fit from the received parameters with its
         local term and kept momentum."""
         mine = type(self)
-        return (FitPhase(term=mine.local_term if self.has_local_term() else None,
+        return (LossPhase(term=mine.local_term if self.has_local_term() else None,
                          sample_term=mine.sample_term if self.has_sample_term() else None),)
 
     def step(self, params: list[torch.Tensor], round_: int, lr: float,
@@ -269,25 +269,25 @@ class Client:
 
         return ONE_AT_A_TIME.train_phases([self], [ins], phases)[0]
 
-    def joint_start(self, phase: FitPhase, received: list[torch.Tensor], previous: list[torch.Tensor]) -> list[torch.Tensor]:
+    def joint_start(self, phase: StepPhase, received: list[torch.Tensor], previous: list[torch.Tensor]) -> list[torch.Tensor]:
         """What a ``step`` phase trains: its learners' start, then each carried model (S = M * (1 + carried))."""
         start = list(self.phase_start(phase, received, previous))
         return start + [t for name in phase.carry for t in self.kept.get(name, received)]
 
-    def joint_momentum(self, phase: FitPhase, theta: torch.Tensor) -> torch.Tensor:
+    def joint_momentum(self, phase: StepPhase, theta: torch.Tensor) -> torch.Tensor:
         """The momentum buffers a ``step`` phase starts from, one row per row of ``theta`` (zeros: fresh)."""
         slot = list(self.momentum_slot(phase.momentum) or [])
         slot += [None] * (len(theta) - len(slot))
         return torch.stack([b if b is not None else torch.zeros_like(t) for b, t in zip(slot, theta)])
 
-    def joint_done(self, phase: FitPhase, rows: list[torch.Tensor]) -> list[torch.Tensor]:
+    def joint_done(self, phase: StepPhase, rows: list[torch.Tensor]) -> list[torch.Tensor]:
         """Keep a ``step`` phase's carried models; return its learners' parameters (the first M rows)."""
         m = len(self.ensemble)
         for i, name in enumerate(phase.carry, start=1):
             self.kept[name] = rows[i * m:(i + 1) * m]
         return rows[:m]
 
-    def phase_start(self, phase: FitPhase, received: list[torch.Tensor], previous: list[torch.Tensor]) -> list[torch.Tensor]:
+    def phase_start(self, phase: LossPhase, received: list[torch.Tensor], previous: list[torch.Tensor]) -> list[torch.Tensor]:
         """What ``phase`` trains from (see :class:`FitPhase` ``start``); ``previous`` is the last sent-on
         result, the received parameters before any."""
         if phase.start == "received":
@@ -339,30 +339,40 @@ class Client:
         losses = self.ensemble.per_sample_losses(self.data.train_x, self.data.train_y)
         return float((self.learners_weights.unsqueeze(1) * losses).sum(0).mean())
 
+    def predictor(self, params: list[torch.Tensor]) -> tuple[list[torch.Tensor], torch.Tensor]:
+        """What this client predicts with when it is scored at ``params`` (what its evaluation instructions
+        carry): one flat parameter tensor per learner and the learners' mixture weights (M), the predictor
+        being sum_m pi_m p_m. Here ``params`` and :attr:`learners_weights`; a method whose predictor is
+        something else says so here, a pure function of ``params`` and the client's state (APFL's mixed
+        model; a kept personal model), and both backends score it - the batched one many clients at once."""
+        return params, self.learners_weights
+
     @torch.no_grad()
     def evaluate(self, params: list[torch.Tensor]) -> EvalResult:
-        """Score this client's predictor sum_m pi_m p_m at ``params`` on its own train and test sets."""
+        """Score this client's predictor (:meth:`predictor`) at ``params`` on its own train and test sets."""
+        params, weights = self.predictor(params)
         self.load(params)
-        return self.score()
+        return self.score(weights)
 
     @torch.no_grad()
-    def score(self) -> EvalResult:
-        """Score the workspace learners as they are (parameters and buffers), with this client's weights."""
-        d = self.data
-        tr_loss, tr_acc = self._mean_score(d.train_x, d.train_y)
-        te_loss, te_acc = self._mean_score(d.test_x, d.test_y)
+    def score(self, weights: torch.Tensor | None = None) -> EvalResult:
+        """Score the workspace learners as they are (parameters and buffers), mixed by ``weights`` (this
+        client's :attr:`learners_weights` when None)."""
+        d, weights = self.data, self.learners_weights if weights is None else weights
+        tr_loss, tr_acc = self._mean_score(d.train_x, d.train_y, weights)
+        te_loss, te_acc = self._mean_score(d.test_x, d.test_y, weights)
         return EvalResult(self.client_id, d.n_train, d.n_test, tr_loss, tr_acc, te_loss, te_acc)
 
-    def _mean_score(self, x: torch.Tensor, y: torch.Tensor) -> tuple[float, float]:
+    def _mean_score(self, x: torch.Tensor, y: torch.Tensor, weights: torch.Tensor) -> tuple[float, float]:
         """Mean loss and accuracy of the predictor on (x, y), a chunk at a time (bounded memory)."""
         task = self.ensemble.task
         if not len(y):
-            loss, correct = task.score(self.ensemble.predict_proba(x, self.learners_weights), y)
+            loss, correct = task.score(self.ensemble.predict_proba(x, weights), y)
             return float(loss.mean()), float(correct.mean())
         size = self.ensemble.learners[0].chunk_size(x)
         sums = torch.zeros(2, dtype=torch.float64)
         for xc, yc in zip(x.split(size), y.split(size)):
-            loss, correct = task.score(self.ensemble.predict_proba(xc, self.learners_weights), yc)
+            loss, correct = task.score(self.ensemble.predict_proba(xc, weights), yc)
             sums += torch.stack([loss.double().sum(), correct.double().sum()]).cpu()
         return float(sums[0] / len(y)), float(sums[1] / len(y))
 

@@ -1,8 +1,8 @@
 """The records a server and its clients exchange, and the phases a client type trains in: data, no behaviour.
 
 :class:`FitIns` (what a client trains from this round), :class:`ClientUpdate` (what it sends back),
-:class:`EvalResult` (its scores) and :class:`FitPhase` (one local fit of a round, as a client type lists
-them). The engines (:mod:`fedbench.engine`) and the client types (:mod:`fedbench.client`) both build on them.
+:class:`EvalResult` (its scores) and the phases a client type lists (:class:`LossPhase` and :class:`StepPhase`,
+both :class:`FitPhase`: one local fit of a round each). The engines (:mod:`fedbench.engine`) and the client types (:mod:`fedbench.client`) both build on them.
 """
 
 from __future__ import annotations
@@ -60,65 +60,73 @@ class FitIns:
     buffers: list[torch.Tensor | None] | None = None
 
 
-@dataclass(frozen=True)
-class FitPhase:
-    """One local fit of a round. :meth:`Client.fit_phases` lists a client type's phases; both backends
-    run them in order, the vectorised one for every client of the round at once.
+class _PhaseKind(type):
+    """Makes ``FitPhase(...)`` build the phase its arguments describe (:class:`LossPhase`, or
+    :class:`StepPhase` when ``step`` is given), so a phase written in the one-record form of plugin API 3
+    is one of the two records."""
 
-    ``start``: what the phase trains from: ``"received"`` (the round's parameters, after
+    def __call__(cls, *args: Any, **kwargs: Any) -> Any:
+        if cls is not FitPhase:
+            return super().__call__(*args, **kwargs)
+        if kwargs.get("step") is None:
+            if kwargs.get("carry"):
+                raise ValueError("only a phase with its own step carries kept models: give it step=")
+            kwargs.pop("step", None), kwargs.pop("carry", None)
+            return LossPhase(*args, **kwargs)
+        given = [k for k in ("term", "sample_term", "trainable") if kwargs.pop(k, None) is not None]
+        if given:
+            raise ValueError(f"a phase with its own step adds no term and freezes nothing (got {', '.join(given)}): "
+                             "give it term=None, sample_term=None, trainable=None, or write a StepPhase")
+        return StepPhase(*args, **kwargs)
+
+
+@dataclass(frozen=True)
+class FitPhase(metaclass=_PhaseKind):
+    """One local fit of a round. :meth:`Client.fit_phases` lists a client type's phases; both backends
+    run them in order, the vectorised one for every client of the round at once. A phase is one of two
+    records: a :class:`LossPhase` (SGD steps on the loss, plus the client's local terms) or a
+    :class:`StepPhase` (the client type's own pure step replaces SGD). ``FitPhase(...)`` builds the one its
+    arguments describe (a ``step`` makes a StepPhase), the form of plugin API 3.
+
+    What every phase says: ``start``, what it trains from: ``"received"`` (the round's parameters, after
     :meth:`Client.receive`), ``"previous"`` (the last sent-on phase's result; the received parameters
     before any) or the name of a model this client keeps (``Client.kept[name]``; the received
     parameters the first time). ``keep``: None - the result goes on, and the last such result is the
     update sent; a name - the result is kept as ``Client.kept[name]`` (a personal model) and not sent.
-    ``term``: the client type's function giving this phase's local term (the signature of
-    :meth:`Client.local_term`; e.g. ``DittoClient.pull``, called with the client first, as a method), or
-    None. ``sample_term``: the function giving a term per sample of each batch (the signature of
-    :meth:`Client.sample_term`), or None. ``step``: the client type's function that replaces the phase's
-    SGD step by its own pure function (the signature of :meth:`Client.joint_step`), for a method whose
-    learners train together on the same batches (APFL's mixed model, pFedMe's inner problem); such a
-    phase draws one batch order per epoch, as a single learner does, and takes no ``term`` or
-    ``trainable``. ``carry``: names of kept models (M tensors each) that a ``step`` phase trains
-    beside the learners (stacked after them) and keeps afterwards; the received parameters the first
-    time. ``trainable``: one flag per parameter tensor, False freezing
-    it (no step, no weight decay, no momentum). ``epochs``: None for the run's ``local_epochs``.
-    ``stream``: the random stream of the phase's batch orders. ``momentum``: ``"main"`` (the client's
-    momentum, kept between rounds when ``train.keep_optimizer_state``), another name (a momentum of
-    its own, kept likewise), or None (fresh every round; required with ``trainable``).
+    ``epochs``: None for the run's ``local_epochs``. ``stream``: the random stream of the phase's batch
+    orders. ``momentum``: ``"main"`` (the client's momentum, kept between rounds when
+    ``train.keep_optimizer_state``), another name (a momentum of its own, kept likewise), or None (fresh
+    every round).
 
-    ``term``, ``sample_term`` and ``step`` also take a method's name (``term="pull"``, the form of plugin API 2,
-    looked up on the client, so a subclass's override is found); a function is the form to prefer: it is
-    what runs, named once, and a typo fails where the phase is written. The names of kept models cannot be
-    ``"received"`` or ``"previous"`` (what ``start`` means by them) and a kept momentum cannot be named like
-    a kept model's start.
+    A function field (a term, a step) is the client type's function, called with the client first, as a
+    method (e.g. ``DittoClient.pull``); a method's name is still accepted (``term="pull"``, the form of
+    plugin API 2, looked up on the client, so a subclass's override is found), but a function is the form
+    to prefer: it is what runs, named once, and a typo fails where the phase is written. The names of
+    kept models cannot be ``"received"`` or ``"previous"`` (what ``start`` means by them).
     """
 
     start: str = "received"
     keep: str | None = None
-    term: Callable[..., Any] | str | None = "local_term"
-    trainable: tuple[bool, ...] | None = None
-    epochs: int | None = None
-    stream: int = STREAM_TRAIN
-    momentum: str | None = "main"
-    step: Callable[..., Any] | str | None = None
-    carry: tuple[str, ...] = ()
-    sample_term: Callable[..., Any] | str | None = None
+    epochs: int | None = field(default=None, kw_only=True)
+    stream: int = field(default=STREAM_TRAIN, kw_only=True)
+    momentum: str | None = field(default="main", kw_only=True)
 
     def __post_init__(self) -> None:
-        for name in (self.keep, *self.carry):
+        for name in (self.keep, *self.kept_names()):
             if name in ("received", "previous"):
                 raise ValueError(f"a kept model cannot be named {name!r}: a phase's start={name!r} means something "
                                  "else; name it after what it is (e.g. 'personal')")
-        for field_name in ("term", "sample_term", "step"):
-            value = getattr(self, field_name)
+        for field_name, value in self.functions().items():
             if value is not None and not isinstance(value, str) and not callable(value):
                 raise ValueError(f"a phase's {field_name} is the client type's function (or its name), got {value!r}")
-        if self.trainable is not None and self.momentum is not None:
-            raise ValueError("a phase with frozen tensors starts a fresh momentum: give it momentum=None")
-        if self.step is not None and (self.term is not None or self.trainable is not None or self.sample_term is not None):
-            raise ValueError("a phase with its own step adds no term and freezes nothing: give it term=None, "
-                             "sample_term=None, trainable=None")
-        if self.carry and self.step is None:
-            raise ValueError("only a phase with its own step carries kept models: give it step=")
+
+    def kept_names(self) -> tuple[str, ...]:
+        """Names of kept models this phase trains besides its start (a StepPhase's ``carry``)."""
+        return ()
+
+    def functions(self) -> dict[str, Callable[..., Any] | str | None]:
+        """The phase's function fields by name (terms, or its step)."""
+        return {}
 
     def sgd(self, base: SGDConfig) -> SGDConfig:
         """The round's optimiser settings with this phase's epochs."""
@@ -126,8 +134,8 @@ class FitPhase:
 
     @staticmethod
     def bound(what: Callable[..., Any] | str | None, client: Any) -> Callable[..., Any] | None:
-        """``term``, ``sample_term`` or ``step`` as a function of ``client``: looked up by name on it, or the
-        given function with the client bound as its first argument; None for None."""
+        """A term or step as a function of ``client``: looked up by name on it, or the given function with
+        the client bound as its first argument; None for None."""
         if what is None:
             return None
         if isinstance(what, str):
@@ -138,6 +146,54 @@ class FitPhase:
     def label(what: Callable[..., Any] | str) -> str:
         """A term's or step's name, for messages."""
         return what if isinstance(what, str) else getattr(what, "__qualname__", repr(what))
+
+
+@dataclass(frozen=True, kw_only=True)
+class LossPhase(FitPhase):
+    """SGD steps on each learner's weighted batch loss plus this phase's terms, every learner of every
+    client on batches of its own.
+
+    ``term``: the function giving the phase's local term (the signature of :meth:`Client.local_term`), or
+    None. ``sample_term``: the function giving a term per sample of each batch (the signature of
+    :meth:`Client.sample_term`), or None. ``trainable``: one flag per parameter tensor, False freezing it
+    (no step, no weight decay, no momentum; such a phase starts a fresh momentum: ``momentum=None``)."""
+
+    term: Callable[..., Any] | str | None = "local_term"
+    sample_term: Callable[..., Any] | str | None = None
+    trainable: tuple[bool, ...] | None = None
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.trainable is not None and self.momentum is not None:
+            raise ValueError("a phase with frozen tensors starts a fresh momentum: give it momentum=None")
+
+    def functions(self) -> dict[str, Callable[..., Any] | str | None]:
+        return {"term": self.term, "sample_term": self.sample_term}
+
+
+@dataclass(frozen=True, kw_only=True)
+class StepPhase(FitPhase):
+    """The client type's own pure step instead of SGD, for a method whose learners train together on the
+    same batches (APFL's mixed model, pFedMe's inner problem): one batch order per epoch, as a single
+    learner draws it.
+
+    ``step``: the function (the signature of :meth:`Client.joint_step`). ``carry``: names of kept models
+    (M tensors each) the step trains beside the learners (stacked after them) and keeps afterwards; the
+    received parameters the first time."""
+
+    step: Callable[..., Any] | str
+    carry: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        if self.step is None:
+            raise ValueError("a StepPhase needs its step (the client type's function)")
+        super().__post_init__()
+
+    def kept_names(self) -> tuple[str, ...]:
+        return tuple(self.carry)
+
+    def functions(self) -> dict[str, Callable[..., Any] | str | None]:
+        return {"step": self.step}
 
 
 @dataclass(frozen=True)

@@ -24,7 +24,7 @@ from typing import Any
 
 import torch
 
-from fedbench.messages import ClientUpdate, EvalResult, EvaluateIns, FitIns, FitPhase
+from fedbench.messages import ClientUpdate, EvalResult, EvaluateIns, FitIns, FitPhase, LossPhase, StepPhase
 from fedbench.learner import SGDConfig
 
 #: a :class:`fedbench.client.Client` (not imported here: the client module runs the one-at-a-time driver)
@@ -99,7 +99,7 @@ class Engine(abc.ABC):
         for phase in phases if phases is not None else clients[0].fit_phases():
             sgd = phase.sgd(base)
             buffers = None
-            if phase.step is not None:
+            if isinstance(phase, StepPhase):
                 results, loss = self.joint_phase(clients, phase, sgd, instructions, current)
             else:
                 starts = [c.phase_start(phase, ps, cur) for c, ps, cur in zip(clients, params, current)]
@@ -138,16 +138,16 @@ class Engine(abc.ABC):
         then :meth:`Client.update_learners_weights`)."""
 
     @abc.abstractmethod
-    def train_phase(self, clients: Sequence[AnyClient], phase: FitPhase, sgd: SGDConfig, instructions: Sequence[FitIns],
+    def train_phase(self, clients: Sequence[AnyClient], phase: LossPhase, sgd: SGDConfig, instructions: Sequence[FitIns],
                     starts: Sequence[list[torch.Tensor]]) -> tuple[list[list[torch.Tensor]], Any, list | None]:
         """A phase of SGD steps on every client's batches from ``starts``, with its local terms and momentum
         slot: per client its learners' parameters, the phase's loss (the backend's own form, for
         :meth:`mean_losses`) and per client its learners' buffers after training (None for a model without)."""
 
     @abc.abstractmethod
-    def joint_phase(self, clients: Sequence[AnyClient], phase: FitPhase, sgd: SGDConfig, instructions: Sequence[FitIns],
+    def joint_phase(self, clients: Sequence[AnyClient], phase: StepPhase, sgd: SGDConfig, instructions: Sequence[FitIns],
                     previous: Sequence[list[torch.Tensor]]) -> tuple[list[list[torch.Tensor]], Any]:
-        """A phase with the client type's own step (:class:`FitPhase` ``step``): per client its learners'
+        """A phase with the client type's own step (:class:`StepPhase`): per client its learners'
         parameters, and the phase's loss."""
 
     @abc.abstractmethod

@@ -14,7 +14,7 @@ from collections.abc import Sequence
 import torch
 
 from fedbench import memory
-from fedbench.messages import ClientUpdate, EvalResult, EvaluateIns, FitIns, FitPhase
+from fedbench.messages import ClientUpdate, EvalResult, EvaluateIns, FitIns, FitPhase, LossPhase, StepPhase
 from fedbench.engine.base import AnyClient, Consume, Engine
 from fedbench.dropout import batch_key, keyed, row_keys
 from fedbench.learner import SGDConfig, batch_loss, eager_grad, epoch_orders
@@ -66,7 +66,7 @@ class SequentialEngine(Engine):
             c.update_sample_weights(losses)
             c.update_learners_weights()
 
-    def train_phase(self, clients: Sequence[AnyClient], phase: FitPhase, sgd: SGDConfig, instructions: Sequence[FitIns],
+    def train_phase(self, clients: Sequence[AnyClient], phase: LossPhase, sgd: SGDConfig, instructions: Sequence[FitIns],
                     starts: Sequence[list[torch.Tensor]]) -> tuple[list[list[torch.Tensor]], list[float], list]:
         results, losses, buffers = [], [], []
         for c, ins, start in zip(clients, instructions, starts):
@@ -90,7 +90,7 @@ class SequentialEngine(Engine):
             buffers.append(c.ensemble.get_buffers() if phase.keep is None else None)
         return results, losses, buffers
 
-    def joint_phase(self, clients: Sequence[AnyClient], phase: FitPhase, sgd: SGDConfig, instructions: Sequence[FitIns],
+    def joint_phase(self, clients: Sequence[AnyClient], phase: StepPhase, sgd: SGDConfig, instructions: Sequence[FitIns],
                     previous: Sequence[list[torch.Tensor]]) -> tuple[list[list[torch.Tensor]], list[float]]:
         """:meth:`Client.joint_step`'s function on each batch of one order per epoch, autograd for its gradient."""
         results, losses = [], []

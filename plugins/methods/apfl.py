@@ -7,7 +7,7 @@ gradient is alpha times the gradient at the mixed parameters). The server
 averages w only. A client predicts with alpha * v + (1 - alpha) * w.
 alpha = 0 is FedAvg and alpha = 1 is Local, batch for batch: both models follow
 the batch order FedAvg and Local draw. The step is the client's own pure function
-(:class:`fedbench.FitPhase` ``step``), so both backends run it. Deviation: alpha is fixed (the paper
+(:class:`fedbench.StepPhase`), so both backends run it. Deviation: alpha is fixed (the paper
 can also adapt it by gradient steps).
 """
 
@@ -16,7 +16,7 @@ from __future__ import annotations
 import torch
 
 from fedbench.params import Param
-from fedbench import CentralizedAggregator, AggregatorSpec, Client, ClientSpec, ClientUpdate, EvalResult, FitPhase, MethodSpec, hookimpl
+from fedbench import CentralizedAggregator, AggregatorSpec, Client, ClientSpec, ClientUpdate, FitPhase, MethodSpec, StepPhase, hookimpl
 from fedbench.learner import SGDConfig, sgd_update
 
 
@@ -41,7 +41,7 @@ class APFLClient(Client):
 
     def fit_phases(self) -> tuple[FitPhase, ...]:
         # one order per epoch, as FedAvg's (and Local's) single learner draws it, shared by w and v
-        return (FitPhase(term=None, step=type(self).apfl_step),)
+        return (StepPhase(step=type(self).apfl_step),)
 
     def apfl_step(self, theta: torch.Tensor, momentum: torch.Tensor, grad, sgd: SGDConfig):  # noqa: ANN001, ANN201
         """On one batch: w steps on its own loss, v on the loss of the mixed model (gradient alpha times
@@ -53,13 +53,10 @@ class APFLClient(Client):
         v_new, bv = sgd_update(v, self.alpha * gm, bv, sgd)
         return torch.stack([w_new, v_new]), torch.stack([bw, bv]), value
 
-    def evaluate(self, params: list[torch.Tensor]) -> EvalResult:
+    def predictor(self, params: list[torch.Tensor]) -> tuple[list[torch.Tensor], torch.Tensor]:
+        """The mixed model alone (learner 0's slot; the personal model beside it takes weight 0)."""
         personal = mixed(self.alpha, params[1], params[0])
-        weights, self.learners_weights = self.learners_weights, torch.tensor([1.0, 0.0], device=personal.device)
-        try:
-            return super().evaluate([personal, params[1]])
-        finally:
-            self.learners_weights = weights
+        return [personal, params[1]], torch.tensor([1.0, 0.0], device=personal.device)
 
 
 class APFLAggregator(CentralizedAggregator):

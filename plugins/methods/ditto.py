@@ -14,7 +14,7 @@ from collections.abc import Mapping
 
 import torch
 
-from fedbench import ClientSpec, FitPhase, MethodSpec, hookimpl
+from fedbench import ClientSpec, FitPhase, LossPhase, MethodSpec, hookimpl
 from fedbench.params import Param
 from fedbench.seeding import STREAM_TRAIN
 from fedbench_plugins.methods.fedprox import proximal
@@ -27,7 +27,7 @@ STREAM_DITTO_GLOBAL = 301
 class DittoClient(PersonalModelClient):
     """A plain client that also trains and is evaluated with a personal, proximally regularised model.
 
-    Two phases a round (:class:`fedbench.FitPhase`), so both backends run it: the global model's FedAvg
+    Two phases a round (:class:`fedbench.LossPhase`), so both backends run it: the global model's FedAvg
     fit (sent), then the personal model's fit toward the received global model (kept)."""
 
     PARAMS = {"lam": Param(0.1, low=0.0)}
@@ -42,9 +42,9 @@ class DittoClient(PersonalModelClient):
     def fit_phases(self) -> tuple[FitPhase, ...]:
         return (
             # 1. the global model: one FedAvg local fit, on its own random stream
-            FitPhase(term=None, stream=STREAM_DITTO_GLOBAL),
+            LossPhase(term=None, stream=STREAM_DITTO_GLOBAL),
             # 2. the personal model: proximal fit toward the received global model, with its own momentum
-            FitPhase(start="personal", keep="personal", term=type(self).pull if self.lam > 0 else None, stream=STREAM_TRAIN,
+            LossPhase(start="personal", keep="personal", term=type(self).pull if self.lam > 0 else None, stream=STREAM_TRAIN,
                      momentum="personal"),
         )
 

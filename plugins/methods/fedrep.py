@@ -7,7 +7,7 @@ frozen), then the body alone for ``local_epochs`` epochs (head frozen), keeps
 its head and sends the body (the server averages whole vectors; the averaged
 head is used only as the starting head of a client that never trained). Each
 phase starts a fresh momentum buffer and draws its batch orders from its own
-random stream. The two phases are :class:`fedbench.FitPhase` s, so both backends
+random stream. The two phases are :class:`fedbench.LossPhase` s, so both backends
 run FedRep (vectorised by default). A client that never trained (an unseen
 client) adapts by training a head on the received body, ``head_epochs`` epochs at
 the last training round's learning rate.
@@ -21,7 +21,7 @@ from __future__ import annotations
 import torch
 
 from fedbench.params import Param
-from fedbench import ClientSpec, ClientUpdate, FitIns, FitPhase, MethodSpec, hookimpl
+from fedbench import ClientSpec, ClientUpdate, FitIns, FitPhase, LossPhase, MethodSpec, hookimpl
 from fedbench.seeding import STREAM_TRAIN
 from fedbench_plugins.methods.partial import PartlyPersonalClient
 
@@ -47,12 +47,12 @@ class RepresentationClient(PartlyPersonalClient):
         n = len(self.ensemble.learners[0]._params)
         return [i >= n - self.head_tensors for i in range(n)]
 
-    def head_phase(self, stream: int) -> FitPhase | None:
+    def head_phase(self, stream: int) -> LossPhase | None:
         """The head's fit (body frozen), or None without a head or head epochs."""
         head = self.personal_tensors()
         if not self.head_epochs or not any(head):
             return None
-        return FitPhase(term=None, trainable=tuple(head), epochs=self.head_epochs, stream=stream, momentum=None)
+        return LossPhase(term=None, trainable=tuple(head), epochs=self.head_epochs, stream=stream, momentum=None)
 
     def fit_phases(self) -> tuple[FitPhase, ...]:
         # the first phase draws from the standard training stream (so that all-head FedRep is Local and
@@ -62,7 +62,7 @@ class RepresentationClient(PartlyPersonalClient):
         phases = [head] if head is not None else []
         if any(body):
             stream = STREAM_BODY if phases else STREAM_TRAIN
-            phases.append(FitPhase(start="previous", term=None, trainable=body, stream=stream, momentum=None))
+            phases.append(LossPhase(start="previous", term=None, trainable=body, stream=stream, momentum=None))
         return tuple(phases)
 
     def receive(self, params: list[torch.Tensor]) -> list[torch.Tensor]:

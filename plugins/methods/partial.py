@@ -48,5 +48,5 @@ class PartlyPersonalClient(Client):
         shared = int((~self.personal_mask).sum())
         return sum(shared * p.element_size() for p in params)
 
-    def evaluate(self, params: list[torch.Tensor]):  # noqa: ANN201 - EvalResult
-        return super().evaluate(self.merge(params))
+    def predictor(self, params: list[torch.Tensor]) -> tuple[list[torch.Tensor], torch.Tensor]:
+        return super().predictor(self.merge(params))

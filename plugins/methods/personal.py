@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import torch
 
-from fedbench import Client, EvalResult
+from fedbench import Client
 
 
 class PersonalModelClient(Client):
@@ -19,5 +19,5 @@ class PersonalModelClient(Client):
     def personal(self) -> list[torch.Tensor] | None:
         return self.kept.get("personal")
 
-    def evaluate(self, params: list[torch.Tensor]) -> EvalResult:
-        return super().evaluate(self.personal if self.personal is not None else params)
+    def predictor(self, params: list[torch.Tensor]) -> tuple[list[torch.Tensor], torch.Tensor]:
+        return super().predictor(self.personal if self.personal is not None else params)

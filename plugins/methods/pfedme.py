@@ -29,7 +29,7 @@ import torch
 
 from fedbench.params import Param
 from fedbench import (
-    AggregatorSpec, CentralizedAggregator, Client, ClientSpec, ClientUpdate, FitIns, FitPhase, MethodSpec, hookimpl,
+    AggregatorSpec, CentralizedAggregator, Client, ClientSpec, ClientUpdate, FitIns, FitPhase, MethodSpec, StepPhase, hookimpl,
     weighted_average,
 )
 from fedbench.learner import SGDConfig
@@ -102,7 +102,7 @@ class PFedMeClient(PersonalModelClient):
 
     def fit_phases(self) -> tuple[FitPhase, ...]:
         # the local copy of the global model (sent back) and the personal model (carried, kept)
-        return (FitPhase(term=None, step=type(self).moreau_step, carry=("personal",)),)
+        return (StepPhase(step=type(self).moreau_step, carry=("personal",)),)
 
     def moreau_step(self, theta: torch.Tensor, momentum: torch.Tensor, grad, sgd: SGDConfig):  # noqa: ANN001, ANN201
         """On one batch: ``k_steps`` steps on the personal problem from the personal model, then the local

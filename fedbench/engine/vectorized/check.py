@@ -7,7 +7,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from fedbench.client import Client, FitIns, FitPhase
+from fedbench.client import Client, FitIns, FitPhase, LossPhase, StepPhase
 from fedbench.dropout import unkeyed
 from fedbench.recurrent import unbatchable
 from fedbench.engine.vectorized.layout import _state_buffers
@@ -60,7 +60,7 @@ def vectorisable(model: nn.Module, clients: Sequence[Client]) -> str | None:
         for name in ("step", "fit", "sgd_config"):  # training; a client's own evaluate runs per client
             if getattr(cls, name) is not getattr(Client, name):
                 return f"client type {cls.__name__} overrides {name}()"
-    if kept and clients and any(phase.step is not None for phase in clients[0].fit_phases()):
+    if kept and clients and any(isinstance(phase, StepPhase) for phase in clients[0].fit_phases()):
         return f"client type {type(clients[0]).__name__} trains with its own step, not yet vectorised with buffers (BatchNorm)"
     return None
 
@@ -142,7 +142,7 @@ class ClientCheck:
             for c in clients[1:]:
                 if c.fit_phases() != phases:
                     return f"client {c.client_id}'s fit phases differ from client {first.client_id}'s"
-        probed = [p for p in phases if p.term is not None or p.step is not None or p.sample_term is not None]
+        probed = [p for p in phases if any(f is not None for f in p.functions().values())]
         if not probed:
             return None
         if self.reference is None or type(self.reference) is not cls or _state_token(self.reference) != self.reference_token:
@@ -154,13 +154,13 @@ class ClientCheck:
             return None
         for phase in probed:
             probes = []  # (method name, what it is, its probe arguments)
-            if phase.term is not None:
+            if isinstance(phase, LossPhase) and phase.term is not None:
                 args = (self._probe(ins.params[0]), ref.term_context(ins.params, ins.extras)[0])
                 probes.append((phase.term, "local term", args))
-            if phase.sample_term is not None:
+            if isinstance(phase, LossPhase) and phase.sample_term is not None:
                 args = (self._probe(ins.params[0]), ref.term_context(ins.params, ins.extras)[0], self._batch(ref, ins.params[0]))
                 probes.append((phase.sample_term, "per-sample term", args))
-            if phase.step is not None:
+            if isinstance(phase, StepPhase):
                 rows = torch.stack([self._probe(p) for p in ref.joint_start(phase, ins.params, ins.params)])
                 probes.append((phase.step, "own step", (rows, torch.zeros_like(rows), _probe_grad, phase.sgd(ref.sgd_config(lr)))))
             for name, what, args in probes:

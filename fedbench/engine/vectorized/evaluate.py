@@ -38,13 +38,28 @@ class Evaluate:
     """E-step losses and evaluation (a mixin of :class:`fedbench.engine.vectorized.VectorizedEngine`)."""
 
     def _groups(self, clients: Sequence[Client], params: Sequence[list[torch.Tensor]]) -> list[list[int]]:
-        """Indices of clients grouped by the identity of the parameter list they received (and of their
-        buffers, for a model with buffers)."""
-        groups: dict[tuple, list[int]] = {}
+        """Indices of clients grouped by the values of the parameters they are scored with (and of their
+        buffers, for a model with buffers): a group is scored in one pass of its shared model. The values
+        decide, not how an aggregator built its lists: the same list object is the shortcut (no comparison),
+        equal copies join the same group."""
+        def state(i: int) -> list[torch.Tensor]:
+            return [*params[i], *(b for b in clients[i].buffers if b is not None)] if self.buffer_names else list(params[i])
+
+        by_object: dict[tuple, list[int]] = {}
         for i, ps in enumerate(params):
             key = (id(ps), *(id(b) for b in clients[i].buffers)) if self.buffer_names else (id(ps),)
-            groups.setdefault(key, []).append(i)
-        return list(groups.values())
+            by_object.setdefault(key, []).append(i)
+        groups: list[list[int]] = []
+        for members in by_object.values():
+            mine = state(members[0])
+            for group in groups:
+                theirs = state(group[0])
+                if len(mine) == len(theirs) and all(a.shape == b.shape and torch.equal(a, b) for a, b in zip(mine, theirs)):
+                    group.extend(members)
+                    break
+            else:
+                groups.append(list(members))
+        return [sorted(g) for g in groups]
 
     @torch.no_grad()
     def _learner_outputs(self, params: list[torch.Tensor], x: torch.Tensor, fn, client: Client) -> torch.Tensor:  # noqa: ANN001
@@ -142,12 +157,12 @@ class Evaluate:
         return out  # type: ignore[return-value]
 
     @torch.no_grad()
-    def _evaluate_own(self, clients: Sequence[Client], params: Sequence[list[torch.Tensor]]) -> list[EvalResult]:
+    def _evaluate_own(self, clients: Sequence[Client], params: Sequence[list[torch.Tensor]],
+                      pi: torch.Tensor) -> list[EvalResult]:
         """:meth:`evaluate` for clients that each hold their own parameters, many clients per
         vmapped pass (:meth:`_own_outputs`) instead of a pass per client: each client's mixture
-        ``sum_m pi_m p_m`` on its padded samples, scored, the padding masked out, summed per client in
-        float64 as :meth:`Client.score` sums."""
-        pi = torch.stack([c.learners_weights for c in clients])  # (C, M)
+        ``sum_m pi_m p_m`` (``pi`` (C, M)) on its padded samples, scored, the padding masked out, summed per
+        client in float64 as :meth:`Client.score` sums."""
         scores = {}
         for split in ("train", "test"):
             sums = torch.zeros(2, len(clients), dtype=torch.float64)
@@ -172,20 +187,23 @@ class Evaluate:
         if any(ins.adapt_lr is not None for ins in instructions):
             with torch.enable_grad():  # adapting may train
                 return self.one_at_a_time.evaluate(clients, instructions)
-        params = [ins.params for ins in instructions]
         if any(type(c).evaluate is not Client.evaluate or type(c).score is not Client.score for c in clients):
             with torch.enable_grad():  # an evaluation may train (a fine-tuned copy)
-                return [c.evaluate(p) for c, p in zip(clients, params)]
+                return [c.evaluate(ins.params) for c, ins in zip(clients, instructions)]
+        predictors = [c.predictor(ins.params) for c, ins in zip(clients, instructions)]  # (parameters, weights)
+        params = [p for p, _ in predictors]
+        weights = torch.stack([w for _, w in predictors])  # (C, M)
         results: list[EvalResult | None] = [None] * len(clients)
         groups = self._groups(clients, params)
         alone = [g[0] for g in groups if len(g) == 1]
         if len(alone) > 1:  # clients with parameters of their own (local or decentralised training): many per pass
-            for i, result in zip(alone, self._evaluate_own([clients[i] for i in alone], [params[i] for i in alone])):
+            for i, result in zip(alone, self._evaluate_own([clients[i] for i in alone], [params[i] for i in alone],
+                                                           weights[alone])):
                 results[i] = result
             groups = [g for g in groups if len(g) > 1]
         for group in groups:
             members = [clients[i] for i in group]
-            pi = torch.stack([c.learners_weights for c in members])  # (C, M)
+            pi = weights[group]  # (C, M)
             scores = {}
             for split in ("train", "test"):
                 x, y, sizes = self._pool(members, split)

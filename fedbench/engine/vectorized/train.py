@@ -11,7 +11,7 @@ import numpy as np
 import torch
 from torch.func import grad_and_value, vmap
 
-from fedbench.client import Client, ClientUpdate, FitIns, FitPhase
+from fedbench.client import Client, ClientUpdate, FitIns, FitPhase, LossPhase, StepPhase
 from fedbench.dropout import batch_key, keyed, row_keys
 from fedbench.engine.base import Consume
 from fedbench.engine.vectorized.layout import RowMajorLinear
@@ -57,11 +57,13 @@ class Train:
         for cls, members in by_type.items():
             cls.update_weights([clients[i] for i in members], [losses.get(i) for i in members])
 
-    def train_phase(self, clients: Sequence[Client], phase: FitPhase, sgd: SGDConfig, instructions: Sequence[FitIns],
+    def train_phase(self, clients: Sequence[Client], phase: LossPhase, sgd: SGDConfig, instructions: Sequence[FitIns],
                     starts: Sequence[list[torch.Tensor]]) -> tuple[list[list[torch.Tensor]], torch.Tensor, list | None]:
         """Every (client, learner) row's SGD steps of the phase at once (:meth:`_sgd`); the loss per client (C,)."""
         m = len(instructions[0].params)
-        if all(ps is starts[0] for ps in starts):  # everyone starts from the same parameters (server averaging)
+        # everyone starts from the same list (server averaging): one copy repeated. Only a shortcut: rows
+        # stacked from equal copies hold the same values, so how an aggregator built its lists never matters
+        if all(ps is starts[0] for ps in starts):
             flat = torch.stack(starts[0]).repeat(len(clients), 1)
         else:
             flat = torch.stack([p for ps in starts for p in ps])  # (K, P), row = client-major, learner-minor
@@ -107,11 +109,11 @@ class Train:
     def mean_losses(self, losses: list[torch.Tensor], n_clients: int) -> list[float]:
         return (torch.stack(losses).mean(dim=0) if losses else torch.zeros(n_clients)).tolist()
 
-    def joint_phase(self, clients: Sequence[Client], phase: FitPhase, sgd: SGDConfig, instructions: Sequence[FitIns],
+    def joint_phase(self, clients: Sequence[Client], phase: StepPhase, sgd: SGDConfig, instructions: Sequence[FitIns],
                     previous: Sequence[list[torch.Tensor]]) -> tuple[list[list[torch.Tensor]], torch.Tensor]:
         return self._fit_joint(clients, phase, sgd, instructions[0].round, [ins.params for ins in instructions], previous)
 
-    def _fit_joint(self, clients: Sequence[Client], phase: FitPhase, sgd: SGDConfig, round_: int,
+    def _fit_joint(self, clients: Sequence[Client], phase: StepPhase, sgd: SGDConfig, round_: int,
                    received: Sequence[list[torch.Tensor]], previous: Sequence[list[torch.Tensor]]
                    ) -> tuple[list[list[torch.Tensor]], torch.Tensor]:
         """A phase with its own step (:meth:`Client.joint_step`) for every client at once: the client's
