@@ -91,10 +91,6 @@ LATER_TRAIN_KEYS: dict[str, Any] = {"unseen_fraction": 0.0, "eval_at_start": Fal
 Params = tuple[tuple[str, Any], ...]
 
 
-def _freeze(mapping: Mapping[str, Any]) -> Params:
-    return tuple(sorted((k, tuple(v) if isinstance(v, list) else v) for k, v in mapping.items()))
-
-
 @dataclass(frozen=True)
 class RunConfig:
     """Everything that determines a run's numbers, fully resolved."""

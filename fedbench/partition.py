@@ -71,15 +71,6 @@ def federate(
     return FederatedData.from_clients(train, test, task=task, num_classes=num_classes)
 
 
-def manifest(parts: list[np.ndarray], labels: np.ndarray, num_classes: int) -> pd.DataFrame:
-    """One row per client: its sample count and its label histogram."""
-    rows = []
-    for i, idx in enumerate(parts):
-        hist = np.bincount(labels[idx], minlength=num_classes)
-        rows.append({"client": i, "n": len(idx), **{f"label_{c}": int(h) for c, h in enumerate(hist)}})
-    return pd.DataFrame(rows)
-
-
 def describe(data: FederatedData) -> pd.DataFrame:
     """One row per client of a built federation: train/test sizes and the label histogram of all its samples."""
     k = max(int(data.num_classes), 2)

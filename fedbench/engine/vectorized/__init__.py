@@ -26,8 +26,8 @@ reference; this engine computes the same thing as batched tensor work:
 * the E-step losses and the evaluation are computed once per distinct set of
   parameters over the pooled samples of the clients that received it (all of
   them under server averaging); clients that each hold their own parameters
-  (decentralised training) get their E-step losses many clients per pass and are evaluated
-  per client (a client's learners then share one matrix product);
+  (decentralised training, a personal predictor) get their E-step losses and their scores many
+  clients per pass;
 * on a CPU the linear layers train in a row-major layout (:class:`RowMajorLinear`)
   and each step's inputs are gathered into one reused buffer (:meth:`VectorizedEngine._take`).
 
@@ -38,11 +38,12 @@ would enter the batch statistics) and its dropout layers are keyed (:mod:`fedben
 masks drawn from its own key, as the one-at-a-time path draws them), and the client
 type keeps the reference's ``step``, ``fit`` and ``sgd_config``: its local
 objective may add a term (:meth:`Client.local_term`, run here under ``vmap``
-over all rows), train in several phases (:class:`FitPhase`), replace the SGD
-step by its own pure function of one client's stacked learners (``FitPhase``
+over all rows), train in several phases (:class:`LossPhase`), replace the SGD
+step by its own pure function of one client's stacked learners (:class:`StepPhase`
 ``step``, run under ``vmap`` over clients) and update its own state after
 training (:meth:`Client.after_fit`); otherwise
-:func:`choose_engine` falls back to the one-at-a-time path and says why.
+:func:`fedbench.engine.vectorisable` (and, per round, :class:`ClientCheck`) send the run to the
+one-at-a-time path and say why.
 """
 
 from __future__ import annotations

@@ -12,9 +12,8 @@ from fedbench import datacache
 from fedbench.client import Client, EvalResult
 from fedbench.messages import EvaluateIns
 from fedbench.data import segment_sum
+from fedbench.learner import EVAL_BUDGET  # input elements per chunk in no-grad passes
 
-#: input elements per chunk in no-grad passes (bounds activation memory for big inputs)
-EVAL_BUDGET = 1 << 21
 #: elements of layer outputs live at once in a no-grad pass: twice the widest layer output per sample (a layer's
 #: input and output), times the samples (and learners) of the pass. A small conv net on 28x28 inputs holds ~50,000 per sample, so an
 #: input-only bound (2,674 samples of 784 inputs per chunk) let one pass hold 0.5 GB of activations per learner
