@@ -137,25 +137,45 @@ def child(dataset: str, method: str, engine: str, rounds: int, device: str, data
 
 
 def timed(cmd: list[str], cwd: str | Path | None = None, env: dict | None = None, timeout: float | None = None) -> dict:
-    """``cmd`` in a process of its own: wall seconds, its peak RSS (MB), return code and output tails."""
+    """``cmd`` in a process of its own: wall seconds, its peak RSS (MB), its peak anonymous memory (MB; RssAnon
+    read from /proc every 0.2 s, so a peak shorter than that can be missed), return code and output tails.
+
+    Peak RSS also counts the pages of shared libraries the process has mapped (``import torch`` maps 500-700 MB
+    of them, more when the page cache holds them warm: fault-around maps cached neighbours), which no code
+    chooses; the anonymous peak is what the run itself allocated: data, models, optimiser state, activations."""
     probe = (
         "import json, resource, subprocess, sys, time\n"
-        "t = time.perf_counter()\n"
-        "try:\n"
-        "    p = subprocess.run(sys.argv[2:], capture_output=True, text=True, timeout=float(sys.argv[1]) or None)\n"
-        "    rc, out, err = p.returncode, p.stdout, p.stderr\n"
-        "except subprocess.TimeoutExpired:\n"
-        "    rc, out, err = -9, '', f'stopped after {float(sys.argv[1]):.0f} s (--timeout)'\n"
+        "def anon(pid):\n"
+        "    try:\n"
+        "        for line in open(f'/proc/{pid}/status'):\n"
+        "            if line.startswith('RssAnon:'): return int(line.split()[1]) / 1024\n"
+        "    except OSError: return 0.0\n"
+        "    return 0.0\n"
+        "t = time.perf_counter(); limit = float(sys.argv[1]) or None; peak = 0.0\n"
+        "p = subprocess.Popen(sys.argv[2:], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)\n"
+        "import threading\n"
+        "outs = {}\n"
+        "def read(name, f): outs[name] = f.read()\n"
+        "readers = [threading.Thread(target=read, args=(n, f)) for n, f in (('out', p.stdout), ('err', p.stderr))]\n"
+        "[r.start() for r in readers]\n"
+        "while p.poll() is None:\n"
+        "    peak = max(peak, anon(p.pid))\n"
+        "    if limit and time.perf_counter() - t > limit: p.kill(); p.wait(); break\n"
+        "    time.sleep(0.2)\n"
+        "[r.join() for r in readers]\n"
+        "rc, out, err = p.returncode, outs.get('out', ''), outs.get('err', '')\n"
+        "if limit and time.perf_counter() - t > limit: rc, err = -9, f'stopped after {limit:.0f} s (--timeout)'\n"
         "wall = time.perf_counter() - t\n"
         "rss = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024\n"
-        "print(json.dumps({'rc': rc, 'wall': wall, 'rss': rss, 'out': out[-6000:], 'err': err[-3000:]}))\n"
+        "print(json.dumps({'rc': rc, 'wall': wall, 'rss': rss, 'anon': peak, 'out': out[-6000:], 'err': err[-3000:]}))\n"
     )
     try:
         proc = subprocess.run([sys.executable, "-c", probe, str(timeout or 0), *cmd], capture_output=True, text=True,
                               cwd=cwd, env=env, timeout=(timeout + 30) if timeout else None)
         return json.loads(proc.stdout.strip().splitlines()[-1])
     except (subprocess.TimeoutExpired, IndexError, json.JSONDecodeError) as e:
-        return {"rc": -1, "wall": float("nan"), "rss": float("nan"), "out": "", "err": f"{type(e).__name__}: {e}"}
+        return {"rc": -1, "wall": float("nan"), "rss": float("nan"), "anon": float("nan"), "out": "",
+                "err": f"{type(e).__name__}: {e}"}
 
 
 def ours(dataset: str, method: str, engine: str, rounds: int, device: str, data_root: Path, timeout: float,
@@ -163,7 +183,8 @@ def ours(dataset: str, method: str, engine: str, rounds: int, device: str, data_
     res = timed([sys.executable, __file__, "--child", dataset, method, engine, str(rounds), device, str(data_root),
                  client_state],
                 env={**os.environ, "PYTHONUNBUFFERED": "1"}, timeout=timeout)
-    row = {"code": "fedbench", "dataset": dataset, "method": method, "wall_s": res["wall"], "rss_mb": res["rss"]}
+    row = {"code": "fedbench", "dataset": dataset, "method": method, "wall_s": res["wall"], "rss_mb": res["rss"],
+           "anon_mb": res["anon"]}
     if res["rc"] != 0:
         return {**row, "error": (res["err"].strip().splitlines() or ["?"])[-1]}
     return {**row, **json.loads(res["out"].strip().splitlines()[-1])}
@@ -227,7 +248,7 @@ def theirs(python: str, scratch: Path, dataset: str, method: str, lr: float, rou
            "--logs_dir", str(scratch / "logs" / f"{dataset}-{method}")]
     res = timed(cmd, cwd=work, env=authors_env(scratch), timeout=timeout)
     row = {"code": "authors", "dataset": dataset, "method": method, "wall_s": res["wall"], "rss_mb": res["rss"],
-           "command": " ".join(cmd[1:])}
+           "anon_mb": res["anon"], "command": " ".join(cmd[1:])}
     if res["rc"] != 0:
         return {**row, "error": (res["err"].strip().splitlines() or ["?"])[-1]}
     accs = re.findall(r"Test Acc: ([0-9.]+)%", res["out"])
@@ -244,21 +265,21 @@ def suite_lr(dataset: str, method: str) -> float:
 
 def fmt(rows: list[dict]) -> list[str]:
     lines = ["| data set | method | code | engine | clients | load + build s | s / round | s / evaluation | wall s | "
-             "peak RSS MB | peak GPU MB | test acc % |", "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+             "peak RSS MB | peak anon MB | peak GPU MB | test acc % |", "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
 
     def f(v: object, spec: str = ".1f") -> str:
         return "" if v is None or v != v else format(v, spec)
 
     for r in rows:
         if "error" in r:
-            lines.append(f"| {r['dataset']} | {r['method']} | {r['code']} | failed: {r['error'][:160]} |||||||||")
+            lines.append(f"| {r['dataset']} | {r['method']} | {r['code']} | failed: {r['error'][:160]} ||||||||||")
             continue
         rs, es = r.get("round_s"), r.get("eval_s")
         per_round = f"{min(rs):.2f} (first {rs[0]:.2f})" if rs else ""
         per_eval = f"{sum(es) / len(es):.2f}" if es else ""
         engine = r.get("engine", "their code").replace("|", "/")
         lines.append(f"| {r['dataset']} | {r['method']} | {r['code']} | {engine} | {r.get('clients', '')} | "
-                     f"{f(r.get('build_s'))} | {per_round} | {per_eval} | {f(r['wall_s'])} | {f(r['rss_mb'], '.0f')} | "
+                     f"{f(r.get('build_s'))} | {per_round} | {per_eval} | {f(r['wall_s'])} | {f(r['rss_mb'], '.0f')} | {f(r.get('anon_mb'), '.0f')} | "
                      f"{f(r.get('peak_gpu_mb'), '.0f')} | {f(r.get('test_acc'), '.2f')} |")
     return lines
 
