@@ -13,7 +13,8 @@
 # Output goes to $OUT (default ./gpu-out): test_cuda.log, engines_gpu.md, paper_speed_gpu.md (rewritten after every cell),
 # paper_speed.log, and with SYNTHETIC=1 speed_gpu.md and speed_cpu.md.
 # Environment: AUTHORS (checkout, optional), ROUNDS (default 2), CELL_TIMEOUT (seconds per process, default 240),
-# DATASETS (default emnist,cifar10), METHODS (default fedavg,fedem).
+# DATASETS (default emnist,cifar10), METHODS (default fedavg,fedem), LAYOUTS (default "default"; "default,channels_last" adds a
+# row of fedbench with train.channels_last per cell).
 set -u
 OUT=${OUT:-gpu-out}
 mkdir -p "$OUT"
@@ -32,6 +33,7 @@ if [ -n "${AUTHORS:-}" ]; then
 fi
 python3 benchmarks/paper_speed.py --data-root "$STANDIN" --device cuda --datasets "${DATASETS:-emnist,cifar10}" \
   --methods "${METHODS:-fedavg,fedem}" --rounds "${ROUNDS:-2}" --timeout "${CELL_TIMEOUT:-240}" "${authors[@]}" \
+  --layouts "${LAYOUTS:-default}" \
   --out "$OUT/paper_speed_gpu.md" 2>&1 | tee "$OUT/paper_speed.log"
 python3 benchmarks/paper_speed.py --data-root "$STANDIN" --device cuda --datasets "${DATASETS:-emnist,cifar10}" \
   --methods "${METHODS:-fedavg,fedem}" --rounds "${ROUNDS:-2}" --timeout "${CELL_TIMEOUT:-240}" --engines sequential,vectorized \

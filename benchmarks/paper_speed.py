@@ -86,7 +86,7 @@ def __getattr__(name):
 
 
 def child(dataset: str, method: str, engine: str, rounds: int, device: str, data_root: str,
-          client_state: str = "memory") -> dict:
+          client_state: str = "memory", layout: str = "default") -> dict:
     """One cell in this process: load, build, ``rounds`` rounds with an evaluation before and after each."""
     import resource
 
@@ -103,7 +103,8 @@ def child(dataset: str, method: str, engine: str, rounds: int, device: str, data
 
     registry = get_registry()
     suite = load_suite(registry, "paper", seeds=[1], device=device, engine=engine, only_datasets=[dataset],
-                       only_methods=[method], client_state=client_state)
+                       only_methods=[method], client_state=client_state,
+                       extra={"channels_last": True} if layout == "channels_last" else None)
     (cfg,) = suite.runs
     t = time.perf_counter()
     sim = build_simulation(registry, cfg, Path(data_root))  # loads the data set, as a run does, once
@@ -126,7 +127,7 @@ def child(dataset: str, method: str, engine: str, rounds: int, device: str, data
         rounds_s.append(time.perf_counter() - t)
         evals.append(evaluate())
     out = {
-        "engine": sim.engine, "clients": len(agg.clients), "train_samples": int(sim.data.train_sizes().sum()),
+        "engine": sim.engine + ("; channels_last" if layout == "channels_last" else ""), "clients": len(agg.clients), "train_samples": int(sim.data.train_sizes().sum()),
         "build_s": build_s, "round_s": rounds_s, "eval_s": [e for e, _ in evals],
         "test_acc": evals[-1][1], "train_loss": loss,
         "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
@@ -179,9 +180,9 @@ def timed(cmd: list[str], cwd: str | Path | None = None, env: dict | None = None
 
 
 def ours(dataset: str, method: str, engine: str, rounds: int, device: str, data_root: Path, timeout: float,
-         client_state: str = "memory") -> dict:
+         client_state: str = "memory", layout: str = "default") -> dict:
     res = timed([sys.executable, __file__, "--child", dataset, method, engine, str(rounds), device, str(data_root),
-                 client_state],
+                 client_state, layout],
                 env={**os.environ, "PYTHONUNBUFFERED": "1"}, timeout=timeout)
     row = {"code": "fedbench", "dataset": dataset, "method": method, "wall_s": res["wall"], "rss_mb": res["rss"],
            "anon_mb": res["anon"]}
@@ -286,7 +287,7 @@ def fmt(rows: list[dict]) -> list[str]:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--child", nargs=7, help=argparse.SUPPRESS)
+    p.add_argument("--child", nargs=8, help=argparse.SUPPRESS)
     p.add_argument("--data-root", type=Path)
     p.add_argument("--device", default="cpu")
     p.add_argument("--datasets", default="emnist,cifar10")
@@ -295,14 +296,16 @@ def main() -> None:
     p.add_argument("--rounds", type=int, default=2)
     p.add_argument("--client-states", default="memory",
                    help="comma-separated: memory, disk (fedbench's --client-state; one row of ours each)")
+    p.add_argument("--layouts", default="default",
+                   help="comma-separated: default, channels_last (fedbench's train.channels_last; one row of ours each)")
     p.add_argument("--authors", type=Path, help="a checkout of github.com/omarfoq/FedEM")
     p.add_argument("--authors-python", default=sys.executable)
     p.add_argument("--timeout", type=float, default=1800, help="seconds per process before it is stopped")
     p.add_argument("--out", default="results/paper-speed.md")
     args = p.parse_args()
     if args.child:
-        dataset, method, engine, rounds, device, root, client_state = args.child
-        print(json.dumps(child(dataset, method, engine, int(rounds), device, root, client_state)))
+        dataset, method, engine, rounds, device, root, client_state, layout = args.child
+        print(json.dumps(child(dataset, method, engine, int(rounds), device, root, client_state, layout)))
         return
     if args.data_root is None:
         p.error("--data-root is required")
@@ -313,6 +316,7 @@ def main() -> None:
         "",
         f"`python benchmarks/paper_speed.py --data-root STANDIN --device {args.device} --datasets {args.datasets} "
         f"--methods {args.methods} --engines {args.engines} --rounds {args.rounds} --client-states {args.client_states}"
+        f" --layouts {args.layouts}"
         f"{' --authors CHECKOUT' if args.authors else ''}` on {platform.machine()}, {os.cpu_count()} CPUs.",
         f"Every cell: {args.rounds} rounds and {args.rounds + 1} evaluations (before the first round, after each).",
         "",
@@ -334,8 +338,9 @@ def main() -> None:
             prepared = None
             for method in args.methods.split(","):
                 for engine in args.engines.split(","):
-                    for state in args.client_states.split(","):
-                        row = ours(dataset, method, engine, args.rounds, args.device, args.data_root, args.timeout, state)
+                    for state, layout in [(s, lay) for s in args.client_states.split(",") for lay in args.layouts.split(",")]:
+                        row = ours(dataset, method, engine, args.rounds, args.device, args.data_root, args.timeout, state,
+                                   layout)
                         rows.append(row)
                         print(fmt([row])[-1], flush=True)
                         write()

@@ -379,7 +379,8 @@ def build_simulation(registry: Registry, cfg: RunConfig, data_root: Path | None 
             raise PluginError(f"model {cfg.model!r} (plugin {model_entry.plugin!r}) failed to build: {e}") from e
     check_output_shape(cfg, models[0], data)
     check_capabilities(registry, cfg, models[0])
-    ensemble = LearnersEnsemble([Learner(m.to(device), task) for m in models])
+    layout = torch.channels_last if cfg.train.channels_last else torch.preserve_format
+    ensemble = LearnersEnsemble([Learner(m.to(device, memory_format=layout), task) for m in models])
     client_cls = registry.get("client", cfg.client).cls
     everyone = [
         client_cls(i, data.client(i), ensemble, cfg.train, seed=cfg.seed, **dict(cfg.client_params))

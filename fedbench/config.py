@@ -64,6 +64,13 @@ class TrainConfig:
     #: does when it is built; it matters beyond the curves where an evaluation changes state (FedAvg+'s
     #: carried tuning momentum, FedEM's warm-started pi of unseen clients)
     eval_at_start: bool = setting(True, choices=(True, False))
+    #: keep the model's 4-D tensors (convolution weights) channels-last in memory (``torch.channels_last``),
+    #: which torch's CPU convolutions (oneDNN) run faster (results/paper-cost.md: ``benchmarks/paper_speed.py
+    #: --layouts default,channels_last``); the same network and flat parameter order, the convolutions summing in
+    #: another order (numbers agree to rounding, not bit for bit, with the default layout, the authors' one). The
+    #: one-at-a-time engine and every evaluation use it; the batched engine trains from flat rows in the default
+    #: layout
+    channels_last: bool = setting(False, choices=(True, False))
 
     def __post_init__(self) -> None:
         if self.eval_every is None and isinstance(self.rounds, int) and not isinstance(self.rounds, bool):
@@ -86,7 +93,7 @@ class TrainConfig:
 
 #: training settings added after results were first stored, with the default that reproduces the
 #: earlier behaviour: left out of the run id while at that default, so stored results stay valid
-LATER_TRAIN_KEYS: dict[str, Any] = {"unseen_fraction": 0.0, "eval_at_start": False}
+LATER_TRAIN_KEYS: dict[str, Any] = {"unseen_fraction": 0.0, "eval_at_start": False, "channels_last": False}
 
 Params = tuple[tuple[str, Any], ...]
 

@@ -15,7 +15,6 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 from torch.func import functional_call
-from torch.nn.utils import parameters_to_vector
 
 from fedbench.dropout import batch_key, has_keyed, keyed
 from fedbench.tasks import Task
@@ -218,7 +217,7 @@ class Learner:
 
     def get_params(self) -> torch.Tensor:
         """A detached copy of the trainable parameters as one flat tensor."""
-        return parameters_to_vector(self._params).detach().clone()
+        return flatten(self._params).detach()
 
     def get_buffers(self) -> torch.Tensor | None:
         """A copy of the floating-point buffers as one flat tensor, or None for a model without any."""
@@ -328,7 +327,7 @@ class Learner:
                     with captured(body) as seen:
                         logits = self.model(x[idx])
                     losses = self.task.loss(logits, y[idx])
-                    theta = parameters_to_vector(self._params) if term is not None or sample_term is not None else None
+                    theta = flatten(self._params) if term is not None or sample_term is not None else None
                     if sample_term is not None:
                         batch = Batch(x[idx], y[idx], seen[-1] if seen else None, representer(self.call, body, x[idx]))
                         losses = losses + sample_term(theta, batch)
@@ -379,6 +378,12 @@ def uses_batch_statistics(model: nn.Module) -> bool:
     """Whether a batch's own statistics enter the model in training (BatchNorm): then a batch must hold
     only real samples, and a one-sample batch cannot train."""
     return any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules())
+
+
+def flatten(tensors: Sequence[torch.Tensor]) -> torch.Tensor:
+    """The tensors as one new flat tensor, each in its logical (row-major) order whatever its memory layout (a
+    channels-last convolution weight included), as :func:`_split_like` splits it back."""
+    return torch.cat([t.reshape(-1) for t in tensors])
 
 
 def _split_like(flat: torch.Tensor, params: Sequence[torch.Tensor]) -> list[torch.Tensor]:
