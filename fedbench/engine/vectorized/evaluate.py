@@ -48,16 +48,20 @@ class Evaluate:
         for i, ps in enumerate(params):
             key = (id(ps), *(id(b) for b in clients[i].buffers)) if self.buffer_names else (id(ps),)
             by_object.setdefault(key, []).append(i)
+        # equal values have equal shapes and equal sums: only states with the same (shapes, sums) are compared
+        # element by element, so clients that each hold their own parameters cost one pass each, not a pass per pair
         groups: list[list[int]] = []
+        candidates: dict[tuple, list[tuple[list[torch.Tensor], list[int]]]] = {}
         for members in by_object.values():
             mine = state(members[0])
-            for group in groups:
-                theirs = state(group[0])
-                if len(mine) == len(theirs) and all(a.shape == b.shape and torch.equal(a, b) for a, b in zip(mine, theirs)):
+            key = (tuple(t.shape for t in mine), tuple(torch.stack([t.sum(dtype=torch.float64) for t in mine]).tolist()) if mine else ())
+            for theirs, group in candidates.setdefault(key, []):
+                if all(torch.equal(a, b) for a, b in zip(mine, theirs)):
                     group.extend(members)
                     break
             else:
                 groups.append(list(members))
+                candidates[key].append((mine, groups[-1]))
         return [sorted(g) for g in groups]
 
     @torch.no_grad()
