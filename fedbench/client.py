@@ -287,7 +287,7 @@ class Client:
             self.kept[name] = rows[i * m:(i + 1) * m]
         return rows[:m]
 
-    def phase_start(self, phase: LossPhase, received: list[torch.Tensor], previous: list[torch.Tensor]) -> list[torch.Tensor]:
+    def phase_start(self, phase: FitPhase, received: list[torch.Tensor], previous: list[torch.Tensor]) -> list[torch.Tensor]:
         """What ``phase`` trains from (see :class:`FitPhase` ``start``); ``previous`` is the last sent-on
         result, the received parameters before any."""
         if phase.start == "received":

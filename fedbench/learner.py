@@ -221,7 +221,7 @@ class Learner:
 
     def get_buffers(self) -> torch.Tensor | None:
         """A copy of the floating-point buffers as one flat tensor, or None for a model without any."""
-        return torch.cat([b.reshape(-1) for b in self._buffers]).clone() if self._buffers else None
+        return flatten(self._buffers) if self._buffers else None
 
     def set_buffers(self, flat: torch.Tensor | None) -> None:
         """Copy ``flat`` (from :meth:`get_buffers`) into the buffers; None leaves them as they are."""
@@ -347,7 +347,7 @@ class Learner:
             p.grad = None
         buf = None
         if trainable is None and sgd.momentum > 0 and batches:
-            buf = torch.cat([b.reshape(-1) for b in bufs])
+            buf = flatten(bufs)
         return FitResult(total / max(batches, 1), buf)
 
 
