@@ -86,7 +86,7 @@ def __getattr__(name):
 
 
 def child(dataset: str, method: str, engine: str, rounds: int, device: str, data_root: str,
-          client_state: str = "memory", layout: str = "default") -> dict:
+          client_state: str = "auto", layout: str = "default") -> dict:
     """One cell in this process: load, build, ``rounds`` rounds with an evaluation before and after each."""
     import resource
 
@@ -180,7 +180,7 @@ def timed(cmd: list[str], cwd: str | Path | None = None, env: dict | None = None
 
 
 def ours(dataset: str, method: str, engine: str, rounds: int, device: str, data_root: Path, timeout: float,
-         client_state: str = "memory", layout: str = "default") -> dict:
+         client_state: str = "auto", layout: str = "default") -> dict:
     res = timed([sys.executable, __file__, "--child", dataset, method, engine, str(rounds), device, str(data_root),
                  client_state, layout],
                 env={**os.environ, "PYTHONUNBUFFERED": "1"}, timeout=timeout)
@@ -294,8 +294,8 @@ def main() -> None:
     p.add_argument("--methods", default="fedavg,fedem")
     p.add_argument("--engines", default="auto", help="comma-separated: auto, sequential, vectorized")
     p.add_argument("--rounds", type=int, default=2)
-    p.add_argument("--client-states", default="memory",
-                   help="comma-separated: memory, disk (fedbench's --client-state; one row of ours each)")
+    p.add_argument("--client-states", default="auto",
+                   help="comma-separated: auto, memory, disk (fedbench's --client-state; one row of ours each)")
     p.add_argument("--layouts", default="default",
                    help="comma-separated: default, channels_last (fedbench's train.channels_last; one row of ours each)")
     p.add_argument("--authors", type=Path, help="a checkout of github.com/omarfoq/FedEM")

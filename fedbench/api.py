@@ -87,7 +87,7 @@ def settings_of(settings: Mapping[str, Any] | None, keywords: Mapping[str, Any])
 
 
 def configure(dataset: str, method: str, seed: int = 0, *, settings: Mapping[str, Any] | None = None,
-              device: str = "cpu", engine: str = "auto", client_state: str = "memory", **keywords: Any) -> RunConfig:
+              device: str = "cpu", engine: str = "auto", client_state: str = "auto", **keywords: Any) -> RunConfig:
     """The fully resolved configuration of one run (every default filled in, every value checked)."""
     check_device(device)
     return resolve_run(get_registry(), dataset=dataset, method=method, seed=seed,
@@ -183,7 +183,7 @@ def history_of(store: ResultStore, run_id: str) -> pd.DataFrame:
 def run(dataset: str, method: str, seed: int = 0, *, results: str | Path | None = None,
         settings: Mapping[str, Any] | None = None, data_root: str | Path | None = None, device: str = "cpu",
         engine: str = "auto", force: bool = False, download: bool = False, progress: bool | None = None,
-        client_state: str = "memory", **keywords: Any) -> RunResult:
+        client_state: str = "auto", **keywords: Any) -> RunResult:
     """Run one method on one data set and return its result.
 
     ``results=None`` keeps everything in memory (nothing is written; an exception propagates with
@@ -226,7 +226,7 @@ def run_suite(suite: str | Path, *, results: str | Path = DEFAULT_PATH, seeds: S
               datasets: Sequence[str] | None = None, methods: Sequence[str] | None = None, jobs: int = 1,
               executor: str = "local", address: str | None = None, devices: Sequence[str] | None = None,
               data_root: str | Path | None = None, download: bool = False, force: bool = False, device: str = "cpu",
-              engine: str = "auto", progress: bool | None = None, client_state: str = "memory",
+              engine: str = "auto", progress: bool | None = None, client_state: str = "auto",
               on_outcome: Callable[[RunOutcome], None] | None = None, settings: Mapping[str, Any] | None = None,
               resources: Mapping[str, float] | None = None, data_from: str | None = None,
               **keywords: Any) -> SuiteResult:

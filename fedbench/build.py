@@ -18,7 +18,7 @@ import torch
 from fedbench import datacache
 from fedbench.aggregator import Aggregator
 from fedbench.config import TRAIN_KEYS, RunConfig, TrainConfig, merge_params
-from fedbench.client_state import ScratchFolder
+from fedbench.client_state import ScratchFolder, choose as choose_client_state
 from fedbench.dropout import keyed_dropout
 from fedbench.recurrent import batchable_lstms
 from fedbench.data import DataShape, FederatedData, default_data_root
@@ -44,7 +44,7 @@ def resolve_run(
     overrides: dict[str, Any] | None = None,
     device: str = "cpu",
     engine: str = "auto",
-    client_state: str = "memory",
+    client_state: str = "auto",
 ) -> RunConfig:
     """A fully resolved :class:`RunConfig` from names and ``--set``-style overrides.
 
@@ -404,9 +404,12 @@ def build_simulation(registry: Registry, cfg: RunConfig, data_root: Path | None 
     else:
         note = f"sequential (chosen for speed: {slower})"
     sim = Simulation(cfg, data, aggregator, ensemble.learners[0].n_params, note, new_clients)
-    if cfg.client_state == "disk":
+    state_bytes = sum(p.numel() * p.element_size() for m in models for p in m.parameters())
+    on_disk, why = choose_client_state(cfg.client_state, not isinstance(aggregator.engine, VectorizedEngine),
+                                       len(everyone), state_bytes)
+    if on_disk:
         folder = ScratchFolder()
         for c in everyone:
             c.keep_state_on_disk(folder)
-        sim.engine += "; client state on disk"
+    sim.engine += f"; client state {'on disk' if on_disk else 'in memory'} ({why})"
     return sim

@@ -409,9 +409,10 @@ def build_parser() -> argparse.ArgumentParser:
         help="auto (default): vectorised when the model and method allow it, else one client at a time",
     )
     run.add_argument(
-        "--client-state", choices=CLIENT_STATES, default="memory",
-        help="where clients keep momentum and personal models between rounds: memory (default) or disk (files under "
-             "$FEDBENCH_STATE_DIR or the temp folder; the same numbers, one client's state in memory at a time)",
+        "--client-state", choices=CLIENT_STATES, default="auto",
+        help="where clients keep momentum and personal models between rounds: auto (default: disk when one client "
+             "at a time trains and their state could pass 256 MB), memory, or disk (files under $FEDBENCH_STATE_DIR "
+             "or the temp folder; the same numbers, one client's state in memory at a time)",
     )
     run.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a setting, e.g. lr=0.05 or dataset.n_clients=50")
     run.add_argument("--results", default=str(DEFAULT_PATH), help=f"SQLite results file (default {DEFAULT_PATH})")

@@ -1,12 +1,18 @@
 """Where clients keep what lasts between the rounds they take part in: their SGD momentum buffers and their
 personal models (:attr:`fedbench.client.Client.kept_momentum`, :attr:`~fedbench.client.Client.kept`).
 
-In memory by default. With ``client_state="disk"`` (``fedbench run --client-state disk``) each client's
-entries live in files of a scratch folder of the run and are read back when the client trains again:
-the same tensors, bit for bit (they are saved and loaded, never converted), for a run's peak memory of
-one client's state instead of every client's (CIFAR-10's 80 MobileNetV2 momentum buffers are 0.7 GB;
-Shakespeare's 778 LSTM ones 2.6 GB). The folder is ``$FEDBENCH_STATE_DIR`` or the system's temporary
-folder (put it on a disk, not a RAM-backed tmpfs), removed when the run's clients are released.
+With ``client_state="disk"`` (``fedbench run --client-state disk``) each client's entries live in files
+of a scratch folder of the run and are read back when the client trains again: the same tensors, bit for
+bit (they are saved and loaded, never converted), for a run's peak memory of one client's state instead of
+every client's (CIFAR-10's 80 MobileNetV2 momentum buffers are 0.7 GB; Shakespeare's 778 LSTM ones 2.6 GB).
+The folder is ``$FEDBENCH_STATE_DIR`` or the system's temporary folder, removed when the run's clients are
+released. With ``"memory"`` every client's entries stay in memory.
+
+``"auto"`` (the default) decides per run with :func:`choose`: on disk when the one-at-a-time engine runs
+and the clients' state could exceed :data:`MEMORY_BUDGET` (clients x one model's parameters per learner:
+the size of their momentum), in memory otherwise: the vectorised engine stacks every client's rows in
+memory for each round anyway, and a folder on a RAM-backed file system (tmpfs) would hold the same bytes in
+memory where the process's own measure no longer shows them.
 """
 
 from __future__ import annotations
@@ -20,6 +26,56 @@ from pathlib import Path
 from typing import Any
 
 import torch
+
+#: ``"auto"`` keeps the clients' state in files beyond this many bytes (clients x a model's parameters)
+MEMORY_BUDGET = 256 * 2**20
+#: file systems whose files are memory (``/proc/mounts`` types)
+RAM_BACKED = ("tmpfs", "ramfs")
+
+
+def base_folder() -> Path:
+    """Where :class:`ScratchFolder` makes a run's folder: ``$FEDBENCH_STATE_DIR`` or the temporary folder."""
+    return Path(os.environ.get("FEDBENCH_STATE_DIR") or tempfile.gettempdir())
+
+
+def file_system(path: Path) -> str:
+    """The type (``/proc/mounts``) of the file system that holds ``path`` (its deepest mount point above
+    it), or ``""`` where it cannot be read (not Linux)."""
+    path = path.resolve()
+    best, kind = -1, ""
+    try:
+        lines = Path("/proc/mounts").read_text().splitlines()
+    except OSError:
+        return ""
+    for line in lines:
+        fields = line.split()
+        if len(fields) < 3:
+            continue
+        mount = Path(fields[1].replace("\\040", " "))
+        if (path == mount or mount in path.parents) and len(mount.parts) > best:
+            best, kind = len(mount.parts), fields[2]
+    return kind
+
+
+def choose(mode: str, sequential: bool, n_clients: int, state_bytes: int) -> tuple[bool, str]:
+    """(whether the clients keep their state in files, why) for ``client_state=mode`` when ``n_clients``
+    clients may each keep ``state_bytes`` (one model's parameters, all learners) and ``sequential`` says
+    whether the one-at-a-time engine runs."""
+    if mode != "auto":
+        return mode == "disk", f"asked for: client_state={mode}"
+    total = n_clients * state_bytes
+    size = f"{n_clients} clients x {state_bytes / 2**20:.1f} MB"
+    if not sequential:
+        return False, "auto: the vectorized engine holds every client's rows in memory each round"
+    if total <= MEMORY_BUDGET:
+        return False, f"auto: {size} within {MEMORY_BUDGET // 2**20} MB"
+    base = base_folder()
+    kind = file_system(base)
+    if kind in RAM_BACKED:
+        return False, (f"auto: {size} over {MEMORY_BUDGET // 2**20} MB, but {base} is {kind} (memory); "
+                       "set FEDBENCH_STATE_DIR to a folder on a disk")
+    return True, f"auto: {size} over {MEMORY_BUDGET // 2**20} MB, files under {base}"
+
 
 class DiskSlots(MutableMapping):
     """A mapping name -> list of tensors (or None) whose values are files: setting one saves it, getting one
@@ -61,8 +117,7 @@ class ScratchFolder:
     holds it), or at exit."""
 
     def __init__(self) -> None:
-        base = os.environ.get("FEDBENCH_STATE_DIR") or None
-        if base is not None:
-            Path(base).mkdir(parents=True, exist_ok=True)
+        base = base_folder()
+        base.mkdir(parents=True, exist_ok=True)
         self.path = Path(tempfile.mkdtemp(prefix="fedbench-client-state-", dir=base))
         weakref.finalize(self, shutil.rmtree, self.path, True)

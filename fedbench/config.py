@@ -20,7 +20,7 @@ from fedbench.params import Param
 LR_SCHEDULES = ("multistep", "constant")
 ENGINES = ("auto", "vectorized", "sequential")
 #: where clients keep what lasts between rounds (:mod:`fedbench.client_state`)
-CLIENT_STATES = ("memory", "disk")
+CLIENT_STATES = ("auto", "memory", "disk")
 
 
 #: points on a learning curve when ``eval_every`` is not set
@@ -118,9 +118,9 @@ class RunConfig:
     device: str = field(default="cpu", compare=False)
     #: auto | vectorized | sequential; not part of the run id (both engines compute the same numbers)
     engine: str = field(default="auto", compare=False)
-    #: memory | disk: where clients keep their momentum and personal models between rounds
+    #: auto | memory | disk: where clients keep their momentum and personal models between rounds
     #: (:mod:`fedbench.client_state`); not part of the run id (the same numbers either way)
-    client_state: str = field(default="memory", compare=False)
+    client_state: str = field(default="auto", compare=False)
     #: fingerprint of the code that computes this run (:mod:`fedbench.fingerprint`); part of the run id
     code: str = ""
 

@@ -138,7 +138,7 @@ def load_suite(
     seeds: list[int] | None = None,
     device: str = "cpu",
     engine: str = "auto",
-    client_state: str = "memory",
+    client_state: str = "auto",
     only_datasets: list[str] | None = None,
     only_methods: list[str] | None = None,
 ) -> Suite:

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import gc
+from pathlib import Path
 
 import pytest
 import torch
 
 from fedbench.build import build_simulation, resolve_run
-from fedbench.client_state import DiskSlots, ScratchFolder
+from fedbench import client_state
+from fedbench.client_state import DiskSlots, ScratchFolder, choose, file_system
 from fedbench.errors import ConfigError
 from tests.conftest import TINY
 
@@ -43,7 +45,8 @@ def test_a_run_with_client_state_on_disk_computes_the_same_numbers(registry, tmp
     sims = [build_simulation(registry, resolve_run(registry, dataset="synthetic", method=method, seed=1, overrides=over,
                                                    engine=engine, client_state=state))
             for state in ("memory", "disk")]
-    assert sims[1].engine.endswith("client state on disk") and sims[1].engine.startswith(engine)
+    assert sims[1].engine.endswith("client state on disk (asked for: client_state=disk)"), sims[1].engine
+    assert sims[1].engine.startswith(engine) and "client state in memory (asked for" in sims[0].engine
     mem, disk = sims[0].aggregator, sims[1].aggregator
     for r in range(3):
         assert mem.fit_round(r).train_loss == disk.fit_round(r).train_loss
@@ -62,5 +65,44 @@ def test_a_run_with_client_state_on_disk_computes_the_same_numbers(registry, tmp
 
 
 def test_an_unknown_place_is_refused_before_any_run(registry):
-    with pytest.raises(ConfigError, match="client_state must be one of memory, disk"):
+    with pytest.raises(ConfigError, match="client_state must be one of auto, memory, disk"):
         resolve_run(registry, dataset="synthetic", method="fedavg", seed=0, client_state="gpu")
+
+
+def test_auto_puts_the_state_in_files_only_where_one_client_at_a_time_trains_and_it_could_pass_the_budget(tmp_path,
+                                                                                                       monkeypatch):
+    monkeypatch.setenv("FEDBENCH_STATE_DIR", str(tmp_path))
+    mb = 2**20
+    assert choose("auto", True, 80, 9 * mb) == (True, f"auto: 80 clients x 9.0 MB over 256 MB, files under {tmp_path}")
+    assert choose("auto", True, 20, 9 * mb) == (False, "auto: 20 clients x 9.0 MB within 256 MB")
+    assert choose("auto", True, 256, mb)[0] is False and choose("auto", True, 257, mb)[0] is True  # 256 MB is in
+    on_disk, why = choose("auto", False, 800, 9 * mb)
+    assert not on_disk and "vectorized engine" in why
+    assert choose("memory", True, 800, 9 * mb) == (False, "asked for: client_state=memory")
+    assert choose("disk", False, 1, 1) == (True, "asked for: client_state=disk")
+
+
+def test_the_file_system_is_read_from_the_mount_table():
+    assert file_system(Path("/proc/self")) == "proc"
+    assert file_system(Path("/")) != ""
+
+
+@pytest.mark.skipif(file_system(Path("/dev/shm")) != "tmpfs", reason="no tmpfs at /dev/shm here")
+def test_auto_keeps_memory_when_the_folder_is_memory_itself(monkeypatch):
+    monkeypatch.setenv("FEDBENCH_STATE_DIR", "/dev/shm/fedbench-test")
+    on_disk, why = choose("auto", True, 80, 9 * 2**20)
+    assert not on_disk and "/dev/shm/fedbench-test is tmpfs (memory)" in why and "FEDBENCH_STATE_DIR" in why
+
+
+def test_auto_on_a_run_over_the_budget_keeps_the_clients_state_in_files(registry, tmp_path, monkeypatch):
+    monkeypatch.setenv("FEDBENCH_STATE_DIR", str(tmp_path))
+    monkeypatch.setattr(client_state, "MEMORY_BUDGET", 100)  # bytes: the tiny model's clients pass it
+    sim = build_simulation(registry, resolve_run(registry, dataset="synthetic", method="fedavg", seed=1,
+                                                 overrides={**TINY, "rounds": 1}, engine="sequential"))
+    assert sim.config.client_state == "auto" and "client state on disk (auto: " in sim.engine, sim.engine
+    sim.aggregator.fit_round(0)
+    (folder,) = tmp_path.iterdir()
+    assert len(list(folder.iterdir())) == len(sim.aggregator.clients)  # each client's momentum, in a file
+    vec = build_simulation(registry, resolve_run(registry, dataset="synthetic", method="fedavg", seed=1,
+                                                 overrides={**TINY, "rounds": 1}, engine="vectorized"))
+    assert "client state in memory (auto: the vectorized engine" in vec.engine

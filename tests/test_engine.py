@@ -211,7 +211,7 @@ class TestConvolutions:
         reg = _image_registry()
         cfg = resolve_run(reg, dataset="tiny-images", method="fedem", seed=0, overrides={"rounds": 1})
         sim = build_simulation(reg, cfg)
-        assert sim.engine == "sequential (chosen for speed: Conv2d layers run faster one client at a time on a CPU)"
+        assert sim.engine.split("; ")[0] == "sequential (chosen for speed: Conv2d layers run faster one client at a time on a CPU)"
 
     def test_forced_vectorized_cnn_equals_sequential(self):
         reg = _image_registry()
