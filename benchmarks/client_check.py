@@ -15,8 +15,8 @@ import time
 
 import torch
 
-from fedbench.build import build_simulation, resolve_run
-from fedbench.registry import get_registry
+from fedbench.runs.build import build_simulation, resolve_run
+from fedbench.plugin.registry import get_registry
 
 
 class _Off:

@@ -16,9 +16,9 @@ import time
 
 import torch
 
-from fedbench.build import build_simulation, load_data, resolve_run
+from fedbench.runs.build import build_simulation, load_data, resolve_run
 from fedbench.engine import CPU_SEQUENTIAL_PARAMS
-from fedbench.registry import get_registry
+from fedbench.plugin.registry import get_registry
 
 
 def seconds_per_round(registry, dataset: str, hidden: int, engine: str, rounds: int) -> tuple[float, int]:  # noqa: ANN001

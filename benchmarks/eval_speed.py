@@ -27,10 +27,10 @@ def main() -> None:
     args = p.parse_args()
     import torch
 
-    from fedbench.build import build_simulation, resolve_run
+    from fedbench.runs.build import build_simulation, resolve_run
     from fedbench.engine import VectorizedEngine
-    from fedbench.metrics import summarise
-    from fedbench.registry import get_registry
+    from fedbench.fl.metrics import summarise
+    from fedbench.plugin.registry import get_registry
 
     registry = get_registry()
     batched = VectorizedEngine._evaluate_own

@@ -60,8 +60,8 @@ N_RUNS = 24
 
 def _n_evals() -> int:
     """Evaluations a finished run of the grid stores, by the store's own rule (round 0 included)."""
-    from fedbench.config import TrainConfig
-    from fedbench.store import n_evaluations
+    from fedbench.fl.config import TrainConfig
+    from fedbench.reporting.store import n_evaluations
 
     return n_evaluations(TrainConfig(rounds=60, eval_every=10))
 
@@ -223,7 +223,7 @@ def other_namespace(suite: Path) -> dict:
 
 def stopped(suite: Path) -> dict:
     """A sweep stopped (SIGSTOP) past the heartbeat's staleness while a second sweep runs, then continued."""
-    from fedbench.store import STALE_AFTER
+    from fedbench.reporting.store import STALE_AFTER
 
     db = Path(tempfile.mkdtemp()) / "sigstop.sqlite"
     first = sweep(suite, db)

@@ -24,8 +24,8 @@ METHODS = ["fedem", "fedavg", "local", "fedprox", "fedavg+", "fedavgm", "fedadam
 
 
 def time_method(registry, method: str, engine: str, rounds: int, clients: int, extra: dict | None = None):  # noqa: ANN001, ANN201
-    from fedbench.build import build_simulation, resolve_run
-    from fedbench.metrics import summarise
+    from fedbench.runs.build import build_simulation, resolve_run
+    from fedbench.fl.metrics import summarise
 
     cfg = resolve_run(registry, dataset="synthetic", method=method, seed=1,
                       overrides={"dataset.n_clients": clients, "rounds": 200, **(extra or {})}, engine=engine)
@@ -51,10 +51,10 @@ def main() -> None:
     args = p.parse_args()
     import torch
 
-    from fedbench.registry import get_registry
+    from fedbench.plugin.registry import get_registry
 
     torch.set_num_threads(max(1, torch.get_num_threads()))
-    from fedbench.config import parse_assignments
+    from fedbench.fl.config import parse_assignments
 
     registry = get_registry()
     extra = parse_assignments(args.set)

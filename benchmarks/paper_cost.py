@@ -28,9 +28,9 @@ from pathlib import Path
 
 import torch
 
-from fedbench.build import build_simulation, load_data
-from fedbench.registry import get_registry
-from fedbench.suite import load_suite
+from fedbench.runs.build import build_simulation, load_data
+from fedbench.plugin.registry import get_registry
+from fedbench.runs.suite import load_suite
 
 
 def measure(cfg, data_root: Path, samples: int, seed: int = 0) -> dict:  # noqa: ANN001

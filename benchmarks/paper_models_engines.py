@@ -18,9 +18,9 @@ import time
 
 import torch
 
-from fedbench.build import build_simulation, resolve_run
-from fedbench.data import FederatedData
-from fedbench.registry import get_registry
+from fedbench.runs.build import build_simulation, resolve_run
+from fedbench.fl.data import FederatedData
+from fedbench.plugin.registry import get_registry
 from fedbench_plugins.datasets.pooled import image_table
 
 #: model -> (the data set whose shape it takes, input shape, classes, labels per sample)

@@ -93,9 +93,9 @@ def child(dataset: str, method: str, engine: str, rounds: int, device: str, data
     import torch
 
     torch.set_num_threads(int(os.environ.get("FEDBENCH_THREADS", torch.get_num_threads())))
-    from fedbench.build import build_simulation
-    from fedbench.registry import get_registry
-    from fedbench.suite import load_suite
+    from fedbench.runs.build import build_simulation
+    from fedbench.plugin.registry import get_registry
+    from fedbench.runs.suite import load_suite
 
     def sync() -> None:
         if device.startswith("cuda"):
@@ -257,8 +257,8 @@ def theirs(python: str, scratch: Path, dataset: str, method: str, lr: float, rou
 
 
 def suite_lr(dataset: str, method: str) -> float:
-    from fedbench.registry import get_registry
-    from fedbench.suite import load_suite
+    from fedbench.plugin.registry import get_registry
+    from fedbench.runs.suite import load_suite
 
     (cfg,) = load_suite(get_registry(), "paper", seeds=[1], only_datasets=[dataset], only_methods=[method]).runs
     return cfg.train.lr

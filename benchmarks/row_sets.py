@@ -30,8 +30,8 @@ def main() -> None:
     import torch
 
     import fedbench.engine as engine
-    from fedbench.build import build_simulation, resolve_run
-    from fedbench.registry import get_registry
+    from fedbench.runs.build import build_simulation, resolve_run
+    from fedbench.plugin.registry import get_registry
 
     if args.threads:
         torch.set_num_threads(args.threads)

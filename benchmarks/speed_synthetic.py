@@ -50,7 +50,7 @@ def _registry_with_bench_data():  # noqa: ANN202
     import torch
 
     from fedbench import DatasetSpec, FederatedData, hookimpl
-    from fedbench.registry import Registry, load_plugins, new_plugin_manager
+    from fedbench.plugin.registry import Registry, load_plugins, new_plugin_manager
 
     def load(data_root=None, n_clients=80, n_train=64, n_test=64, seed=0):  # noqa: ANN001, ANN202
         g = torch.Generator().manual_seed(seed)
@@ -84,8 +84,8 @@ def _registry_with_bench_data():  # noqa: ANN202
 def child(workload: str, method: str, engine: str, rounds: int, device: str) -> dict:
     import torch
 
-    from fedbench.build import build_simulation, load_data, resolve_run
-    from fedbench.metrics import summarise
+    from fedbench.runs.build import build_simulation, load_data, resolve_run
+    from fedbench.fl.metrics import summarise
 
     torch.set_num_threads(int(os.environ.get("BENCH_THREADS", torch.get_num_threads())))
     registry = _registry_with_bench_data()

@@ -36,8 +36,8 @@ from pathlib import Path
 
 DUMP = r'''
 import sys, torch
-from fedbench.build import build_simulation, resolve_run
-from fedbench.registry import get_registry
+from fedbench.runs.build import build_simulation, resolve_run
+from fedbench.plugin.registry import get_registry
 torch.set_num_threads(1)
 reg, out = get_registry(), {}
 tiny = {"dataset.n_clients": 8, "dataset.n_test": 40, "dataset.dim": 10, "rounds": 3, "batch_size": 7}
@@ -58,9 +58,9 @@ torch.save(out, sys.argv[1])
 
 SPEED = r'''
 import sys, time, torch
-from fedbench.learner import Learner, SGDConfig, epoch_orders
-from fedbench.seeding import generator
-from fedbench.tasks import MulticlassTask
+from fedbench.fl.learner import Learner, SGDConfig, epoch_orders
+from fedbench.fl.seeding import generator
+from fedbench.fl.tasks import MulticlassTask
 from fedbench_plugins.models.networks import femnist_cnn
 torch.set_num_threads(1)
 steps = int(sys.argv[1])
@@ -77,8 +77,8 @@ print(1000 * (time.perf_counter() - t) / steps)
 
 SYNTHETIC = r'''
 import sys, time, torch
-from fedbench.build import build_simulation, resolve_run
-from fedbench.registry import get_registry
+from fedbench.runs.build import build_simulation, resolve_run
+from fedbench.plugin.registry import get_registry
 torch.set_num_threads(1)
 rounds, reg = int(sys.argv[1]), get_registry()
 agg = build_simulation(reg, resolve_run(reg, dataset="synthetic", method="fedem", seed=1, engine="vectorized")).aggregator

@@ -35,9 +35,9 @@ def main() -> None:
     import torch
 
     from fedbench import Client
-    from fedbench.build import build_simulation, resolve_run
+    from fedbench.runs.build import build_simulation, resolve_run
     from fedbench.engine import VectorizedEngine
-    from fedbench.registry import get_registry
+    from fedbench.plugin.registry import get_registry
 
     if args.threads:
         torch.set_num_threads(args.threads)

@@ -9,14 +9,17 @@ from __future__ import annotations
 
 __version__ = "0.1.0"
 
-from fedbench.contract import PLUGIN_API
-from fedbench.aggregator import Aggregator, CentralizedAggregator, weighted_average
-from fedbench.client import Client, ClientUpdate, EvalResult, FitIns, FitPhase, LossPhase, StepPhase
-from fedbench.messages import EvaluateIns
-from fedbench.data import ClientData, DataShape, FederatedData
-from fedbench.learner import Learner, LearnersEnsemble
-from fedbench.registry import get_registry, hookimpl
-from fedbench.specs import (
+from fedbench.plugin.contract import PLUGIN_API, install_moved_modules
+
+install_moved_modules()  # plugins written before the subpackages still import fedbench.client, fedbench.params, ...
+from fedbench.fl.aggregator import Aggregator, CentralizedAggregator, weighted_average
+from fedbench.fl.client import Client, ClientUpdate, EvalResult, FitIns, FitPhase, LossPhase, StepPhase
+from fedbench.fl.messages import EvaluateIns
+from fedbench.fl.data import ClientData, DataShape, FederatedData
+from fedbench.fl.learner import Learner, LearnersEnsemble
+from fedbench.plugin.params import Param
+from fedbench.plugin.registry import get_registry, hookimpl
+from fedbench.plugin.specs import (
     AggregatorSpec, ClientSpec, DatasetSpec, ExecutorSpec, MethodSpec, ModelSpec, PartitionerSpec, SuiteSpec,
 )
 
@@ -55,6 +58,7 @@ __all__ = [
     "LearnersEnsemble",
     "MethodSpec",
     "PLUGIN_API",
+    "Param",
     "ModelSpec",
     "RunResult",
     "SuiteResult",

@@ -17,18 +17,18 @@ from typing import Any
 
 import pandas as pd
 
-from fedbench.build import (
+from fedbench.runs.build import (
     _items, _load_cached, build_simulation, check_device, check_model_fits, dataset_parameters, resolve_run,
 )
-from fedbench.config import RunConfig, flat_settings, merge_params
-from fedbench.data import FederatedData, default_data_root
+from fedbench.fl.config import RunConfig, flat_settings, merge_params
+from fedbench.fl.data import FederatedData, default_data_root
 from fedbench.errors import ConfigError, DivergedError, FedbenchError
-from fedbench.executor import assign_devices, run_local
-from fedbench.registry import Registry, get_registry
-from fedbench.report import comparison_table, init_note, runs_table
-from fedbench.runner import RunOutcome, train
-from fedbench.store import DEFAULT_PATH, ResultStore
-from fedbench.suite import Suite, load_suite, missing_data
+from fedbench.runs.executor import assign_devices, run_local
+from fedbench.plugin.registry import Registry, get_registry
+from fedbench.reporting.report import comparison_table, init_note, runs_table
+from fedbench.runs.runner import RunOutcome, train
+from fedbench.reporting.store import DEFAULT_PATH, ResultStore
+from fedbench.runs.suite import Suite, load_suite, missing_data
 
 
 @dataclass
@@ -144,7 +144,7 @@ def prepare(registry: Registry, configs: list[RunConfig], *, data_root: Path | N
 
 
 def init_notes(registry: Registry, configs: Sequence[RunConfig]) -> dict[str, int]:
-    """The distinct :attr:`~fedbench.specs.ModelSpec.init_note` lines of ``configs``, with how many runs each concerns."""
+    """The distinct :attr:`~fedbench.plugin.specs.ModelSpec.init_note` lines of ``configs``, with how many runs each concerns."""
     out: dict[str, int] = {}
     for c in configs:
         note = init_note(registry, c.model, dict(c.model_params))

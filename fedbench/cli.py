@@ -20,17 +20,17 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 from fedbench import __version__
-from fedbench.build import resolve_run
-from fedbench.config import CLIENT_STATES, parse_assignments
-from fedbench.data import default_data_root
+from fedbench.runs.build import resolve_run
+from fedbench.fl.config import CLIENT_STATES, parse_assignments
+from fedbench.fl.data import default_data_root
 from fedbench.errors import FedbenchError
-from fedbench.registry import KIND_HOOKS, Registry, get_registry
-from fedbench.report import (
+from fedbench.plugin.registry import KIND_HOOKS, Registry, get_registry
+from fedbench.reporting.report import (
     METRICS, comparison_table, human_bytes, reference_table, runs_table, select_runs, to_latex, to_markdown,
 )
-from fedbench.runner import RunOutcome
-from fedbench.store import DEFAULT_PATH, ResultStore
-from fedbench.suite import load_suite
+from fedbench.runs.runner import RunOutcome
+from fedbench.reporting.store import DEFAULT_PATH, ResultStore
+from fedbench.runs.suite import load_suite
 
 
 def _warn_failures(registry: Registry) -> None:
@@ -86,7 +86,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     if args.tensorboard and Path(args.tensorboard).exists() and not Path(args.tensorboard).is_dir():
         raise FedbenchError(f"--tensorboard {args.tensorboard} is a file; it takes a folder for the event files")
     if args.mlflow:  # checked before any run: where it goes, and that MLflow is installed
-        from fedbench.export import mlflow_uri
+        from fedbench.reporting.export import mlflow_uri
 
         mlflow_uri(args.mlflow)
         if importlib.util.find_spec("mlflow") is None:
@@ -152,14 +152,14 @@ def _write_stored(results: str, outcomes: list[RunOutcome], statuses: tuple[str,
 
 
 def _tensorboard(results: str, outcomes: list[RunOutcome], log_dir: str) -> None:
-    from fedbench.export import write_tensorboard
+    from fedbench.reporting.export import write_tensorboard
 
     _write_stored(results, outcomes, ("done", "diverged", "skipped"),
                   lambda store, runs: write_tensorboard(store, runs, Path(log_dir)))
 
 
 def _mlflow(results: str, outcomes: list[RunOutcome], target: str, experiment: str) -> None:
-    from fedbench.export import write_mlflow
+    from fedbench.reporting.export import write_mlflow
 
     _write_stored(results, outcomes, ("done", "diverged", "failed", "skipped"),
                   lambda store, runs: write_mlflow(store, runs, target, experiment))
@@ -196,7 +196,7 @@ def cmd_report(args: argparse.Namespace) -> int:
         known = [c for c in table.columns if c in METRICS]
         raise FedbenchError(f"unknown metric {args.metric!r}; stored metrics are: {', '.join(known)}")
     if args.format == "html":
-        from fedbench.htmlreport import html_report
+        from fedbench.reporting.htmlreport import html_report
 
         out = Path(args.out or f"{suite.name if suite else Path(args.results).stem}-report.html")
         page = html_report(store, suite=suite, registry=get_registry(), metric=args.metric, headline=args.headline,
@@ -229,7 +229,7 @@ def _has(table, metric: str) -> bool:  # noqa: ANN001
 
 
 def cmd_plot(args: argparse.Namespace) -> int:
-    from fedbench.plot import curves, default_out_dir, plot_curves
+    from fedbench.reporting.plot import curves, default_out_dir, plot_curves
 
     path = Path(args.results)
     registry = get_registry()
@@ -288,7 +288,7 @@ def _when(stamp: float | None) -> str:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    from fedbench.export import export, per_round, write_mlflow, write_tensorboard
+    from fedbench.reporting.export import export, per_round, write_mlflow, write_tensorboard
 
     if args.format not in ("tensorboard", "mlflow") and Path(args.out).is_dir():
         raise FedbenchError(f"--out {args.out} is a folder; give a file name, e.g. --out {Path(args.out) / ('runs.' + args.format)}")
@@ -344,8 +344,8 @@ def cmd_claims(args: argparse.Namespace) -> int:
 
 
 def cmd_data_describe(args: argparse.Namespace) -> int:
-    from fedbench.build import load_data
-    from fedbench.partition import describe, plot_label_heatmap
+    from fedbench.runs.build import load_data
+    from fedbench.runs.partition import describe, plot_label_heatmap
 
     registry = get_registry()
     _warn_failures(registry)

@@ -37,9 +37,9 @@ from typing import Any
 
 import torch
 
-from fedbench.build import build_simulation, resolve_run
+from fedbench.runs.build import build_simulation, resolve_run
 from fedbench.errors import ConfigError
-from fedbench.registry import Registry, get_registry
+from fedbench.plugin.registry import Registry, get_registry
 
 #: the tiny federation every check trains: the synthetic data set with 8 clients of 10 features
 TINY = {"dataset.n_clients": 8, "dataset.n_test": 40, "dataset.dim": 10, "eval_every": 1}
@@ -201,8 +201,8 @@ def _unseen(registry: Registry, name: str, dataset: str, seed: int, over: dict, 
 
 
 def _stored(registry: Registry, name: str, dataset: str, seed: int, over: dict, report: CheckReport) -> None:
-    from fedbench.runner import execute_run
-    from fedbench.store import ResultStore
+    from fedbench.runs.runner import execute_run
+    from fedbench.reporting.store import ResultStore
 
     cfg = resolve_run(registry, dataset=dataset, method=name, seed=seed, overrides=over)
     with tempfile.TemporaryDirectory() as folder:

@@ -7,5 +7,5 @@ pairing them; ``methods/partial.py`` is a helper FedRep and FedBN share),
 ``datasets/`` (one module per on-disk format, ``datasets/pooled.py`` federates a
 pooled data set), ``models/``, ``partitioners/`` and ``suites/`` (the suite files).
 The plain client, the centralised aggregator and the executors are registered by
-the core itself (``fedbench.components``), through the same hooks.
+the core itself (``fedbench.plugin.components``), through the same hooks.
 """

@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from fedbench.registry import get_registry
+from fedbench.plugin.registry import get_registry
 
-# generated data sets are cached on disk (fedbench.datacache): the tests, and the CLIs they start, use a
+# generated data sets are cached on disk (fedbench.runs.datacache): the tests, and the CLIs they start, use a
 # fresh folder of their own, never the user's cache, removed when the session ends (tens of MB each)
 _OWN_CACHE = None
 if "FEDBENCH_DATA_CACHE" not in os.environ:
@@ -36,7 +36,7 @@ def registry():
 
 def with_plugin(plugin: object, name: str):  # noqa: ANN201
     """The installed plugins (from their entry points) plus ``plugin`` registered under ``name``: real pluggy."""
-    from fedbench.registry import Registry, load_plugins, new_plugin_manager
+    from fedbench.plugin.registry import Registry, load_plugins, new_plugin_manager
 
     pm = new_plugin_manager()
     failures, packages = load_plugins(pm)

@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from fedbench.aggregator import sample_clients, weighted_average
-from fedbench.build import build_simulation, resolve_run
-from fedbench.seeding import generator
+from fedbench.fl.aggregator import sample_clients, weighted_average
+from fedbench.runs.build import build_simulation, resolve_run
+from fedbench.fl.seeding import generator
 from tests.conftest import TINY
 
 
@@ -85,7 +85,7 @@ class TestFoldingAsUpdatesArrive:
         ("fedavg", {"participation": 0.5, "aggregator.unsampled": "drop"}),
     ])
     def test_folding_equals_the_whole_list(self, registry, monkeypatch, method, over):
-        from fedbench.aggregator import CentralizedAggregator
+        from fedbench.fl.aggregator import CentralizedAggregator
 
         def rounds():
             cfg = resolve_run(registry, dataset="synthetic", method=method, seed=3, overrides={**TINY, **over},
@@ -103,7 +103,7 @@ class TestFoldingAsUpdatesArrive:
             assert torch.equal(a, b)
 
     def test_a_client_that_trains_its_own_way_is_not_folded(self, registry):
-        from fedbench.client import Client
+        from fedbench.fl.client import Client
 
         class OwnFit(Client):
             def fit(self, ins, phases=None):  # noqa: ANN001, ANN201
@@ -139,7 +139,7 @@ class TestBuffersTravelInTheInstructions:
     """BatchNorm averages reach clients in FitIns/EvaluateIns (``buffers_for``), not by the server calling them."""
 
     def test_the_average_is_in_each_clients_instructions_and_taken_before_training(self, registry):
-        from fedbench.build import build_simulation, resolve_run
+        from fedbench.runs.build import build_simulation, resolve_run
 
         over = {**TINY, "model": "mlp", "model.batch_norm": True, "model.hidden": 8}
         agg = build_simulation(registry, resolve_run(registry, dataset="synthetic", method="fedavg", seed=0, overrides=over)).aggregator
@@ -152,7 +152,7 @@ class TestBuffersTravelInTheInstructions:
         assert all(torch.equal(a, b) for a, b in zip(agg.clients[3].buffers, agg.global_buffers))
 
     def test_an_aggregator_written_for_send_buffers_is_refused_where_it_is_defined(self):
-        from fedbench.aggregator import CentralizedAggregator
+        from fedbench.fl.aggregator import CentralizedAggregator
         from fedbench.errors import PluginError
 
         with pytest.raises(PluginError, match=r"defines send_buffers\(clients\), which fedbench no longer calls.*buffers_for\(client\)"):

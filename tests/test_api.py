@@ -270,7 +270,7 @@ class TestPlotDefaults:
 
     def test_each_method_keeps_its_style_in_colour_blind_safe_colours_and_the_headline_stands_out(self):
         pytest.importorskip("matplotlib")
-        from fedbench.plot import HEADLINE_COLOUR, PALETTE, styles
+        from fedbench.reporting.plot import HEADLINE_COLOUR, PALETTE, styles
 
         everyone = fedbench.get_registry().names("method")
         a = styles(everyone, headline="fedem")
@@ -286,8 +286,8 @@ class TestPlotDefaults:
         pytest.importorskip("matplotlib")
         import matplotlib.image
 
-        from fedbench.plot import curves, plot_curves, value_label
-        from fedbench.store import ResultStore
+        from fedbench.reporting.plot import curves, plot_curves, value_label
+        from fedbench.reporting.store import ResultStore
 
         assert value_label("test_acc", [1, 1]) == "test_acc (one seed per method)"
         assert value_label("test_acc", [3, 3]) == "test_acc (mean ± std over 3 seeds)"
@@ -303,10 +303,10 @@ class TestPlotDefaults:
         assert matplotlib.image.imread(png).shape[2] in (3, 4)
 
     def test_grid_points_are_separate_curves_and_gaps_never_averaged_together(self, tmp_path):
-        from fedbench.htmlreport import headline_gaps
-        from fedbench.plot import curves
-        from fedbench.report import runs_table
-        from fedbench.store import ResultStore
+        from fedbench.reporting.htmlreport import headline_gaps
+        from fedbench.reporting.plot import curves
+        from fedbench.reporting.report import runs_table
+        from fedbench.reporting.store import ResultStore
 
         suite = tmp_path / "grid.toml"
         suite.write_text('headline = "fedprox"\nseeds = [1]\n[set]\nrounds = 2\neval_every = 1\n[datasets.synthetic]\n'
@@ -325,8 +325,8 @@ class TestPlotDefaults:
             assert row.mean == pytest.approx(prox[mu]) and row.gap == pytest.approx(prox[mu] - fedavg)
 
     def test_round_zero_is_drawn(self, tmp_path):
-        from fedbench.plot import curves
-        from fedbench.store import ResultStore
+        from fedbench.reporting.plot import curves
+        from fedbench.reporting.store import ResultStore
 
         db = tmp_path / "r.sqlite"
         fedbench.run_suite(_suite(tmp_path), results=db, progress=False)
@@ -376,7 +376,7 @@ def test_the_example_compares_two_methods_and_draws_a_curve(tmp_path):
 
 
 def test_a_suite_headline_is_checked_against_the_suites_own_methods(tmp_path):
-    from fedbench.suite import load_suite
+    from fedbench.runs.suite import load_suite
 
     part = load_suite(fedbench.get_registry(), "quick", only_methods=["fedavg"])  # keeping part of the suite is fine
     assert part.headline == "fedem" and {c.method for c in part.runs} == {"fedavg"}
@@ -391,7 +391,7 @@ class TestOneSpelling:
     tables), the Python API (dotted, nested dicts, double underscores) and load_dataset (issue 29 item 2)."""
 
     def test_suite_toml_dotted_quoted_unquoted_and_nested_are_one_run(self, registry, tmp_path):
-        from fedbench.suite import load_suite
+        from fedbench.runs.suite import load_suite
 
         head = 'seeds = [1]\n[set]\nrounds = 2\n[datasets.synthetic]\nn_clients = 4\n'
         ids = []
@@ -405,7 +405,7 @@ class TestOneSpelling:
         assert len(set(ids)) == 1
 
     def test_a_methods_list_beside_a_methods_table_says_what_to_write(self, registry, tmp_path):
-        from fedbench.suite import load_suite
+        from fedbench.runs.suite import load_suite
 
         path = tmp_path / "s.toml"
         path.write_text('methods = ["fedprox"]\nseeds = [1]\n[methods.fedprox]\nclient.mu = 0.5\n[datasets.synthetic]\n')
@@ -437,7 +437,7 @@ def test_import_fedbench_is_light_for_plugins_and_the_api_loads_on_first_use():
     import sys
 
     code = ("import sys, fedbench\n"
-            "heavy = [m for m in ('pandas', 'fedbench.api', 'fedbench.store', 'fedbench.runner', 'fedbench.executor') if m in sys.modules]\n"
+            "heavy = [m for m in ('pandas', 'fedbench.api', 'fedbench.reporting.store', 'fedbench.runs.runner', 'fedbench.runs.executor') if m in sys.modules]\n"
             "assert not heavy, heavy\n"
             "from fedbench import run, MethodSpec, hookimpl, Client\n"
             "assert run.__module__ == 'fedbench.api' and 'pandas' in sys.modules\n"

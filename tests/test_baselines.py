@@ -8,13 +8,13 @@ import types
 import pytest
 import torch
 
-from fedbench.build import build_simulation, resolve_run
-from fedbench.learner import Learner, SGDConfig, epoch_orders
-from fedbench.runner import execute_run
-from fedbench.seeding import generator
+from fedbench.runs.build import build_simulation, resolve_run
+from fedbench.fl.learner import Learner, SGDConfig, epoch_orders
+from fedbench.runs.runner import execute_run
+from fedbench.fl.seeding import generator
 from fedbench.errors import ConfigError
-from fedbench.store import ResultStore
-from fedbench.tasks import BinaryTask
+from fedbench.reporting.store import ResultStore
+from fedbench.fl.tasks import BinaryTask
 from fedbench_plugins.methods.clustered import complete_linkage_bipartition, cosine_similarities
 from fedbench_plugins.methods.decentralized import binomial_graph, erdos_renyi_ring, fmmc_weights, metropolis_weights
 from fedbench_plugins.methods.fedopt import server_step

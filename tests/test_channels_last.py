@@ -6,9 +6,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from fedbench.build import build_simulation, resolve_run
-from fedbench.learner import Learner, flatten
-from fedbench.tasks import make_task
+from fedbench.runs.build import build_simulation, resolve_run
+from fedbench.fl.learner import Learner, flatten
+from fedbench.fl.tasks import make_task
 from tests.test_engine import _image_registry
 
 

@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from fedbench.build import build_simulation, resolve_run
-from fedbench import client_state
-from fedbench.client_state import DiskSlots, ScratchFolder, choose, file_system
+from fedbench.runs.build import build_simulation, resolve_run
+from fedbench.runs import client_state
+from fedbench.runs.client_state import DiskSlots, ScratchFolder, choose, file_system
 from fedbench.errors import ConfigError
 from tests.conftest import TINY
 
@@ -106,3 +106,4 @@ def test_auto_on_a_run_over_the_budget_keeps_the_clients_state_in_files(registry
     vec = build_simulation(registry, resolve_run(registry, dataset="synthetic", method="fedavg", seed=1,
                                                  overrides={**TINY, "rounds": 1}, engine="vectorized"))
     assert "client state in memory (auto: the vectorized engine" in vec.engine
+

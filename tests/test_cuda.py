@@ -10,9 +10,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from fedbench.build import build_simulation, resolve_run
-from fedbench.runner import evaluate, execute_run
-from fedbench.store import ResultStore
+from fedbench.runs.build import build_simulation, resolve_run
+from fedbench.runs.runner import evaluate, execute_run
+from fedbench.reporting.store import ResultStore
 from tests.conftest import TINY
 from tests.test_engine import CASES, _state
 
@@ -69,7 +69,7 @@ def test_a_stored_gpu_run_matches_the_cpu_run(registry, tmp_path):
 
 
 def test_dropout_masks_on_the_gpu_are_the_cpus_bit_for_bit():
-    from fedbench.dropout import batch_key, keep_mask, row_key
+    from fedbench.fl.dropout import batch_key, keep_mask, row_key
 
     key = batch_key(torch.tensor(row_key(1, 3, 7, 11, 2)), 5)
     cpu = keep_mask(key, 1, torch.Size([128, 1280]), 0.2, torch.device("cpu"))

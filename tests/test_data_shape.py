@@ -6,8 +6,8 @@ from __future__ import annotations
 
 import pytest
 import fedbench
-from fedbench.build import declared_shape, load_data, resolve_run
-from fedbench.data import DataShape
+from fedbench.runs.build import declared_shape, load_data, resolve_run
+from fedbench.fl.data import DataShape
 from fedbench.errors import PluginError
 from tests.conftest import TINY, run_cli, with_plugin
 from tests.test_cifar import make_cifar
@@ -85,7 +85,7 @@ def _lying_registry(shape: DataShape):
 
 
 def test_a_declaration_that_is_not_what_loads_fails_the_run_naming_the_plugin(tmp_path):
-    from fedbench.build import build_simulation, check_model_fits
+    from fedbench.runs.build import build_simulation, check_model_fits
 
     honest = _lying_registry(DataShape((6,), 1, task="binary"))
     cfg = resolve_run(honest, dataset="lying", method="fedavg", seed=0, overrides={"rounds": 1})
@@ -99,12 +99,12 @@ def test_a_declaration_that_is_not_what_loads_fails_the_run_naming_the_plugin(tm
         build_simulation(wrong, cfg)
     not_a_shape = _lying_registry((6,))  # type: ignore[arg-type]
     cfg = resolve_run(not_a_shape, dataset="lying", method="fedavg", seed=0, overrides={"rounds": 1})
-    with pytest.raises(PluginError, match="shape\\(\\) must return a fedbench.data.DataShape, got tuple"):
+    with pytest.raises(PluginError, match="shape\\(\\) must return a fedbench.fl.data.DataShape, got tuple"):
         check_model_fits(not_a_shape, cfg)
 
 
 def test_the_lstm_is_probed_with_byte_ids_and_the_window_labels(registry):
-    from fedbench.build import check_model_fits
+    from fedbench.runs.build import check_model_fits
     from fedbench.errors import ConfigError
 
     cfg = resolve_run(registry, dataset="shakespeare", method="fedavg", seed=0, overrides={"model.hidden": 8})

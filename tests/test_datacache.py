@@ -1,4 +1,4 @@
-"""The content-addressed cache of generated data sets (fedbench.datacache)."""
+"""The content-addressed cache of generated data sets (fedbench.runs.datacache)."""
 
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ import textwrap
 import pytest
 import torch
 
-from fedbench import datacache
-from fedbench.build import _load_cached
+from fedbench.runs import datacache
+from fedbench.runs.build import _load_cached
 from fedbench.api import load_dataset
 
 SMALL = {"n_clients": 5, "n_test": 20, "dim": 4}
@@ -155,7 +155,7 @@ class TestCacheFailure:
         cache.mkdir(parents=True)
         script = textwrap.dedent(f"""
             import os, torch
-            from fedbench import datacache
+            from fedbench.runs import datacache
             from fedbench_plugins.datasets.synthetic import load
             real = torch.save
             def dying(obj, f, *a, **k):
@@ -177,7 +177,7 @@ class TestCacheFailure:
 
     def test_two_processes_writing_the_same_entry_at_once_leave_one_readable_entry(self, cache):
         script = textwrap.dedent(f"""
-            from fedbench import datacache
+            from fedbench.runs import datacache
             from fedbench_plugins.datasets.synthetic import load
             d = datacache.cached("synthetic", (), lambda: "c", lambda: load(**{SMALL!r}, noise=0.1, alpha=0.4, n_components=2, seed=1))
             print(float(d.train_x.sum()))
@@ -214,7 +214,7 @@ def _mapped_rss_kb(path) -> int:
 
 
 def _big(calls: list):
-    from fedbench.data import FederatedData
+    from fedbench.fl.data import FederatedData
 
     def generate():
         calls.append(1)
@@ -254,8 +254,8 @@ class TestRelease:
         assert datacache.release(want[:, ::2]) == 0  # not contiguous
 
     def test_a_run_streams_its_test_set_and_scores_as_without_release(self, cache, registry, monkeypatch):
-        from fedbench.build import build_simulation, resolve_run
-        from fedbench.runner import evaluate
+        from fedbench.runs.build import build_simulation, resolve_run
+        from fedbench.runs.runner import evaluate
         from tests.conftest import TINY
 
         cfg = resolve_run(registry, dataset="synthetic", method="fedem", seed=2, overrides={**TINY, "dataset.n_test": 3000})

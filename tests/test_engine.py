@@ -9,11 +9,11 @@ import torch
 from torch import nn
 
 from fedbench import Client
-from fedbench.build import build_simulation, resolve_run
+from fedbench.runs.build import build_simulation, resolve_run
 from fedbench.engine import vectorisable
 from fedbench.errors import ConfigError
-from fedbench.runner import execute_run
-from fedbench.store import ResultStore
+from fedbench.runs.runner import execute_run
+from fedbench.reporting.store import ResultStore
 from tests.conftest import TINY
 
 CASES = [
@@ -65,7 +65,7 @@ def _state(agg):
 
 
 def test_every_method_of_the_baselines_suite_is_compared(registry):
-    from fedbench.suite import load_suite
+    from fedbench.runs.suite import load_suite
 
     suite = load_suite(registry, "baselines-synthetic")
     assert {run.method for run in suite.runs} <= {method for method, _ in CASES}
@@ -479,8 +479,8 @@ def test_the_schedule_holds_every_rows_reference_orders_batch_by_batch(registry)
     (client, learner) at epoch e is epoch_orders of the client's round generator, cut into batches, as
     global sample indices, the last batch padded with the client's first sample; ``counts`` give every
     batch's real samples (min(B, n - j B) at batch j), 0 in the steps the row idles."""
-    from fedbench.learner import epoch_orders
-    from fedbench.seeding import STREAM_TRAIN, generator
+    from fedbench.fl.learner import epoch_orders
+    from fedbench.fl.seeding import STREAM_TRAIN, generator
 
     over = {**TINY, "dataset.n_clients": 6}
     cfg = resolve_run(registry, dataset="synthetic", method="fedem", seed=5, overrides=over, engine="vectorized")

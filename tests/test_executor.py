@@ -11,12 +11,12 @@ import time
 
 import pytest
 
-from fedbench.build import resolve_run
+from fedbench.runs.build import resolve_run
 from fedbench.errors import ConfigError
-from fedbench.executor import assign_devices, run_local, threads_per_worker
-from fedbench.report import runs_table
-from fedbench.store import ResultStore
-from fedbench.suite import expand_grid, load_suite
+from fedbench.runs.executor import assign_devices, run_local, threads_per_worker
+from fedbench.reporting.report import runs_table
+from fedbench.reporting.store import ResultStore
+from fedbench.runs.suite import expand_grid, load_suite
 from tests.conftest import TINY, run_cli
 
 
@@ -155,8 +155,8 @@ class TestReferences:
 class TestRay:
     def test_ray_executor_matches_local_with_the_driver_as_the_only_writer(self, registry, tmp_path, monkeypatch):
         pytest.importorskip("ray")
-        from fedbench.executor import run_ray
-        from fedbench.store import n_evaluations
+        from fedbench.runs.executor import run_ray
+        from fedbench.reporting.store import n_evaluations
 
         configs = _configs(registry, methods=("fedem",), seeds=(1, 2))
         # a run that fails in its task (a model that does not fit the data): one failed run, the sweep goes on
@@ -181,7 +181,7 @@ class TestRay:
         pytest.importorskip("ray")
         import ray
 
-        from fedbench.executor import run_ray
+        from fedbench.runs.executor import run_ray
 
         configs = _configs(registry, methods=("fedavg", "fedem"), seeds=(1,))
         # a data set the driver cannot load (no files under its data root): its run fails with the reason
@@ -211,7 +211,7 @@ def _rows(db, sql: str) -> list[tuple]:  # noqa: ANN001
 
 
 def _hammer(path: str, worker: int, n: int) -> None:
-    from fedbench.registry import get_registry
+    from fedbench.plugin.registry import get_registry
 
     cfg = resolve_run(get_registry(), dataset="synthetic", method="fedavg", seed=worker, overrides=dict(TINY))
     store = ResultStore(path)
@@ -243,7 +243,7 @@ class TestPlot:
     def test_curves_are_means_over_seeds_and_pngs_are_written(self, registry, tmp_path):
         db = tmp_path / "r.sqlite"
         outcomes = run_local(_configs(registry, methods=("fedavg", "local"), seeds=(1, 2)), db, progress=False)
-        from fedbench.plot import curves
+        from fedbench.reporting.plot import curves
 
         table = curves(ResultStore(db))
         assert set(table["round"]) == {0, 2, 4} and set(table.n) == {2}
@@ -281,7 +281,7 @@ class TestStartMethod:
             pytest.skip("fork is only chosen on Linux")
         code = (
             "import os, threading\n"
-            "from fedbench.executor import start_method\n"
+            "from fedbench.runs.executor import start_method\n"
             "cores = os.cpu_count() or 1\n"
             "print(start_method(cores), start_method(1) if cores > 1 else 'spawn')\n"
             "stop = threading.Event(); t = threading.Thread(target=stop.wait); t.start()\n"
@@ -299,7 +299,7 @@ class TestRayResources:
         pytest.importorskip("ray")
         import ray
 
-        from fedbench.executor import run_ray
+        from fedbench.runs.executor import run_ray
 
         # a fake GPU on a CPU machine, four CPUs free: a run asks for `share` of it, so `at_once` share the GPU
         ray.init(num_cpus=4, num_gpus=1, include_dashboard=False, log_to_driver=False)

@@ -45,7 +45,7 @@ class TestBatchedWeights:
 
     @staticmethod
     def _clients(registry, n_clients=7):  # noqa: ANN001, ANN205
-        from fedbench.build import build_simulation, resolve_run
+        from fedbench.runs.build import build_simulation, resolve_run
 
         cfg = resolve_run(registry, dataset="synthetic", method="fedem", seed=0,
                           overrides={"rounds": 1, "dataset.n_clients": n_clients, "dataset.n_test": 20})

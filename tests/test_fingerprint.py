@@ -7,7 +7,7 @@ import shutil
 from pathlib import Path
 
 import fedbench
-from fedbench.fingerprint import core_fingerprint, package_fingerprint
+from fedbench.runs.fingerprint import core_fingerprint, package_fingerprint
 
 
 def test_a_change_anywhere_in_the_core_but_presentation_changes_run_ids(tmp_path: Path):
@@ -23,7 +23,10 @@ def test_a_change_anywhere_in_the_core_but_presentation_changes_run_ids(tmp_path
     kernel.write_text("SCALE = 2.0\n")  # a numeric edit one folder down
     edited = package_fingerprint(root)
     assert edited != with_sub
-    (root / "report.py").write_text((root / "report.py").read_text() + "\n# a presentation edit\n")
-    assert package_fingerprint(root) == edited
-    (root / "learner.py").write_text((root / "learner.py").read_text() + "\n# an edit to the training loop's file\n")
-    assert package_fingerprint(root) != edited
+    for presented in ("reporting/report.py", "reporting/htmlreport.py", "runs/executor.py", "cli.py"):
+        (root / presented).write_text((root / presented).read_text() + "\n# a presentation edit\n")
+        assert package_fingerprint(root) == edited, presented
+    for computing in ("fl/learner.py", "engine/vectorized/train.py", "runs/build.py", "plugin/params.py"):
+        (root / computing).write_text((root / computing).read_text() + "\n# an edit that may change numbers\n")
+        assert package_fingerprint(root) != edited, computing
+        edited = package_fingerprint(root)

@@ -6,8 +6,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from fedbench.build import build_simulation, resolve_run
-from fedbench.data import FederatedData, decode_inputs
+from fedbench.runs.build import build_simulation, resolve_run
+from fedbench.fl.data import FederatedData, decode_inputs
 from fedbench.errors import DataError
 from fedbench_plugins.datasets.pooled import image_table, to_float_images
 
@@ -85,8 +85,7 @@ def test_training_on_codes_equals_training_on_their_floats(method, engine):
 
 
 def test_the_data_cache_keeps_the_table_and_checks_it(tmp_path):
-    from fedbench import datacache
-
+    from fedbench.runs import datacache
     d = _coded()
     datacache._save(tmp_path / "entry.pt", d)
     back = datacache._load(tmp_path / "entry.pt")

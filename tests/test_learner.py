@@ -8,9 +8,9 @@ import pytest
 import torch
 from torch import nn
 
-from fedbench.learner import Learner, LearnersEnsemble, SGDConfig, epoch_orders
-from fedbench.seeding import generator
-from fedbench.tasks import BinaryTask, MulticlassTask
+from fedbench.fl.learner import Learner, LearnersEnsemble, SGDConfig, epoch_orders
+from fedbench.fl.seeding import generator
+from fedbench.fl.tasks import BinaryTask, MulticlassTask
 
 
 def _linear(w, b):
@@ -171,7 +171,7 @@ class TestOneSGDStep:
         assert torch.equal(fit.momentum, bufs)
 
     def test_a_mask_freezes_step_decay_and_momentum(self):
-        from fedbench.learner import sgd_update
+        from fedbench.fl.learner import sgd_update
 
         p, g = torch.tensor([1.0, 2.0]), torch.tensor([0.5, 0.5])
         new, buf = sgd_update(p, g, torch.tensor([1.0, 0.0]), SGDConfig(lr=0.1, momentum=0.5, weight_decay=0.1),

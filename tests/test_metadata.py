@@ -9,11 +9,11 @@ import pytest
 import torch
 
 from fedbench import Client, ClientSpec, ClientUpdate, FitIns, MethodSpec, hookimpl
-from fedbench.aggregator import CentralizedAggregator, weighted_average
-from fedbench.build import build_simulation, resolve_run
-from fedbench.learner import batches_per_epoch
-from fedbench.registry import Registry
-from fedbench.specs import AggregatorSpec
+from fedbench.fl.aggregator import CentralizedAggregator, weighted_average
+from fedbench.runs.build import build_simulation, resolve_run
+from fedbench.fl.learner import batches_per_epoch
+from fedbench.plugin.registry import Registry
+from fedbench.plugin.specs import AggregatorSpec
 from tests.conftest import TINY, with_plugin
 
 

@@ -1,12 +1,12 @@
-"""Per-client summaries (fedbench.metrics), by hand."""
+"""Per-client summaries (fedbench.fl.metrics), by hand."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from fedbench.client import EvalResult
-from fedbench.metrics import summarise
+from fedbench.fl.client import EvalResult
+from fedbench.fl.metrics import summarise
 
 
 def _client(i: int, n_test: int, acc: float) -> EvalResult:

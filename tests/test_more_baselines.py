@@ -7,11 +7,11 @@ import math
 import pytest
 import torch
 
-from fedbench.build import build_simulation, resolve_run
-from fedbench.learner import Learner, SGDConfig
-from fedbench.runner import execute_run
-from fedbench.store import ResultStore
-from fedbench.tasks import MulticlassTask
+from fedbench.runs.build import build_simulation, resolve_run
+from fedbench.fl.learner import Learner, SGDConfig
+from fedbench.runs.runner import execute_run
+from fedbench.reporting.store import ResultStore
+from fedbench.fl.tasks import MulticlassTask
 from fedbench_plugins.methods.afl import project_simplex
 from tests.conftest import TINY
 
@@ -175,7 +175,7 @@ class TestAFL:
     def test_authors_variant_is_one_lambda_weighted_gradient_step(self, registry):
         """The authors' AFL: one minibatch gradient per client at w, one server SGD step, lambda ascends on
         those one-batch losses (hand-computed from the same batches)."""
-        from fedbench.seeding import STREAM_TRAIN, generator
+        from fedbench.fl.seeding import STREAM_TRAIN, generator
 
         sim = _sim(registry, "afl", **{"aggregator.lr_lambda": 0.05})
         agg = sim.aggregator
@@ -221,7 +221,7 @@ class TestAFLPairing:
     client order (aggregator.py:266, :659); lambda_pairing = authors reproduces it, own (default) does not."""
 
     def _round(self, registry, pairing):
-        from fedbench.seeding import STREAM_SAMPLE, STREAM_TRAIN, generator
+        from fedbench.fl.seeding import STREAM_SAMPLE, STREAM_TRAIN, generator
 
         sim = _sim(registry, "afl", **{"aggregator.lr_lambda": 0.05, "aggregator.lambda_pairing": pairing})
         agg = sim.aggregator

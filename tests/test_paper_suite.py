@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 from fedbench.errors import ConfigError
-from fedbench.store import ResultStore
-from fedbench.suite import load_suite, missing_data
+from fedbench.reporting.store import ResultStore
+from fedbench.runs.suite import load_suite, missing_data
 from tests.conftest import run_cli
 
 

@@ -8,8 +8,8 @@ import pytest
 import torch
 
 from fedbench import Client, FitPhase, LossPhase, StepPhase
-from fedbench.build import build_simulation, resolve_run
-from fedbench.messages import EvaluateIns
+from fedbench.runs.build import build_simulation, resolve_run
+from fedbench.fl.messages import EvaluateIns
 from tests.conftest import TINY
 
 

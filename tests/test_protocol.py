@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from fedbench.config import TrainConfig
-from fedbench.learner import Learner, SGDConfig, epoch_orders
-from fedbench.tasks import make_task
+from fedbench.fl.config import TrainConfig
+from fedbench.fl.learner import Learner, SGDConfig, epoch_orders
+from fedbench.fl.tasks import make_task
 
 
 class TestShortRunSchedule:
@@ -61,7 +61,7 @@ class TestBatchNormLoneSample:
 
 
 def _sim(registry, method, **extra):
-    from fedbench.build import build_simulation, resolve_run
+    from fedbench.runs.build import build_simulation, resolve_run
     from tests.conftest import TINY
 
     cfg = resolve_run(registry, dataset="synthetic", method=method, seed=3, overrides={**TINY, **extra})
@@ -78,7 +78,7 @@ class TestFedAvgPlus:
             assert [c.last_tune_lr for c in sim.aggregator.clients] == pytest.approx([expected] * len(sim.aggregator.clients))
 
     def test_the_tuned_copy_is_scored_with_the_statistics_the_tuning_left(self, registry):
-        from fedbench.seeding import generator
+        from fedbench.fl.seeding import generator
         from fedbench_plugins.methods.fedavg_plus import STREAM_TUNE
 
         sim = _sim(registry, "fedavg+", model="mlp", **{"model.batch_norm": True, "model.hidden": 8, "client.tune_epochs": 2})
@@ -172,8 +172,8 @@ class TestPretrainedWeights:
         import pandas as pd
 
         from fedbench.api import init_notes
-        from fedbench.report import comparison_table
-        from fedbench.suite import load_suite
+        from fedbench.reporting.report import comparison_table
+        from fedbench.runs.suite import load_suite
 
         suite = load_suite(registry, "paper", seeds=[1])
         cifar = [c for c in suite.runs if c.dataset == "cifar10"]
@@ -224,10 +224,10 @@ class TestRoundZeroEvaluation:
     """The authors' aggregator evaluates when it is built (round 0), before any training."""
 
     def test_round_zero_scores_the_untrained_models_and_the_rest_is_unchanged(self, registry):
-        from fedbench.build import build_simulation, resolve_run
-        from fedbench.config import config_id_of
-        from fedbench.metrics import summarise
-        from fedbench.runner import train
+        from fedbench.runs.build import build_simulation, resolve_run
+        from fedbench.fl.config import config_id_of
+        from fedbench.fl.metrics import summarise
+        from fedbench.runs.runner import train
         from tests.conftest import TINY
 
         runs = {}
@@ -247,8 +247,8 @@ class TestRoundZeroEvaluation:
         assert cfg_off.config_id == config_id_of(old) and cfg.config_id != cfg_off.config_id
 
     def test_fedavg_plus_tunes_at_round_zero_as_the_authors_do(self, registry):
-        from fedbench.build import build_simulation, resolve_run
-        from fedbench.runner import train
+        from fedbench.runs.build import build_simulation, resolve_run
+        from fedbench.runs.runner import train
         from tests.conftest import TINY
 
         finals = {}

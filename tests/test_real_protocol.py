@@ -9,9 +9,9 @@ import torch
 from torch import nn
 
 from fedbench import FederatedData
-from fedbench.build import build_simulation, resolve_run
-from fedbench.learner import Learner, SGDConfig, batches_per_epoch
-from fedbench.tasks import make_task
+from fedbench.runs.build import build_simulation, resolve_run
+from fedbench.fl.learner import Learner, SGDConfig, batches_per_epoch
+from fedbench.fl.tasks import make_task
 from fedbench_plugins.datasets.cifar import MEAN, STD, load as load_cifar
 from tests.test_cifar import make_cifar
 from tests.test_engine import _registry_with, _state
@@ -130,7 +130,7 @@ class TestPickingPartOfASuite:
     def test_each_data_set_and_each_method_alone(self, registry, name):
         import tomllib
 
-        from fedbench.suite import find_suite, load_suite
+        from fedbench.runs.suite import find_suite, load_suite
 
         doc = tomllib.loads(find_suite(registry, name).read_text())
         methods = list(doc["methods"])
@@ -140,7 +140,7 @@ class TestPickingPartOfASuite:
                 assert suite.runs and {(c.dataset, c.method) for c in suite.runs} == {(ds, method)}
 
     def test_the_reference_numbers_are_those_of_the_kept_cells(self, registry):
-        from fedbench.suite import load_suite
+        from fedbench.runs.suite import load_suite
 
         suite = load_suite(registry, "paper", seeds=[1], only_datasets=["femnist"], only_methods=["fedem", "local"])
         assert sorted(zip(suite.references.dataset, suite.references.method)) == [("femnist", "fedem"), ("femnist", "local")]
@@ -161,7 +161,7 @@ class TestEvaluationFrequency:
     """A: paper_experiments/*/run_*.sh use --log_freq 10 on CIFAR-10 and 5 on the other real data sets."""
 
     def test_the_paper_suite_evaluates_as_their_scripts(self, registry):
-        from fedbench.suite import load_suite
+        from fedbench.runs.suite import load_suite
 
         expected = {"cifar10": 10, "cifar100": 5, "emnist": 5, "femnist": 5, "shakespeare": 5}
         suite = load_suite(registry, "paper", seeds=[1])
@@ -173,7 +173,7 @@ class TestSplitRounding:
 
     @pytest.mark.parametrize("n, n_train", [(7, 5), (10, 8), (3, 2), (227, 181), (600, 480)])
     def test_pooled_clients(self, n, n_train):
-        from fedbench.partition import federate
+        from fedbench.runs.partition import federate
 
         x, y = torch.randn(n, 2), torch.zeros(n, dtype=torch.long)
         data = federate(x, y, [np.arange(n)], test_fraction=0.2, seed=0, task="multiclass", num_classes=2)
@@ -302,14 +302,14 @@ class TestSegmentSum:
 
     @pytest.mark.parametrize("sequential", [True, False])
     def test_by_hand_on_both_paths(self, sequential):
-        from fedbench.data import segment_sum
+        from fedbench.fl.data import segment_sum
 
         values = torch.tensor([[1.0, 2.0], [3.0, 4.0], [5.0, 6.0], [7.0, 8.0]])
         torch.testing.assert_close(segment_sum(values, [1, 0, 3], sequential=sequential),
                                    torch.tensor([[1.0, 2.0], [0.0, 0.0], [15.0, 18.0]]))
 
     def test_the_running_sum_path_agrees_with_the_sequential_one(self):
-        from fedbench.data import segment_sum
+        from fedbench.fl.data import segment_sum
 
         values = torch.rand(1000, 3, generator=torch.Generator().manual_seed(0))
         sizes = [0, 17, 400, 1, 582]

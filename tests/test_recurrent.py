@@ -7,9 +7,9 @@ import pytest
 import torch
 from torch import nn
 
-from fedbench.build import build_simulation, resolve_run
+from fedbench.runs.build import build_simulation, resolve_run
 from fedbench.engine.vectorized.check import vectorisable
-from fedbench.recurrent import BatchableLSTM, batchable_lstms, unbatchable, unrolled
+from fedbench.fl.recurrent import BatchableLSTM, batchable_lstms, unbatchable, unrolled
 
 
 @pytest.mark.parametrize("batch_first", [True, False])

@@ -14,9 +14,9 @@ import numpy as np
 import pytest
 import torch
 
-from fedbench import hookspecs
+from fedbench.plugin import hookspecs
 from fedbench.errors import UnknownPluginError
-from fedbench.registry import KIND_HOOKS, Registry, new_plugin_manager
+from fedbench.plugin.registry import KIND_HOOKS, Registry, new_plugin_manager
 from tests.conftest import TINY, run_cli
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -275,8 +275,8 @@ class TestHookImplementations:
 
 class TestCoreComponents:
     def test_the_core_registers_plain_and_centralized_through_the_hooks(self):
-        from fedbench import components
-        from fedbench.registry import CORE_PLUGIN, get_registry
+        from fedbench.plugin import components
+        from fedbench.plugin.registry import CORE_PLUGIN, get_registry
 
         reg = get_registry()
         assert reg.entry("client", "plain").plugin == CORE_PLUGIN
@@ -301,9 +301,9 @@ class TestOutsideExecutor:
             from fedbench import ExecutorSpec, hookimpl
 
             def run(configs, results, *, jobs=1, data_root=None, force=False, progress=True, on_outcome=None, address=None):
-                from fedbench.registry import get_registry
-                from fedbench.runner import execute_run
-                from fedbench.store import ResultStore
+                from fedbench.plugin.registry import get_registry
+                from fedbench.runs.runner import execute_run
+                from fedbench.reporting.store import ResultStore
 
                 store = ResultStore(results)
                 outcomes = {}
@@ -343,7 +343,7 @@ def _doc_block(first_line: str) -> str:
 def installed_registry(tmp_path: Path, monkeypatch, module: str, source: str, *, method: str) -> Registry:  # noqa: ANN001
     """The registry of the installed plugins plus ``source`` installed as the distribution ``module`` under
     ``tmp_path`` (loaded through its entry point), which must register ``method``."""
-    from fedbench.registry import load_plugins
+    from fedbench.plugin.registry import load_plugins
 
     make_dist(tmp_path, module, source)
     monkeypatch.syspath_prepend(str(tmp_path))
@@ -408,7 +408,7 @@ class TestSharedMethodParameters:
         assert not report.declined  # a local term and a client's state: batched, with the same numbers
 
     def test_one_setting_reaches_both_and_the_server_update_uses_it(self, feddyn_registry):
-        from fedbench.build import build_simulation, resolve_run
+        from fedbench.runs.build import build_simulation, resolve_run
 
 
         cfg = resolve_run(feddyn_registry, dataset="synthetic", method="feddyn", seed=0, overrides={**TINY, "method.alpha": 0.05})
@@ -434,7 +434,7 @@ class TestSharedMethodParameters:
         ("client.alpha", 1.0, "client 'feddyn' has no parameter 'alpha'"),
     ])
     def test_bad_settings_are_one_line_errors(self, feddyn_registry, key, value, words):
-        from fedbench.build import resolve_run
+        from fedbench.runs.build import resolve_run
         from fedbench.errors import ConfigError
 
         with pytest.raises(ConfigError, match=words.replace("(", r"\(").replace(")", r"\)")):
@@ -529,7 +529,7 @@ class TestDeclaredOnce:
     construction (a run's or a direct one from Python) fills the missing ones and checks the given ones."""
 
     def test_the_spec_offers_what_the_class_declares(self, registry):
-        from fedbench.params import Param
+        from fedbench.plugin.params import Param
 
         spec = registry.get("aggregator", "agnostic")
         assert dict(spec.params) == {"lr_lambda": 0.01, "variant": "authors", "lambda_pairing": "own"}
@@ -540,7 +540,7 @@ class TestDeclaredOnce:
         assert list(registry.get("aggregator", "server_opt").params) == ["optimizer", "server_lr", "beta1", "beta2", "tau"]
 
     def test_direct_construction_fills_defaults_and_refuses_typos(self, registry):
-        from fedbench.build import build_simulation, resolve_run
+        from fedbench.runs.build import build_simulation, resolve_run
         from fedbench.errors import ConfigError
 
         sim = build_simulation(registry, resolve_run(registry, dataset="synthetic", method="afl", seed=0, overrides=dict(TINY)))

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from fedbench.build import resolve_run
-from fedbench.runner import execute_run
-from fedbench.store import ResultStore
-from fedbench.suite import load_suite
+from fedbench.runs.build import resolve_run
+from fedbench.runs.runner import execute_run
+from fedbench.reporting.store import ResultStore
+from fedbench.runs.suite import load_suite
 
 
 @pytest.mark.slow

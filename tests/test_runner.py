@@ -6,9 +6,9 @@ import sqlite3
 
 import pytest
 
-from fedbench.build import resolve_run
-from fedbench.runner import execute_run
-from fedbench.store import ResultStore
+from fedbench.runs.build import resolve_run
+from fedbench.runs.runner import execute_run
+from fedbench.reporting.store import ResultStore
 from tests.conftest import TINY
 
 
@@ -75,7 +75,7 @@ class TestRunId:
         assert len(a.run_id) == 16
 
     def test_an_unset_evaluation_schedule_gives_a_curve_about_20_points(self, registry):
-        from fedbench.store import n_evaluations
+        from fedbench.reporting.store import n_evaluations
 
         def every(**over):
             return resolve_run(registry, dataset="synthetic", method="fedavg", seed=0, overrides=over).train
@@ -116,7 +116,7 @@ class TestBounds:
     def test_a_synthetic_federation_larger_than_memory_is_one_line_before_anything_is_drawn(self, registry):
         import time
 
-        from fedbench.build import load_data
+        from fedbench.runs.build import load_data
         from fedbench.errors import DataError
 
         cfg = resolve_run(registry, dataset="synthetic", method="fedavg", seed=0,
@@ -127,7 +127,7 @@ class TestBounds:
         assert time.perf_counter() - start < 5  # (it drew for 62 s, then an empty MemoryError)
 
     def test_more_clients_than_samples_names_both(self, registry):
-        from fedbench.build import load_data
+        from fedbench.runs.build import load_data
         from fedbench.errors import DataError
 
         cfg = resolve_run(registry, dataset="digits", method="fedavg", seed=0, overrides={"dataset.n_clients": 10**8})
@@ -138,7 +138,7 @@ class TestBounds:
         import time
 
         from fedbench.errors import ConfigError
-        from fedbench.suite import load_suite
+        from fedbench.runs.suite import load_suite
 
         grid = ", ".join(str(0.001 * (i + 1)) for i in range(1000))
         suite = tmp_path / "huge.toml"
@@ -155,7 +155,7 @@ class TestBounds:
         import math
 
         from fedbench.errors import ConfigError
-        from fedbench.params import Param
+        from fedbench.plugin.params import Param
 
         Param(1.0, low=0.0, high=math.inf).check("x", "clip", math.inf)
         with pytest.raises(ConfigError, match="clip must be a finite number >= 0, got inf"):

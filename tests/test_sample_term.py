@@ -13,11 +13,11 @@ import torch
 from torch.nn import functional as F
 
 from tests.conftest import run_cli
-from fedbench.build import build_simulation, check_model_fits, resolve_run
-from fedbench.client import FitPhase
+from fedbench.runs.build import build_simulation, check_model_fits, resolve_run
+from fedbench.fl.client import FitPhase
 from fedbench.errors import ConfigError
-from fedbench.learner import Batch, Learner, SGDConfig, representation_module, representer
-from fedbench.tasks import make_task
+from fedbench.fl.learner import Batch, Learner, SGDConfig, representation_module, representer
+from fedbench.fl.tasks import make_task
 from fedbench.testing import TINY, check_method
 from tests.test_registry import _doc_block, installed_registry, make_dist
 

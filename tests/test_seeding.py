@@ -1,10 +1,10 @@
-"""fedbench.seeding: derived seeds and the global generators."""
+"""fedbench.fl.seeding: derived seeds and the global generators."""
 
 from __future__ import annotations
 
 import torch
 
-from fedbench.seeding import derive_seed, seed_global
+from fedbench.fl.seeding import derive_seed, seed_global
 
 
 def test_seed_global_gives_torch_manual_seeds_cpu_draws():
@@ -32,7 +32,7 @@ def test_seed_global_formats_no_stack_trace_for_a_cuda_that_never_started(monkey
 
 
 def test_generators_of_a_round_are_those_of_generator_with_the_same_keys():
-    from fedbench.seeding import generator, generators
+    from fedbench.fl.seeding import generator, generators
 
     ids = [0, 7, 299, 2**40 + 3]
     for prefix in [(1, 3, 0), (12345, 3, 199), ()]:

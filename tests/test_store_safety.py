@@ -20,12 +20,12 @@ from pathlib import Path
 
 import pytest
 
-from fedbench.build import resolve_run
+from fedbench.runs.build import resolve_run
 from fedbench.errors import ConfigError, ResultsError
-from fedbench.executor import run_local
-from fedbench.runner import execute_run
-from fedbench.store import ResultStore, pid_alive
-from fedbench.suite import load_references
+from fedbench.runs.executor import run_local
+from fedbench.runs.runner import execute_run
+from fedbench.reporting.store import ResultStore, pid_alive
+from fedbench.runs.suite import load_references
 from tests.conftest import TINY, run_cli
 
 
@@ -141,8 +141,8 @@ class TestInterruptAnywhere:
     claim outlive the interrupted process (CI once caught one left by an interrupt just after a claim)."""
 
     def _interrupted(self, registry, tmp_path, monkeypatch, target: str, when) -> tuple[ResultStore, str]:  # noqa: ANN001
-        import fedbench.runner as runner
-        import fedbench.store as store_module
+        import fedbench.runs.runner as runner
+        import fedbench.reporting.store as store_module
 
         owner = runner if hasattr(runner, target) else store_module.ResultStore
         real = getattr(owner, target)
@@ -350,7 +350,7 @@ class TestBadInputFailsUpFront:
     def test_empty_suite_is_refused(self, registry, tmp_path, body, words):
         path = tmp_path / "s.toml"
         path.write_text(body)
-        from fedbench.suite import load_suite
+        from fedbench.runs.suite import load_suite
 
         with pytest.raises(ConfigError, match=words):
             load_suite(registry, str(path))
@@ -400,7 +400,7 @@ class TestForeignAndReadOnly:
 
 class TestCodeFingerprint:
     PROBE = (
-        "from fedbench.registry import get_registry; from fedbench.build import resolve_run; "
+        "from fedbench.plugin.registry import get_registry; from fedbench.runs.build import resolve_run; "
         "c = resolve_run(get_registry(), dataset='synthetic', method='outside_avg', seed=0); print(c.config_id, c.run_id)"
     )
 
@@ -436,7 +436,7 @@ class TestCodeFingerprint:
     def test_report_marks_results_of_other_code(self, registry, tmp_path):
         import dataclasses
 
-        from fedbench.report import runs_table
+        from fedbench.reporting.report import runs_table
 
         db = tmp_path / "r.sqlite"
         cfg = _cfg(registry)
@@ -452,7 +452,7 @@ class TestCodeFingerprint:
 
 class TestGridReports:
     def test_grid_points_are_columns_and_only_seeds_are_averaged(self, registry, tmp_path):
-        from fedbench.report import comparison_table, human_bytes, runs_table
+        from fedbench.reporting.report import comparison_table, human_bytes, runs_table
 
         db = tmp_path / "r.sqlite"
         configs = [_cfg(registry, seed=s, lr=lr) for s in (1, 2) for lr in (0.05, 0.1)]
@@ -468,7 +468,7 @@ class TestGridReports:
         assert human_bytes(24424800000.0) == "24.4 GB" and human_bytes(999) == "999 B" and human_bytes(1500) == "1.5 kB"
 
     def test_a_setting_only_one_method_has_labels_only_that_methods_columns(self, registry, tmp_path):
-        from fedbench.report import comparison_table, runs_table
+        from fedbench.reporting.report import comparison_table, runs_table
 
         db = tmp_path / "r.sqlite"
         configs = [_cfg(registry, method="fedprox", seed=1, **{"client.mu": mu}) for mu in (0.01, 1.0)]
@@ -487,7 +487,7 @@ class TestOutsidePartitioner:
             """
             import numpy as np
             from fedbench import PartitionerSpec, hookimpl
-            from fedbench.params import Param
+            from fedbench.plugin.params import Param
             def halves(labels, n_clients, rng, skew=2.0):
                 order = np.argsort(labels, kind="stable")
                 return [np.sort(p) for p in np.array_split(order, n_clients)]
@@ -517,7 +517,7 @@ class TestHostile:
     """Issue 26: what a hostile user tried that the fault benchmark does not."""
 
     def test_the_expected_evaluation_count_is_closed_form_and_the_claim_of_an_absurd_run_is_short(self, registry, tmp_path):
-        from fedbench.store import n_evaluations
+        from fedbench.reporting.store import n_evaluations
 
         for rounds in range(1, 40):
             for every in (1, 2, 3, 5, 7, 10, 50):
@@ -542,9 +542,9 @@ class TestHostile:
         # a writer killed before it merged its log: every run is in r.sqlite-wal, and no -shm was copied along
         script = textwrap.dedent(f"""
             import os, sys
-            from fedbench.registry import get_registry
-            from fedbench.runner import execute_run
-            from fedbench.store import ResultStore
+            from fedbench.plugin.registry import get_registry
+            from fedbench.runs.runner import execute_run
+            from fedbench.reporting.store import ResultStore
             from tests.test_store_safety import _cfg
             store = ResultStore({str(db)!r})
             store._db.execute("PRAGMA wal_autocheckpoint = 0")
@@ -734,8 +734,8 @@ class TestLiveness:
         # a sweep in a container with the same host name: its own PID namespace, where it is pid 1 or so
         script = textwrap.dedent(f"""
             import sys, time
-            from fedbench.registry import get_registry
-            from fedbench.store import ResultStore
+            from fedbench.plugin.registry import get_registry
+            from fedbench.reporting.store import ResultStore
             from tests.test_store_safety import _cfg
             store = ResultStore({str(db)!r})
             store.claim(_cfg(get_registry()))
@@ -756,14 +756,14 @@ class TestLiveness:
             proc.wait()
 
     def test_a_live_process_that_stopped_beating_on_this_host_loses_its_claim(self, registry, tmp_path):
-        from fedbench.store import STALE_AFTER
+        from fedbench.reporting.store import STALE_AFTER
 
         db = tmp_path / "r.sqlite"
         ResultStore(db).close()
         script = textwrap.dedent(f"""
             import time
-            from fedbench.registry import get_registry
-            from fedbench.store import ResultStore
+            from fedbench.plugin.registry import get_registry
+            from fedbench.reporting.store import ResultStore
             from tests.test_store_safety import _cfg
             ResultStore({str(db)!r}).claim(_cfg(get_registry()))
             print("claimed", flush=True)
@@ -786,7 +786,7 @@ class TestLiveness:
 
     def test_an_attempt_whose_claim_was_taken_over_stops_at_its_next_evaluation(self, registry, tmp_path):
         from fedbench.errors import ClaimLost
-        from fedbench.store import STALE_AFTER
+        from fedbench.reporting.store import STALE_AFTER
 
         db = tmp_path / "r.sqlite"
         stopped, other = ResultStore(db), ResultStore(db)
@@ -811,7 +811,7 @@ class TestLiveness:
     def test_a_heartbeat_from_a_clock_an_hour_off_counts_alive_until_it_stands_still(self, registry, tmp_path, monkeypatch, skew):
         # +3600: the other host's clock is ahead (it blocked every sweep for the hour); -3600: behind, or this
         # reader ahead (its live claims were taken over at once: 18 of 24 runs computed twice in faults.py)
-        import fedbench.store as store_module
+        import fedbench.reporting.store as store_module
 
         db = tmp_path / "r.sqlite"
         store = ResultStore(db)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from fedbench import Client, ClientSpec, MethodSpec, hookimpl
-from fedbench.registry import Registry, get_registry
+from fedbench.plugin.registry import Registry, get_registry
 from fedbench.testing import check_method
 from tests.conftest import with_plugin
 

@@ -5,10 +5,10 @@ from __future__ import annotations
 import pytest
 import torch
 
-from fedbench.build import build_simulation, load_data, resolve_run, unseen_split
+from fedbench.runs.build import build_simulation, load_data, resolve_run, unseen_split
 from fedbench.errors import ConfigError
-from fedbench.runner import execute_run
-from fedbench.store import ResultStore
+from fedbench.runs.runner import execute_run
+from fedbench.reporting.store import ResultStore
 from fedbench_plugins.methods.fedem import fit_mixture_weights
 from tests.conftest import TINY
 from tests.test_engine import _registry_with

@@ -1,6 +1,6 @@
 """What every backend implements, and the one round driver both run.
 
-An aggregator always calls its engine (:attr:`fedbench.aggregator.Aggregator.engine`): the one-at-a-time
+An aggregator always calls its engine (:attr:`fedbench.fl.aggregator.Aggregator.engine`): the one-at-a-time
 :class:`fedbench.engine.sequential.SequentialEngine` unless the run picked the batched
 :class:`fedbench.engine.vectorized.VectorizedEngine`. The aggregator never asks which one it holds.
 
@@ -24,10 +24,10 @@ from typing import Any
 
 import torch
 
-from fedbench.messages import ClientUpdate, EvalResult, EvaluateIns, FitIns, FitPhase, LossPhase, StepPhase
-from fedbench.learner import SGDConfig
+from fedbench.fl.messages import ClientUpdate, EvalResult, EvaluateIns, FitIns, FitPhase, LossPhase, StepPhase
+from fedbench.fl.learner import SGDConfig
 
-#: a :class:`fedbench.client.Client` (not imported here: the client module runs the one-at-a-time driver)
+#: a :class:`fedbench.fl.client.Client` (not imported here: the client module runs the one-at-a-time driver)
 AnyClient = Any
 
 #: what :meth:`Engine.fit` hands each update to as it arrives (its position among the round's clients, the update)

@@ -13,16 +13,16 @@ from collections.abc import Sequence
 
 import torch
 
-from fedbench import memory
-from fedbench.messages import ClientUpdate, EvalResult, EvaluateIns, FitIns, FitPhase, LossPhase, StepPhase
+from fedbench.fl import memory
+from fedbench.fl.messages import ClientUpdate, EvalResult, EvaluateIns, FitIns, FitPhase, LossPhase, StepPhase
 from fedbench.engine.base import AnyClient, Consume, Engine
-from fedbench.dropout import batch_key, keyed, row_keys
-from fedbench.learner import SGDConfig, batch_loss, eager_grad, epoch_orders
-from fedbench.seeding import generator
+from fedbench.fl.dropout import batch_key, keyed, row_keys
+from fedbench.fl.learner import SGDConfig, batch_loss, eager_grad, epoch_orders
+from fedbench.fl.seeding import generator
 
 
 class SequentialEngine(Engine):
-    """Clients one at a time (:meth:`fedbench.client.Client.step`, :meth:`fedbench.client.Client.evaluate`)."""
+    """Clients one at a time (:meth:`fedbench.fl.client.Client.step`, :meth:`fedbench.fl.client.Client.evaluate`)."""
 
     def __init__(self) -> None:
         self.declined = {}
@@ -43,7 +43,7 @@ class SequentialEngine(Engine):
             updates.append(update)
             del update
             # a large model's freed training memory goes back before the next client (glibc would keep it:
-            # ~1 GB of peak on EMNIST with 100 clients, fedbench.memory)
+            # ~1 GB of peak on EMNIST with 100 clients, fedbench.fl.memory)
             memory.release_if_large(ins.params)
         return updates
 

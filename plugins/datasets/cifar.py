@@ -24,9 +24,9 @@ import numpy as np
 import torch
 
 from fedbench import DatasetSpec, hookimpl
-from fedbench.data import DataShape, FederatedData, resolve_data_root
+from fedbench.fl.data import DataShape, FederatedData, resolve_data_root
 from fedbench.errors import DataError
-from fedbench.params import Param
+from fedbench.plugin.params import Param
 from fedbench_plugins.datasets.pooled import POOLED_PARAMS, federate_images
 
 #: the FedEM authors' CIFAR transform, ``Normalize(MEAN, STD)`` after scaling to [0, 1] (both data sets)

@@ -13,7 +13,7 @@ from pathlib import Path
 import torch
 
 from fedbench import DatasetSpec, hookimpl
-from fedbench.data import DataShape, FederatedData
+from fedbench.fl.data import DataShape, FederatedData
 from fedbench.errors import DataError
 from fedbench_plugins.datasets.pooled import POOLED_PARAMS, federate_pool
 

@@ -22,7 +22,7 @@ import numpy as np
 import torch
 
 from fedbench import DatasetSpec, hookimpl
-from fedbench.data import DataShape, FederatedData, resolve_data_root
+from fedbench.fl.data import DataShape, FederatedData, resolve_data_root
 from fedbench.errors import DataError
 from fedbench_plugins.datasets.pooled import POOLED_PARAMS, federate_images, kept_samples
 

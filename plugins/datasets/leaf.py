@@ -47,9 +47,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from fedbench.params import Param
+from fedbench.plugin.params import Param
 from fedbench import DatasetSpec, hookimpl
-from fedbench.data import DataShape, FederatedData, resolve_data_root
+from fedbench.fl.data import DataShape, FederatedData, resolve_data_root
 from fedbench.errors import DataError
 
 #: LEAF's output folders, relative to the data root, per data set

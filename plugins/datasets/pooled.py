@@ -9,14 +9,14 @@ from typing import Any
 import numpy as np
 import torch
 
-from fedbench.data import FederatedData
+from fedbench.fl.data import FederatedData
 from fedbench.errors import DataError
-from fedbench.params import Param
-from fedbench.partition import federate, split_indices
-from fedbench.registry import get_registry
+from fedbench.plugin.params import Param
+from fedbench.runs.partition import federate, split_indices
+from fedbench.plugin.registry import get_registry
 
 #: parameters of every pooled data set; the chosen partitioner's own settings (its spec's params)
-#: join them for each run (``fedbench.build.dataset_parameters``)
+#: join them for each run (``fedbench.runs.build.dataset_parameters``)
 POOLED_PARAMS: dict[str, Any] = {
     "n_clients": Param(10, low=1, doc="number of clients"),
     "partitioner": Param("dirichlet", kind="partitioner", doc="how the pool is split over clients"),

@@ -19,7 +19,7 @@ Draw order (all from the global state, seeded once with ``seed``):
 
 Data are generated in memory and converted to float32 client by client; the
 spec is marked ``cache=True``, so fedbench keeps the result in its content-addressed
-data cache (:mod:`fedbench.datacache`) and later runs load it instead of drawing it again.
+data cache (:mod:`fedbench.runs.datacache`) and later runs load it instead of drawing it again.
 """
 
 from __future__ import annotations
@@ -29,9 +29,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from fedbench.params import Param
+from fedbench.plugin.params import Param
 from fedbench import DataShape, DatasetSpec, FederatedData, hookimpl
-from fedbench.memory import check_fits
+from fedbench.fl.memory import check_fits
 from fedbench.errors import DataError
 
 PAPER = {

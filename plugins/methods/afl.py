@@ -29,11 +29,11 @@ from __future__ import annotations
 
 import torch
 
-from fedbench.params import Param
+from fedbench.plugin.params import Param
 from fedbench import AggregatorSpec, CentralizedAggregator, Client, ClientUpdate, FitIns, MethodSpec, hookimpl, weighted_average
-from fedbench.aggregator import RoundStats, sample_clients
-from fedbench.learner import SGDConfig, sgd_update
-from fedbench.seeding import STREAM_SAMPLE, STREAM_TRAIN, generator, seed_global
+from fedbench.fl.aggregator import RoundStats, sample_clients
+from fedbench.fl.learner import SGDConfig, sgd_update
+from fedbench.fl.seeding import STREAM_SAMPLE, STREAM_TRAIN, generator, seed_global
 
 
 def project_simplex(v: torch.Tensor) -> torch.Tensor:

@@ -15,9 +15,9 @@ from __future__ import annotations
 
 import torch
 
-from fedbench.params import Param
+from fedbench.plugin.params import Param
 from fedbench import CentralizedAggregator, AggregatorSpec, Client, ClientSpec, ClientUpdate, FitPhase, MethodSpec, StepPhase, hookimpl
-from fedbench.learner import SGDConfig, sgd_update
+from fedbench.fl.learner import SGDConfig, sgd_update
 
 
 def mixed(alpha: float, v: torch.Tensor, w: torch.Tensor) -> torch.Tensor:

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import torch
 
-from fedbench.params import Param
+from fedbench.plugin.params import Param
 from fedbench import Aggregator, AggregatorSpec, Client, ClientUpdate, MethodSpec, weighted_average, hookimpl
 
 

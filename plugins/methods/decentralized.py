@@ -34,9 +34,9 @@ import random
 import torch
 
 from fedbench.errors import ConfigError
-from fedbench.params import Param
+from fedbench.plugin.params import Param
 from fedbench import Aggregator, AggregatorSpec, Client, ClientUpdate, MethodSpec, hookimpl
-from fedbench.seeding import generator
+from fedbench.fl.seeding import generator
 
 STREAM_GRAPH = 201
 

@@ -15,8 +15,8 @@ from collections.abc import Mapping
 import torch
 
 from fedbench import ClientSpec, FitPhase, LossPhase, MethodSpec, hookimpl
-from fedbench.params import Param
-from fedbench.seeding import STREAM_TRAIN
+from fedbench.plugin.params import Param
+from fedbench.fl.seeding import STREAM_TRAIN
 from fedbench_plugins.methods.fedprox import proximal
 from fedbench_plugins.methods.personal import PersonalModelClient
 

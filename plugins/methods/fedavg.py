@@ -1,6 +1,6 @@
 """FedAvg (McMahan et al., 2017): plain clients, server-side weighted averaging.
 
-Both components are the core's own (``fedbench/components.py`` registers the ``plain`` client and
+Both components are the core's own (``fedbench/plugin/components.py`` registers the ``plain`` client and
 the ``centralized`` aggregator); this plugin only names the method.
 """
 

@@ -22,9 +22,9 @@ import dataclasses
 
 import torch
 
-from fedbench.params import Param
+from fedbench.plugin.params import Param
 from fedbench import Client, ClientSpec, EvalResult, MethodSpec, hookimpl
-from fedbench.seeding import generator, seed_global
+from fedbench.fl.seeding import generator, seed_global
 
 #: stream tag of the tuning batches (distinct from the training streams)
 STREAM_TUNE = 101

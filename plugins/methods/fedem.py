@@ -19,8 +19,8 @@ from collections.abc import Sequence
 import torch
 
 from fedbench import Client, ClientSpec, MethodSpec, hookimpl
-from fedbench.data import segment_sum
-from fedbench.params import Param
+from fedbench.fl.data import segment_sum
+from fedbench.plugin.params import Param
 
 
 def e_step(log_pi: torch.Tensor, losses: torch.Tensor) -> torch.Tensor:

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import torch
 
-from fedbench.params import Param
+from fedbench.plugin.params import Param
 from fedbench import AggregatorSpec, CentralizedAggregator, MethodSpec, hookimpl
 
 OPTIMIZERS = ("sgd", "adam", "yogi")

@@ -13,7 +13,7 @@ from collections.abc import Mapping
 import torch
 
 from fedbench import Client, ClientSpec, MethodSpec, hookimpl
-from fedbench.params import Param
+from fedbench.plugin.params import Param
 
 
 def proximal(theta: torch.Tensor, anchor: torch.Tensor, weight: float) -> torch.Tensor:

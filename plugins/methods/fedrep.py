@@ -20,9 +20,9 @@ from __future__ import annotations
 
 import torch
 
-from fedbench.params import Param
+from fedbench.plugin.params import Param
 from fedbench import ClientSpec, ClientUpdate, FitIns, FitPhase, LossPhase, MethodSpec, hookimpl
-from fedbench.seeding import STREAM_TRAIN
+from fedbench.fl.seeding import STREAM_TRAIN
 from fedbench_plugins.methods.partial import PartlyPersonalClient
 
 #: stream of an unseen client's head training

@@ -16,10 +16,10 @@ from __future__ import annotations
 
 import torch
 
-from fedbench.params import Param
+from fedbench.plugin.params import Param
 from fedbench import AggregatorSpec, MethodSpec, hookimpl, weighted_average
-from fedbench.aggregator import RoundStats
-from fedbench.seeding import generator
+from fedbench.fl.aggregator import RoundStats
+from fedbench.fl.seeding import generator
 from fedbench_plugins.methods.local import NoCommunicationAggregator
 
 #: stream of the per-round communication coin

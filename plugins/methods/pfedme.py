@@ -27,12 +27,12 @@ from collections.abc import Callable, Mapping
 
 import torch
 
-from fedbench.params import Param
+from fedbench.plugin.params import Param
 from fedbench import (
     AggregatorSpec, CentralizedAggregator, Client, ClientSpec, ClientUpdate, FitIns, FitPhase, MethodSpec, StepPhase, hookimpl,
     weighted_average,
 )
-from fedbench.learner import SGDConfig
+from fedbench.fl.learner import SGDConfig
 from fedbench_plugins.methods.fedprox import proximal
 from fedbench_plugins.methods.personal import PersonalModelClient
 from fedbench_plugins.methods.local import NoCommunicationAggregator

@@ -20,7 +20,7 @@ from collections.abc import Mapping
 import torch
 
 from fedbench import AggregatorSpec, CentralizedAggregator, Client, ClientSpec, ClientUpdate, FitIns, MethodSpec, hookimpl
-from fedbench.learner import batches_per_epoch
+from fedbench.fl.learner import batches_per_epoch
 
 
 class ScaffoldAggregator(CentralizedAggregator):

@@ -8,7 +8,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from fedbench.params import Param
+from fedbench.plugin.params import Param
 from fedbench import ModelSpec, hookimpl
 from fedbench.errors import ConfigError
 

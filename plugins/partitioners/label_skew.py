@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from fedbench.params import Param
+from fedbench.plugin.params import Param
 from fedbench import PartitionerSpec, hookimpl
 from fedbench.errors import DataError
 

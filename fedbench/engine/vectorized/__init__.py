@@ -6,7 +6,7 @@ reference; this engine computes the same thing as batched tensor work:
 * parameters of all K = clients x learners pairs are stacked as a (K, P) tensor
   and trained with ``torch.func.functional_call`` + ``vmap(grad_and_value)``;
 * every pair uses the batch orders the reference would draw
-  (:func:`fedbench.learner.epoch_orders` on the client's round generator);
+  (:func:`fedbench.fl.learner.epoch_orders` on the client's round generator);
   pairs with fewer batches simply drop out of later steps, and a short last
   batch is padded with zero-weight samples while its loss is still divided by
   the real batch size, so the arithmetic is the reference's (to rounding);
@@ -34,7 +34,7 @@ reference; this engine computes the same thing as batched tensor work:
 It applies when the model's buffers are floating-point (BatchNorm statistics: every
 client's copy is a row like its parameters, updated in place by its batches; rows
 are then batched only with rows of the same batch size, since a padded sample
-would enter the batch statistics) and its dropout layers are keyed (:mod:`fedbench.dropout`: each row's
+would enter the batch statistics) and its dropout layers are keyed (:mod:`fedbench.fl.dropout`: each row's
 masks drawn from its own key, as the one-at-a-time path draws them), and the client
 type keeps the reference's ``step``, ``fit`` and ``sgd_config``: its local
 objective may add a term (:meth:`Client.local_term`, run here under ``vmap``
@@ -53,7 +53,7 @@ import math
 import torch
 from torch import nn
 
-from fedbench.data import FederatedData
+from fedbench.fl.data import FederatedData
 from fedbench.engine.base import Engine
 from fedbench.engine.sequential import SequentialEngine
 from fedbench.engine.vectorized.check import ClientCheck
@@ -61,9 +61,9 @@ from fedbench.engine.vectorized.evaluate import Evaluate
 from fedbench.engine.vectorized.layout import Layout, _state_buffers
 from fedbench.engine.vectorized.schedule import Schedule
 from fedbench.engine.vectorized.train import Train
-from fedbench.dropout import has_keyed
-from fedbench.learner import uses_batch_statistics
-from fedbench.tasks import Task
+from fedbench.fl.dropout import has_keyed
+from fedbench.fl.learner import uses_batch_statistics
+from fedbench.fl.tasks import Task
 
 
 class VectorizedEngine(Layout, Schedule, Train, Evaluate, Engine):
@@ -85,7 +85,7 @@ class VectorizedEngine(Layout, Schedule, Train, Evaluate, Engine):
         #: whether a batch's statistics enter the model (BatchNorm in training): then rows are batched only
         #: with rows of the same batch size (no padding) and a lone last sample is skipped, as the reference does
         self.batch_stats = uses_batch_statistics(model)
-        #: whether the model has keyed dropout layers (:mod:`fedbench.dropout`): each row's batches then
+        #: whether the model has keyed dropout layers (:mod:`fedbench.fl.dropout`): each row's batches then
         #: draw their masks from the row's key, as the one-at-a-time path does
         self.keyed_dropout = has_keyed(model)
         self.device = next(model.parameters()).device

@@ -7,11 +7,11 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from fedbench.client import Client, FitIns, FitPhase, LossPhase, StepPhase
-from fedbench.dropout import unkeyed
-from fedbench.recurrent import unbatchable
+from fedbench.fl.client import Client, FitIns, FitPhase, LossPhase, StepPhase
+from fedbench.fl.dropout import unkeyed
+from fedbench.fl.recurrent import unbatchable
 from fedbench.engine.vectorized.layout import _state_buffers
-from fedbench.learner import Batch
+from fedbench.fl.learner import Batch
 
 #: module types that run faster one client at a time on a CPU (measured by benchmarks/speed_synthetic.py)
 CPU_SEQUENTIAL_MODULES = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.RNNBase)
@@ -51,11 +51,11 @@ def vectorisable(model: nn.Module, clients: Sequence[Client]) -> str | None:
     recurrent = unbatchable(model)
     if recurrent:
         return (f"model {type(model).__name__} has recurrent layers vmap cannot batch ({', '.join(sorted(set(recurrent)))}: "
-                "only unidirectional nn.LSTM without projection or inter-layer dropout is written out, fedbench.recurrent)")
+                "only unidirectional nn.LSTM without projection or inter-layer dropout is written out, fedbench.fl.recurrent)")
     drawn = unkeyed(model)
     if drawn:
         return (f"model {type(model).__name__} draws dropout masks from torch's generator ({', '.join(sorted(set(drawn)))}: "
-                "only nn.Dropout layers are keyed per client, learner and batch, fedbench.dropout)")
+                "only nn.Dropout layers are keyed per client, learner and batch, fedbench.fl.dropout)")
     for cls in {type(c) for c in clients}:
         for name in ("step", "fit", "sgd_config"):  # training; a client's own evaluate runs per client
             if getattr(cls, name) is not getattr(Client, name):

@@ -8,11 +8,11 @@ from collections.abc import Sequence
 import torch
 from torch.func import vmap
 
-from fedbench import datacache
-from fedbench.client import Client, EvalResult
-from fedbench.messages import EvaluateIns
-from fedbench.data import segment_sum
-from fedbench.learner import EVAL_BUDGET  # input elements per chunk in no-grad passes
+from fedbench.runs import datacache
+from fedbench.fl.client import Client, EvalResult
+from fedbench.fl.messages import EvaluateIns
+from fedbench.fl.data import segment_sum
+from fedbench.fl.learner import EVAL_BUDGET  # input elements per chunk in no-grad passes
 
 #: elements of layer outputs live at once in a no-grad pass: twice the widest layer output per sample (a layer's
 #: input and output), times the samples (and learners) of the pass. A small conv net on 28x28 inputs holds ~50,000 per sample, so an

@@ -11,9 +11,9 @@ from torch.func import functional_call
 from torch.nn import functional as F
 from torch.overrides import TorchFunctionMode
 
-from fedbench.client import Client
-from fedbench.learner import sample_cost
-from fedbench.recurrent import unrolled
+from fedbench.fl.client import Client
+from fedbench.fl.learner import sample_cost
+from fedbench.fl.recurrent import unrolled
 
 
 class RowMajorLinear(TorchFunctionMode):
@@ -37,7 +37,7 @@ class RowMajorLinear(TorchFunctionMode):
 
 
 def _state_buffers(model: nn.Module) -> list[tuple[str, torch.Tensor]]:
-    """The buffers a client keeps its own copy of (:meth:`fedbench.learner.Learner.get_buffers`): the
+    """The buffers a client keeps its own copy of (:meth:`fedbench.fl.learner.Learner.get_buffers`): the
     floating-point ones, e.g. BatchNorm's running statistics (not its integer batch counter)."""
     return [(n, b) for n, b in model.named_buffers() if b.is_floating_point()]
 
@@ -56,11 +56,11 @@ class Layout:
         training updates them in place) on ``x``."""
         tensors = self._unflatten(flat)
         tensors.update(zip(self.buffer_names, buffers))
-        with unrolled():  # an LSTM as matrix products, which vmap batches (fedbench.recurrent)
+        with unrolled():  # an LSTM as matrix products, which vmap batches (fedbench.fl.recurrent)
             return functional_call(self.model, tensors, (x,))
 
     def _per_sample(self, flat: torch.Tensor, x: torch.Tensor, buffers: Sequence[torch.Tensor]) -> tuple[int, int]:
-        """One sample's logits and twice its widest layer output at ``flat`` (:func:`fedbench.learner.sample_cost`,
+        """One sample's logits and twice its widest layer output at ``flat`` (:func:`fedbench.fl.learner.sample_cost`,
         one probe per input shape)."""
         if not len(x):
             return 1, 1

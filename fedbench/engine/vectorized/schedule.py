@@ -10,9 +10,9 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
-from fedbench.client import Client
-from fedbench.learner import order_keys
-from fedbench.seeding import STREAM_TRAIN, generators
+from fedbench.fl.client import Client
+from fedbench.fl.learner import order_keys
+from fedbench.fl.seeding import STREAM_TRAIN, generators
 
 #: input elements gathered at most at once in a training step (bounds memory for big inputs)
 ROW_BUDGET = 1 << 24
@@ -82,7 +82,7 @@ class Schedule:
         epoch-major, ``epochs * nb_max`` of them.
 
         Each client's keys come from its own round generator exactly as in
-        :func:`fedbench.learner.epoch_orders`. Clients with the same number of
+        :func:`fedbench.fl.learner.epoch_orders`. Clients with the same number of
         batches are sorted together, their keys padded with +inf to that many
         full batches, so one stable arg-sort per group gives every row its
         reference order first. Epoch e of every row occupies steps
@@ -135,7 +135,7 @@ class Schedule:
 
         With batch statistics (BatchNorm) a padded sample would enter them: rows go together only with rows
         of the same batch size, and a batch of one sample is skipped (BatchNorm cannot train on it), as
-        :meth:`fedbench.learner.Learner.fit_epochs` skips it."""
+        :meth:`fedbench.fl.learner.Learner.fit_epochs` skips it."""
         per_chunk = ROW_BUDGET // max(1, self.data.train_x[0].numel())
         if not self.batch_stats:
             return _buckets(count, batch, per_chunk, SET_COST // self.sample_cost)

@@ -11,11 +11,11 @@ import numpy as np
 import torch
 from torch.func import grad_and_value, vmap
 
-from fedbench.client import Client, ClientUpdate, FitIns, FitPhase, LossPhase, StepPhase
-from fedbench.dropout import batch_key, keyed, row_keys
+from fedbench.fl.client import Client, ClientUpdate, FitIns, FitPhase, LossPhase, StepPhase
+from fedbench.fl.dropout import batch_key, keyed, row_keys
 from fedbench.engine.base import Consume
 from fedbench.engine.vectorized.layout import RowMajorLinear
-from fedbench.learner import Batch, SGDConfig, batch_loss, captured, representation_module, representer, sgd_update
+from fedbench.fl.learner import Batch, SGDConfig, batch_loss, captured, representation_module, representer, sgd_update
 
 
 class Train:
@@ -99,7 +99,7 @@ class Train:
         return results, (loss_sum / n_steps.clamp_min(1)).view(len(clients), m).mean(dim=1), buffers
 
     def _dropout_keys(self, clients: Sequence[Client], m: int, stream: int, round_: int) -> torch.Tensor | None:
-        """Each (client, learner) row's dropout key (:func:`fedbench.dropout.row_key`), None for a model
+        """Each (client, learner) row's dropout key (:func:`fedbench.fl.dropout.row_key`), None for a model
         without keyed dropout layers."""
         if not self.keyed_dropout:
             return None
@@ -190,7 +190,7 @@ class Train:
         ``mask`` (P,): the coordinates that train (the others take no step, decay or momentum). ``bufs`` (K, B):
         every row's model buffers (BatchNorm statistics), updated in place by its batches. ``sample_term``
         (:meth:`Client.sample_term`): a per-sample term, run with each row's logits under ``vmap``. ``keys`` (K,):
-        the rows' dropout keys (:func:`fedbench.dropout.row_key`; batch ``s`` draws from ``batch_key(key, s)``)."""
+        the rows' dropout keys (:func:`fedbench.fl.dropout.row_key`; batch ``s`` draws from ``batch_key(key, s)``)."""
         device = flat.device
         k = flat.shape[0]
         steps = steps.to(device)

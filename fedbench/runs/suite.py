@@ -37,10 +37,10 @@ from typing import Any
 
 import pandas as pd
 
-from fedbench.build import resolve_run
-from fedbench.config import RunConfig, flat_settings
+from fedbench.runs.build import resolve_run
+from fedbench.fl.config import RunConfig, flat_settings
 from fedbench.errors import ConfigError, FedbenchError
-from fedbench.registry import Registry
+from fedbench.plugin.registry import Registry
 
 KEYS = {"description", "methods", "seeds", "set", "datasets", "references", "headline"}
 
@@ -114,7 +114,7 @@ def find_suite(registry: Registry, name_or_path: str) -> Path:
 
 def missing_data(registry: Registry, runs: list[RunConfig] | tuple[RunConfig, ...], data_root: Path | None) -> dict[str, str]:
     """Data set name -> one line saying which files are missing and how to get them, for the data sets
-    of ``runs`` whose plugin can check (:attr:`fedbench.specs.DatasetSpec.check`) and finds them absent."""
+    of ``runs`` whose plugin can check (:attr:`fedbench.plugin.specs.DatasetSpec.check`) and finds them absent."""
     out = {}
     for name in dict.fromkeys(c.dataset for c in runs):
         check = registry.get("dataset", name).check

@@ -1,15 +1,15 @@
 """The core's own components, registered through the same public hooks as every plugin: the ``plain``
 client and the ``centralized`` aggregator that many methods share (FedEM's mixture client plugin and
 every averaging method build on them); the ``local`` and ``ray`` executors register from
-``fedbench/executor.py`` the same way. They are the core's objects, not a method: disabling any method
+``fedbench/runs/executor.py`` the same way. They are the core's objects, not a method: disabling any method
 plugin (``FEDBENCH_DISABLE_PLUGINS=fedavg``) leaves them in place."""
 
 from __future__ import annotations
 
-from fedbench.aggregator import CentralizedAggregator
-from fedbench.client import Client
-from fedbench.hookspecs import hookimpl
-from fedbench.specs import AggregatorSpec, ClientSpec
+from fedbench.fl.aggregator import CentralizedAggregator
+from fedbench.fl.client import Client
+from fedbench.plugin.hookspecs import hookimpl
+from fedbench.plugin.specs import AggregatorSpec, ClientSpec
 
 
 @hookimpl

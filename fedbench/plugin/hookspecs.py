@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 import pluggy
 
 if TYPE_CHECKING:
-    from fedbench.specs import (
+    from fedbench.plugin.specs import (
         AggregatorSpec, ClientSpec, DatasetSpec, ExecutorSpec, MethodSpec, ModelSpec, PartitionerSpec, SuiteSpec,
     )
 
@@ -34,8 +34,8 @@ def hookimpl(function: Any = None, **kwargs: Any) -> Any:
 def fedbench_datasets() -> list[DatasetSpec] | None:
     """Return the data sets this plugin provides.
 
-    Each :class:`~fedbench.specs.DatasetSpec` carries ``load(data_root=...,
-    **params)`` returning a :class:`~fedbench.data.FederatedData` on the CPU,
+    Each :class:`~fedbench.plugin.specs.DatasetSpec` carries ``load(data_root=...,
+    **params)`` returning a :class:`~fedbench.fl.data.FederatedData` on the CPU,
     and the name of the model plugin to use by default.
     """
 
@@ -54,7 +54,7 @@ def fedbench_models() -> list[ModelSpec] | None:
 def fedbench_clients() -> list[ClientSpec] | None:
     """Return the client types this plugin provides.
 
-    ``cls`` subclasses :class:`~fedbench.client.Client`; its extra keyword
+    ``cls`` subclasses :class:`~fedbench.fl.client.Client`; its extra keyword
     arguments are the spec's ``params``.
     """
 
@@ -63,7 +63,7 @@ def fedbench_clients() -> list[ClientSpec] | None:
 def fedbench_aggregators() -> list[AggregatorSpec] | None:
     """Return the aggregators this plugin provides.
 
-    ``cls`` subclasses :class:`~fedbench.aggregator.Aggregator`; its extra
+    ``cls`` subclasses :class:`~fedbench.fl.aggregator.Aggregator`; its extra
     keyword arguments are the spec's ``params``.
     """
 
@@ -72,7 +72,7 @@ def fedbench_aggregators() -> list[AggregatorSpec] | None:
 def fedbench_methods() -> list[MethodSpec] | None:
     """Return the method presets this plugin provides.
 
-    A :class:`~fedbench.specs.MethodSpec` binds a client type, an aggregator
+    A :class:`~fedbench.plugin.specs.MethodSpec` binds a client type, an aggregator
     and a number of learners (all looked up by name in the registry) with
     default hyper-parameters. Users and suites choose methods by this name.
     """
@@ -92,7 +92,7 @@ def fedbench_partitioners() -> list[PartitionerSpec] | None:
     """Return the partitioners this plugin provides.
 
     A data set built from one pooled set of samples (see
-    :func:`fedbench.partition.federate`) looks its partitioner up by name;
+    :func:`fedbench.runs.partition.federate`) looks its partitioner up by name;
     ``partition(labels, n_clients, rng, **params)`` returns one index array
     per client.
     """
@@ -104,5 +104,5 @@ def fedbench_executors() -> list[ExecutorSpec] | None:
     (``fedbench run --executor NAME``); the core registers ``local`` (worker processes) and ``ray``.
 
     ``run(configs, results, *, jobs, data_root, force, progress, on_outcome, address)`` must store every
-    run through :func:`fedbench.runner.execute_run` and return one outcome per config, in order.
+    run through :func:`fedbench.runs.runner.execute_run` and return one outcome per config, in order.
     """

@@ -16,9 +16,9 @@ from typing import Any
 
 import pandas as pd
 
-from fedbench.plot import curves, pyplot, plot_curves, styles, value_label
-from fedbench.report import comparison_table, reference_table, runs_table, table_labels
-from fedbench.store import ResultStore
+from fedbench.reporting.plot import curves, pyplot, plot_curves, styles, value_label
+from fedbench.reporting.report import comparison_table, reference_table, runs_table, table_labels
+from fedbench.reporting.store import ResultStore
 
 STYLE = """
 body { font-family: system-ui, sans-serif; margin: 2em auto; max-width: 1100px; color: #222; }
@@ -72,7 +72,7 @@ def _table(df: pd.DataFrame, table_id: str, *, index: bool = False, headline: st
 
 
 def _kind(values: pd.Series) -> str:
-    from fedbench.report import numeric_column
+    from fedbench.reporting.report import numeric_column
 
     return "num" if numeric_column(values) else "text"
 

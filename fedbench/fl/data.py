@@ -109,7 +109,7 @@ def _offsets(sizes: Sequence[int]) -> torch.Tensor:
 @dataclass(frozen=True)
 class DataShape:
     """What a data set's samples look like, known from its parameters without reading a file
-    (:attr:`fedbench.specs.DatasetSpec.shape`): one sample's input shape and dtype, the logits a model
+    (:attr:`fedbench.plugin.specs.DatasetSpec.shape`): one sample's input shape and dtype, the logits a model
     must give (one for a binary task, else one per class) and one label's shape (``()``, or ``(80,)`` for a
     label per position of an 80-character window)."""
 
@@ -137,7 +137,7 @@ class FederatedData:
 
     ``task`` is ``"binary"`` (labels 0/1, one logit) or ``"multiclass"``
     (integer labels in ``[0, num_classes)``, one per sample or a sequence per
-    sample: see :class:`fedbench.tasks.MulticlassTask`). Client ``i``'s train
+    sample: see :class:`fedbench.fl.tasks.MulticlassTask`). Client ``i``'s train
     samples are ``train_x[train_offsets[i]:train_offsets[i+1]]``; likewise for
     test. ``class_weights`` (multiclass only, ``(num_classes,)``): the weight of
     each label in the loss, None for none. ``drop_last``: local training leaves

@@ -13,8 +13,13 @@ for a newer version than this fedbench is refused at load.
 
 from __future__ import annotations
 
+import importlib
+import importlib.abc
+import importlib.util
 import inspect
 import re
+import sys
+import warnings
 
 from fedbench.errors import PluginError
 
@@ -112,3 +117,42 @@ def guard(base: type) -> None:
     """Put a :class:`Removed` on ``base`` for every removed name (the client base class calls it once)."""
     for name in REMOVED:
         setattr(base, name, Removed(name))
+
+
+#: modules that moved into the layout's subpackages (2026-12-06), old name -> new name: a plugin importing an
+#: old name gets the very same module object (one copy, so one class per name), with a DeprecationWarning
+MOVED_MODULES: dict[str, str] = {
+    f"fedbench.{name}": f"fedbench.{package}.{name}"
+    for package, names in {
+        "fl": ("aggregator", "client", "config", "data", "dropout", "learner", "memory", "messages", "metrics", "recurrent",
+               "seeding", "tasks"),
+        "plugin": ("components", "contract", "hookspecs", "params", "registry", "specs"),
+        "runs": ("build", "client_state", "datacache", "executor", "fingerprint", "partition", "runner",
+                 "suite"),
+        "reporting": ("export", "htmlreport", "plot", "report", "store"),
+    }.items()
+    for name in names
+}
+
+
+class MovedModules(importlib.abc.MetaPathFinder, importlib.abc.Loader):
+    """Answers an import of a name in :data:`MOVED_MODULES` with the module at its new name."""
+
+    def find_spec(self, name, path=None, target=None):  # noqa: ANN001, ANN201 - importlib's signature
+        return importlib.util.spec_from_loader(name, self) if name in MOVED_MODULES else None
+
+    def create_module(self, spec):  # noqa: ANN001, ANN201
+        new = MOVED_MODULES[spec.name]
+        warnings.warn(f"{spec.name} moved to {new}: import it from there", DeprecationWarning, stacklevel=4)
+        module = importlib.import_module(new)
+        self._spec = module.__spec__
+        return module
+
+    def exec_module(self, module) -> None:  # noqa: ANN001
+        module.__spec__ = self._spec  # the import system set the old name's spec on it; the module keeps its own
+
+
+def install_moved_modules() -> None:
+    """Let the old module names of :data:`MOVED_MODULES` import (once per process)."""
+    if not any(isinstance(f, MovedModules) for f in sys.meta_path):
+        sys.meta_path.append(MovedModules())

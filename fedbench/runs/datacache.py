@@ -4,7 +4,7 @@ A data set whose spec says ``cache=True`` is a pure function of its parameters a
 synthetic benchmark draws ~2-3 s of numpy random numbers on every run). Its tensors are kept in
 ``FEDBENCH_DATA_CACHE`` (default ``~/.cache/fedbench/data``; ``off`` disables the cache) under a
 name that hashes the data set's name, its parameters, the fingerprint of the code that generates
-it (the core and its plugin's modules, :mod:`fedbench.fingerprint`) and the torch and numpy
+it (the core and its plugin's modules, :mod:`fedbench.runs.fingerprint`) and the torch and numpy
 versions: editing the generator, or any parameter, makes a new entry, never a stale hit.
 
 Entries are written to a temporary file and renamed into place, never written in place (a run maps
@@ -37,7 +37,7 @@ from typing import Any
 
 import torch
 
-from fedbench.data import FederatedData
+from fedbench.fl.data import FederatedData
 
 #: the FederatedData fields stored as tensors, and the ones stored as metadata
 TENSORS = ("train_x", "train_y", "train_offsets", "test_x", "test_y", "test_offsets", "class_weights", "input_table")

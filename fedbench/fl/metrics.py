@@ -13,7 +13,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from fedbench.client import EvalResult
+from fedbench.fl.client import EvalResult
 
 
 def summarise(results: Sequence[EvalResult]) -> dict[str, float]:

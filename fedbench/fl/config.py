@@ -15,11 +15,11 @@ from dataclasses import dataclass, field, fields
 from typing import Any
 
 from fedbench.errors import ConfigError
-from fedbench.params import Param
+from fedbench.plugin.params import Param
 
 LR_SCHEDULES = ("multistep", "constant")
 ENGINES = ("auto", "vectorized", "sequential")
-#: where clients keep what lasts between rounds (:mod:`fedbench.client_state`)
+#: where clients keep what lasts between rounds (:mod:`fedbench.runs.client_state`)
 CLIENT_STATES = ("auto", "memory", "disk")
 
 
@@ -28,7 +28,7 @@ EVAL_POINTS = 20
 
 
 def setting(default: Any, **rule: Any) -> Any:
-    """A training setting: its default and its rule (:class:`fedbench.params.Param`), declared once; the
+    """A training setting: its default and its rule (:class:`fedbench.plugin.params.Param`), declared once; the
     dataclass checks every value against its rule when it is built."""
     return field(default=default, metadata={"param": Param(default, **rule)})
 
@@ -43,7 +43,7 @@ class TrainConfig:
     the rounds it takes part in, as the authors' clients (which own their
     optimizers) do. ``unseen_fraction`` of the clients (the same ones for
     every training seed) never train; at each evaluation they adapt to the
-    trained models (:meth:`fedbench.client.Client.adapt`) and are scored
+    trained models (:meth:`fedbench.fl.client.Client.adapt`) and are scored
     separately (``unseen_*`` metrics, the paper's Table 3).
     """
 
@@ -119,9 +119,9 @@ class RunConfig:
     #: auto | vectorized | sequential; not part of the run id (both engines compute the same numbers)
     engine: str = field(default="auto", compare=False)
     #: auto | memory | disk: where clients keep their momentum and personal models between rounds
-    #: (:mod:`fedbench.client_state`); not part of the run id (the same numbers either way)
+    #: (:mod:`fedbench.runs.client_state`); not part of the run id (the same numbers either way)
     client_state: str = field(default="auto", compare=False)
-    #: fingerprint of the code that computes this run (:mod:`fedbench.fingerprint`); part of the run id
+    #: fingerprint of the code that computes this run (:mod:`fedbench.runs.fingerprint`); part of the run id
     code: str = ""
 
     def __post_init__(self) -> None:
@@ -222,7 +222,7 @@ def merge_params(
     registry: Any = None,
 ) -> dict[str, Any]:
     """Defaults updated by overrides; an unknown key fails naming the known ones, a value of the
-    wrong type or outside its declared range (``rules``, :class:`fedbench.params.Param`) fails naming it."""
+    wrong type or outside its declared range (``rules``, :class:`fedbench.plugin.params.Param`) fails naming it."""
     out = dict(defaults)
     for key, value in overrides.items():
         if key not in defaults:

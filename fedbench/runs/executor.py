@@ -20,12 +20,12 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
-from fedbench.config import RunConfig
+from fedbench.fl.config import RunConfig
 from fedbench.errors import ClaimLost, ConfigError, FedbenchError, ResultsError
-from fedbench.hookspecs import hookimpl
-from fedbench.runner import Attempt, RunOutcome, compute, execute_run, store_attempt
-from fedbench.specs import ExecutorSpec
-from fedbench.store import Held, ResultStore
+from fedbench.plugin.hookspecs import hookimpl
+from fedbench.runs.runner import Attempt, RunOutcome, compute, execute_run, store_attempt
+from fedbench.plugin.specs import ExecutorSpec
+from fedbench.reporting.store import Held, ResultStore
 
 
 def assign_devices(configs: Sequence[RunConfig], devices: Sequence[str]) -> list[RunConfig]:
@@ -78,7 +78,7 @@ def die_with_parent(parent_pid: int) -> None:
 
 
 def _stop_on_sigterm(signum: int, frame) -> None:  # noqa: ANN001
-    from fedbench.runner import Interrupted
+    from fedbench.runs.runner import Interrupted
 
     signal.alarm(10)  # a worker that cannot stop within 10 s is ended by SIGALRM
     raise Interrupted()
@@ -86,8 +86,8 @@ def _stop_on_sigterm(signum: int, frame) -> None:  # noqa: ANN001
 
 def _worker_main(conn, threads: int, parent_pid: int, results: str, data_root: str | None, force: bool) -> None:  # noqa: ANN001
     """A worker: runs the configs its parent sends, one at a time, until told to stop."""
-    from fedbench.registry import get_registry
-    from fedbench.runner import Interrupted
+    from fedbench.plugin.registry import get_registry
+    from fedbench.runs.runner import Interrupted
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle
     signal.signal(signal.SIGTERM, _stop_on_sigterm)
@@ -200,7 +200,7 @@ def run_local(
     try:
         while todo:
             if jobs == 1:
-                from fedbench.registry import get_registry
+                from fedbench.plugin.registry import get_registry
 
                 for i in todo:
                     done(i, execute_run(get_registry(), configs[i], store, data_root=data_root, force=force, progress=progress))
@@ -360,12 +360,12 @@ def run_ray(
         from ray.util.queue import Empty, Queue
     except ImportError as e:
         raise ConfigError("--executor ray needs Ray: pip install 'fedbench-suite[ray]'") from e
-    from fedbench.store import HEARTBEAT_EVERY
+    from fedbench.reporting.store import HEARTBEAT_EVERY
 
     if data_from not in ("driver", "nodes"):
         raise ConfigError(f"data_from={data_from!r}: use 'driver' (loaded once, shared through Ray's object store) or 'nodes'")
-    from fedbench.build import load_data
-    from fedbench.registry import get_registry
+    from fedbench.runs.build import load_data
+    from fedbench.plugin.registry import get_registry
 
     configs = list(configs)
     data_root = Path(data_root).resolve() if data_root is not None else None  # the driver's, as the results path
@@ -502,7 +502,7 @@ def _ray_compute(cfg: RunConfig, data_root: str | None, queue, data=None) -> tup
     """A Ray task: compute one run (on ``data``, the driver's copy of its data set from the object store, or
     loaded here from ``data_root``), sending each evaluation to the driver; (status, error, seconds, engine,
     the wall-clock time it started)."""
-    from fedbench.registry import get_registry
+    from fedbench.plugin.registry import get_registry
 
     _init_worker(1)
     attempt = Attempt()
@@ -511,7 +511,7 @@ def _ray_compute(cfg: RunConfig, data_root: str | None, queue, data=None) -> tup
     return status, error, attempt.seconds, attempt.engine_line(), attempt.wall
 
 
-# ---- the executors, registered through the same hook as a third party's (fedbench.registry.CORE_MODULES) -------
+# ---- the executors, registered through the same hook as a third party's (fedbench.plugin.registry.CORE_MODULES) -------
 def _local(configs, results, *, jobs=1, data_root=None, force=False, progress=True, on_outcome=None, address=None):  # noqa: ANN001, ANN202, ARG001
     return run_local(configs, results, jobs=jobs, data_root=data_root, force=force, progress=progress, on_outcome=on_outcome)
 

@@ -61,5 +61,5 @@ def seed_global(*keys: int) -> None:
 
 #: stream tags, so that different uses of the same (seed, round) never share a stream
 STREAM_INIT, STREAM_SAMPLE, STREAM_TRAIN, STREAM_UNSEEN, STREAM_GLOBAL = 1, 2, 3, 4, 5
-#: dropout masks (:mod:`fedbench.dropout`), keyed by (seed, phase stream, round, client, learner)
+#: dropout masks (:mod:`fedbench.fl.dropout`), keyed by (seed, phase stream, round, client, learner)
 STREAM_DROPOUT = 6

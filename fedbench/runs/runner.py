@@ -17,13 +17,13 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
-from fedbench.build import Simulation, build_simulation
-from fedbench.config import RunConfig
-from fedbench.data import FederatedData
+from fedbench.runs.build import Simulation, build_simulation
+from fedbench.fl.config import RunConfig
+from fedbench.fl.data import FederatedData
 from fedbench.errors import ClaimLost, DivergedError, FedbenchError, ResultsError
-from fedbench.metrics import summarise
-from fedbench.registry import Registry
-from fedbench.store import Heartbeat, Held, ResultStore
+from fedbench.fl.metrics import summarise
+from fedbench.plugin.registry import Registry
+from fedbench.reporting.store import Heartbeat, Held, ResultStore
 
 
 @dataclass

@@ -24,22 +24,21 @@ from typing import Any
 
 import pluggy
 
-from fedbench import contract, hookspecs
-
+from fedbench.plugin import contract, hookspecs
 from fedbench.errors import PluginError, UnknownPluginError
-from fedbench.specs import Spec
+from fedbench.plugin.specs import Spec
 
 GROUP = "fedbench"
 #: the hook marker (re-exported: plugins import it from here or from ``fedbench``)
 hookimpl = hookspecs.hookimpl
 #: the top-level package of the built-in plugins: they are never shadowed without an explicit opt-in
 BUILTIN_PACKAGE = "fedbench_plugins"
-#: plugin name of the core's own components (fedbench/components.py)
+#: plugin name of the core's own components (fedbench/plugin/components.py)
 CORE_PLUGIN = "fedbench-core"
 #: the core's own plugin modules, by plugin name, registered before any entry point: the components (plain
-#: client, centralised aggregator) and the executors (``fedbench/executor.py``, which sits above the registry
+#: client, centralised aggregator) and the executors (``fedbench/runs/executor.py``, which sits above the registry
 #: and so is loaded by name, as an entry point would be)
-CORE_MODULES = {CORE_PLUGIN: "fedbench.components", "fedbench-executors": "fedbench.executor"}
+CORE_MODULES = {CORE_PLUGIN: "fedbench.plugin.components", "fedbench-executors": "fedbench.runs.executor"}
 
 
 def _overrides() -> set[str]:
@@ -149,11 +148,11 @@ class Registry:
 
     @staticmethod
     def _removed_use(kind: str, spec: Any) -> str | None:
-        """Why a client spec's class uses what the plugin API removed (:mod:`fedbench.contract`), or None."""
+        """Why a client spec's class uses what the plugin API removed (:mod:`fedbench.plugin.contract`), or None."""
         cls = getattr(spec, "cls", None)
         if kind != "client" or not isinstance(cls, type):
             return None
-        from fedbench.client import Client  # (the client module imports torch; the registry does not need it sooner)
+        from fedbench.fl.client import Client  # (the client module imports torch; the registry does not need it sooner)
 
         return contract.removed_use(cls, Client) if issubclass(cls, Client) else None
 

@@ -21,10 +21,13 @@ Never a silent half-result:
 
 from __future__ import annotations
 
+import functools
 import json
 import os
+import platform
 import socket
 import sqlite3
+import subprocess
 import sys
 import threading
 import time
@@ -36,7 +39,7 @@ from typing import Any, Iterator, Sequence
 
 import pandas as pd
 
-from fedbench.config import LATER_TRAIN_KEYS, RunConfig, TrainConfig, config_id_of
+from fedbench.fl.config import LATER_TRAIN_KEYS, RunConfig, TrainConfig, config_id_of
 from fedbench.errors import ClaimLost, ResultsError
 
 APPLICATION = "fedbench"
@@ -422,7 +425,6 @@ class ResultStore:
         Returns the :class:`Claim`; or None when the run is already ``done`` (and not ``force``); or
         :class:`Held` when another live process computes it.
         """
-        from fedbench.fingerprint import environment
 
         pid = os.getpid() if pid is None else pid
         run_id = cfg.run_id
@@ -489,7 +491,6 @@ class ResultStore:
         """Commit the attempt's status and metrics together and release the claim; returns the status
         now stored. An incomplete attempt (``failed``, ``diverged``) on a run that was ``done`` (under
         --force) keeps the old result; the attempt itself is kept with its outcome (``attempts``)."""
-        from fedbench.fingerprint import environment
 
         env = environment()  # (before the write lock: nothing slow runs inside it)
         with self._write():
@@ -627,3 +628,41 @@ class Heartbeat:
     def stop(self) -> None:
         self._stop.set()
         self._thread.join(timeout=HEARTBEAT_EVERY + 1)
+
+
+@functools.lru_cache(maxsize=1)
+def git_commit() -> str | None:
+    """The commit of the source tree fedbench runs from, when it is a git checkout."""
+    import fedbench
+
+    root = Path(fedbench.__file__).resolve().parent.parent
+    if not (root / ".git").exists():
+        return None
+    try:
+        out = subprocess.run(
+            ["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10, check=True
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"],
+            capture_output=True, text=True, timeout=10, check=True,
+        ).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out + ("+dirty" if dirty else "")
+
+
+@functools.lru_cache(maxsize=1)
+def environment() -> dict[str, str | None]:
+    """Versions stored with every run."""
+    import numpy
+    import torch
+
+    from fedbench import __version__
+
+    return {
+        "fedbench": __version__,
+        "git": git_commit(),
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "numpy": numpy.__version__,
+    }

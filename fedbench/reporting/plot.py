@@ -13,10 +13,10 @@ from typing import Any, NamedTuple
 
 import pandas as pd
 
-from fedbench.config import RunConfig
+from fedbench.fl.config import RunConfig
 from fedbench.errors import ConfigError
-from fedbench.report import human_bytes, run_labels, select_runs
-from fedbench.store import ResultStore
+from fedbench.reporting.report import human_bytes, run_labels, select_runs
+from fedbench.reporting.store import ResultStore
 
 
 
@@ -29,7 +29,7 @@ def curves(store: ResultStore, run_ids: list[str] | None = None, metric: str = "
            configs: Sequence[RunConfig] | None = None) -> pd.DataFrame:
     """Per (dataset, method, round): mean and std over the finished runs' seeds of ``metric``,
     and the mean cumulative ``bytes_sent`` at that round. ``method`` is the method at its grid point
-    (``METHOD mu=0.01``, :func:`fedbench.report.grid_label`): only seeds are averaged, never grid points;
+    (``METHOD mu=0.01``, :func:`fedbench.reporting.report.grid_label`): only seeds are averaged, never grid points;
     ``base`` is the method's own name. ``configs`` (a suite's runs) picks one stored run per configuration as
     reports do (the current code's, else the latest by other code)."""
     runs = store.runs()

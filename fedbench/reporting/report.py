@@ -9,8 +9,8 @@ from typing import Any
 
 import pandas as pd
 
-from fedbench.config import RunConfig
-from fedbench.store import ResultStore
+from fedbench.fl.config import RunConfig
+from fedbench.reporting.store import ResultStore
 
 METRICS = (
     "test_acc", "best_test_acc", "test_acc_mean", "test_acc_p10", "test_loss", "train_acc", "train_loss", "bytes_sent",
@@ -50,7 +50,7 @@ def grid_columns(runs: pd.DataFrame) -> pd.DataFrame:
 
 
 def init_note(registry: Any, model: str, params: dict) -> tuple[str, str] | None:
-    """``(tag, line)`` of the model's :attr:`~fedbench.specs.ModelSpec.init_note` for ``params``, or None
+    """``(tag, line)`` of the model's :attr:`~fedbench.plugin.specs.ModelSpec.init_note` for ``params``, or None
     (also for a model no longer installed: nothing to say)."""
     if model not in registry.names("model"):
         return None

@@ -20,14 +20,13 @@ from collections.abc import Callable, Mapping, MutableMapping, Sequence
 
 import torch
 
-from fedbench.client_state import DiskSlots, ScratchFolder
-from fedbench.config import TrainConfig
-from fedbench.messages import ClientUpdate, EvalResult, FitIns, FitPhase, LossPhase, StepPhase  # (also importable from here)
-from fedbench.contract import guard
-from fedbench.data import ClientData
-from fedbench.params import declare
-from fedbench.learner import Batch, LearnersEnsemble, SGDConfig, sgd_update
-from fedbench.seeding import STREAM_GLOBAL, seed_global
+from fedbench.fl.config import TrainConfig
+from fedbench.fl.messages import ClientUpdate, EvalResult, FitIns, FitPhase, LossPhase, StepPhase  # (also importable from here)
+from fedbench.plugin.contract import guard
+from fedbench.fl.data import ClientData
+from fedbench.plugin.params import declare
+from fedbench.fl.learner import Batch, LearnersEnsemble, SGDConfig, sgd_update
+from fedbench.fl.seeding import STREAM_GLOBAL, seed_global
 
 
 class Client:
@@ -36,8 +35,8 @@ class Client:
     Subclasses change what happens before training by overriding
     :meth:`update_sample_weights` and :meth:`update_learners_weights`, as in
     the FedEM design. A subclass declares its own keyword parameters once, in ``PARAMS`` (name -> default
-    or :class:`fedbench.params.Param`): every construction fills and checks them
-    (:func:`fedbench.params.declare`), and its spec offers them.
+    or :class:`fedbench.plugin.params.Param`): every construction fills and checks them
+    (:func:`fedbench.plugin.params.declare`), and its spec offers them.
     """
 
     def __init_subclass__(cls, **kwargs: object) -> None:
@@ -62,7 +61,7 @@ class Client:
         self.learners_weights = torch.full((m,), 1.0 / m, device=data.train_y.device)
         self.samples_weights = torch.full((m, data.n_train), 1.0 / m, device=data.train_y.device)
         #: models this client keeps between rounds, by phase name (:class:`FitPhase` ``keep``), and the momentum
-        #: buffers it keeps by slot name (``"main"``: its learners'); in files with :meth:`keep_state_on_disk`
+        #: buffers it keeps by slot name (``"main"``: its learners'); elsewhere with :meth:`keep_state_in`
         self.kept: MutableMapping[str, list[torch.Tensor]] = {}
         self.kept_momentum: MutableMapping[str, list[torch.Tensor | None]] = {}
         #: this client's copy of each learner's buffers (None for models without buffers)
@@ -73,12 +72,12 @@ class Client:
         """The momentum buffers of this client's learners (None: fresh)."""
         return self.kept_momentum.get("main") or [None] * len(self.ensemble)
 
-    def keep_state_on_disk(self, folder: ScratchFolder) -> None:
-        """Keep the models and momentum buffers this client holds between rounds in files under ``folder``
-        (:mod:`fedbench.client_state`): the same tensors, read back when it trains again."""
-        prefix = f"client{self.client_id}"
-        self.kept = DiskSlots(folder, f"{prefix}-kept", dict(self.kept))
-        self.kept_momentum = DiskSlots(folder, f"{prefix}-momentum", dict(self.kept_momentum))
+    def keep_state_in(self, slots: Callable[[str, dict], MutableMapping]) -> None:
+        """Keep the models and momentum buffers this client holds between rounds in the mappings
+        ``slots("kept", current)`` and ``slots("momentum", current)`` make (the run's builder hands files,
+        :class:`fedbench.runs.client_state.DiskSlots`): the same tensors, read back when it trains again."""
+        self.kept = slots("kept", dict(self.kept))
+        self.kept_momentum = slots("momentum", dict(self.kept_momentum))
 
     def load(self, params: list[torch.Tensor]) -> None:
         """Put ``params`` and this client's own buffers into the workspace learners."""
@@ -147,8 +146,8 @@ class Client:
         """
         return None
 
-    #: whether :meth:`sample_term` reads the model's representation (:attr:`fedbench.learner.Batch.features`,
-    #: ``represent``): a run whose model declares none (:func:`fedbench.learner.representation_module`) is
+    #: whether :meth:`sample_term` reads the model's representation (:attr:`fedbench.fl.learner.Batch.features`,
+    #: ``represent``): a run whose model declares none (:func:`fedbench.fl.learner.representation_module`) is
     #: then refused before it starts
     needs_representation: bool = False
 
@@ -158,7 +157,7 @@ class Client:
         ``sum_i w_i (loss_i + term_i) / B``. Not called unless overridden.
 
         A pure torch function of ``theta`` (the learner's flat parameters), ``ctx`` (as for
-        :meth:`local_term`) and ``batch`` (:class:`fedbench.learner.Batch`: the inputs, labels, the model's
+        :meth:`local_term`) and ``batch`` (:class:`fedbench.fl.learner.Batch`: the inputs, labels, the model's
         representation at ``theta`` and at any other parameters), using no other per-client attribute: the
         one-at-a-time backend calls it per client, learner and batch, the vectorised one under
         ``torch.func.vmap`` over the rows of a step, with the same check as for :meth:`local_term`. It must
@@ -180,7 +179,7 @@ class Client:
         A pure torch function of one client's stacked parameters ``theta`` (S, P) (the M learners, then
         each carried model's M), their momentum buffers (S, P) (zeros when fresh), ``grad`` (``point ->
         (gradient, loss)`` of the batch's mean loss at any flat parameters ``point``) and ``sgd`` (the
-        round's settings; :func:`fedbench.learner.sgd_update` is torch's SGD step). It returns the new
+        round's settings; :func:`fedbench.fl.learner.sgd_update` is torch's SGD step). It returns the new
         parameters, buffers and the batch loss to report. Using no per-client attribute, it runs per
         client on the one-at-a-time backend (``grad`` by autograd) and under ``torch.func.vmap`` over the
         round's clients on the vectorised one (``grad`` by ``torch.func.grad_and_value``).
@@ -377,5 +376,5 @@ class Client:
         return float(sums[0] / len(y)), float(sums[1] / len(y))
 
 
-# names a previous plugin API honoured (fedbench.contract.REMOVED): setting one on a client fails with its replacement
+# names a previous plugin API honoured (fedbench.plugin.contract.REMOVED): setting one on a client fails with its replacement
 guard(Client)

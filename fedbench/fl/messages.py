@@ -2,7 +2,7 @@
 
 :class:`FitIns` (what a client trains from this round), :class:`ClientUpdate` (what it sends back),
 :class:`EvalResult` (its scores) and the phases a client type lists (:class:`LossPhase` and :class:`StepPhase`,
-both :class:`FitPhase`: one local fit of a round each). The engines (:mod:`fedbench.engine`) and the client types (:mod:`fedbench.client`) both build on them.
+both :class:`FitPhase`: one local fit of a round each). The engines (:mod:`fedbench.engine`) and the client types (:mod:`fedbench.fl.client`) both build on them.
 """
 
 from __future__ import annotations
@@ -15,8 +15,8 @@ from typing import Any
 
 import torch
 
-from fedbench.learner import SGDConfig
-from fedbench.seeding import STREAM_TRAIN
+from fedbench.fl.learner import SGDConfig
+from fedbench.fl.seeding import STREAM_TRAIN
 
 
 @dataclass(frozen=True)

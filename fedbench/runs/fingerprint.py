@@ -16,9 +16,7 @@ import functools
 import hashlib
 import inspect
 import os
-import platform
 import site
-import subprocess
 import sys
 import sysconfig
 from importlib import metadata
@@ -26,8 +24,14 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-#: core modules that only show or schedule results: editing them cannot change a number
-PRESENTATION = frozenset({"cli", "report", "plot", "__main__", "executor", "store", "fingerprint", "suite", "api", "export"})
+#: core modules that only show or schedule results, by path under the package without ``.py`` (a folder: every
+#: module in it): editing them cannot change a number
+PRESENTATION = frozenset({"cli", "__main__", "api", "runs/executor", "runs/fingerprint", "runs/suite", "reporting"})
+
+
+def presentation(name: str) -> bool:
+    """Whether the module at ``name`` (a path under the package, ``.py`` dropped) is in :data:`PRESENTATION`."""
+    return any(name == p or name.startswith(p + "/") for p in PRESENTATION)
 
 
 def _source(module: ModuleType) -> bytes:
@@ -100,11 +104,11 @@ def core_fingerprint() -> str:
 
 def package_fingerprint(root: Path) -> str:
     """Hash of the sources under ``root``: every module, subpackages included (by path from ``root``), less
-    the top-level :data:`PRESENTATION` modules."""
+    the :data:`PRESENTATION` modules."""
     h = hashlib.sha256()
     for path in sorted(root.rglob("*.py"), key=lambda p: p.relative_to(root).as_posix()):
         name = path.relative_to(root).as_posix()
-        if name.removesuffix(".py") not in PRESENTATION:
+        if not presentation(name.removesuffix(".py")):
             h.update(name.encode() + b"\0" + path.read_bytes() + b"\0")
     return h.hexdigest()[:16]
 
@@ -142,41 +146,3 @@ def code_fingerprint(registry: Any, components: list[tuple[str, str]]) -> str:
     for kind, name in sorted(set(components)):
         h.update(f"{kind}:{name}={component_fingerprint(registry, kind, name)};".encode())
     return h.hexdigest()[:16]
-
-
-@functools.lru_cache(maxsize=1)
-def git_commit() -> str | None:
-    """The commit of the source tree fedbench runs from, when it is a git checkout."""
-    import fedbench
-
-    root = Path(fedbench.__file__).resolve().parent.parent
-    if not (root / ".git").exists():
-        return None
-    try:
-        out = subprocess.run(
-            ["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10, check=True
-        ).stdout.strip()
-        dirty = subprocess.run(
-            ["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"],
-            capture_output=True, text=True, timeout=10, check=True,
-        ).stdout.strip()
-    except (OSError, subprocess.SubprocessError):
-        return None
-    return out + ("+dirty" if dirty else "")
-
-
-@functools.lru_cache(maxsize=1)
-def environment() -> dict[str, str | None]:
-    """Versions stored with every run."""
-    import numpy
-    import torch
-
-    from fedbench import __version__
-
-    return {
-        "fedbench": __version__,
-        "git": git_commit(),
-        "python": platform.python_version(),
-        "torch": torch.__version__,
-        "numpy": numpy.__version__,
-    }

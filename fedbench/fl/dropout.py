@@ -23,7 +23,7 @@ from collections.abc import Iterator
 import torch
 from torch import nn
 
-from fedbench.seeding import STREAM_DROPOUT, derive_seed
+from fedbench.fl.seeding import STREAM_DROPOUT, derive_seed
 
 _GOLDEN = 0x9E3779B97F4A7C15 - 2**64
 _M1 = 0xBF58476D1CE4E5B9 - 2**64

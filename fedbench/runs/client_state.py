@@ -1,5 +1,5 @@
 """Where clients keep what lasts between the rounds they take part in: their SGD momentum buffers and their
-personal models (:attr:`fedbench.client.Client.kept_momentum`, :attr:`~fedbench.client.Client.kept`).
+personal models (:attr:`fedbench.fl.client.Client.kept_momentum`, :attr:`~fedbench.fl.client.Client.kept`).
 
 With ``client_state="disk"`` (``fedbench run --client-state disk``) each client's entries live in files
 of a scratch folder of the run and are read back when the client trains again: the same tensors, bit for
@@ -87,6 +87,11 @@ class DiskSlots(MutableMapping):
         self._written = 0  # files ever named here: a new key never takes the name of a deleted one's live neighbour
         for key, value in (initial or {}).items():
             self[key] = value
+
+    @classmethod
+    def of_client(cls, folder: ScratchFolder, client_id: int, name: str, initial: dict[str, Any]) -> DiskSlots:
+        """A client's slots called ``name`` (``"kept"``, ``"momentum"``) in ``folder``, holding ``initial``."""
+        return cls(folder, f"client{client_id}-{name}", initial)
 
     def __setitem__(self, key: str, value: Any) -> None:
         path = self._files.get(key)

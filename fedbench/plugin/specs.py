@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any
 
-from fedbench.params import Param, class_params, split_params
+from fedbench.plugin.params import Param, class_params, split_params
 
 
 def _frozen(mapping: Mapping[str, Any] | None) -> Mapping[str, Any]:
@@ -25,7 +25,7 @@ class Spec:
 
     name: str
     doc: str = ""
-    #: parameter -> default, or -> :class:`fedbench.params.Param` (default plus valid range);
+    #: parameter -> default, or -> :class:`fedbench.plugin.params.Param` (default plus valid range);
     #: after construction ``params`` holds the defaults and ``rules`` the ranges
     params: Mapping[str, Any] = field(default_factory=dict)
     rules: Mapping[str, Param] = field(default_factory=dict)
@@ -41,7 +41,7 @@ class DatasetSpec(Spec):
     """A federated data set.
 
     ``load(data_root=..., **params)`` returns a
-    :class:`fedbench.data.FederatedData` on the CPU; a data set's own random
+    :class:`fedbench.fl.data.FederatedData` on the CPU; a data set's own random
     seed, if it has one, is one of its ``params`` (so the data stay fixed
     across training seeds, as in the paper). ``default_model`` names the
     model plugin used when a run does not choose one.
@@ -51,13 +51,13 @@ class DatasetSpec(Spec):
     to get them (suites use it to report every missing data set up front).
     ``download(data_root)``, when given, fetches the files into ``data_root``
     (only where the machine has internet; ``fedbench data download``).
-    ``shape(**params)``, when given, returns the :class:`fedbench.data.DataShape` that ``load`` will return
+    ``shape(**params)``, when given, returns the :class:`fedbench.fl.data.DataShape` that ``load`` will return
     for these parameters, without reading files: fedbench then builds each run's model on it and checks its
     output before any run (a model that does not fit is one line, not a failed run), and checks the loaded
     data against it (a ``shape`` that does not say what ``load`` returns fails the run, naming the plugin).
     ``cache=True``: ``load`` reads no files, its result depends only on its parameters and its
     code (a generated data set), so fedbench keeps it on disk, content-addressed
-    (:mod:`fedbench.datacache`), instead of generating it again in every process.
+    (:mod:`fedbench.runs.datacache`), instead of generating it again in every process.
     """
 
     load: Callable[..., Any]
@@ -84,7 +84,7 @@ class ModelSpec(Spec):
 @dataclass(frozen=True, kw_only=True)
 class ClassSpec(Spec):
     """A component given as a class ``cls``. Without ``params``, the spec offers what the class declares in
-    ``PARAMS`` (:func:`fedbench.params.declare`)."""
+    ``PARAMS`` (:func:`fedbench.plugin.params.declare`)."""
 
     cls: type
 
@@ -96,12 +96,12 @@ class ClassSpec(Spec):
 
 @dataclass(frozen=True, kw_only=True)
 class ClientSpec(ClassSpec):
-    """A client type: a subclass of :class:`fedbench.client.Client`."""
+    """A client type: a subclass of :class:`fedbench.fl.client.Client`."""
 
 
 @dataclass(frozen=True, kw_only=True)
 class AggregatorSpec(ClassSpec):
-    """An aggregator: a subclass of :class:`fedbench.aggregator.Aggregator`."""
+    """An aggregator: a subclass of :class:`fedbench.fl.aggregator.Aggregator`."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -109,10 +109,10 @@ class MethodSpec(Spec):
     """A method preset: a client type and an aggregator bound with defaults.
 
     ``params`` holds the training hyper-parameters this method changes from
-    :class:`fedbench.config.TrainConfig`'s defaults; ``client_params`` and
+    :class:`fedbench.fl.config.TrainConfig`'s defaults; ``client_params`` and
     ``aggregator_params`` override those components' own defaults.
     ``shared`` declares the method's own parameters (default, or a
-    :class:`fedbench.params.Param`), set with ``--set method.KEY=VALUE`` and
+    :class:`fedbench.plugin.params.Param`), set with ``--set method.KEY=VALUE`` and
     handed to *both* its client type and its aggregator as keyword arguments
     (FedDyn's ``alpha``, used by the clients' objective and the server's update);
     after construction ``shared`` holds the defaults and ``shared_rules`` the ranges.
@@ -151,8 +151,8 @@ class ExecutorSpec(Spec):
     """A way to run many configurations (``fedbench run --executor NAME``).
 
     ``run(configs, results, *, jobs, data_root, force, progress, on_outcome, address)`` computes every
-    config into the SQLite results file ``results`` (through :func:`fedbench.runner.execute_run`, which
-    claims, stores and never computes a run twice) and returns one :class:`~fedbench.runner.RunOutcome`
+    config into the SQLite results file ``results`` (through :func:`fedbench.runs.runner.execute_run`, which
+    claims, stores and never computes a run twice) and returns one :class:`~fedbench.runs.runner.RunOutcome`
     per config, in order, calling ``on_outcome(outcome)`` as each run ends. ``jobs`` and ``address``
     are hints it may ignore.
     """

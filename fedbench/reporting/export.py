@@ -13,7 +13,7 @@ from urllib.parse import urlparse
 import pandas as pd
 
 from fedbench.errors import ConfigError
-from fedbench.store import ResultStore
+from fedbench.reporting.store import ResultStore
 
 #: digits kept in exported CSV files (accuracies in %, losses): enough to tell runs apart, no float noise
 CSV_DECIMALS = 6

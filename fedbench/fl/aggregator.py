@@ -1,6 +1,6 @@
 """Aggregator: owns the global learners and the per-round exchange with clients.
 
-The round loop itself lives in :mod:`fedbench.runner`; an aggregator fills in
+The round loop itself lives in :mod:`fedbench.runs.runner`; an aggregator fills in
 the paired steps ``configure_fit``/``aggregate_fit`` and
 ``configure_evaluate``. The arithmetic is in pure functions.
 """
@@ -15,15 +15,15 @@ from dataclasses import dataclass
 
 import torch
 
-from fedbench.client import Client, ClientUpdate, EvalResult, FitIns
-from fedbench.messages import EvaluateIns
-from fedbench import memory
-from fedbench.config import TrainConfig
+from fedbench.fl.client import Client, ClientUpdate, EvalResult, FitIns
+from fedbench.fl.messages import EvaluateIns
+from fedbench.fl import memory
+from fedbench.fl.config import TrainConfig
 from fedbench.engine import Engine, SequentialEngine
-from fedbench.contract import removed_aggregator_method
+from fedbench.plugin.contract import removed_aggregator_method
 from fedbench.errors import PluginError
-from fedbench.params import Param, declare
-from fedbench.seeding import STREAM_SAMPLE, generator
+from fedbench.plugin.params import Param, declare
+from fedbench.fl.seeding import STREAM_SAMPLE, generator
 
 
 def weighted_average(tensors: Sequence[torch.Tensor] | torch.Tensor, weights: Sequence[float]) -> torch.Tensor:
@@ -87,8 +87,8 @@ class Aggregator(abc.ABC):
     Subclasses implement :meth:`configure_fit`, :meth:`aggregate_fit` and
     :meth:`configure_evaluate`; extra constructor keywords are the
     aggregator's own parameters, declared once in ``PARAMS`` (name -> default or
-    :class:`fedbench.params.Param`): every construction fills and checks them
-    (:func:`fedbench.params.declare`), and its spec offers them.
+    :class:`fedbench.plugin.params.Param`): every construction fills and checks them
+    (:func:`fedbench.plugin.params.declare`), and its spec offers them.
     """
 
     def __init_subclass__(cls, **kwargs: object) -> None:
@@ -178,7 +178,7 @@ class Aggregator(abc.ABC):
         raise NotImplementedError
 
     def _release(self) -> None:
-        """Hand freed heap back to the OS when the model is large (:func:`fedbench.memory.release_if_large`)."""
+        """Hand freed heap back to the OS when the model is large (:func:`fedbench.fl.memory.release_if_large`)."""
         memory.release_if_large(self.global_params)
 
     def round_bytes(self, sent: list[list[torch.Tensor]], updates: list[ClientUpdate]) -> int:

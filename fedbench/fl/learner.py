@@ -16,8 +16,8 @@ import torch
 from torch import nn
 from torch.func import functional_call
 
-from fedbench.dropout import batch_key, has_keyed, keyed
-from fedbench.tasks import Task
+from fedbench.fl.dropout import batch_key, has_keyed, keyed
+from fedbench.fl.tasks import Task
 
 #: input elements per chunk in no-grad passes over a whole data set (bounds activation memory)
 EVAL_BUDGET = 1 << 21
@@ -36,7 +36,7 @@ class SGDConfig:
     batch_size: int = 128
     epochs: int = 1
     #: leave out each epoch's incomplete last batch when there is more than one batch (the data set's
-    #: protocol, :attr:`fedbench.data.FederatedData.drop_last`)
+    #: protocol, :attr:`fedbench.fl.data.FederatedData.drop_last`)
     drop_last: bool = False
 
     def drops(self, batch: int, n: int) -> bool:
@@ -93,7 +93,7 @@ def batch_loss(
 
 @dataclass(frozen=True)
 class Batch:
-    """What a per-sample term (:meth:`fedbench.client.Client.sample_term`) sees of one training batch of W
+    """What a per-sample term (:meth:`fedbench.fl.client.Client.sample_term`) sees of one training batch of W
     samples: the inputs ``x`` and labels ``y``; ``features`` (W, D), the model's representation of the batch at
     the parameters being trained (differentiable; None for a model that declares none, see
     :func:`representation_module`); and ``represent(point)``, the representation of the same batch at other
@@ -195,7 +195,7 @@ class Learner:
         self.n_params = int(sum(p.numel() for p in self._params))
         #: floating-point buffers (BatchNorm running statistics): state, not trained by gradients
         self._buffers = [b for b in model.buffers() if b.is_floating_point()]
-        #: the model has keyed dropout layers (:mod:`fedbench.dropout`): a fit then keys its batches' masks
+        #: the model has keyed dropout layers (:mod:`fedbench.fl.dropout`): a fit then keys its batches' masks
         self.keyed_dropout = has_keyed(model)
 
     def loss_and_grad(self, flat: torch.Tensor, x: torch.Tensor, y: torch.Tensor) -> tuple[float, torch.Tensor]:
@@ -286,13 +286,13 @@ class Learner:
 
         Batches are consecutive slices of ``batch_size`` indices of each order. The batch loss is ``sum_i w_i * loss_i / batch_size`` (``w = 1`` when
         ``weights`` is None), plus ``term(theta)`` (theta: the flat parameters) when a client's local
-        objective has one (:meth:`fedbench.client.Client.local_term`), and ``sample_term(theta, batch)``
+        objective has one (:meth:`fedbench.fl.client.Client.local_term`), and ``sample_term(theta, batch)``
         (one value per sample of the :class:`Batch`, added to that sample's loss before weighting:
-        :meth:`fedbench.client.Client.sample_term`) when it has one of those. ``momentum``
+        :meth:`fedbench.fl.client.Client.sample_term`) when it has one of those. ``momentum``
         is the buffer left by an earlier fit (flat), or None to start afresh.
         ``trainable`` (one flag per parameter tensor) freezes the tensors flagged False:
         they take no step, no weight decay and no momentum; such a fit starts and
-        returns no momentum buffer. ``dropout_key`` (:func:`fedbench.dropout.row_key`): the model's keyed
+        returns no momentum buffer. ``dropout_key`` (:func:`fedbench.fl.dropout.row_key`): the model's keyed
         dropout layers draw batch ``b``'s masks from ``batch_key(dropout_key, b)``, as the batched engine does.
         """
         if trainable is not None and len(trainable) != len(self._params):

@@ -14,9 +14,9 @@ import numpy as np
 import pandas as pd
 import torch
 
-from fedbench.data import FederatedData
+from fedbench.fl.data import FederatedData
 from fedbench.errors import DataError
-from fedbench.registry import Registry
+from fedbench.plugin.registry import Registry
 
 
 def split_indices(

@@ -15,20 +15,20 @@ from typing import Any
 
 import torch
 
-from fedbench import datacache
-from fedbench.aggregator import Aggregator
-from fedbench.config import TRAIN_KEYS, RunConfig, TrainConfig, merge_params
-from fedbench.client_state import ScratchFolder, choose as choose_client_state
-from fedbench.dropout import keyed_dropout
-from fedbench.recurrent import batchable_lstms
-from fedbench.data import DataShape, FederatedData, default_data_root
+from fedbench.runs import datacache
+from fedbench.fl.aggregator import Aggregator
+from fedbench.fl.config import TRAIN_KEYS, RunConfig, TrainConfig, merge_params
+from fedbench.runs.client_state import DiskSlots, ScratchFolder, choose as choose_client_state
+from fedbench.fl.dropout import keyed_dropout
+from fedbench.fl.recurrent import batchable_lstms
+from fedbench.fl.data import DataShape, FederatedData, default_data_root
 from fedbench.engine import VectorizedEngine, prefers_sequential, vectorisable
 from fedbench.errors import ConfigError, FedbenchError, PluginError
-from fedbench.fingerprint import code_fingerprint
-from fedbench.learner import Learner, LearnersEnsemble, representation_module, uses_batch_statistics
-from fedbench.registry import Registry
-from fedbench.seeding import STREAM_INIT, STREAM_UNSEEN, derive_seed
-from fedbench.tasks import make_task
+from fedbench.runs.fingerprint import code_fingerprint
+from fedbench.fl.learner import Learner, LearnersEnsemble, representation_module, uses_batch_statistics
+from fedbench.plugin.registry import Registry
+from fedbench.fl.seeding import STREAM_INIT, STREAM_UNSEEN, derive_seed
+from fedbench.fl.tasks import make_task
 
 GROUPS = ("dataset", "model", "client", "aggregator", "method")
 #: the most learners (mixture components) a run may have: beyond it building the run alone takes minutes
@@ -247,7 +247,7 @@ def check_device(name: str) -> torch.device:
 
 def declared_shape(registry: Registry, cfg: RunConfig) -> DataShape | None:
     """The :class:`DataShape` the run's data set says it loads for the run's parameters, or None when the
-    data set does not say (:attr:`~fedbench.specs.DatasetSpec.shape`)."""
+    data set does not say (:attr:`~fedbench.plugin.specs.DatasetSpec.shape`)."""
     entry = registry.entry("dataset", cfg.dataset)
     if entry.spec.shape is None:
         return None
@@ -256,7 +256,7 @@ def declared_shape(registry: Registry, cfg: RunConfig) -> DataShape | None:
     except Exception as e:
         raise PluginError(f"data set {cfg.dataset!r} (plugin {entry.plugin!r}): its shape() failed: {type(e).__name__}: {e}") from e
     if not isinstance(shape, DataShape):
-        raise PluginError(f"data set {cfg.dataset!r} (plugin {entry.plugin!r}): shape() must return a fedbench.data.DataShape, "
+        raise PluginError(f"data set {cfg.dataset!r} (plugin {entry.plugin!r}): shape() must return a fedbench.fl.data.DataShape, "
                           f"got {type(shape).__name__}")
     return shape
 
@@ -410,6 +410,6 @@ def build_simulation(registry: Registry, cfg: RunConfig, data_root: Path | None 
     if on_disk:
         folder = ScratchFolder()
         for c in everyone:
-            c.keep_state_on_disk(folder)
+            c.keep_state_in(functools.partial(DiskSlots.of_client, folder, c.client_id))
     sim.engine += f"; client state {'on disk' if on_disk else 'in memory'} ({why})"
     return sim
