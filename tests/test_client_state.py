@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import gc
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -107,3 +109,17 @@ def test_auto_on_a_run_over_the_budget_keeps_the_clients_state_in_files(registry
                                                  overrides={**TINY, "rounds": 1}, engine="vectorized"))
     assert "client state in memory (auto: the vectorized engine" in vec.engine
 
+
+def test_a_folder_left_by_a_killed_run_goes_when_the_next_run_makes_one(tmp_path, monkeypatch):
+    monkeypatch.setenv("FEDBENCH_STATE_DIR", str(tmp_path))
+    code = ("from fedbench.runs.client_state import ScratchFolder, DiskSlots; import os, torch; f = ScratchFolder(); "
+            "DiskSlots(f, 'c0', {'main': [torch.ones(3)]}); print(f.path, flush=True); os.kill(os.getpid(), 9)")
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert run.returncode == -9
+    left = Path(run.stdout.split()[0])
+    assert left.exists() and any(left.iterdir())  # killed: its finaliser never ran
+    other_host = tmp_path / f"{ScratchFolder.PREFIX}elsewhere-1-abc"  # another machine's, on a shared disk
+    other_host.mkdir()
+    live = ScratchFolder()
+    assert not left.exists() and other_host.exists() and live.path.exists()
+    assert ScratchFolder().path.exists() and live.path.exists()  # a live process's folder stays

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import socket
 import tempfile
 import weakref
 from collections.abc import Iterator, MutableMapping
@@ -119,10 +120,29 @@ class DiskSlots(MutableMapping):
 class ScratchFolder:
     """A new folder for one run's client state under ``$FEDBENCH_STATE_DIR`` (or the system's temporary
     folder), removed with its files once nothing refers to this object (every :class:`DiskSlots` of the run
-    holds it), or at exit."""
+    holds it), or at exit. A process killed before that leaves its folder; its name holds the host and the
+    process id, and the next folder made on that host removes those of processes no longer alive there."""
+
+    PREFIX = "fedbench-client-state-"
 
     def __init__(self) -> None:
         base = base_folder()
         base.mkdir(parents=True, exist_ok=True)
-        self.path = Path(tempfile.mkdtemp(prefix="fedbench-client-state-", dir=base))
+        host = socket.gethostname().replace("-", "_")
+        self.path = Path(tempfile.mkdtemp(prefix=f"{self.PREFIX}{host}-{os.getpid()}-", dir=base))
         weakref.finalize(self, shutil.rmtree, self.path, True)
+        for old in base.glob(f"{self.PREFIX}{host}-*-*"):
+            pid = old.name[len(f"{self.PREFIX}{host}-"):].split("-")[0]
+            if pid.isdigit() and old != self.path and not _alive(int(pid)):
+                shutil.rmtree(old, ignore_errors=True)
+
+
+def _alive(pid: int) -> bool:
+    """Whether a process ``pid`` runs on this host (one we may not signal counts as alive)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:
+        return True
+    return True
