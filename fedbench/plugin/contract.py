@@ -145,11 +145,11 @@ class MovedModules(importlib.abc.MetaPathFinder, importlib.abc.Loader):
         new = MOVED_MODULES[spec.name]
         warnings.warn(f"{spec.name} moved to {new}: import it from there", DeprecationWarning, stacklevel=4)
         module = importlib.import_module(new)
-        self._spec = module.__spec__
+        spec.loader_state = module.__spec__  # the import system sets the old name's spec on the module next
         return module
 
     def exec_module(self, module) -> None:  # noqa: ANN001
-        module.__spec__ = self._spec  # the import system set the old name's spec on it; the module keeps its own
+        module.__spec__ = module.__spec__.loader_state  # the module keeps its own spec
 
 
 def install_moved_modules() -> None:
