@@ -101,6 +101,9 @@ def child(dataset: str, method: str, engine: str, rounds: int, device: str, data
         if device.startswith("cuda"):
             torch.cuda.synchronize()
 
+    def progress(what: str) -> None:  # stderr: what --window reports of a process it stops
+        print(f"progress: {what}", file=sys.stderr, flush=True)
+
     registry = get_registry()
     suite = load_suite(registry, "paper", seeds=[1], device=device, engine=engine, only_datasets=[dataset],
                        only_methods=[method], client_state=client_state,
@@ -111,12 +114,14 @@ def child(dataset: str, method: str, engine: str, rounds: int, device: str, data
     sync()
     build_s = time.perf_counter() - t
     agg = sim.aggregator
+    progress(f"loaded and built ({len(agg.clients)} clients, {sim.engine})")
 
     def evaluate() -> tuple[float, float]:
         t = time.perf_counter()
         res = agg.evaluate()
         sync()
         n = sum(r.n_test for r in res)
+        progress("evaluated")
         return time.perf_counter() - t, 100 * sum(r.test_acc * r.n_test for r in res) / max(n, 1)
 
     evals, rounds_s, loss = [evaluate()], [], float("nan")
@@ -124,6 +129,7 @@ def child(dataset: str, method: str, engine: str, rounds: int, device: str, data
         t = time.perf_counter()
         loss = agg.fit_round(r).train_loss
         sync()
+        progress(f"round {r + 1} trained")
         rounds_s.append(time.perf_counter() - t)
         evals.append(evaluate())
     out = {
@@ -165,10 +171,12 @@ def timed(cmd: list[str], cwd: str | Path | None = None, env: dict | None = None
         "    time.sleep(0.2)\n"
         "[r.join() for r in readers]\n"
         "rc, out, err = p.returncode, outs.get('out', ''), outs.get('err', '')\n"
-        "if limit and time.perf_counter() - t > limit: rc, err = -9, f'stopped after {limit:.0f} s (--timeout)'\n"
+        "stopped = bool(limit and time.perf_counter() - t > limit)\n"
+        "if stopped: rc, err = -9, err[-3000:] + f'\\nstopped after {limit:.0f} s (--timeout)'\n"
         "wall = time.perf_counter() - t\n"
         "rss = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024\n"
-        "print(json.dumps({'rc': rc, 'wall': wall, 'rss': rss, 'anon': peak, 'out': out[-6000:], 'err': err[-3000:]}))\n"
+        "print(json.dumps({'rc': rc, 'wall': wall, 'rss': rss, 'anon': peak, 'stopped': stopped, 'out': out[-6000:],"
+        " 'err': err[-3000:]}))\n"
     )
     try:
         proc = subprocess.run([sys.executable, "-c", probe, str(timeout or 0), *cmd], capture_output=True, text=True,
@@ -186,9 +194,24 @@ def ours(dataset: str, method: str, engine: str, rounds: int, device: str, data_
                 env={**os.environ, "PYTHONUNBUFFERED": "1"}, timeout=timeout)
     row = {"code": "fedbench", "dataset": dataset, "method": method, "wall_s": res["wall"], "rss_mb": res["rss"],
            "anon_mb": res["anon"]}
+    if res.get("stopped"):
+        return {**row, "stopped": reached_ours(res["err"])}
     if res["rc"] != 0:
         return {**row, "error": (res["err"].strip().splitlines() or ["?"])[-1]}
     return {**row, **json.loads(res["out"].strip().splitlines()[-1])}
+
+
+def reached_ours(err: str) -> str:
+    """How far a stopped fedbench child got: its last ``progress:`` line on stderr, and its evaluations."""
+    marks = re.findall(r"^progress: (.*)$", err, flags=re.M)
+    return f"{marks[-1]}, {marks.count('evaluated')} evaluations" if marks else "loading, 0 evaluations"
+
+
+def reached_authors(out: str) -> str:
+    """How far a stopped run of the authors' code got, from its own prints: "===> Building data iterators..",
+    "===> Initializing clients..", "==> Clients initialization..", "Training..", and "Global.." per evaluation."""
+    marks = [m.strip("=> .") for m in re.findall(r"^(=+> .*|Training\.\.)$", out, flags=re.M)]
+    return f"{marks[-1] if marks else 'starting'}, {out.count('Global..')} evaluations"
 
 
 def prepare_authors(checkout: Path, python: str, scratch: Path, dataset: str, data_root: Path, timeout: float) -> dict:
@@ -250,6 +273,8 @@ def theirs(python: str, scratch: Path, dataset: str, method: str, lr: float, rou
     res = timed(cmd, cwd=work, env=authors_env(scratch), timeout=timeout)
     row = {"code": "authors", "dataset": dataset, "method": method, "wall_s": res["wall"], "rss_mb": res["rss"],
            "anon_mb": res["anon"], "command": " ".join(cmd[1:])}
+    if res.get("stopped"):
+        return {**row, "stopped": reached_authors(res["out"])}
     if res["rc"] != 0:
         return {**row, "error": (res["err"].strip().splitlines() or ["?"])[-1]}
     accs = re.findall(r"Test Acc: ([0-9.]+)%", res["out"])
@@ -272,6 +297,10 @@ def fmt(rows: list[dict]) -> list[str]:
         return "" if v is None or v != v else format(v, spec)
 
     for r in rows:
+        if "stopped" in r:  # --window: the peaks of a process stopped on time, and how far it had got
+            lines.append(f"| {r['dataset']} | {r['method']} | {r['code']} | stopped after {r['wall_s']:.0f} s, at: "
+                         f"{r['stopped'].replace('|', '/')} |||||| {f(r['rss_mb'], '.0f')} | {f(r.get('anon_mb'), '.0f')} |||")
+            continue
         if "error" in r:
             lines.append(f"| {r['dataset']} | {r['method']} | {r['code']} | failed: {r['error'][:160]} ||||||||||")
             continue
@@ -301,6 +330,9 @@ def main() -> None:
     p.add_argument("--authors", type=Path, help="a checkout of github.com/omarfoq/FedEM")
     p.add_argument("--authors-python", default=sys.executable)
     p.add_argument("--timeout", type=float, default=1800, help="seconds per process before it is stopped")
+    p.add_argument("--window", type=float,
+                   help="stop every process (both codes) after this many seconds and report its peak memory so far "
+                        "and how far it got (a real-size cell whose round takes hours on this CPU)")
     p.add_argument("--out", default="results/paper-speed.md")
     args = p.parse_args()
     if args.child:
@@ -309,6 +341,7 @@ def main() -> None:
         return
     if args.data_root is None:
         p.error("--data-root is required")
+    limit = args.window or args.timeout  # a run's process; the authors' generate_data.py keeps --timeout
     started = time.time()
     rows: list[dict] = []
     lines_head = [
@@ -316,9 +349,11 @@ def main() -> None:
         "",
         f"`python benchmarks/paper_speed.py --data-root STANDIN --device {args.device} --datasets {args.datasets} "
         f"--methods {args.methods} --engines {args.engines} --rounds {args.rounds} --client-states {args.client_states}"
-        f" --layouts {args.layouts}"
+        f" --layouts {args.layouts}{f' --window {args.window:g}' if args.window else ''}"
         f"{' --authors CHECKOUT' if args.authors else ''}` on {platform.machine()}, {os.cpu_count()} CPUs.",
-        f"Every cell: {args.rounds} rounds and {args.rounds + 1} evaluations (before the first round, after each).",
+        f"Every cell: {args.rounds} rounds and {args.rounds + 1} evaluations (before the first round, after each)"
+        + (f"; every process stopped after {args.window:g} s at the latest (`--window`), its peaks so far reported."
+           if args.window else "."),
         "",
     ]
 
@@ -339,7 +374,7 @@ def main() -> None:
             for method in args.methods.split(","):
                 for engine in args.engines.split(","):
                     for state, layout in [(s, lay) for s in args.client_states.split(",") for lay in args.layouts.split(",")]:
-                        row = ours(dataset, method, engine, args.rounds, args.device, args.data_root, args.timeout, state,
+                        row = ours(dataset, method, engine, args.rounds, args.device, args.data_root, limit, state,
                                    layout)
                         rows.append(row)
                         print(fmt([row])[-1], flush=True)
@@ -353,7 +388,7 @@ def main() -> None:
                               flush=True)
                     if prepared["rc"] == 0:
                         row = theirs(args.authors_python, scratch, dataset, method, suite_lr(dataset, method),
-                                     args.rounds, args.device, args.timeout)
+                                     args.rounds, args.device, limit)
                         rows.append(row)
                         print(fmt([row])[-1], flush=True)
                         if "command" in row:

@@ -40,3 +40,47 @@ def test_every_paper_cell_runs_one_round_on_standin_files(tmp_path):
         assert proc.returncode == 0, proc.stderr[-3000:]
     rows = sqlite3.connect(db).execute("SELECT dataset, method, status FROM runs").fetchall()
     assert len(rows) == 5 * 7 and {s for *_, s in rows} == {"done"}, rows
+
+
+def test_short_roles_standin_keeps_the_papers_778_clients_with_one_batch_each(tmp_path):
+    """``standin_data.py --short-roles``: the real role count (1,129 files), and the authors' line cut plus the
+    80-character rule (fedbench's Shakespeare loader) keep exactly 778 of them, each with one batch or less."""
+    from fedbench_plugins.datasets.leaf import load_shakespeare
+
+    subprocess.run([sys.executable, str(ROOT / "benchmarks" / "standin_data.py"), "--root", str(tmp_path),
+                    "--only", "shakespeare", "--short-roles"], check=True, capture_output=True, timeout=300)
+    assert len(list((tmp_path / "shakespeare" / "raw_data" / "by_play_and_character").glob("*.txt"))) == 1129
+    data = load_shakespeare(tmp_path)
+    sizes = data.train_sizes()
+    assert len(sizes) == 778 and 0 < sizes.min() and sizes.max() <= 128
+    bad = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "standin_data.py"), "--root", str(tmp_path),
+                          "--only", "cifar10", "--short-roles"], capture_output=True, text=True, timeout=60)
+    assert bad.returncode == 2 and "--only shakespeare" in bad.stderr
+
+
+def test_paper_speed_window_reports_a_stopped_process_peaks_and_progress(tmp_path):
+    """``paper_speed.py --window``: a process stopped on time is a row with its peak memory so far and the last
+    progress mark it printed, not a failure."""
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    try:
+        import paper_speed
+    finally:
+        sys.path.remove(str(ROOT / "benchmarks"))
+    script = tmp_path / "slow.py"
+    script.write_text("import sys, time\nx = bytearray(200 * 2**20)\nfor i in range(200 * 2**20 // 4096): x[i * 4096] = 1\n"
+                      "print('progress: loaded and built (3 clients, sequential)', file=sys.stderr, flush=True)\n"
+                      "print('progress: evaluated', file=sys.stderr, flush=True)\ntime.sleep(60)\n")
+    res = paper_speed.timed([sys.executable, str(script)], timeout=4)
+    assert res["stopped"] and res["rc"] == -9 and 4 <= res["wall"] < 30
+    assert res["rss"] >= 200 and res["anon"] >= 190
+    assert "progress: evaluated" in res["err"]
+    row = {"code": "fedbench", "dataset": "d", "method": "m", "wall_s": res["wall"], "rss_mb": res["rss"],
+           "anon_mb": res["anon"], "stopped": "evaluated, 1 evaluations"}
+    line = paper_speed.fmt([row])[-1]
+    assert line.count("|") == paper_speed.fmt([])[0].count("|") and f"| {res['rss']:.0f} |" in line
+    assert paper_speed.reached_ours(res["err"]) == "evaluated, 1 evaluations"
+    assert paper_speed.reached_ours("Traceback\n") == "loading, 0 evaluations"
+    out = "===> Building data iterators..\n===> Initializing clients..\n 40%|####\n==> Clients initialization..\n"
+    assert paper_speed.reached_authors(out) == "Clients initialization, 0 evaluations"
+    out += "++++\nGlobal..\nTrain Loss: 4.1 | Train Acc: 2.0% |Test Loss: 4.2 | Test Acc: 2.1% |\nTraining..\n"
+    assert paper_speed.reached_authors(out) == "Training, 1 evaluations"
