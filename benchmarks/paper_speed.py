@@ -28,7 +28,9 @@ FEMNIST: the authors make per-writer tensors from LEAF's raw images (``data_to_t
 those tensors from the LEAF json stand-in (the same grey levels / 255, writers with more than 2 images), then
 runs their ``generate_data.py``. Shakespeare: both codes read LEAF's per-role text files
 (``by_play_and_character/*.txt``, which the stand-in writes beside its json); one round at the real size is
-hours on a CPU (results/paper-cost.md), so a smaller stand-in (``standin_data.py --scale``) is what fits here.
+hours on a CPU (results/paper-cost.md), so what fits here is ``--window`` on the real-size files (each process
+stopped after that many seconds, its peaks so far and how far it got reported) or a stand-in with fewer texts
+(``standin_data.py --short-roles``: the paper's 778 clients, short texts; or ``--scale``).
 """
 
 from __future__ import annotations

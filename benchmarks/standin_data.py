@@ -30,8 +30,8 @@ count (for quick checks); the paper-scale numbers need ``--scale 1``.
 the text volume: 1,129 roles, of which 778 speak three lines of 100 characters (201 train and 100 test
 characters after the FedEM authors' line cut, so both codes' 80-character rule keeps them) and 351 speak one
 line (no train text: dropped by both). A round then trains the paper's 778 clients, whose per-client state
-(models, optimiser state) is what grows with the clients, in minutes instead of hours on a CPU; each client
-has 121 train windows, one batch (the protocol's batch is 128).
+(models, optimiser state) is what grows with the clients, in tens of minutes instead of hours on a CPU; each
+client has 95-121 train windows (runs of spaces collapse in the cut), one batch (the protocol's batch is 128).
 """
 
 from __future__ import annotations
@@ -159,62 +159,58 @@ def femnist(root: Path, scale: float, rng: np.random.Generator, n_files: int = 3
         (folder / f"all_data_{k}.json").write_text(text)
 
 
-def shakespeare(root: Path, scale: float, rng: np.random.Generator, n_files: int = 4) -> None:
+def _role_files(root: Path, texts: list[str], n_files: int = 4, note: str = "") -> None:
+    """Each role's text (role r: ``texts[r]``) as LEAF's json (every 80-character window and the character
+    after it, spread over ``n_files`` files) and as LEAF's per-role text file, the same text."""
     folder = root / "shakespeare" / "data" / "all_data"
     _mark(folder)
+    if note:
+        (folder / "STANDIN.txt").write_text(NOTE + note)
     # LEAF's preprocess_shakespeare.py writes one text file per role (its speech lines, one a line) before its
     # json: the FedEM authors' generate_data.py reads those, and so does fedbench when they are present
     roles_folder = root / "shakespeare" / "raw_data" / "by_play_and_character"
     _mark(roles_folder.parent)  # (not in the role folder: every .txt there is a role)
     roles_folder.mkdir(exist_ok=True)
-    roles = max(2, int(1_129 * scale))
-    total = int(4_226_158 * scale)
-    weights = rng.lognormal(0.0, 1.5, size=roles)
-    counts = np.maximum(1, (weights / weights.sum() * total).astype(int))
-    alphabet = np.array(list(string.ascii_letters + " ,.;:!?'\n"))
-    for k, chunk in enumerate(np.array_split(np.arange(roles), n_files)):
+    for k, chunk in enumerate(np.array_split(np.arange(len(texts)), n_files)):
         doc: dict = {"users": [], "hierarchies": [], "num_samples": [], "user_data": {}}
         for r in chunk:
-            user = f"STANDIN_PLAY_{r // 20}_ROLE{r}"
-            p = rng.dirichlet(np.full(len(alphabet), 0.5))  # each role its own character distribution
-            text = "".join(rng.choice(alphabet, size=int(counts[r]) + 80, p=p))
-            doc["users"].append(user)
-            doc["hierarchies"].append(f"STANDIN_PLAY_{r // 20}")
-            doc["num_samples"].append(int(counts[r]))
-            doc["user_data"][user] = {"x": [text[i : i + 80] for i in range(counts[r])],
-                                      "y": [text[i + 80] for i in range(counts[r])]}
-            (roles_folder / f"{user}.txt").write_text(text)  # the same text, its line breaks the lines
-        (folder / f"all_data_{k}.json").write_text(json.dumps(doc))
-
-
-SHORT_KEPT, SHORT_LINE = 778, 100
-
-
-def shakespeare_short(root: Path, rng: np.random.Generator, roles: int = 1_129, n_files: int = 4) -> None:
-    """The real role count, short texts: :data:`SHORT_KEPT` roles of three ``SHORT_LINE``-character lines, the
-    rest of one line (see the module's docstring)."""
-    folder = root / "shakespeare" / "data" / "all_data"
-    _mark(folder)
-    (folder / "STANDIN.txt").write_text(NOTE + f"--short-roles: {roles} roles, {SHORT_KEPT} of three "
-                                        f"{SHORT_LINE}-character lines, the rest of one line.\n")
-    roles_folder = root / "shakespeare" / "raw_data" / "by_play_and_character"
-    _mark(roles_folder.parent)
-    roles_folder.mkdir(exist_ok=True)
-    alphabet = np.array(list(string.ascii_letters + " ,.;:!?'"))
-    for k, chunk in enumerate(np.array_split(np.arange(roles), n_files)):
-        doc: dict = {"users": [], "hierarchies": [], "num_samples": [], "user_data": {}}
-        for r in chunk:
-            user = f"STANDIN_PLAY_{r // 20}_ROLE{r}"
-            p = rng.dirichlet(np.full(len(alphabet), 0.5))
-            lines = 3 if r < SHORT_KEPT else 1
-            text = "".join("".join(rng.choice(alphabet, size=SHORT_LINE, p=p)) + "\n" for _ in range(lines))
+            user, text = f"STANDIN_PLAY_{r // 20}_ROLE{r}", texts[r]
             n = len(text) - 80
             doc["users"].append(user)
             doc["hierarchies"].append(f"STANDIN_PLAY_{r // 20}")
             doc["num_samples"].append(n)
             doc["user_data"][user] = {"x": [text[i : i + 80] for i in range(n)], "y": [text[i + 80] for i in range(n)]}
-            (roles_folder / f"{user}.txt").write_text(text)
+            (roles_folder / f"{user}.txt").write_text(text)  # the same text, its line breaks the lines
         (folder / f"all_data_{k}.json").write_text(json.dumps(doc))
+
+
+def shakespeare(root: Path, scale: float, rng: np.random.Generator) -> None:
+    roles = max(2, int(1_129 * scale))
+    total = int(4_226_158 * scale)
+    weights = rng.lognormal(0.0, 1.5, size=roles)
+    counts = np.maximum(1, (weights / weights.sum() * total).astype(int))
+    alphabet = np.array(list(string.ascii_letters + " ,.;:!?'\n"))
+    texts = []
+    for r in range(roles):
+        p = rng.dirichlet(np.full(len(alphabet), 0.5))  # each role its own character distribution
+        texts.append("".join(rng.choice(alphabet, size=int(counts[r]) + 80, p=p)))
+    _role_files(root, texts)
+
+
+SHORT_KEPT, SHORT_LINE = 778, 100
+
+
+def shakespeare_short(root: Path, rng: np.random.Generator, roles: int = 1_129) -> None:
+    """The real role count, short texts: :data:`SHORT_KEPT` roles of three ``SHORT_LINE``-character lines, the
+    rest of one line (see the module's docstring)."""
+    alphabet = np.array(list(string.ascii_letters + " ,.;:!?'"))
+    texts = []
+    for r in range(roles):
+        p = rng.dirichlet(np.full(len(alphabet), 0.5))
+        lines = 3 if r < SHORT_KEPT else 1
+        texts.append("".join("".join(rng.choice(alphabet, size=SHORT_LINE, p=p)) + "\n" for _ in range(lines)))
+    _role_files(root, texts, note=f"--short-roles: {roles} roles, {SHORT_KEPT} of three {SHORT_LINE}-character "
+                                  "lines, the rest of one line.\n")
 
 
 WRITERS = {
