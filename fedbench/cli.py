@@ -94,6 +94,10 @@ def cmd_run(args: argparse.Namespace) -> int:
     progress = False if args.no_progress else None  # None: bars on a terminal, plain lines in a log
     if (args.methods or args.datasets) and not args.suite:
         raise FedbenchError("--methods/--datasets pick runs of a suite; use them with --suite (or --method/--dataset alone)")
+    if args.seeds is not None and not args.suite:
+        raise FedbenchError("--seeds replaces a suite's seeds; use it with --suite (or --seed N for one run)")
+    if args.seeds is not None and args.seed is not None:
+        raise FedbenchError("--seed and --seeds both given; keep one (--seeds 1-3 runs seeds 1, 2 and 3)")
     if not args.suite:
         if not args.dataset or not args.method:
             raise FedbenchError("fedbench run needs --dataset and --method (or --suite NAME)")
@@ -126,7 +130,8 @@ def cmd_run(args: argparse.Namespace) -> int:
             _mlflow(args.results, [outcome], args.mlflow, args.mlflow_experiment or Path(str(args.suite)).stem)
 
     result = api.run_suite(
-        args.suite, results=args.results, seeds=[args.seed] if args.seed is not None else None,
+        args.suite, results=args.results,
+        seeds=[args.seed] if args.seed is not None else _seeds(args.seeds) if args.seeds is not None else None,
         datasets=_names(args.datasets), methods=_names(args.methods), jobs=args.jobs, executor=args.executor,
         address=args.address, devices=_names(args.devices), data_root=args.data_root, download=args.download,
         force=args.force, device=args.device, engine=args.engine, progress=progress, on_outcome=report,
@@ -168,6 +173,22 @@ def _mlflow(results: str, outcomes: list[RunOutcome], target: str, experiment: s
 def _names(text: str | None) -> list[str] | None:
     """``"a, b"`` -> ``["a", "b"]``; None when not given."""
     return [n.strip() for n in text.split(",") if n.strip()] if text else None
+
+
+def _seeds(text: str) -> list[int]:
+    """``"1,2,5"`` -> ``[1, 2, 5]``; ``"1-4"`` -> ``[1, 2, 3, 4]`` (parts may mix: ``"1-3,7"``)."""
+    seeds: list[int] = []
+    for part in (p.strip() for p in text.split(",")):
+        low, dash, high = part.partition("-") if not part.startswith("-") else (part, "", "")
+        try:
+            seeds += list(range(int(low), int(high) + 1)) if dash else [int(part)]
+        except ValueError:
+            raise FedbenchError(f"--seeds {text}: {part!r} is not a seed or a range; write e.g. --seeds 1,2,3 or --seeds 1-8") from None
+        if dash and int(high) < int(low):
+            raise FedbenchError(f"--seeds {text}: the range {part} is empty; write the low seed first, e.g. 1-8")
+    if not seeds or len(set(seeds)) != len(seeds):
+        raise FedbenchError(f"--seeds {text}: give each seed once, e.g. --seeds 1,2,3 or --seeds 1-8")
+    return seeds
 
 
 def _print_comparison(table, references, metric: str, fmt: str, transpose: bool = False) -> None:  # noqa: ANN001
@@ -403,6 +424,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--rounds", type=int, help="number of training rounds")
     run.add_argument("--eval-every", type=int, help="evaluate every N rounds (and at the last round)")
     run.add_argument("--seed", type=int, help="training seed (default 0; with --suite, replaces the suite's seeds)")
+    run.add_argument("--seeds", help="with --suite: these seeds instead of the suite's, comma-separated or a range (1,2,3 or 1-8)")
     run.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda (default cpu)")
     run.add_argument(
         "--engine", choices=["auto", "vectorized", "sequential"], default="auto",

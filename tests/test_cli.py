@@ -46,6 +46,20 @@ class TestRunAndReport:
         again = run_cli("run", "--suite", str(suite), "--results", str(db), "--no-progress")
         assert again.stderr.count("already in the results store") == 6
 
+    def test_seeds_replace_the_suites_seeds(self, tmp_path):
+        suite = tmp_path / "tiny.toml"
+        suite.write_text(
+            'description = "tiny"\nmethods = ["fedavg"]\nseeds = [1]\n'
+            "[set]\nrounds = 1\neval_every = 1\n"
+            "[datasets.synthetic]\nn_clients = 4\nn_test = 20\ndim = 8\n"
+        )
+        db = tmp_path / "r.sqlite"
+        proc = run_cli("run", "--suite", str(suite), "--seeds", "2-3,7", "--results", str(db), "--no-progress")
+        assert proc.returncode == 0, proc.stderr
+        assert "(n=3)" in proc.stdout
+        report = run_cli("report", "--results", str(db), "--format", "csv")
+        assert sorted(pd.read_csv(io.StringIO(report.stdout)).seed) == [2, 3, 7]
+
     def test_list_shows_kinds_packages_and_params(self):
         proc = run_cli("list", "method")
         assert proc.returncode == 0
@@ -63,6 +77,11 @@ class TestBadInput:
             (["run", "--dataset", "synthetic", "--method", "fedem", "--set", "lr"], "--set expects key=value"),
             (["run", "--dataset", "synthetic", "--method", "fedem", "--set", "lr=abc"], "lr expects float"),
             (["run", "--suite", "nosuch"], "unknown suite 'nosuch'"),
+            (["run", "--suite", "quick", "--seeds", "1-x"], "'1-x' is not a seed or a range"),
+            (["run", "--suite", "quick", "--seeds", "5-2"], "the range 5-2 is empty"),
+            (["run", "--suite", "quick", "--seeds", "1,1"], "give each seed once"),
+            (["run", "--suite", "quick", "--seeds", "1", "--seed", "2"], "--seed and --seeds both given"),
+            (["run", "--dataset", "synthetic", "--method", "fedem", "--seeds", "1-3"], "use it with --suite"),
             (["report", "--results", "/nonexistent/x.sqlite"], "no results file"),
         ],
     )
