@@ -15,7 +15,9 @@ Per cell (data set x method, the paper suite's settings, seed 1), in a process o
 - **the authors' code** (``--authors``, a checkout of github.com/omarfoq/FedEM): their ``generate_data.py`` on
   the same stand-in files (the split of their README's Table 2 commands), then ``run_experiment.py`` with
   ``--n_rounds rounds-1 --log_freq 1`` (their loop runs ``n_rounds + 1`` rounds, and evaluates when built and
-  after each: the same rounds and evaluations as ours), timed from outside: whole process, peak RSS.
+  after each: the same rounds and evaluations as ours), timed from outside: whole process, peak RSS; their
+  seconds per evaluation and per round from the times their own progress lines are printed
+  (:func:`authors_times`: the first evaluation, then the time between two evaluations less one).
   fedbench is timed the same way from outside (``wall``), so the two walls compare.
 
 Two shims are put on their path, both written by this script into its scratch folder and named in the output:
@@ -147,13 +149,15 @@ def child(dataset: str, method: str, engine: str, rounds: int, device: str, data
 
 def timed(cmd: list[str], cwd: str | Path | None = None, env: dict | None = None, timeout: float | None = None) -> dict:
     """``cmd`` in a process of its own: wall seconds, its peak RSS (MB), its peak anonymous memory (MB; RssAnon
-    read from /proc every 0.2 s, so a peak shorter than that can be missed), return code and output tails.
+    read from /proc every 0.2 s, so a peak shorter than that can be missed), return code and output tails, and
+    ``marks``: ``(seconds since start, line)`` of each line of its stdout that :data:`MARK` matches.
 
     Peak RSS also counts the pages of shared libraries the process has mapped (``import torch`` maps 500-700 MB
     of them, more when the page cache holds them warm: fault-around maps cached neighbours), which no code
     chooses; the anonymous peak is what the run itself allocated: data, models, optimiser state, activations."""
     probe = (
-        "import json, resource, subprocess, sys, time\n"
+        "import json, re, resource, subprocess, sys, time\n"
+        f"MARK = re.compile({MARK.pattern!r})\n"
         "def anon(pid):\n"
         "    try:\n"
         "        for line in open(f'/proc/{pid}/status'):\n"
@@ -163,8 +167,13 @@ def timed(cmd: list[str], cwd: str | Path | None = None, env: dict | None = None
         "t = time.perf_counter(); limit = float(sys.argv[1]) or None; peak = 0.0\n"
         "p = subprocess.Popen(sys.argv[2:], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)\n"
         "import threading\n"
-        "outs = {}\n"
-        "def read(name, f): outs[name] = f.read()\n"
+        "outs = {}; marks = []\n"
+        "def read(name, f):\n"
+        "    got = []\n"
+        "    for line in f:\n"
+        "        got.append(line)\n"
+        "        if name == 'out' and MARK.match(line): marks.append((time.perf_counter() - t, line.strip()))\n"
+        "    outs[name] = ''.join(got)\n"
         "readers = [threading.Thread(target=read, args=(n, f)) for n, f in (('out', p.stdout), ('err', p.stderr))]\n"
         "[r.start() for r in readers]\n"
         "while p.poll() is None:\n"
@@ -178,7 +187,7 @@ def timed(cmd: list[str], cwd: str | Path | None = None, env: dict | None = None
         "wall = time.perf_counter() - t\n"
         "rss = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024\n"
         "print(json.dumps({'rc': rc, 'wall': wall, 'rss': rss, 'anon': peak, 'stopped': stopped, 'out': out[-6000:],"
-        " 'err': err[-3000:]}))\n"
+        " 'err': err[-3000:], 'marks': marks}))\n"
     )
     try:
         proc = subprocess.run([sys.executable, "-c", probe, str(timeout or 0), *cmd], capture_output=True, text=True,
@@ -201,6 +210,31 @@ def ours(dataset: str, method: str, engine: str, rounds: int, device: str, data_
     if res["rc"] != 0:
         return {**row, "error": (res["err"].strip().splitlines() or ["?"])[-1]}
     return {**row, **json.loads(res["out"].strip().splitlines()[-1])}
+
+
+#: the authors' progress prints: "===> Building data iterators..", "===> Initializing clients..", "==> Clients
+#: initialization..", "==> Test Clients initialization..", "Training..", and the row of 80 "#" that ends each
+#: evaluation (their ``Aggregator.write_logs`` with ``--verbose 1``)
+MARK = re.compile(r"^(=+> .*|Training\.\.|#{80})$")
+
+
+def authors_times(marks: list) -> dict:
+    """Their seconds per evaluation and per round, from the times their progress lines were printed.
+
+    They evaluate when the aggregator is built (after "==> Test Clients initialization..") and after each round
+    (``--log_freq 1``): the first evaluation is the time from that line to the first "#" row (the aggregator's
+    making of its models besides: small), each round the time between two "#" rows less one evaluation (the
+    first one's). ``build_s`` is from "===> Building data iterators.." to the first evaluation's start."""
+    starts = [t for t, line in marks if line.startswith("==> Test Clients")]
+    built = [t for t, line in marks if line.startswith("===> Building")]
+    ends = [t for t, line in marks if line.startswith("#")]
+    if not starts or not ends:
+        return {}
+    first = ends[0] - starts[-1]
+    out = {"eval_s": [first], "round_s": [b - a - first for a, b in zip(ends, ends[1:])]}
+    if built:
+        out["build_s"] = starts[-1] - built[0]
+    return out
 
 
 def reached_ours(err: str) -> str:
@@ -280,7 +314,8 @@ def theirs(python: str, scratch: Path, dataset: str, method: str, lr: float, rou
     if res["rc"] != 0:
         return {**row, "error": (res["err"].strip().splitlines() or ["?"])[-1]}
     accs = re.findall(r"Test Acc: ([0-9.]+)%", res["out"])
-    return {**row, "test_acc": float(accs[-1]) if accs else float("nan"), "n_eval": len(accs) // 2 or None}
+    return {**row, **authors_times(res.get("marks", [])), "test_acc": float(accs[-1]) if accs else float("nan"),
+            "n_eval": len(accs) // 2 or None}
 
 
 def suite_lr(dataset: str, method: str) -> float:

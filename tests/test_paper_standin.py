@@ -84,3 +84,30 @@ def test_paper_speed_window_reports_a_stopped_process_peaks_and_progress(tmp_pat
     assert paper_speed.reached_authors(out) == "Clients initialization, 0 evaluations"
     out += "++++\nGlobal..\nTrain Loss: 4.1 | Train Acc: 2.0% |Test Loss: 4.2 | Test Acc: 2.1% |\nTraining..\n"
     assert paper_speed.reached_authors(out) == "Training, 1 evaluations"
+
+
+def test_paper_speed_reads_the_authors_rounds_and_evaluations_from_their_print_times(tmp_path):
+    """The authors' seconds per round and per evaluation come from when their progress lines were printed: a
+    process that prints their lines with known pauses between them gives those pauses back."""
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    try:
+        import paper_speed
+    finally:
+        sys.path.remove(str(ROOT / "benchmarks"))
+    hashes = "#" * 80
+    script = tmp_path / "theirs.py"
+    script.write_text(
+        "import time\n"
+        "print('===> Building data iterators..')\ntime.sleep(0.5)\n"  # loading and building: 0.5 s
+        "print('==> Test Clients initialization..')\ntime.sleep(0.6)\n"  # the first evaluation: 0.6 s
+        f"print('Global..')\nprint('{hashes}')\nprint('Training..')\n"
+        f"time.sleep(1.6)\nprint('{hashes}')\n"  # a round (1.0 s) and an evaluation (0.6 s)
+        f"time.sleep(1.6)\nprint('{hashes}')\n", )
+    res = paper_speed.timed([sys.executable, "-u", str(script)], timeout=30)
+    assert res["rc"] == 0
+    assert [line[:4] for _, line in res["marks"]] == ["===>", "==> ", "####", "Trai", "####", "####"]
+    got = paper_speed.authors_times(res["marks"])
+    assert got["build_s"] == pytest.approx(0.5, abs=0.15)
+    assert got["eval_s"] == [pytest.approx(0.6, abs=0.15)]
+    assert got["round_s"] == [pytest.approx(1.0, abs=0.2), pytest.approx(1.0, abs=0.2)]
+    assert paper_speed.authors_times([(1.0, "===> Building data iterators..")]) == {}  # stopped before any evaluation
