@@ -111,3 +111,27 @@ def test_paper_speed_reads_the_authors_rounds_and_evaluations_from_their_print_t
     assert got["eval_s"] == [pytest.approx(0.6, abs=0.15)]
     assert got["round_s"] == [pytest.approx(1.0, abs=0.2), pytest.approx(1.0, abs=0.2)]
     assert paper_speed.authors_times([(1.0, "===> Building data iterators..")]) == {}  # stopped before any evaluation
+
+
+@pytest.mark.parametrize("engine", ["sequential", "vectorized"])
+def test_paper_cost_times_the_runs_own_engine_and_projects_its_rounds_and_evaluations(tmp_path, engine):
+    """``paper_cost.py`` times a cell through the engine the run uses (the vectorised one too), and a run's
+    projection is 200 rounds plus the suite's evaluations (EMNIST: every 5th round: 40)."""
+    from fedbench.plugin.registry import get_registry
+    from fedbench.runs.suite import load_suite
+
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    try:
+        import paper_cost
+    finally:
+        sys.path.remove(str(ROOT / "benchmarks"))
+    subprocess.run([sys.executable, str(ROOT / "benchmarks" / "standin_data.py"), "--root", str(tmp_path),
+                    "--only", "emnist", "--scale", "0.01"], check=True, capture_output=True, timeout=300)
+    (cfg,) = load_suite(get_registry(), "paper", seeds=[1], engine=engine, extra={"dataset.n_clients": 10},
+                        only_datasets=["emnist"], only_methods=["fedavg"]).runs
+    r = paper_cost.measure(cfg, tmp_path, samples=64)
+    assert r["engine"] == engine and r["clients"] == 10 and r["measured samples"] >= 64
+    evals = sum(cfg.train.is_eval_round(k) for k in range(cfg.train.rounds))
+    assert cfg.train.rounds == 200 and evals == 40
+    assert r["run h"] == pytest.approx((200 * r["round s"] + evals * r["eval s"]) / 3600)
+    assert r["round s"] > 0 and r["eval s"] > 0
