@@ -12,7 +12,7 @@ least ``--samples`` training samples between them, through the run's own engine
 time, or the drawn clients batched) with the instructions the aggregator sends. A round's cost is that
 time scaled by (all clients' training samples / the measured clients'); the
 suite's projected cost is, per cell, 200 rounds of training plus its
-evaluations (every ``eval_every`` rounds of the suite: 10 or 5), times 3 seeds.
+evaluations (at the start and every ``eval_every`` rounds of the suite: 10 or 5), times 3 seeds.
 The batched engine runs the drawn clients at once, so on a GPU give ``--samples``
 enough for many clients: fewer clients a pass than a real round overstates its cost. On a CPU one real round of a
 MobileNetV2 or LSTM cell takes tens of minutes to hours, so measuring whole
@@ -81,7 +81,7 @@ def measure(cfg, data_root: Path, samples: int, seed: int = 0) -> dict:  # noqa:
     measured_eval = sum(c.n_train + c.data.n_test for c in chosen)
     round_s = train_s * total_train / max(have, 1)
     eval_round_s = eval_s * total_eval / max(measured_eval, 1)
-    evals = sum(cfg.train.is_eval_round(r) for r in range(cfg.train.rounds))
+    evals = sum(cfg.train.is_eval_round(r) for r in range(cfg.train.rounds)) + int(bool(cfg.train.eval_at_start))
     return {
         "clients": len(clients), "train samples": total_train, "measured samples": have,
         "load s": loaded, "round s": round_s, "eval s": eval_round_s,
@@ -120,8 +120,8 @@ def main() -> None:
         f"{time.time() - started:.0f} s, on the real-size stand-ins of `benchmarks/standin_data.py`. "
         "Per cell (seed 1, the suite's own settings): local training and evaluation timed on random clients "
         "holding at least the measured samples, through the engine a run picks (the second of two passes), "
-        "scaled linearly to all clients' samples; a run is 200 rounds plus an evaluation every `eval_every` "
-        "rounds (10 on CIFAR-10, 5 on the others). Projections, not measurements of whole rounds.",
+        "scaled linearly to all clients' samples; a run is 200 rounds plus an evaluation at the start and every "
+        "`eval_every` rounds (10 on CIFAR-10, 5 on the others). Projections, not measurements of whole rounds.",
         "",
         "| data set | method | model | engine | clients | train samples | measured | load (s) | round (s) | eval (s) | one run (h) |",
         "|---|---|---|---|---|---|---|---|---|---|---|",

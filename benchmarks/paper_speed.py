@@ -318,12 +318,49 @@ def theirs(python: str, scratch: Path, dataset: str, method: str, lr: float, rou
             "n_eval": len(accs) // 2 or None}
 
 
-def suite_lr(dataset: str, method: str) -> float:
+def suite_train(dataset: str, method: str):  # noqa: ANN201
+    """The paper suite's training settings of a cell (its TrainConfig)."""
     from fedbench.plugin.registry import get_registry
     from fedbench.runs.suite import load_suite
 
     (cfg,) = load_suite(get_registry(), "paper", seeds=[1], only_datasets=[dataset], only_methods=[method]).runs
-    return cfg.train.lr
+    return cfg.train
+
+
+def suite_lr(dataset: str, method: str) -> float:
+    return suite_train(dataset, method).lr
+
+
+def projection(rows: list[dict]) -> list[str]:
+    """One paper run of each measured cell, projected from its measured rounds: the suite's rounds (200) at the
+    row's fastest round, plus the suite's evaluations (every ``eval_every`` rounds, round 0 where the suite
+    evaluates it) at its mean evaluation, plus its loading and building; both codes by the same rule, so the
+    ratio compares them on the device the rows were measured on. Rows without both figures are left out."""
+    out, totals = [], {}
+    for r in rows:
+        rs, es = r.get("round_s"), r.get("eval_s")
+        if not rs or not es:
+            continue
+        train = suite_train(r["dataset"], r["method"])
+        evals = sum(train.is_eval_round(k) for k in range(train.rounds)) + int(bool(train.eval_at_start))
+        hours = (train.rounds * min(rs) + evals * sum(es) / len(es) + (r.get("build_s") or 0.0)) / 3600
+        totals.setdefault((r["dataset"], r["method"], r["code"]), hours)  # a cell's first row of each code
+        out.append(f"| {r['dataset']} | {r['method']} | {r['code']} | {train.rounds} x {min(rs):.2f} | "
+                   f"{evals} x {sum(es) / len(es):.2f} | {hours:.3f} | {3 * hours:.3f} |")
+    if not out:
+        return []
+    lines = ["", "One paper run of each cell, projected from the rows above (the suite's rounds at the fastest measured "
+             "round, its evaluations at the mean measured evaluation, plus loading and building; the first fedbench row "
+             "of a cell is the one compared):", "",
+             "| data set | method | code | rounds x s | evaluations x s | one run h | 3 seeds h |", "|---|---|---|---|---|---|---|", *out]
+    both = sorted({k[:2] for k in totals if (*k[:2], "authors") in totals and (*k[:2], "fedbench") in totals})
+    if both:
+        ours_h = sum(totals[(*c, "fedbench")] for c in both)
+        theirs_h = sum(totals[(*c, "authors")] for c in both)
+        lines += ["", f"Cells measured in both codes ({', '.join('/'.join(c) for c in both)}), 3 seeds each: "
+                      f"fedbench {3 * ours_h:.2f} h, the authors' code {3 * theirs_h:.2f} h: **{ours_h / theirs_h:.2f}x** "
+                      "their time."]
+    return lines
 
 
 def fmt(rows: list[dict]) -> list[str]:
@@ -400,7 +437,8 @@ def main() -> None:
             import torch
 
             device = f"{device} ({torch.cuda.get_device_name(torch.device(device))})"
-        text = "\n".join([*lines_head, f"Device: {device}; {time.time() - started:.0f} s in all.", "", *fmt(rows)]) + "\n"
+        text = "\n".join([*lines_head, f"Device: {device}; {time.time() - started:.0f} s in all.", "", *fmt(rows),
+                          *projection(rows)]) + "\n"
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
         Path(args.out).write_text(text)
 

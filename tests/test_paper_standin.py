@@ -116,7 +116,7 @@ def test_paper_speed_reads_the_authors_rounds_and_evaluations_from_their_print_t
 @pytest.mark.parametrize("engine", ["sequential", "vectorized"])
 def test_paper_cost_times_the_runs_own_engine_and_projects_its_rounds_and_evaluations(tmp_path, engine):
     """``paper_cost.py`` times a cell through the engine the run uses (the vectorised one too), and a run's
-    projection is 200 rounds plus the suite's evaluations (EMNIST: every 5th round: 40)."""
+    projection is 200 rounds plus the suite's evaluations (EMNIST: at the start and every 5th round: 41)."""
     from fedbench.plugin.registry import get_registry
     from fedbench.runs.suite import load_suite
 
@@ -131,7 +131,32 @@ def test_paper_cost_times_the_runs_own_engine_and_projects_its_rounds_and_evalua
                         only_datasets=["emnist"], only_methods=["fedavg"]).runs
     r = paper_cost.measure(cfg, tmp_path, samples=64)
     assert r["engine"] == engine and r["clients"] == 10 and r["measured samples"] >= 64
-    evals = sum(cfg.train.is_eval_round(k) for k in range(cfg.train.rounds))
-    assert cfg.train.rounds == 200 and evals == 40
+    evals = sum(cfg.train.is_eval_round(k) for k in range(cfg.train.rounds)) + int(cfg.train.eval_at_start)
+    assert cfg.train.rounds == 200 and evals == 41
     assert r["run h"] == pytest.approx((200 * r["round s"] + evals * r["eval s"]) / 3600)
     assert r["round s"] > 0 and r["eval s"] > 0
+
+
+def test_paper_speed_projects_a_paper_run_of_each_code_by_one_rule():
+    """A paper run projected from measured rows: 200 rounds at the fastest round, the suite's evaluations at the
+    mean one, plus loading; EMNIST evaluates at the start and every 5th round (41). Hand-computed for both codes and their ratio."""
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    try:
+        import paper_speed
+    finally:
+        sys.path.remove(str(ROOT / "benchmarks"))
+    rows = [
+        {"dataset": "emnist", "method": "fedavg", "code": "fedbench", "round_s": [3.0, 2.0], "eval_s": [1.0, 2.0, 3.0],
+         "build_s": 36.0},
+        {"dataset": "emnist", "method": "fedavg", "code": "fedbench", "round_s": [9.0], "eval_s": [9.0]},  # a second row
+        {"dataset": "emnist", "method": "fedavg", "code": "authors", "round_s": [4.0, 5.0], "eval_s": [6.0]},
+        {"dataset": "emnist", "method": "fedem", "code": "fedbench", "error": "failed"},
+    ]
+    lines = paper_speed.projection(rows)
+    ours_h = (200 * 2.0 + 41 * 2.0 + 36.0) / 3600
+    theirs_h = (200 * 4.0 + 41 * 6.0) / 3600
+    assert f"| emnist | fedavg | fedbench | 200 x 2.00 | 41 x 2.00 | {ours_h:.3f} | {3 * ours_h:.3f} |" in lines
+    assert f"| emnist | fedavg | authors | 200 x 4.00 | 41 x 6.00 | {theirs_h:.3f} | {3 * theirs_h:.3f} |" in lines
+    assert sum("| fedem |" in line for line in lines) == 0
+    assert f"**{ours_h / theirs_h:.2f}x**" in lines[-1] and "emnist/fedavg" in lines[-1]
+    assert paper_speed.projection([rows[-1]]) == []
