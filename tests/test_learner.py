@@ -179,3 +179,21 @@ class TestOneSGDStep:
         # coordinate 0: g + wd p = 0.6, b = 0.5 * 1 + 0.6 = 1.1, p = 1 - 0.11; coordinate 1 frozen
         torch.testing.assert_close(new, torch.tensor([0.89, 2.0]))
         torch.testing.assert_close(buf, torch.tensor([1.1, 0.0]))
+
+
+def test_release_if_large_hands_memory_back_at_most_once_an_interval(monkeypatch):
+    """Between clients the one-at-a-time engine trims the heap at most once in RELEASE_INTERVAL_S (each trim costs
+    the next client its page faults); a small model never triggers one; no interval: every call of a large one."""
+    from fedbench.fl import memory
+
+    calls = []
+    monkeypatch.setattr(memory, "release", lambda: calls.append(1))
+    monkeypatch.setattr(memory, "_released_at", [float("-inf")])
+    large = [torch.zeros(memory.RELEASE_EACH_BYTES // 4)]
+    small = [torch.zeros(memory.RELEASE_EACH_BYTES // 4 - 1)]
+    assert not memory.release_if_large(small) and calls == []
+    assert memory.release_if_large(large, 3600.0) and len(calls) == 1  # the first one always
+    assert not memory.release_if_large(large, 3600.0) and len(calls) == 1  # within the interval: none
+    assert memory.release_if_large(large) and memory.release_if_large(large, 0.0) and len(calls) == 3
+    monkeypatch.setattr(memory, "_released_at", [memory.time.monotonic() - 5.0])
+    assert memory.release_if_large(large, 2.0) and len(calls) == 4  # 5 s since the last: due

@@ -42,9 +42,10 @@ class SequentialEngine(Engine):
                 update = dataclasses.replace(update, params=[])
             updates.append(update)
             del update
-            # a large model's freed training memory goes back before the next client (glibc would keep it:
-            # ~1 GB of peak on EMNIST with 100 clients, fedbench.fl.memory)
-            memory.release_if_large(ins.params)
+            # a large model's freed training memory goes back between clients (glibc would keep it: ~1 GB of peak
+            # on EMNIST with 100 clients), at most once in RELEASE_INTERVAL_S (each costs the next client its page
+            # faults: fedbench.fl.memory)
+            memory.release_if_large(ins.params, memory.RELEASE_INTERVAL_S)
         return updates
 
     def evaluate(self, clients: Sequence[AnyClient],
