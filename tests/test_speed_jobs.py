@@ -55,6 +55,6 @@ def test_the_same_runs_at_two_settings_with_runs_per_hour(tmp_path):
     assert [(int(r[0]), int(r[1])) for r in rows] == [(1, 2), (2, 2)]  # both settings finished both seeds
     for r in rows:
         wall, per_hour, host = float(r[2]), float(r[3].replace(",", "")), float(r[5].replace(",", ""))
-        assert per_hour == pytest.approx(2 * 3600 / wall, rel=0.01)
+        assert 2 * 3600 / (wall + 0.05) - 0.5 <= per_hour <= 2 * 3600 / (wall - 0.05) + 0.5  # wall printed to 0.1 s
         assert host > 50  # at least the CLI's interpreter with torch
         assert r[6].strip() == ""  # no GPU named: no GPU column
