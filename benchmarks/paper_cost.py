@@ -32,6 +32,7 @@ from pathlib import Path
 import torch
 
 from fedbench.fl.messages import EvaluateIns
+from fedbench.reporting.store import n_evaluations
 from fedbench.runs.build import build_simulation, load_data
 from fedbench.plugin.registry import get_registry
 from fedbench.runs.suite import load_suite
@@ -81,7 +82,7 @@ def measure(cfg, data_root: Path, samples: int, seed: int = 0) -> dict:  # noqa:
     measured_eval = sum(c.n_train + c.data.n_test for c in chosen)
     round_s = train_s * total_train / max(have, 1)
     eval_round_s = eval_s * total_eval / max(measured_eval, 1)
-    evals = sum(cfg.train.is_eval_round(r) for r in range(cfg.train.rounds)) + int(bool(cfg.train.eval_at_start))
+    evals = n_evaluations(cfg.train)  # the run's evaluations, the one at the start included
     return {
         "clients": len(clients), "train samples": total_train, "measured samples": have,
         "load s": loaded, "round s": round_s, "eval s": eval_round_s,

@@ -40,6 +40,7 @@ stopped after that many seconds, its peaks so far and how far it got reported) o
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import platform
@@ -254,11 +255,10 @@ def ours(dataset: str, method: str, engine: str, rounds: int, device: str, data_
     return {**row, **json.loads(res["out"].strip().splitlines()[-1])}
 
 
-#: the authors' progress prints ("===> Building data iterators..", "===> Initializing clients..", "==> Clients
-#: initialization..", "==> Test Clients initialization..", "Training..", the row of 80 "#" that ends each evaluation
-#: of their ``Aggregator.write_logs`` with ``--verbose 1``), and the two lines the shim (:data:`SITECUSTOMIZE`)
-#: prints when their ``write_logs`` starts and ends
-MARK = re.compile(r"^(=+> .*|Training\.\.|#{80}|fedbench-shim: evaluation (starts|ends))$")
+#: the lines of the authors' output whose times :func:`authors_times` reads: their first progress print ("===>
+#: Building data iterators..") and the two lines the shim (:data:`SITECUSTOMIZE`) prints when their
+#: ``Aggregator.write_logs`` starts and ends
+MARK = re.compile(r"^(===> Building.*|fedbench-shim: evaluation (starts|ends))$")
 
 
 def authors_times(marks: list) -> dict:
@@ -360,8 +360,10 @@ def theirs(python: str, scratch: Path, dataset: str, method: str, lr: float, rou
             "n_eval": len(accs) // 2 or None}
 
 
+@functools.lru_cache(maxsize=None)
 def suite_train(dataset: str, method: str):  # noqa: ANN201
-    """The paper suite's training settings of a cell (its TrainConfig)."""
+    """The paper suite's training settings of a cell (its TrainConfig), read once a cell: the projection is
+    rewritten after every row."""
     from fedbench.plugin.registry import get_registry
     from fedbench.runs.suite import load_suite
 
@@ -378,13 +380,15 @@ def projection(rows: list[dict]) -> list[str]:
     row's fastest round, plus the suite's evaluations (every ``eval_every`` rounds, round 0 where the suite
     evaluates it) at its mean evaluation, plus its loading and building; both codes by the same rule, so the
     ratio compares them on the device the rows were measured on. Rows without both figures are left out."""
+    from fedbench.reporting.store import n_evaluations
+
     out, totals = [], {}
     for r in rows:
         rs, es = r.get("round_s"), r.get("eval_s")
         if not rs or not es:
             continue
         train = suite_train(r["dataset"], r["method"])
-        evals = sum(train.is_eval_round(k) for k in range(train.rounds)) + int(bool(train.eval_at_start))
+        evals = n_evaluations(train)
         hours = (train.rounds * min(rs) + evals * sum(es) / len(es) + (r.get("build_s") or 0.0)) / 3600
         totals.setdefault((r["dataset"], r["method"], r["code"]), hours)  # a cell's first row of each code
         out.append(f"| {r['dataset']} | {r['method']} | {r['code']} | {train.rounds} x {min(rs):.2f} | "
