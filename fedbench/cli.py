@@ -433,7 +433,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument(
         "--client-state", choices=CLIENT_STATES, default="auto",
         help="where clients keep momentum and personal models between rounds: auto (default: disk when one client "
-             "at a time trains and their state could pass 256 MB), memory, or disk (files under $FEDBENCH_STATE_DIR "
+             "at a time trains and their state could pass this run's share of the memory: an eighth of the machine's "
+             "over --jobs), memory, or disk (files under $FEDBENCH_STATE_DIR "
              "or the temp folder; the same numbers, one client's state in memory at a time)",
     )
     run.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a setting, e.g. lr=0.05 or dataset.n_clients=50")

@@ -75,13 +75,43 @@ def test_auto_puts_the_state_in_files_only_where_one_client_at_a_time_trains_and
                                                                                                        monkeypatch):
     monkeypatch.setenv("FEDBENCH_STATE_DIR", str(tmp_path))
     mb = 2**20
-    assert choose("auto", True, 80, 9 * mb) == (True, f"auto: 80 clients x 9.0 MB over 256 MB, files under {tmp_path}")
-    assert choose("auto", True, 20, 9 * mb) == (False, "auto: 20 clients x 9.0 MB within 256 MB")
+    monkeypatch.setattr(client_state, "memory_budget", lambda: 256 * mb)
+    share = "256 MB (this run's share of the memory)"
+    assert choose("auto", True, 80, 9 * mb) == (True, f"auto: 80 clients x 9.0 MB over {share}, files under {tmp_path}")
+    assert choose("auto", True, 20, 9 * mb) == (False, f"auto: 20 clients x 9.0 MB within {share}")
     assert choose("auto", True, 256, mb)[0] is False and choose("auto", True, 257, mb)[0] is True  # 256 MB is in
     on_disk, why = choose("auto", False, 800, 9 * mb)
     assert not on_disk and "vectorized engine" in why
     assert choose("memory", True, 800, 9 * mb) == (False, "asked for: client_state=memory")
     assert choose("disk", False, 1, 1) == (True, "asked for: client_state=disk")
+
+
+def test_the_budget_is_this_runs_share_of_the_machines_memory(monkeypatch):
+    gb = 2**30
+    monkeypatch.setattr(client_state, "_runs_at_once", [1])
+    monkeypatch.setattr(client_state, "memory_bytes", lambda: 24 * gb)
+    assert client_state.memory_budget() == 3 * gb  # an eighth of 24 GB: EMNIST's 100 x 8.7 MB stay in memory
+    client_state.set_runs_at_once(4)  # a worker of --jobs 4
+    assert client_state.memory_budget() == 3 * gb // 4
+    client_state.set_runs_at_once(1000)  # never under the floor
+    assert client_state.memory_budget() == client_state.MEMORY_BUDGET_MIN
+    client_state.set_runs_at_once(0)  # nonsense counts as one run
+    assert client_state.memory_budget() == 3 * gb
+    monkeypatch.setattr(client_state, "memory_bytes", lambda: None)  # a machine that does not say
+    assert client_state.memory_budget() == client_state.MEMORY_BUDGET_MIN
+
+
+def test_each_worker_of_a_sweep_gets_its_share_of_the_budget(registry, tmp_path):
+    from fedbench.fl.memory import memory_bytes
+    from fedbench.runs.executor import run_local
+
+    cfgs = [resolve_run(registry, dataset="synthetic", method="fedavg", seed=s, overrides={**TINY, "rounds": 1},
+                        engine="sequential") for s in (1, 2)]
+    outcomes = run_local(cfgs, tmp_path / "r.sqlite", jobs=2, progress=False)
+    budget = max(client_state.MEMORY_BUDGET_MIN, int(memory_bytes() * client_state.MEMORY_SHARE / 2))
+    for o in outcomes:
+        assert o.status == "done", o.error
+        assert f"within {budget / 2**20:,.0f} MB (this run's share of the memory)" in o.engine, o.engine
 
 
 def test_the_file_system_is_read_from_the_mount_table():
@@ -92,13 +122,14 @@ def test_the_file_system_is_read_from_the_mount_table():
 @pytest.mark.skipif(file_system(Path("/dev/shm")) != "tmpfs", reason="no tmpfs at /dev/shm here")
 def test_auto_keeps_memory_when_the_folder_is_memory_itself(monkeypatch):
     monkeypatch.setenv("FEDBENCH_STATE_DIR", "/dev/shm/fedbench-test")
+    monkeypatch.setattr(client_state, "memory_budget", lambda: 256 * 2**20)
     on_disk, why = choose("auto", True, 80, 9 * 2**20)
     assert not on_disk and "/dev/shm/fedbench-test is tmpfs (memory)" in why and "FEDBENCH_STATE_DIR" in why
 
 
 def test_auto_on_a_run_over_the_budget_keeps_the_clients_state_in_files(registry, tmp_path, monkeypatch):
     monkeypatch.setenv("FEDBENCH_STATE_DIR", str(tmp_path))
-    monkeypatch.setattr(client_state, "MEMORY_BUDGET", 100)  # bytes: the tiny model's clients pass it
+    monkeypatch.setattr(client_state, "memory_budget", lambda: 100)  # bytes: the tiny model's clients pass it
     sim = build_simulation(registry, resolve_run(registry, dataset="synthetic", method="fedavg", seed=1,
                                                  overrides={**TINY, "rounds": 1}, engine="sequential"))
     assert sim.config.client_state == "auto" and "client state on disk (auto: " in sim.engine, sim.engine

@@ -49,10 +49,14 @@ def start_method(jobs: int) -> str:
     return "spawn"
 
 
-def _init_worker(threads: int) -> None:
+def _init_worker(threads: int, runs_at_once: int) -> None:
+    """A worker's torch threads, and how many runs share its machine's memory (``auto``'s client-state budget)."""
     import torch
 
+    from fedbench.runs.client_state import set_runs_at_once
+
     torch.set_num_threads(threads)
+    set_runs_at_once(runs_at_once)
 
 
 def die_with_parent(parent_pid: int) -> None:
@@ -84,7 +88,7 @@ def _stop_on_sigterm(signum: int, frame) -> None:  # noqa: ANN001
     raise Interrupted()
 
 
-def _worker_main(conn, threads: int, parent_pid: int, results: str, data_root: str | None, force: bool) -> None:  # noqa: ANN001
+def _worker_main(conn, threads: int, jobs: int, parent_pid: int, results: str, data_root: str | None, force: bool) -> None:  # noqa: ANN001
     """A worker: runs the configs its parent sends, one at a time, until told to stop."""
     from fedbench.plugin.registry import get_registry
     from fedbench.runs.runner import Interrupted
@@ -93,7 +97,7 @@ def _worker_main(conn, threads: int, parent_pid: int, results: str, data_root: s
     signal.signal(signal.SIGTERM, _stop_on_sigterm)
     try:
         die_with_parent(parent_pid)
-        _init_worker(threads)
+        _init_worker(threads, jobs)
         store = ResultStore(results)
         while True:
             task = conn.recv()
@@ -127,7 +131,7 @@ class _Worker:
         ctx = mp.get_context(start_method(jobs))
         self.conn, child = ctx.Pipe()
         self.proc = ctx.Process(
-            target=_worker_main, args=(child, threads_per_worker(jobs), os.getpid(), results, data_root, force), daemon=True
+            target=_worker_main, args=(child, threads_per_worker(jobs), jobs, os.getpid(), results, data_root, force), daemon=True
         )
         self.proc.start()
         child.close()
@@ -498,13 +502,23 @@ def _one_line(error: BaseException) -> str:
     return f"{type(error).__name__}: {text[0] if text else ''}"[:300]
 
 
+def _runs_per_node() -> int:
+    """How many tasks like this one the Ray node it runs on holds at once: its CPUs over this task's."""
+    import ray
+
+    context = ray.get_runtime_context()
+    mine = context.get_assigned_resources().get("CPU") or 1.0
+    node = next((n for n in ray.nodes() if n.get("NodeID") == context.get_node_id()), {})
+    return max(1, int(node.get("Resources", {}).get("CPU", 1.0) // mine))
+
+
 def _ray_compute(cfg: RunConfig, data_root: str | None, queue, data=None) -> tuple[str, str | None, float, str, float]:  # noqa: ANN001
     """A Ray task: compute one run (on ``data``, the driver's copy of its data set from the object store, or
     loaded here from ``data_root``), sending each evaluation to the driver; (status, error, seconds, engine,
     the wall-clock time it started)."""
     from fedbench.plugin.registry import get_registry
 
-    _init_worker(1)
+    _init_worker(1, _runs_per_node())
     attempt = Attempt()
     status, error, _ = compute(get_registry(), cfg, Path(data_root) if data_root else None, False, attempt,
                                lambda r, metrics: queue.put((cfg.run_id, r, metrics, attempt.engine)), data)
