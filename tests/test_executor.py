@@ -11,6 +11,8 @@ import time
 
 import pytest
 
+from fedbench.fl.memory import memory_bytes
+from fedbench.runs import client_state
 from fedbench.runs.build import resolve_run
 from fedbench.errors import ConfigError
 from fedbench.runs.executor import assign_devices, run_local, threads_per_worker
@@ -161,11 +163,16 @@ class TestRay:
         configs = _configs(registry, methods=("fedem",), seeds=(1, 2))
         # a run that fails in its task (a model that does not fit the data): one failed run, the sweep goes on
         bad = resolve_run(registry, dataset="synthetic", method="fedavg", seed=1, overrides={**TINY, "model": "cifar10cnn"})
+        # one client at a time: its client state's budget is its share of the node (2 CPUs, 1 a task: half)
+        one_at_a_time = resolve_run(registry, dataset="synthetic", method="fedavg", seed=3, overrides=TINY,
+                                    engine="sequential")
         monkeypatch.chdir(tmp_path)  # a relative results path is the driver's, not a Ray worker's
-        ray_out = run_ray([*configs, bad], "rel/ray.sqlite", num_cpus=2)
+        ray_out = run_ray([*configs, bad, one_at_a_time], "rel/ray.sqlite", num_cpus=2)
         local_out = run_local(configs, tmp_path / "local.sqlite", jobs=1, progress=False)
-        assert [o.status for o in ray_out] == ["done", "done", "failed"]
+        assert [o.status for o in ray_out] == ["done", "done", "failed", "done"]
         assert "cifar10cnn" in ray_out[2].error and "\n" not in ray_out[2].error
+        half = max(client_state.MEMORY_BUDGET_MIN, int(memory_bytes() * client_state.MEMORY_SHARE / 2))
+        assert f"within {half / 2**20:,.0f} MB (this run's share of the memory)" in ray_out[3].engine, ray_out[3].engine
         for a, b in zip(ray_out, local_out):
             assert a.metrics == pytest.approx(b.metrics, rel=1e-6)
         db = tmp_path / "rel" / "ray.sqlite"
