@@ -388,11 +388,11 @@ def projection(rows: list[dict]) -> list[str]:
         if not rs or not es:
             continue
         train = suite_train(r["dataset"], r["method"])
-        evals = n_evaluations(train)
-        hours = (train.rounds * min(rs) + evals * sum(es) / len(es) + (r.get("build_s") or 0.0)) / 3600
+        evals, best_round, mean_eval = n_evaluations(train), min(rs), sum(es) / len(es)
+        hours = (train.rounds * best_round + evals * mean_eval + (r.get("build_s") or 0.0)) / 3600
         totals.setdefault((r["dataset"], r["method"], r["code"]), hours)  # a cell's first row of each code
-        out.append(f"| {r['dataset']} | {r['method']} | {r['code']} | {train.rounds} x {min(rs):.2f} | "
-                   f"{evals} x {sum(es) / len(es):.2f} | {hours:.3f} | {3 * hours:.3f} |")
+        out.append(f"| {r['dataset']} | {r['method']} | {r['code']} | {train.rounds} x {best_round:.2f} | "
+                   f"{evals} x {mean_eval:.2f} | {hours:.3f} | {3 * hours:.3f} |")
     if not out:
         return []
     lines = ["", "One paper run of each cell, projected from the rows above (the suite's rounds at the fastest measured "

@@ -44,6 +44,18 @@ def with_plugin(plugin: object, name: str):  # noqa: ANN201
     return Registry(pm, failures, packages)
 
 
+def benchmark_module(name: str):  # noqa: ANN201
+    """The script ``benchmarks/<name>.py`` imported as a module (benchmarks/ is not a package)."""
+    import importlib
+
+    folder = str(Path(__file__).resolve().parents[1] / "benchmarks")
+    sys.path.insert(0, folder)
+    try:
+        return importlib.import_module(name)
+    finally:
+        sys.path.remove(folder)
+
+
 def run_cli(*args: str, env: dict[str, str] | None = None, cwd: Path | None = None) -> subprocess.CompletedProcess:
     """Run the real CLI in a fresh interpreter (plugins load from entry points there)."""
     full_env = {**os.environ, **(env or {})}

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import run_cli
+from tests.conftest import benchmark_module, run_cli
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -61,11 +61,7 @@ def test_short_roles_standin_keeps_the_papers_778_clients_with_one_batch_each(tm
 def test_paper_speed_window_reports_a_stopped_process_peaks_and_progress(tmp_path):
     """``paper_speed.py --window``: a process stopped on time is a row with its peak memory so far and the last
     progress mark it printed, not a failure."""
-    sys.path.insert(0, str(ROOT / "benchmarks"))
-    try:
-        import paper_speed
-    finally:
-        sys.path.remove(str(ROOT / "benchmarks"))
+    paper_speed = benchmark_module("paper_speed")
     script = tmp_path / "slow.py"
     script.write_text("import sys, time\nx = bytearray(200 * 2**20)\nfor i in range(200 * 2**20 // 4096): x[i * 4096] = 1\n"
                       "print('progress: loaded and built (3 clients, sequential)', file=sys.stderr, flush=True)\n"
@@ -90,11 +86,7 @@ def test_paper_speed_reads_the_authors_rounds_and_evaluations_from_their_print_t
     """The authors' seconds per round and per evaluation come from when the shim's lines around their
     ``Aggregator.write_logs`` are printed: a module named ``aggregator`` run under the shim (the real
     ``sitecustomize`` the script writes) with known pauses in and between its evaluations gives those back."""
-    sys.path.insert(0, str(ROOT / "benchmarks"))
-    try:
-        import paper_speed
-    finally:
-        sys.path.remove(str(ROOT / "benchmarks"))
+    paper_speed = benchmark_module("paper_speed")
     shims = tmp_path / "shims"
     shims.mkdir()
     (shims / "sitecustomize.py").write_text(paper_speed.SITECUSTOMIZE)
@@ -124,11 +116,7 @@ def test_paper_cost_times_the_runs_own_engine_and_projects_its_rounds_and_evalua
     from fedbench.plugin.registry import get_registry
     from fedbench.runs.suite import load_suite
 
-    sys.path.insert(0, str(ROOT / "benchmarks"))
-    try:
-        import paper_cost
-    finally:
-        sys.path.remove(str(ROOT / "benchmarks"))
+    paper_cost = benchmark_module("paper_cost")
     subprocess.run([sys.executable, str(ROOT / "benchmarks" / "standin_data.py"), "--root", str(tmp_path),
                     "--only", "emnist", "--scale", "0.01"], check=True, capture_output=True, timeout=300)
     (cfg,) = load_suite(get_registry(), "paper", seeds=[1], engine=engine, extra={"dataset.n_clients": 10},
@@ -144,11 +132,7 @@ def test_paper_cost_times_the_runs_own_engine_and_projects_its_rounds_and_evalua
 def test_paper_speed_projects_a_paper_run_of_each_code_by_one_rule():
     """A paper run projected from measured rows: 200 rounds at the fastest round, the suite's evaluations at the
     mean one, plus loading; EMNIST evaluates at the start and every 5th round (41). Hand-computed for both codes and their ratio."""
-    sys.path.insert(0, str(ROOT / "benchmarks"))
-    try:
-        import paper_speed
-    finally:
-        sys.path.remove(str(ROOT / "benchmarks"))
+    paper_speed = benchmark_module("paper_speed")
     rows = [
         {"dataset": "emnist", "method": "fedavg", "code": "fedbench", "round_s": [3.0, 2.0], "eval_s": [1.0, 2.0, 3.0],
          "build_s": 36.0},

@@ -9,17 +9,14 @@ from pathlib import Path
 
 import pytest
 
+from tests.conftest import benchmark_module
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
 def speed_jobs():
-    sys.path.insert(0, str(ROOT / "benchmarks"))
-    try:
-        import speed_jobs
-    finally:
-        sys.path.remove(str(ROOT / "benchmarks"))
-    return speed_jobs
+    return benchmark_module("speed_jobs")
 
 
 def test_tree_rss_counts_the_workers_below_a_process(speed_jobs):
